@@ -1,0 +1,44 @@
+// unet_fast._C: the C++ CPU ops. Each op file defines register_<op>(m); add one line per op here.
+#include <pybind11/pybind11.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace unet_fast {
+void register_activation(py::module_& m);
+}  // namespace unet_fast
+
+#ifndef UNET_FAST_GIT_COMMIT
+#define UNET_FAST_GIT_COMMIT "unknown"
+#endif
+
+static py::dict build_info() {
+  py::dict info;
+  info["git_commit"] = UNET_FAST_GIT_COMMIT;
+  info["compiler"] = __VERSION__;
+  info["cplusplus"] = static_cast<long>(__cplusplus);
+#ifdef _OPENMP
+  info["openmp"] = static_cast<int>(_OPENMP);
+#else
+  info["openmp"] = py::none();
+#endif
+  return info;
+}
+
+static int omp_max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "unet_fast C++ CPU ops (raw pointers; the Python launchers in unet_fast.kernels.cpu check arguments)";
+  m.def("build_info", &build_info, "Compile-time metadata: compiler, OpenMP version, git commit.");
+  m.def("omp_max_threads", &omp_max_threads, "omp_get_max_threads() as seen by this module's OpenMP runtime.");
+  unet_fast::register_activation(m);
+}

@@ -1,0 +1,24 @@
+"""Test configuration. TRITON_INTERPRET must be set before any @triton.jit function is imported, so it is
+set here, at the top, before the package is imported (shared GPU notes: the interpreter's first trap)."""
+
+import os
+
+if not os.environ.get("UNET_FAST_TEST_ON_GPU"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)"
+)

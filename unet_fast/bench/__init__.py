@@ -1,0 +1,1 @@
+"""Benchmark machinery shared by the CLI and benchmarks/: workloads, timing, machine records."""

@@ -1,0 +1,75 @@
+"""The benchmark workloads of shared/BENCHMARKING.md: a model factory and an input shape each.
+
+Models get random weights *and* random BatchNorm statistics (never defaults), so fused BN folding is
+exercised with non-trivial scales and shifts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unet_fast.models import UNet, unet_original
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, int, int, int]  # (N, C, H, W) at the default batch
+
+    def make_input(self, batch: int | None = None, seed: int = 0) -> torch.Tensor:
+        n, c, h, w = self.input_shape
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(batch or n, c, h, w, generator=g)
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm random running statistics and affine parameters, then set eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                if m.affine:
+                    m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                    m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    return model.eval()
+
+
+def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        torch.manual_seed(seed)
+        return randomize_bn(factory(), seed)
+
+    return build
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in [
+        Workload("unet64-256", "U-Net base 64, depth 4, BN, transposed-conv up, 2 classes, softmax",
+                 _seeded(lambda: UNet(3, 2, 64, 4, "batch", "transpose", head="softmax")), (1, 3, 256, 256)),
+        Workload("unet64-512", "same model at 512x512",
+                 _seeded(lambda: UNet(3, 2, 64, 4, "batch", "transpose", head="softmax")), (1, 3, 512, 512)),
+        Workload("unet-original", "Ronneberger 2015: valid convs, crop + concat, 572 -> 388",
+                 _seeded(unet_original), (1, 1, 572, 572)),
+        Workload("unet-bilinear", "base 64, BN, bilinear align_corners=True up (milesial bilinear=True)",
+                 _seeded(lambda: UNet(3, 2, 64, 4, "batch", "bilinear", align_corners=True, head="softmax")),
+                 (1, 3, 512, 512)),
+        Workload("unet-small", "base 16: latency-bound, launch overhead",
+                 _seeded(lambda: UNet(3, 2, 16, 4, "batch", "transpose", head="softmax")), (1, 3, 256, 256)),
+    ]
+}  # fmt: skip
+
+
+def get_workload(name: str) -> Workload:
+    try:
+        return WORKLOADS[name]
+    except KeyError:
+        raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}") from None

@@ -1,0 +1,106 @@
+"""`unet-fast info` / `python -m unet_fast.info`: versions, and whether each extension and backend is
+built and usable here, with the reason when it is not."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+from typing import Any
+
+import torch
+
+from unet_fast import _ext
+
+
+def _version(module: str) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # a broken install is worth reporting, not crashing on
+        return f"import failed: {e}"
+    return str(getattr(mod, "__version__", "unknown"))
+
+
+def _triton_status() -> tuple[bool, str]:
+    if _version("triton") is None:
+        return False, "triton is not installed"
+    if torch.cuda.is_available():
+        return True, "GPU"
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True, "interpreter (TRITON_INTERPRET=1): correct but slow, for testing"
+    return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels in the interpreter, for testing)"
+
+
+def collect() -> dict[str, Any]:
+    cpu_ok = _ext.cpu_ext is not None
+    cuda_reason = _ext.cuda_unavailable_reason()
+    triton_ok, triton_why = _triton_status()
+    trt = _version("tensorrt")
+    info: dict[str, Any] = {
+        "unet_fast": __import__("unet_fast").__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "versions": {m: _version(m) for m in ("triton", "numpy", "onnx", "onnxruntime", "openvino", "tensorrt")},
+        "build": _ext.build_info(),
+        "extensions": {
+            "unet_fast._C": {"usable": cpu_ok, "why": "" if cpu_ok else _ext._cpu_error,
+                             "build_info": _ext.cpu_ext.build_info() if cpu_ok else None},
+            "unet_fast._cuda": {"built": _ext.cuda_ext is not None, "usable": not cuda_reason, "why": cuda_reason,
+                                "build_info": _ext.cuda_ext.build_info() if _ext.cuda_ext is not None else None},
+        },
+        "backends": {
+            "torch": {"usable": True, "why": "pure PyTorch reference executor"},
+            "cpu": {"usable": cpu_ok, "why": "" if cpu_ok else _ext._cpu_error},
+            "triton": {"usable": triton_ok, "why": triton_why},
+            "cuda": {"usable": not cuda_reason, "why": cuda_reason},
+            "tensorrt": {"usable": trt is not None and torch.cuda.is_available(),
+                         "why": "tensorrt is not installed" if trt is None else
+                         ("" if torch.cuda.is_available() else "no CUDA device")},
+        },
+    }  # fmt: skip
+    return info
+
+
+def render(info: dict[str, Any]) -> str:
+    lines = [f"unet_fast {info['unet_fast']}  (python {info['python']}, torch {info['torch']}, "
+             f"{info['torch_threads']} threads)", f"platform: {info['platform']}",
+             f"CUDA device: {info['cuda_device'] or 'none'}",
+             "versions: " + ", ".join(f"{k} {v or '-'}" for k, v in info["versions"].items())]  # fmt: skip
+    build = info["build"]
+    if build:
+        cuda = build.get("cuda", {})
+        cuda_s = (
+            f"archs {cuda.get('archs')}, {cuda.get('nvcc')}"
+            if cuda.get("built")
+            else f"not built ({cuda.get('reason')})"
+        )
+        lines.append(f"build: commit {build.get('git_commit')}, {build.get('cxx')}; CUDA: {cuda_s}")
+    lines.append("extensions:")
+    for name, e in info["extensions"].items():
+        lines.append(f"  {name:<16} {'usable' if e['usable'] else 'NOT usable':<11} {e['why']}")
+    lines.append("backends:")
+    for name, b in info["backends"].items():
+        lines.append(f"  {name:<16} {'usable' if b['usable'] else 'NOT usable':<11} {b['why']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="unet-fast info", description=__doc__)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    args = p.parse_args(argv)
+    info = collect()
+    print(json.dumps(info, indent=2, default=str) if args.json else render(info))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Triton kernels, one op per file: reference (from kernels/spec.py) -> kernel -> launcher."""
