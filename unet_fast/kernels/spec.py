@@ -214,3 +214,27 @@ def head(x: Tensor | InputView, weight: Tensor, bias: Tensor | None = None, op: 
     elif op == "sigmoid":
         logits = torch.sigmoid(logits)
     return _write(logits.to(out.dtype if out is not None else view.tensor.dtype), out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The backend interface. Every kernel module (this one for the `torch` executor, kernels/cpu.py,
+# kernels/cuda.py, kernels/triton/) exposes these names with these signatures; pack_* run once at
+# optimize time and return whatever that backend's launchers take (here: the weight, cast).
+# ---------------------------------------------------------------------------------------------------
+
+SUPPORTED_DTYPES: tuple[torch.dtype, ...] = FLOAT_DTYPES
+
+
+def pack_conv_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """OIHW fp32 -> what conv2d takes (the reference keeps OIHW; it computes in fp32 anyway)."""
+    return weight.detach().float()
+
+
+def pack_conv_transpose_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """IOHW [Cin, Cout, 2, 2] -> what conv_transpose2x2 takes."""
+    return weight.detach().float()
+
+
+def pack_head_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """[K, C, 1, 1] or [K, C] -> what head takes."""
+    return weight.detach().float().reshape(weight.shape[0], -1)

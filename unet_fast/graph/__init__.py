@@ -1,0 +1,1 @@
+"""Model capture, graph passes and the execution plan."""
