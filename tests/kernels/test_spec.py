@@ -36,7 +36,9 @@ def test_conv_virtual_concat_residual_pool_slot() -> None:
     buf = torch.full((2, 9, 11, 10), float("nan"))
     pool = torch.full((2, 4, 5, 6), float("nan"))
     out = spec.conv2d([a, b], w, bias, padding=1, act="relu", residual=res, out=buf[..., 2:8], pool_out=pool)
-    ref = torch.relu(F.conv2d(torch.cat([a, b], 3).permute(0, 3, 1, 2), w, bias, padding=1) + res.permute(0, 3, 1, 2))
+    ref = torch.relu(
+        F.conv2d(torch.cat([a, b], 3).permute(0, 3, 1, 2), w, bias, padding=1) + res.permute(0, 3, 1, 2)
+    )
     torch.testing.assert_close(out, nhwc(ref))
     torch.testing.assert_close(pool, nhwc(F.max_pool2d(ref, 2)))
     assert buf[..., :2].isnan().all() and buf[..., 8:].isnan().all()
@@ -79,7 +81,7 @@ def test_checks_say_what_was_expected() -> None:
         checks.check_conv2d([x.permute(0, 3, 1, 2).contiguous().permute(0, 1, 3, 2)], w, None, **kw)
     with pytest.raises(ValueError, match=r"out has shape \(1, 8, 8, 3\), expected \(1, 8, 8, 4\)"):
         checks.check_conv2d([torch.randn(1, 8, 8, 5)], w, None, **{**kw, "out": torch.empty(1, 8, 8, 3)})
-    with pytest.raises(ValueError, match="dtype torch.float64"):
+    with pytest.raises(ValueError, match=r"dtype torch\.float64"):
         checks.check_conv2d([x.double()], w, None, **kw)
     with pytest.raises(ValueError, match="unknown activation"):
         checks.check_conv2d([torch.randn(1, 8, 8, 5)], w, None, **{**kw, "act": "gelu"})
