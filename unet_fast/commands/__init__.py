@@ -1,0 +1,1 @@
+"""Subcommands of `unet-fast`, one module each (see unet_fast/cli.py)."""
