@@ -3,6 +3,8 @@
 // nearest_idx), for an explicit output size. Shared by the CPU twins and the CUDA kernels.
 #pragma once
 
+#include <cmath>
+
 #include "unet_fast/macros.h"
 
 namespace unet_fast {
