@@ -1,0 +1,55 @@
+"""What a backend is: a kernel module (the interface at the bottom of kernels/spec.py) plus its device and
+dtype rules. One Executor (backends/executor.py) runs a Plan on any of them."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+# step kind -> the kernel-module functions it needs (pack function first where there is one)
+KERNEL_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "Conv": ("pack_conv_weight", "conv2d"),
+    "ConvTranspose2x2": ("pack_conv_transpose_weight", "conv_transpose2x2"),
+    "Concat": ("upsample_concat",),
+    "Resample": ("upsample_concat",),
+    "Pool": ("maxpool2x2",),
+    "Head": ("pack_head_weight", "head"),
+}
+ALL_FUNCTIONS = sorted({f for fs in KERNEL_FUNCTIONS.values() for f in fs} | {"SUPPORTED_DTYPES"})
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    kernels_module: str  # import path of the kernel module
+    description: str
+    unavailable_reason: Callable[[torch.device | None], str]  # '' when usable on that device
+    default_device: Callable[[], torch.device]
+
+    def kernels(self) -> ModuleType:
+        return importlib.import_module(self.kernels_module)
+
+    def missing_functions(self) -> list[str]:
+        """Interface functions the kernel module does not (yet) provide: those steps run the torch reference."""
+        try:
+            km = self.kernels()
+        except ImportError:
+            return list(ALL_FUNCTIONS)
+        return [f for f in ALL_FUNCTIONS if not hasattr(km, f)]
+
+    def supported_dtypes(self) -> tuple[torch.dtype, ...]:
+        km = self.kernels()
+        return tuple(getattr(km, "SUPPORTED_DTYPES", (torch.float32,)))
+
+    def require(self, device: torch.device | None) -> None:
+        reason = self.unavailable_reason(device)
+        if reason:
+            raise BackendUnavailable(f"backend {self.name!r} cannot run: {reason}")

@@ -1,0 +1,185 @@
+"""The one executor: walks a Plan and calls a kernel module (the backend interface of kernels/spec.py).
+
+Weights are packed once per (device, dtype). Activations live in an arena (graph/planner.py) per thread and
+batch size, reused across calls; the output is allocated per call. A step kind the kernel module lacks, or a
+call the kernel refuses with NotImplementedError, runs the torch reference (kernels/spec.py) for that step
+only, and the report says so.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unet_fast.backends.base import KERNEL_FUNCTIONS
+from unet_fast.graph.ir import Concat, Conv, ConvTranspose2x2, Fallback, Head, Plan, Pool, Slice, Step
+from unet_fast.graph.planner import BufferPlan
+from unet_fast.kernels import spec
+from unet_fast.kernels.spec import InputView
+
+
+@dataclass
+class _Prepared:
+    step: Step
+    kernels: ModuleType  # the module running it (the backend's, or spec as a per-step fallback)
+    weight: Any = None
+    bias: Tensor | None = None
+    note: str = ""  # why the torch reference runs it, if it does
+
+
+class Executor:
+    def __init__(self, plan: Plan, buffers: BufferPlan, kernels: ModuleType, backend_name: str,
+                 device: torch.device, dtype: torch.dtype) -> None:  # fmt: skip
+        self.plan, self.buffers, self.kernels = plan, buffers, kernels
+        self.backend_name, self.device, self.dtype = backend_name, device, dtype
+        self.poison = False  # tests: fill buffers with NaN before each run so an unwritten element shows
+        self._local = threading.local()
+        self.prepared = [self._prepare(s) for s in plan.steps]
+
+    # -- optimize time ---------------------------------------------------------------------------------
+    def _kernels_for(self, step: Step) -> tuple[ModuleType, str]:
+        if isinstance(step, Fallback) or self.kernels is spec:
+            return spec, ""
+        missing = [f for f in KERNEL_FUNCTIONS[step.kind] if not hasattr(self.kernels, f)]
+        if missing:
+            return spec, f"{self.backend_name} kernels lack {', '.join(missing)}: torch reference"
+        return self.kernels, ""
+
+    def _prepare(self, step: Step) -> _Prepared:
+        km, note = self._kernels_for(step)
+        p = _Prepared(step, km, note=note)
+        dev = self.device
+        if isinstance(step, Conv):
+            p.weight = km.pack_conv_weight(step.weight.to(dev), self.dtype)
+        elif isinstance(step, ConvTranspose2x2):
+            p.weight = km.pack_conv_transpose_weight(step.weight.to(dev), self.dtype)
+        elif isinstance(step, Head):
+            p.weight = km.pack_head_weight(step.weight.to(dev), self.dtype)
+        b = getattr(step, "bias", None)
+        p.bias = None if b is None else b.to(device=dev, dtype=torch.float32)
+        return p
+
+    def step_notes(self) -> list[str]:
+        return [p.note for p in self.prepared]
+
+    # -- run time --------------------------------------------------------------------------------------
+    def _arena(self, batch: int) -> Tensor:
+        arenas = getattr(self._local, "arenas", None)
+        if arenas is None:
+            arenas = self._local.arenas = {}
+        a = arenas.get(batch)
+        if a is None:
+            a = arenas[batch] = torch.empty(max(1, batch * self.buffers.arena_per_sample), dtype=self.dtype,
+                                            device=self.device)  # fmt: skip
+        return a
+
+    def _tensors(self, x: Tensor) -> dict[str, Tensor]:
+        n = x.shape[0]
+        arena = self._arena(n)
+        if self.poison:
+            arena.fill_(float("nan"))
+        out: dict[str, Tensor] = {self.plan.input.buffer: x}
+        for name, b in self.plan.buffers.items():
+            if name in out:
+                continue
+            shape = b.shape(n)
+            if name in self.buffers.offsets:
+                off = n * self.buffers.offsets[name]
+                numel = n * b.size[0] * b.size[1] * b.channels
+                out[name] = arena[off : off + numel].view(shape)
+            elif b.index:
+                out[name] = torch.empty(shape, dtype=torch.int64, device=self.device)
+                if self.poison:
+                    out[name].fill_(-1)
+            else:
+                out[name] = torch.empty(shape, dtype=self.dtype, device=self.device)
+                if self.poison:
+                    out[name].fill_(float("nan"))
+        return out
+
+    def run(self, x: Tensor) -> Any:
+        """`x`: NHWC [N, H, W, C] in the engine dtype on the engine device. Returns the plan output
+        (NHWC activation, [N, H, W] class map, or a raw fallback value)."""
+        bufs = self._tensors(x)
+        raw: dict[str, Any] = {}
+        for i, p in enumerate(self.prepared):
+            try:
+                self._run_step(p, bufs, raw)
+            except NotImplementedError as e:
+                if p.kernels is spec:
+                    raise
+                # the kernel refuses this configuration: the reference runs this step from now on
+                self.prepared[i] = q = self._fallback_to_reference(p, e)
+                self._run_step(q, bufs, raw)
+        out = self.plan.output
+        return raw[out] if isinstance(out, str) else _view(bufs, out)
+
+    def _fallback_to_reference(self, p: _Prepared, e: Exception) -> _Prepared:
+        q = _Prepared(p.step, spec, note=f"{self.backend_name} kernel refused ({e}): torch reference")
+        s = p.step
+        w = getattr(s, "weight", None)
+        q.weight = None if w is None else w.to(self.device)
+        q.bias = p.bias
+        if isinstance(s, Head):
+            q.weight = spec.pack_head_weight(s.weight.to(self.device), self.dtype)
+        return q
+
+    def _run_step(self, p: _Prepared, bufs: dict[str, Tensor], raw: dict[str, Any]) -> None:
+        s, km = p.step, p.kernels
+        if isinstance(s, Conv):
+            km.conv2d([_input_view(bufs, v) for v in s.inputs], p.weight, p.bias, stride=s.stride,
+                      padding=s.padding, dilation=s.dilation, act=s.act, negative_slope=s.negative_slope,
+                      residual=None if s.residual is None else _view(bufs, s.residual), out=_view(bufs, s.out),
+                      pool_out=None if s.pool_out is None else _view(bufs, s.pool_out))  # fmt: skip
+        elif isinstance(s, ConvTranspose2x2):
+            km.conv_transpose2x2(_view(bufs, s.input), p.weight, p.bias, act=s.act, negative_slope=s.negative_slope,
+                                 out=_view(bufs, s.out))  # fmt: skip
+        elif isinstance(s, Concat):
+            km.upsample_concat([_input_view(bufs, v) for v in s.inputs], out=_view(bufs, s.out))
+        elif isinstance(s, Pool):
+            km.maxpool2x2(_view(bufs, s.input), out=_view(bufs, s.out))
+        elif isinstance(s, Head):
+            km.head(_input_view(bufs, s.input), p.weight, p.bias, s.op, out=_view(bufs, s.out))
+        elif isinstance(s, Fallback):
+            _run_fallback(s, bufs, raw)
+        else:
+            raise AssertionError(f"unknown step {s.kind}")
+
+
+def _view(bufs: dict[str, Tensor], s: Slice) -> Tensor:
+    t = bufs[s.buffer]
+    if t.dim() == 3:  # class map
+        return t
+    if s.channel_offset == 0 and s.channels == t.shape[3]:
+        return t
+    return t[..., s.channel_offset : s.channel_offset + s.channels]
+
+
+def _input_view(bufs: dict[str, Tensor], s: Slice) -> InputView:
+    return InputView(_view(bufs, s), s.resample, s.offset, s.size)
+
+
+def _run_fallback(s: Fallback, bufs: dict[str, Tensor], raw: dict[str, Any]) -> None:
+    args = []
+    for i in s.inputs:
+        if isinstance(i, str):
+            args.append(raw[i])
+        else:
+            # fp32 NCHW: PyTorch's own op, at least as precise as the engine dtype
+            args.append(spec.to_nchw(spec.read_view(_input_view(bufs, i), torch.float32)))
+    result = s.fn(*args)
+    results = [result] if len(s.outputs) == 1 else list(result)
+    for o, r in zip(s.outputs, results, strict=True):
+        if isinstance(o, str):
+            raw[o] = r
+        else:
+            dst = _view(bufs, o)
+            if dst.dim() == 3:
+                dst.copy_(r)
+            else:
+                dst.copy_(spec.to_nhwc(r))
