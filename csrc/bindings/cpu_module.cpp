@@ -9,6 +9,11 @@ namespace py = pybind11;
 
 namespace unet_fast {
 void register_activation(py::module_& m);
+void register_maxpool2x2(py::module_& m);
+void register_upsample_concat(py::module_& m);
+void register_conv_epilogue(py::module_& m);
+void register_head(py::module_& m);
+void register_conv_transpose2x2(py::module_& m);
 }  // namespace unet_fast
 
 #ifndef UNET_FAST_GIT_COMMIT
@@ -41,4 +46,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info, "Compile-time metadata: compiler, OpenMP version, git commit.");
   m.def("omp_max_threads", &omp_max_threads, "omp_get_max_threads() as seen by this module's OpenMP runtime.");
   unet_fast::register_activation(m);
+  unet_fast::register_maxpool2x2(m);
+  unet_fast::register_upsample_concat(m);
+  unet_fast::register_conv_epilogue(m);
+  unet_fast::register_head(m);
+  unet_fast::register_conv_transpose2x2(m);
 }

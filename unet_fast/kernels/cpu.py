@@ -1,18 +1,100 @@
-"""Typed launchers over unet_fast._C (the C++ CPU ops). All argument checking happens here; the C++
-side re-checks only what could write out of bounds. Threads follow torch.get_num_threads()."""
+"""Typed launchers over unet_fast._C (the C++ CPU ops): the `cpu` backend's kernel module.
+
+It exposes the backend interface at the bottom of kernels/spec.py with the same semantics. All argument
+checking happens here (kernels/checks.py, plus this backend's own constraints: CPU tensors, fp32); the
+C++ side re-checks only what could read or write out of bounds. Threads follow torch.get_num_threads().
+
+Design (docs/architecture.md, "The CPU backend"):
+- conv2d: the views (virtual concat, resample-on-read, crop / pad window) are gathered by the C++
+  `gather_view` into one contiguous NHWC scratch (skipped when the input already is one), the convolution
+  runs in PyTorch (oneDNN on a channels_last view of that NHWC memory, no bias), and one C++ epilogue pass
+  writes act(acc + bias + residual) into the output slot and the 2x2 max-pool into pool_out.
+- conv_transpose2x2: one PyTorch GEMM [N*H*W, Cin] x [Cin, 4*Cout], then a C++ scatter epilogue
+  (bias, activation) straight into the output slot.
+- upsample_concat, maxpool2x2, head: fully C++ (one pass each).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from unet_fast._ext import require_cpu
-from unet_fast.kernels.spec import ACTIVATIONS
+from unet_fast.kernels import checks
+from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView
+
+# The C++ ops compute and store fp32 only; fp16/bf16 are rejected with a ValueError naming this tuple.
+SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32,)
+# Class-map dtypes of head(op="argmax"), in the C++ IndexKind order.
+_INDEX_KINDS = (torch.uint8, torch.int32, torch.int64)
+_RESAMPLE_MODES = {"nearest": 1, "bilinear": 2}
 
 
 def num_threads() -> int:
     """The thread count every CPU op uses: torch's, so the two never oversubscribe the cores."""
     return max(1, torch.get_num_threads())
+
+
+# ---------------------------------------------------------------------------------------------------
+# This backend's own checks and the tensor descriptors the C++ ops take
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_dtype(dtype: torch.dtype) -> None:
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"the cpu backend supports dtypes {SUPPORTED_DTYPES}, got {dtype}")
+
+
+def _check_cpu(named: dict[str, Tensor | None], *, float_only: bool = True) -> None:
+    for name, t in named.items():
+        if t is None:
+            continue
+        if t.device.type != "cpu":
+            raise ValueError(f"{name} is on {t.device}; the cpu backend needs CPU tensors")
+        if float_only and t.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"{name} has dtype {t.dtype}; the cpu backend supports {SUPPORTED_DTYPES}")
+
+
+def _desc(t: Tensor) -> tuple[int, ...]:
+    """(data pointer, N, H, W, C, stride N, stride H, stride W, extent) of an NHWC tensor whose channel
+    stride is 1; a 3-D [N, H, W] class map is described with C = 1. `extent` = elements the storage
+    holds from the data pointer on: the C++ side checks every addressed element lies inside it."""
+    if t.dim() == 3:
+        n, h, w = t.shape
+        c, (sn, sh, sw) = 1, t.stride()
+    else:
+        n, h, w, c = t.shape
+        sn, sh, sw, _ = t.stride()
+    extent = t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
+    return (t.data_ptr(), n, h, w, c, sn, sh, sw, extent)
+
+
+def _vector(t: Tensor | None, name: str, length: int) -> Tensor | None:
+    """A contiguous fp32 CPU vector (bias) of `length`, or None."""
+    if t is None:
+        return None
+    _check_cpu({name: t})
+    if tuple(t.shape) != (length,):
+        raise ValueError(f"{name} must have shape ({length},), got {tuple(t.shape)}")
+    return t.contiguous()
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _is_plain(view: InputView) -> bool:
+    """True when a view reads its tensor as is: no resample, no window."""
+    t = view.tensor
+    return view.resample is None and view.offset == (0, 0) and view.out_size == (t.shape[1], t.shape[2])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Smoke-test op
+# ---------------------------------------------------------------------------------------------------
 
 
 def activation(
@@ -30,3 +112,181 @@ def activation(
     require_cpu().activation_f32(x.data_ptr(), out.data_ptr(), x.numel(), ACTIVATIONS.index(act),
                                  float(negative_slope), num_threads())  # fmt: skip
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# maxpool2x2
+# ---------------------------------------------------------------------------------------------------
+
+
+def maxpool2x2(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """2x2 stride-2 max-pool of NHWC `x` (floored) into `out` (allocated if None; a slot is fine)."""
+    out = checks.check_maxpool2x2(x, out)
+    _check_cpu({"x": x, "out": out})
+    require_cpu().maxpool2x2_f32(_desc(x), _desc(out), num_threads())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# upsample_concat (and the gather every conv / head input goes through)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _gather(views: Sequence[InputView], out: Tensor) -> Tensor:
+    """Write the views side by side along out's channels (each through its resample and window)."""
+    ext, threads = require_cpu(), num_threads()
+    c0 = 0
+    for v in views:
+        c = v.channels
+        rh, rw = v.source_size
+        mode = _RESAMPLE_MODES[v.resample.mode] if v.resample is not None else 0
+        ac = bool(v.resample.align_corners) if v.resample is not None else False
+        ext.gather_view_f32(_desc(v.tensor), _desc(out[..., c0 : c0 + c]), mode, rh, rw, ac,
+                            v.offset[0], v.offset[1], threads)  # fmt: skip
+        c0 += c
+    return out
+
+
+def upsample_concat(inputs: Sequence[Tensor | InputView], out: Tensor | None = None) -> Tensor:
+    """Materialise the views side by side along channels into `out` (a channel slot is fine)."""
+    views, out = checks.check_upsample_concat(inputs, out)
+    _check_cpu({f"inputs[{i}]": v.tensor for i, v in enumerate(views)} | {"out": out})
+    return _gather(views, out)
+
+
+def _dense_input(views: Sequence[InputView]) -> Tensor:
+    """The views as one contiguous NHWC tensor: the input itself when it already is one, else a
+    gathered scratch (virtual concat, resample, window, or a channel slice of a bigger buffer)."""
+    if len(views) == 1 and _is_plain(views[0]) and views[0].tensor.is_contiguous():
+        return views[0].tensor
+    n = views[0].tensor.shape[0]
+    h, w = views[0].out_size
+    scratch = torch.empty((n, h, w, sum(v.channels for v in views)), dtype=torch.float32)
+    return _gather(views, scratch)
+
+
+# ---------------------------------------------------------------------------------------------------
+# conv2d
+# ---------------------------------------------------------------------------------------------------
+
+
+def pack_conv_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """OIHW fp32 -> the OIHW fp32 weight PyTorch's CPU convolution takes (contiguous, detached)."""
+    _check_dtype(dtype)
+    if weight.dim() != 4:
+        raise ValueError(f"conv weight must be OIHW [Cout, Cin, kH, kW], got shape {tuple(weight.shape)}")
+    return weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
+
+
+def _check_packed(packed: Tensor, name: str, dim: int) -> None:
+    if not isinstance(packed, Tensor) or packed.dim() != dim or packed.dtype != torch.float32:
+        raise ValueError(f"{name} must be what this backend's pack function returns (a {dim}-D fp32 tensor)")
+    _check_cpu({name: packed})
+
+
+def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Tensor | None = None, *,
+           stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+           dilation: int | Sequence[int] = 1, act: str = "none", negative_slope: float = 0.01,
+           residual: Tensor | None = None, out: Tensor | None = None,
+           pool_out: Tensor | None = None) -> Tensor:  # fmt: skip
+    """spec.conv2d on CPU: gather (if needed) -> PyTorch conv into a scratch -> one fused C++ epilogue."""
+    _check_packed(packed_weight, "packed_weight", 4)
+    g = checks.check_conv2d(inputs, packed_weight, bias, stride=stride, padding=padding, dilation=dilation,
+                            act=act, residual=residual, out=out, pool_out=pool_out,
+                            weight_shape=tuple(packed_weight.shape))  # fmt: skip
+    _check_cpu({f"inputs[{i}]": v.tensor for i, v in enumerate(g.views)}
+               | {"residual": g.residual, "out": g.out, "pool_out": g.pool_out})  # fmt: skip
+    bias = _vector(bias, "bias", g.out_channels)
+    x = _dense_input(g.views)
+    # NHWC memory seen as a channels_last NCHW tensor: oneDNN's native layout, no copy; no bias here,
+    # the epilogue adds it in the pass it makes anyway.
+    acc = F.conv2d(x.permute(0, 3, 1, 2), packed_weight, None, g.stride, g.padding, g.dilation)
+    acc = acc.permute(0, 2, 3, 1)
+    if not acc.is_contiguous():  # e.g. one input channel, where PyTorch may pick NCHW for the result
+        acc = acc.contiguous()
+    require_cpu().conv_epilogue_f32(
+        _desc(acc), _ptr(bias), None if g.residual is None else _desc(g.residual), _desc(g.out),
+        None if g.pool_out is None else _desc(g.pool_out), g.act_index, float(negative_slope), num_threads(),
+    )  # fmt: skip
+    return g.out
+
+
+# ---------------------------------------------------------------------------------------------------
+# conv_transpose2x2
+# ---------------------------------------------------------------------------------------------------
+
+
+def pack_conv_transpose_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """IOHW [Cin, Cout, 2, 2] -> [Cin, 4 * Cout] with columns ordered (a, b, co): the GEMM's output row
+    then holds the four output pixels of one input pixel, each a contiguous run of Cout channels."""
+    _check_dtype(dtype)
+    if weight.dim() != 4 or tuple(weight.shape[2:]) != (2, 2):
+        raise ValueError(
+            f"conv_transpose2x2 weight must be IOHW [Cin, Cout, 2, 2], got {tuple(weight.shape)}"
+        )
+    w = weight.detach().to(device="cpu", dtype=torch.float32)
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], 4 * w.shape[1]).contiguous()
+
+
+def conv_transpose2x2(x: Tensor, packed: Tensor, bias: Tensor | None = None, *, act: str = "none",
+                      negative_slope: float = 0.01, out: Tensor | None = None) -> Tensor:  # fmt: skip
+    """spec.conv_transpose2x2 on CPU: one PyTorch GEMM, then a C++ scatter epilogue into `out`."""
+    _check_packed(packed, "packed", 2)
+    if packed.shape[1] % 4:
+        raise ValueError(f"packed weight must be [Cin, 4 * Cout], got {tuple(packed.shape)}")
+    cin, cout = packed.shape[0], packed.shape[1] // 4
+    out = checks.check_conv_transpose2x2(x, packed, bias, out, weight_shape=(cin, cout, 2, 2))
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
+    _check_cpu({"x": x, "out": out})
+    bias = _vector(bias, "bias", cout)
+    n, h, w, _ = x.shape
+    gemm = torch.mm(x.reshape(n * h * w, cin), packed).view(n, h, w, 4 * cout)
+    require_cpu().conv_transpose2x2_epilogue_f32(_desc(gemm), _ptr(bias), _desc(out), ACTIVATIONS.index(act),
+                                                 float(negative_slope), num_threads())  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# head
+# ---------------------------------------------------------------------------------------------------
+
+
+def pack_head_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    """[K, C, 1, 1] or [K, C] -> contiguous fp32 [K, C]."""
+    _check_dtype(dtype)
+    if weight.dim() not in (2, 4) or (weight.dim() == 4 and tuple(weight.shape[2:]) != (1, 1)):
+        raise ValueError(f"head weight must be [K, C] or [K, C, 1, 1], got {tuple(weight.shape)}")
+    return weight.detach().to(device="cpu", dtype=torch.float32).reshape(weight.shape[0], -1).contiguous()
+
+
+def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: str = "softmax",
+         out: Tensor | None = None) -> Tensor:  # fmt: skip
+    """spec.head on CPU: per pixel K dot products + softmax / sigmoid / argmax / logits, one C++ pass."""
+    _check_packed(packed, "packed", 2)
+    view, out = checks.check_head(x, packed, bias, op, out)  # packed [K, C] is a valid logical shape
+    _check_cpu({"x": view.tensor})
+    _check_cpu({"out": out}, float_only=op != "argmax")
+    bias = _vector(bias, "bias", packed.shape[0])
+    xs = view.tensor if _is_plain(view) else _gather([view], torch.empty(
+        (view.tensor.shape[0], *view.out_size, view.channels), dtype=torch.float32))  # fmt: skip
+    index_kind = _INDEX_KINDS.index(out.dtype) if op == "argmax" else 0
+    w = packed.contiguous()  # held in a name: the pointer must outlive the call
+    require_cpu().head_f32(_desc(xs), w.data_ptr(), _ptr(bias), w.shape[0],
+                           HEAD_OPS.index(op), _desc(out), index_kind, num_threads())  # fmt: skip
+    return out
+
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "activation",
+    "conv2d",
+    "conv_transpose2x2",
+    "head",
+    "maxpool2x2",
+    "num_threads",
+    "pack_conv_transpose_weight",
+    "pack_conv_weight",
+    "pack_head_weight",
+    "upsample_concat",
+]
