@@ -1,0 +1,332 @@
+"""ONNX export: BN folded, resize nodes with PyTorch's exact coordinate semantics, dynamic batch and H/W,
+an optional class-map head, metadata recording where the model came from and the parity measured at
+export (onnxruntime against the PyTorch reference).
+
+Uses the TorchScript exporter (`dynamo=False`): it needs no onnxscript and traces our models faithfully.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from unet_fast.export.prepare import ClassMapHead, default_threshold, export_form
+from unet_fast.models.unet import UNet
+
+DYNAMIC_AXES = ("batch", "height", "width")
+MIN_OPSET = 17
+INPUT_NAME = "input"
+
+# What each Resize must say so that ONNX computes exactly what F.interpolate / nn.Upsample computes:
+# nearest = PyTorch's legacy 'nearest' (src = floor(dst * in / out)); linear honours align_corners.
+# Trap: ONNX's 'pytorch_half_pixel' maps an output length of 1 to source 0, while PyTorch (2.x) keeps the
+# half-pixel formula there, which is 'half_pixel' (measured against onnxruntime in
+# tests/export/test_resize.py). So align_corners=False must be 'half_pixel' and 'pytorch_half_pixel' is
+# rewritten to it. TensorRT reads 'half_pixel' as kHALF_PIXEL with the formula single-pixel selector.
+_EXACT_RESIZE = {
+    ("nearest", "asymmetric", "floor"),  # F.interpolate(mode="nearest")
+    ("linear", "align_corners", None),  # bilinear, align_corners=True
+    ("linear", "half_pixel", None),  # bilinear, align_corners=False
+}
+
+
+@dataclass
+class OnnxExport:
+    """What `to_onnx` wrote: the file, the metadata it recorded and the parity it measured."""
+
+    path: Path
+    metadata: dict[str, Any]
+    parity: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.path} (opset {self.metadata['export']['opset']}, "
+                 f"dynamic {self.metadata['export']['dynamic'] or 'none'})"]  # fmt: skip
+        lines += [_parity_line(p) for p in self.parity] or ["parity: not measured"]
+        return "\n".join(lines)
+
+
+def _parity_line(p: dict[str, Any]) -> str:
+    if "error" in p:
+        return f"  {p['runtime']} {p['input_shape']}: ERROR {p['error']}"
+    return (f"  {p['runtime']} vs PyTorch, input {tuple(p['input_shape'])}: max_abs={p['max_abs']:.3g} "
+            f"rel_l2={p['rel_l2']:.3g} argmax agreement={p['argmax_agreement']:.5%}")  # fmt: skip
+
+
+def _require_onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError('ONNX export needs the onnx package: pip install "unet_fast[export]"') from e
+    return onnx
+
+
+def _check_args(
+    model: nn.Module, example_input: Tensor, dynamic: Sequence[str] | None, opset: int
+) -> tuple[str, ...]:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"to_onnx expects an nn.Module, got {type(model).__name__}")
+    if (
+        not isinstance(example_input, Tensor)
+        or example_input.dim() != 4
+        or not example_input.is_floating_point()
+    ):
+        got = (
+            tuple(example_input.shape) if isinstance(example_input, Tensor) else type(example_input).__name__
+        )
+        raise ValueError(f"to_onnx expects a 4-D floating-point (N, C, H, W) example input, got {got}")
+    if opset < MIN_OPSET:
+        raise ValueError(
+            f"opset must be >= {MIN_OPSET} (Resize and Softmax semantics we rely on), got {opset}"
+        )
+    dyn = tuple(dynamic or ())
+    unknown = [d for d in dyn if d not in DYNAMIC_AXES]
+    if unknown:
+        raise ValueError(f"dynamic axes must be a subset of {DYNAMIC_AXES}, got {unknown}")
+    return dyn
+
+
+def _dynamic_axes(
+    dyn: tuple[str, ...], output_name: str, class_map: bool, same_size: bool
+) -> dict[str, dict[int, str]]:
+    axis = {"batch": 0, "height": 2, "width": 3}
+    inp = {axis[d]: d for d in dyn}
+    out: dict[int, str] = {}
+    for d in dyn:
+        # Output H/W share the input's symbol only where they are equal at every size (padded U-Nets).
+        name = d if d == "batch" or same_size else f"out_{d}"
+        out[axis[d] - (1 if class_map and d != "batch" else 0)] = name
+    return {INPUT_NAME: inp, output_name: out}
+
+
+def _source_description(model: nn.Module) -> dict[str, Any]:
+    desc: dict[str, Any] = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    if isinstance(model, UNet):
+        desc["config"] = model.config_dict()
+    desc["parameters"] = sum(p.numel() for p in model.parameters())
+    return desc
+
+
+def _name_unsupported_layer(model: nn.Module, example_input: Tensor, err: Exception) -> str | None:
+    """The module path of the first traced node of the unsupported operator named in `err`."""
+    m = re.search(r"operator '([\w:.]+)'", str(err))
+    if m is None:
+        return None
+    kind = m.group(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, (example_input,), check_trace=False)
+    except Exception:
+        return None
+    for node in traced.inlined_graph.nodes():
+        if node.kind() == kind:
+            scope = node.scopeName()  # "pkg.Top::/pkg.Seq::blocks/pkg.AA::blocks.1"
+            last = scope.rsplit("/", 1)[-1]
+            cls, _, path = last.rpartition("::")
+            return f"{path or '<top level>'} ({cls.rsplit('.', 1)[-1] or type(model).__name__})"
+    return None
+
+
+def _export(model: nn.Module, example: Tensor, path: Path, opset: int, output_name: str,
+            dynamic_axes: dict[str, dict[int, str]]) -> None:  # fmt: skip
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns about its own deprecation and about Python ints in shape
+        # arithmetic; our export forms are written so those are right at every size (tested).
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[output_name],
+                              dynamic_axes=dynamic_axes or None, do_constant_folding=True)  # fmt: skip
+        except torch.onnx.errors.UnsupportedOperatorError as e:
+            where = _name_unsupported_layer(model, example, e)
+            raise ValueError(f"cannot export to ONNX: layer {where or '<unknown>'} uses an operator ONNX "
+                             f"opset {opset} lacks: {e}") from e  # fmt: skip
+
+
+def fix_resize_nodes(onnx_model: Any, exact_resize: bool = True) -> list[dict[str, str]]:
+    """Rewrite linear 'pytorch_half_pixel' Resize nodes to 'half_pixel' and check that every Resize
+    reproduces a PyTorch interpolation exactly; ValueError naming the node otherwise."""
+    found = []
+    for node in onnx_model.graph.node:
+        if node.op_type != "Resize":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        mode = attrs["mode"].s.decode() if "mode" in attrs else "nearest"
+        ctm_attr = attrs.get("coordinate_transformation_mode")
+        ctm = ctm_attr.s.decode() if ctm_attr is not None else "half_pixel"
+        if exact_resize and mode == "linear" and ctm == "pytorch_half_pixel" and ctm_attr is not None:
+            ctm_attr.s = b"half_pixel"
+            ctm = "half_pixel"
+        nearest = attrs["nearest_mode"].s.decode() if "nearest_mode" in attrs else "round_prefer_floor"
+        key = (mode, ctm, nearest if mode == "nearest" else None)
+        if "antialias" in attrs and attrs["antialias"].i:
+            raise ValueError(
+                f"Resize node {node.name!r} uses antialiasing, which no PyTorch U-Net upsample does"
+            )
+        if exact_resize and key not in _EXACT_RESIZE:
+            raise ValueError(
+                f"Resize node {node.name!r} (mode={mode}, coordinate_transformation_mode={ctm}, nearest_mode="
+                f"{nearest}) does not reproduce a PyTorch nearest/bilinear interpolation; supported: "
+                f"{sorted(str(k) for k in _EXACT_RESIZE)}"
+            )
+        found.append({"node": node.name, "mode": mode, "coordinate_transformation_mode": ctm,
+                      **({"nearest_mode": nearest} if mode == "nearest" else {})})  # fmt: skip
+    return found
+
+
+def parity_inputs(
+    model: nn.Module, example_input: Tensor, dynamic: Sequence[str], seed: int = 0
+) -> list[Tensor]:
+    """Random inputs for the export-time parity check: the example's shape, and where axes are dynamic, a
+    bigger batch and a size other than the example's (+32 keeps every depth <= 5 U-Net and 32-aligned
+    encoders valid); our padded UNet also gets an odd size (exercises the floor-and-pad path)."""
+    n, c, h, w = example_input.shape
+    shapes = [(n, c, h, w)]
+    if dynamic:
+        shapes.append((n + 1 if "batch" in dynamic else n, c,
+                       h + 32 if "height" in dynamic else h, w + 32 if "width" in dynamic else w))  # fmt: skip
+        if isinstance(model, UNet) and model.config.padding == "same" and {"height", "width"} <= set(dynamic):
+            shapes.append((n, c, h + 17, w + 9))
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=example_input.dtype) for s in shapes]
+
+
+def onnxruntime_parity(path: str | PathLike, reference: nn.Module, inputs: Sequence[Tensor],
+                       class_map: bool = False, threshold: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Run the ONNX file with onnxruntime (CPU) on each input and compare with `reference` (the original
+    PyTorch model); one parity dict per input (see unet_fast.parity.ParityReport)."""
+    import onnxruntime as ort
+
+    from unet_fast.parity import compare
+
+    ref_model = ClassMapHead(reference, threshold).eval() if class_map else reference.eval()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, torch.get_num_threads())
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    runtime = f"onnxruntime {ort.__version__} CPU"
+    rows = []
+    for x in inputs:
+        with torch.no_grad():
+            ref = ref_model(x)
+        got = torch.from_numpy(sess.run(None, {INPUT_NAME: x.numpy()})[0])
+        if got.shape != ref.shape:
+            rows.append({"runtime": runtime, "input_shape": list(x.shape),
+                         "error": f"output shape {tuple(got.shape)} != reference {tuple(ref.shape)}"})  # fmt: skip
+            continue
+        r = compare(ref, got, class_dim=1)
+        rows.append({"runtime": runtime, "input_shape": list(x.shape), "max_abs": r.max_abs, "rel_l2": r.rel_l2,
+                     "argmax_agreement": r.argmax_agreement, "mean_iou": r.mean_iou, "nonfinite": r.nonfinite})  # fmt: skip
+    return rows
+
+
+def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
+            dynamic: Sequence[str] | None = DYNAMIC_AXES, opset: int = MIN_OPSET, *, class_map: bool = False,
+            class_map_threshold: float | None = None, exact_resize: bool = True, check_parity: bool = True,
+            parity_tensors: Sequence[Tensor] | None = None) -> OnnxExport:  # fmt: skip
+    """Export `model` to ONNX at `path`.
+
+    - BatchNorm is folded into the preceding convolutions (unet_fast.graph.bn_fold) before tracing.
+    - `dynamic`: which of ("batch", "height", "width") stay symbolic; `opset` >= 17.
+    - `class_map=True` appends an argmax head: the output is the int32 (N, H, W) class map
+      (one-channel models: score > `class_map_threshold`, known from our UNet's head, else required).
+    - `exact_resize`: every Resize node is checked to compute what PyTorch computes (see _EXACT_RESIZE),
+      which is what TensorRT then reads; an unsupported one is a ValueError naming the node.
+    - `check_parity`: run onnxruntime against `model` on random inputs (the example's size and others
+      where axes are dynamic) and record the figures in the file's metadata (skipped, and said so, without
+      onnxruntime).
+    The file passes `onnx.checker` (full check). Returns an `OnnxExport` with the metadata and parity.
+    """
+    onnx = _require_onnx()
+    dyn = _check_args(model, example_input, dynamic, opset)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    example_input = example_input.detach().cpu()
+    with torch.no_grad():
+        reference_out = model(example_input)  # validates the input size for the model, before any export
+    if not isinstance(reference_out, Tensor) or reference_out.dim() != 4:
+        raise ValueError("to_onnx expects the model to return one (N, classes, H, W) tensor, got "
+                         f"{type(reference_out).__name__}{tuple(getattr(reference_out, 'shape', ()))}")  # fmt: skip
+    threshold = class_map_threshold if class_map_threshold is not None else default_threshold(model)
+    if class_map and reference_out.shape[1] == 1 and threshold is None:
+        raise ValueError(
+            "the model has one output channel: give class_map_threshold (0.5 after a sigmoid, 0 on logits)"
+        )
+
+    form, fold = export_form(model)
+    if class_map:
+        form = ClassMapHead(form, threshold).eval()
+    output_name = "class_map" if class_map else "output"
+    same_size = isinstance(model, UNet) and model.config.padding == "same"
+    _export(
+        form, example_input, path, opset, output_name, _dynamic_axes(dyn, output_name, class_map, same_size)
+    )
+
+    proto = onnx.load(str(path))
+    resizes = fix_resize_nodes(proto, exact_resize)
+    bn_nodes = [n.name for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    metadata: dict[str, Any] = {
+        "unet_fast_version": __import__("unet_fast").__version__,
+        "source_model": _source_description(model),
+        "export": {"opset": opset, "dynamic": list(dyn), "class_map": class_map, "threshold": threshold,
+                   "input": INPUT_NAME, "output": output_name, "example_shape": list(example_input.shape),
+                   "bn_folded": len(fold.folded), "bn_left": fold.left + bn_nodes, "resize": resizes,
+                   "torch": torch.__version__},
+    }  # fmt: skip
+    _write_metadata(onnx, proto, metadata, path)
+    onnx.checker.check_model(str(path), full_check=True)
+
+    parity: list[dict[str, Any]] = []
+    if check_parity:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            metadata["parity"] = "not measured: onnxruntime is not installed"
+        else:
+            inputs = (
+                list(parity_tensors)
+                if parity_tensors is not None
+                else parity_inputs(model, example_input, dyn)
+            )
+            parity = onnxruntime_parity(path, model, inputs, class_map, threshold)
+            metadata["parity"] = parity
+        _write_metadata(onnx, proto, metadata, path)
+    return OnnxExport(path, metadata, parity)
+
+
+def _write_metadata(onnx: Any, proto: Any, metadata: dict[str, Any], path: Path) -> None:
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key = f"unet_fast.{key}"
+        entry.value = value if isinstance(value, str) else json.dumps(value)
+    proto.producer_name = "unet_fast"
+    proto.producer_version = metadata["unet_fast_version"]
+    onnx.save(proto, str(path))
+
+
+def read_metadata(path: str | PathLike) -> dict[str, Any]:
+    """The unet_fast metadata of an exported ONNX file (JSON values decoded)."""
+    onnx = _require_onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX file at {path}")
+    proto = onnx.load(str(path), load_external_data=False)
+    out: dict[str, Any] = {}
+    for entry in proto.metadata_props:
+        if entry.key.startswith("unet_fast."):
+            key = entry.key[len("unet_fast.") :]
+            try:
+                out[key] = json.loads(entry.value)
+            except json.JSONDecodeError:
+                out[key] = entry.value
+    return out
