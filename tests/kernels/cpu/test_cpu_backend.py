@@ -1,0 +1,89 @@
+"""The cpu kernel module as a backend: the spec.py interface, thread count, and the C++ bounds re-checks
+(a launcher bug must become a ValueError, never an out-of-bounds write)."""
+
+import inspect
+
+import pytest
+import torch
+from cpu_testutil import conv_weight
+
+from unet_fast._ext import require_cpu
+from unet_fast.kernels import cpu, spec
+from unet_fast.kernels.spec import InputView, Resample
+
+INTERFACE = ("pack_conv_weight", "conv2d", "pack_conv_transpose_weight", "conv_transpose2x2",
+             "upsample_concat", "maxpool2x2", "pack_head_weight", "head")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", INTERFACE)
+def test_backend_interface_matches_spec(name: str) -> None:
+    ours, ref = inspect.signature(getattr(cpu, name)), inspect.signature(getattr(spec, name))
+    assert len(ours.parameters) == len(ref.parameters)
+    for a, b in zip(ours.parameters.values(), ref.parameters.values(), strict=True):
+        assert a.kind == b.kind, f"{name}: {a} vs {b}"
+        if a.kind == inspect.Parameter.KEYWORD_ONLY:
+            assert a.name == b.name and a.default == b.default, f"{name}: {a} vs {b}"
+
+
+def test_supported_dtypes_are_the_only_ones_packed() -> None:
+    assert cpu.SUPPORTED_DTYPES == (torch.float32,)
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(ValueError, match="float32"):
+            cpu.pack_head_weight(torch.randn(2, 3), dtype)
+
+
+def test_threads_follow_torch_and_results_do_not_depend_on_them() -> None:
+    x = torch.randn(3, 17, 23, 5)
+    up = InputView(torch.randn(3, 9, 12, 3), Resample("bilinear", (18, 24), False), size=(17, 23))
+    w = cpu.pack_conv_weight(conv_weight(6, 8, 3, 3), torch.float32)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            assert cpu.num_threads() == threads
+            pool = torch.empty(3, 8, 11, 6)
+            out = cpu.conv2d([up, x], w, torch.randn(6, generator=torch.Generator().manual_seed(1)),
+                             padding=1, act="silu", pool_out=pool)  # fmt: skip
+            results.append((out, pool, cpu.upsample_concat([up, x]), cpu.maxpool2x2(x)))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_cpu_device_required() -> None:
+    x = torch.empty(1, 4, 4, 3, device="meta")
+    with pytest.raises(ValueError, match="CPU tensors"):
+        cpu.maxpool2x2(x)
+
+
+def _desc(t: torch.Tensor, **override: int) -> tuple[int, ...]:
+    d = dict(zip(("ptr", "n", "h", "w", "c", "sn", "sh", "sw", "extent"), cpu._desc(t), strict=True))
+    d.update(override)
+    return tuple(d.values())
+
+
+def test_cpp_rechecks_bounds() -> None:
+    """The raw ops refuse descriptors that would address memory outside the tensor's storage."""
+    ext = require_cpu()
+    x, out = torch.randn(1, 4, 4, 3), torch.empty(1, 2, 2, 3)
+    with pytest.raises(ValueError, match="storage holds"):
+        ext.maxpool2x2_f32(_desc(x), _desc(out, extent=11), 1)
+    with pytest.raises(ValueError, match="storage holds"):
+        ext.maxpool2x2_f32(_desc(x, h=6), _desc(out), 1)
+    with pytest.raises(ValueError, match="out must be"):
+        ext.maxpool2x2_f32(_desc(x), _desc(torch.empty(1, 2, 3, 3)), 1)
+    with pytest.raises(ValueError, match=r"overlaps its rows"):
+        ext.maxpool2x2_f32(_desc(x), _desc(out, sh=0), 1)
+    acc = torch.randn(1, 4, 4, 3)
+    with pytest.raises(ValueError, match="pool_out must be"):
+        ext.conv_epilogue_f32(_desc(acc), 0, None, _desc(torch.empty(1, 4, 4, 3)),
+                              _desc(torch.empty(1, 3, 2, 3)), 0, 0.0, 1)  # fmt: skip
+    with pytest.raises(ValueError, match="g must be"):
+        ext.conv_transpose2x2_epilogue_f32(_desc(acc), 0, _desc(torch.empty(1, 8, 8, 3)), 0, 0.0, 1)
+    with pytest.raises(ValueError, match="dst must have"):
+        ext.gather_view_f32(_desc(x), _desc(torch.empty(1, 4, 4, 2)), 0, 4, 4, False, 0, 0, 1)
+    with pytest.raises(ValueError, match="out must be"):
+        ext.head_f32(_desc(x), torch.randn(2, 3).data_ptr(), 0, 2, 1, _desc(torch.empty(1, 4, 4, 3)), 0, 1)
