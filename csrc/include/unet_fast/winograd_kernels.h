@@ -1,0 +1,330 @@
+// Winograd F(4x4, 3x3) kernel body, written once over a vector type and compiled once per ISA.
+//
+// No include guard on purpose: csrc/cpu/winograd_conv.cpp includes this file several times, each time
+// inside its own namespace (wino_portable, wino_avx2) and under its own `#pragma GCC target`, after
+// defining `Vec` (kL float lanes: zero, load, bcast, store, fmadd, +, -, *). It includes nothing itself:
+// the .cpp includes the standard headers and unet_fast/{winograd_conv,epilogue,resample}.h first.
+//
+// Work decomposition (docs/winograd.md): tiles are 4x4 output blocks, numbered over (n, tile_y, tile_x).
+// A block of T tiles is input-transformed into V[36][T][ldv] (the 36 points, channels contiguous), then,
+// per chunk of output channels, 36 GEMMs V[p] (T x Cin) * U[p] (Cin x chunk) go into M[36][T][chunk],
+// and the output transform reads M back while it is still in cache and applies the fused epilogue
+// (bias, residual, activation, channel-slot store, 2x2 max-pool).
+
+constexpr int kMR = 6;   // tiles per microkernel call: 6 x 2 accumulators + 2 B vectors + 1 broadcast
+constexpr int kNR = 16;  // output channels per microkernel call (two vectors; the packed weight's block)
+
+inline Vec load_n(const float* p, int n) {
+  if (n == kL) return Vec::load(p);
+  float t[kL] = {};
+  for (int i = 0; i < n; ++i) t[i] = p[i];
+  return Vec::load(t);
+}
+
+// Partial stores never touch the lanes past n: the next view of a virtual concat lives there.
+inline void store_n(float* p, Vec v, int n) {
+  if (n == kL) {
+    v.store(p);
+    return;
+  }
+  float t[kL];
+  v.store(t);
+  for (int i = 0; i < n; ++i) p[i] = t[i];
+}
+
+// y = B^T x for one column (or row) of six vectors.
+inline void bt6(Vec x0, Vec x1, Vec x2, Vec x3, Vec x4, Vec x5, Vec* y0, Vec* y1, Vec* y2, Vec* y3,
+                Vec* y4, Vec* y5) {
+  const Vec two = Vec::bcast(2.f), four = Vec::bcast(4.f), five = Vec::bcast(5.f);
+  const Vec a = x4 - four * x2, b = x3 - four * x1;
+  const Vec c = x4 - x2, e = two * (x3 - x1);
+  *y0 = fmadd(four, x0, x4 - five * x2);
+  *y1 = a + b;
+  *y2 = a - b;
+  *y3 = c + e;
+  *y4 = c - e;
+  *y5 = fmadd(four, x1, x5 - five * x3);
+}
+
+// y = A^T m for one column (or row) of six vectors.
+inline void at6(Vec m0, Vec m1, Vec m2, Vec m3, Vec m4, Vec m5, Vec* y0, Vec* y1, Vec* y2, Vec* y3) {
+  const Vec s = m1 + m2, d = m1 - m2, s2 = m3 + m4, d2 = m3 - m4;
+  *y0 = m0 + s + s2;
+  *y1 = fmadd(Vec::bcast(2.f), d2, d);
+  *y2 = fmadd(Vec::bcast(4.f), s2, s);
+  *y3 = fmadd(Vec::bcast(8.f), d2, d) + m5;
+}
+
+// B^T d B for the 36 patch pixels of one tile (ptr[p] = channel 0 of pixel p, nullptr = zero), channels
+// [0, channels), written to dst + p * pstride + c.
+inline void input_transform_tile(const float* const* ptr, int channels, float* dst, std::int64_t pstride) {
+  for (int c = 0; c < channels; c += kL) {
+    const int nl = channels - c < kL ? channels - c : kL;
+    Vec d[36], t[36];
+    for (int p = 0; p < 36; ++p) d[p] = ptr[p] ? load_n(ptr[p] + c, nl) : Vec::zero();
+    for (int j = 0; j < 6; ++j)
+      bt6(d[j], d[6 + j], d[12 + j], d[18 + j], d[24 + j], d[30 + j], &t[j], &t[6 + j], &t[12 + j],
+          &t[18 + j], &t[24 + j], &t[30 + j]);
+    for (int i = 0; i < 6; ++i) {
+      const Vec* r = t + 6 * i;
+      bt6(r[0], r[1], r[2], r[3], r[4], r[5], &d[6 * i], &d[6 * i + 1], &d[6 * i + 2], &d[6 * i + 3],
+          &d[6 * i + 4], &d[6 * i + 5]);
+    }
+    for (int p = 0; p < 36; ++p) store_n(dst + p * pstride + c, d[p], nl);
+  }
+}
+
+// The 36 patch pixels of one view for the tile whose patch starts at (y0, x0) in view coordinates.
+// Bilinear pixels are interpolated into scratch ([36][channels]); all others are pointers into the tensor.
+inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, int x0, const float** ptr,
+                        float* scratch) {
+  const float* img = v.base + n * v.sn;
+  for (int i = 0; i < 6; ++i) {
+    for (int j = 0; j < 6; ++j) {
+      const int p = 6 * i + j, y = y0 + i, x = x0 + j;
+      ptr[p] = nullptr;
+      int ry, rx;
+      if (y < 0 || y >= cv.h || x < 0 || x >= cv.w) continue;  // the conv's zero padding
+      if (!view_to_resampled(y, x, v.off_y, v.off_x, v.rh, v.rw, &ry, &rx)) continue;  // window past edge
+      if (v.mode == 0) {
+        ptr[p] = img + ry * v.sh + rx * v.sw;
+      } else if (v.mode == 1) {
+        ptr[p] = img + nearest_source(ry, v.src_h, v.rh) * v.sh + nearest_source(rx, v.src_w, v.rw) * v.sw;
+      } else {
+        const LinearTap ty = linear_source(ry, v.src_h, v.rh, v.align_corners);
+        const LinearTap tx = linear_source(rx, v.src_w, v.rw, v.align_corners);
+        const float* a = img + ty.i0 * v.sh + tx.i0 * v.sw;
+        const float* b = img + ty.i0 * v.sh + tx.i1 * v.sw;
+        const float* c = img + ty.i1 * v.sh + tx.i0 * v.sw;
+        const float* d = img + ty.i1 * v.sh + tx.i1 * v.sw;
+        float* o = scratch + static_cast<std::int64_t>(p) * v.channels;
+        for (int k = 0; k < v.channels; ++k)
+          o[k] = ty.w0 * (tx.w0 * a[k] + tx.w1 * b[k]) + ty.w1 * (tx.w0 * c[k] + tx.w1 * d[k]);
+        ptr[p] = o;
+      }
+    }
+  }
+}
+
+// C[kMR x 16] = A[kMR x k] (rows lda apart) * B[k x 16] (packed, contiguous).
+inline void gemm_6x16(const float* a, std::int64_t lda, const float* b, float* c, std::int64_t ldc, int k) {
+  Vec acc0[kMR], acc1[kMR];
+  for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = Vec::zero();
+  const float* a0 = a;
+  const float* a1 = a + lda;
+  const float* a2 = a + 2 * lda;
+  const float* a3 = a + 3 * lda;
+  const float* a4 = a + 4 * lda;
+  const float* a5 = a + 5 * lda;
+  for (int kk = 0; kk < k; ++kk) {
+    const Vec b0 = Vec::load(b + kk * kNR), b1 = Vec::load(b + kk * kNR + kL);
+    Vec x = Vec::bcast(a0[kk]);
+    acc0[0] = fmadd(x, b0, acc0[0]);
+    acc1[0] = fmadd(x, b1, acc1[0]);
+    x = Vec::bcast(a1[kk]);
+    acc0[1] = fmadd(x, b0, acc0[1]);
+    acc1[1] = fmadd(x, b1, acc1[1]);
+    x = Vec::bcast(a2[kk]);
+    acc0[2] = fmadd(x, b0, acc0[2]);
+    acc1[2] = fmadd(x, b1, acc1[2]);
+    x = Vec::bcast(a3[kk]);
+    acc0[3] = fmadd(x, b0, acc0[3]);
+    acc1[3] = fmadd(x, b1, acc1[3]);
+    x = Vec::bcast(a4[kk]);
+    acc0[4] = fmadd(x, b0, acc0[4]);
+    acc1[4] = fmadd(x, b1, acc1[4]);
+    x = Vec::bcast(a5[kk]);
+    acc0[5] = fmadd(x, b0, acc0[5]);
+    acc1[5] = fmadd(x, b1, acc1[5]);
+  }
+  for (int r = 0; r < kMR; ++r) {
+    acc0[r].store(c + r * ldc);
+    acc1[r].store(c + r * ldc + kL);
+  }
+}
+
+// A^T m A for one tile and channels [c0, c0 + nvalid) of the chunk, then the fused epilogue.
+// m + p * pstride + cc holds point p of chunk channel cc; the tile's output starts at (oy0, ox0).
+inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64_t pstride, int n, int oy0,
+                                  int ox0, int c0, int nvalid) {
+  float* out_img = cv.out + n * cv.osn;
+  const float* res_img = cv.residual ? cv.residual + n * cv.rsn : nullptr;
+  for (int cc = 0; cc < nvalid; cc += kL) {
+    const int nl = nvalid - cc < kL ? nvalid - cc : kL;
+    const int c = c0 + cc;
+    Vec s[24], y[16];
+    for (int j = 0; j < 6; ++j)
+      at6(Vec::load(m + j * pstride + cc), Vec::load(m + (6 + j) * pstride + cc),
+          Vec::load(m + (12 + j) * pstride + cc), Vec::load(m + (18 + j) * pstride + cc),
+          Vec::load(m + (24 + j) * pstride + cc), Vec::load(m + (30 + j) * pstride + cc), &s[j], &s[6 + j],
+          &s[12 + j], &s[18 + j]);
+    for (int i = 0; i < 4; ++i) {
+      const Vec* r = s + 6 * i;
+      at6(r[0], r[1], r[2], r[3], r[4], r[5], &y[4 * i], &y[4 * i + 1], &y[4 * i + 2], &y[4 * i + 3]);
+    }
+    float yv[16][kL];
+    float bl[kL] = {};
+    if (cv.bias)
+      for (int l = 0; l < nl; ++l) bl[l] = cv.bias[c + l];
+    for (int i = 0; i < 4 && oy0 + i < cv.ho; ++i) {
+      for (int j = 0; j < 4 && ox0 + j < cv.wo; ++j) {
+        float* yy = yv[4 * i + j];
+        y[4 * i + j].store(yy);
+        float* o = out_img + (oy0 + i) * cv.osh + (ox0 + j) * cv.osw + c;
+        if (res_img) {
+          const float* r = res_img + (oy0 + i) * cv.rsh + (ox0 + j) * cv.rsw + c;
+          for (int l = 0; l < nl; ++l) yy[l] = epilogue(yy[l], bl[l], r[l], cv.ep);
+        } else {
+          for (int l = 0; l < nl; ++l) yy[l] = epilogue(yy[l], bl[l], 0.f, cv.ep);
+        }
+        for (int l = 0; l < nl; ++l) o[l] = yy[l];
+      }
+    }
+    if (!cv.pool) continue;
+    // A 4x4 tile at an even origin holds exactly four 2x2 pool windows; a window exists (floor mode)
+    // only when both its rows and columns are inside the output, and then all four values were computed.
+    for (int pi = 0; pi < 2 && oy0 / 2 + pi < cv.ho / 2; ++pi) {
+      for (int pj = 0; pj < 2 && ox0 / 2 + pj < cv.wo / 2; ++pj) {
+        const float* q00 = yv[8 * pi + 2 * pj];
+        const float* q01 = yv[8 * pi + 2 * pj + 1];
+        const float* q10 = yv[8 * pi + 4 + 2 * pj];
+        const float* q11 = yv[8 * pi + 4 + 2 * pj + 1];
+        float* o = cv.pool + n * cv.psn + (oy0 / 2 + pi) * cv.psh + (ox0 / 2 + pj) * cv.psw + c;
+        for (int l = 0; l < nl; ++l) o[l] = max_nan(max_nan(q00[l], q01[l]), max_nan(q10[l], q11[l]));
+      }
+    }
+  }
+}
+
+struct Plan {
+  int tiles_w, tiles_hw;
+  std::int64_t ntiles, nblocks;
+  int t, tpad;       // tiles per block, rounded up to kMR
+  std::int64_t ldv;  // V row length (Cin rounded up to kL)
+  int nc;            // output channels per chunk (multiple of kNR)
+  bool shared;       // threads share one block and split its output channels (few tiles, big weights)
+  int scratch;       // floats of bilinear scratch per thread
+};
+
+inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+// Block sizes (docs/winograd.md). V[p] (T x Cin) is the operand reused across output-channel blocks:
+// keep it around 160 KiB so it stays in L2 while the weight panels stream. Few tiles (deep layers):
+// one block shared by all threads, which split the output channels, so the weights are read once.
+inline Plan make_plan(const WinoConv& cv) {
+  Plan pl{};
+  const int th = (cv.ho + 3) / 4;
+  pl.tiles_w = (cv.wo + 3) / 4;
+  pl.tiles_hw = th * pl.tiles_w;
+  pl.ntiles = static_cast<std::int64_t>(cv.n) * pl.tiles_hw;
+  pl.ldv = round_up(cv.cin, kL);
+  int t = cv.tile_block;
+  if (t <= 0) {
+    t = static_cast<int>(40960 / pl.ldv);
+    t = t < 12 ? 12 : (t > 96 ? 96 : t);
+  }
+  const int nthreads = cv.num_threads;
+  std::int64_t nblocks = (pl.ntiles + t - 1) / t;
+  pl.shared = nthreads > 1 && nblocks < 2 * nthreads && cv.cout_pad >= kNR * nthreads;
+  if (pl.shared && cv.tile_block <= 0) {
+    t = static_cast<int>(pl.ntiles < 144 ? pl.ntiles : 144);
+    nblocks = (pl.ntiles + t - 1) / t;
+  }
+  pl.t = t;
+  pl.tpad = round_up(t, kMR);
+  pl.nblocks = nblocks;
+  int nc = cv.cout_chunk;
+  if (nc <= 0) {
+    nc = pl.shared ? round_up((cv.cout_pad + 4 * nthreads - 1) / (4 * nthreads), kNR) : 128;
+    if (nc < kNR) nc = kNR;
+  }
+  nc = round_up(nc, kNR);
+  pl.nc = nc < cv.cout_pad ? nc : cv.cout_pad;
+  pl.scratch = 0;
+  for (const WinoView& v : cv.views)
+    if (v.mode == 2 && 36 * v.channels > pl.scratch) pl.scratch = 36 * v.channels;
+  return pl;
+}
+
+// Input transform of tiles [lo, hi) of block b into V.
+inline void input_block(const WinoConv& cv, const Plan& pl, std::int64_t b, int lo, int hi, float* v,
+                        float* scratch) {
+  const std::int64_t pstride = pl.tpad * pl.ldv;
+  const float* ptr[36];
+  for (int t = lo; t < hi; ++t) {
+    const std::int64_t g = b * pl.t + t;
+    float* row = v + t * pl.ldv;
+    if (t >= pl.t || g >= pl.ntiles) {  // padding rows of the last microkernel: zeros, never stored
+      for (int p = 0; p < 36; ++p)
+        for (int k = 0; k < cv.cin; ++k) row[p * pstride + k] = 0.f;
+      continue;
+    }
+    const int n = static_cast<int>(g / pl.tiles_hw), r = static_cast<int>(g % pl.tiles_hw);
+    const int y0 = 4 * (r / pl.tiles_w) - cv.pad, x0 = 4 * (r % pl.tiles_w) - cv.pad;
+    for (const WinoView& view : cv.views) {
+      gather_view(cv, view, n, y0, x0, ptr, scratch);
+      input_transform_tile(ptr, view.channels, row + view.c0, pstride);
+    }
+  }
+}
+
+// GEMMs and output transform of block b for output channel blocks [jb0, jb1) (16 channels each).
+inline void gemm_output_chunk(const WinoConv& cv, const Plan& pl, std::int64_t b, const float* v, float* m,
+                              int jb0, int jb1) {
+  const int nc = (jb1 - jb0) * kNR;
+  const int njb = cv.cout_pad / kNR;
+  const std::int64_t vstride = pl.tpad * pl.ldv, mstride = static_cast<std::int64_t>(pl.tpad) * nc;
+  for (int p = 0; p < 36; ++p) {
+    const float* a = v + p * vstride;
+    for (int jb = jb0; jb < jb1; ++jb) {
+      const float* u = cv.u + (static_cast<std::int64_t>(p) * njb + jb) * cv.cin * kNR;
+      float* c = m + p * mstride + (jb - jb0) * kNR;
+      for (int i = 0; i < pl.tpad; i += kMR) gemm_6x16(a + i * pl.ldv, pl.ldv, u, c + i * nc, nc, cv.cin);
+    }
+  }
+  const int c0 = jb0 * kNR;
+  const int nvalid = (cv.cout < jb1 * kNR ? cv.cout : jb1 * kNR) - c0;
+  for (int t = 0; t < pl.t; ++t) {
+    const std::int64_t g = b * pl.t + t;
+    if (g >= pl.ntiles) break;
+    const int n = static_cast<int>(g / pl.tiles_hw), r = static_cast<int>(g % pl.tiles_hw);
+    output_transform_tile(cv, m + t * nc, mstride, n, 4 * (r / pl.tiles_w), 4 * (r % pl.tiles_w), c0, nvalid);
+  }
+}
+
+inline void run(const WinoConv& cv) {
+  const Plan pl = make_plan(cv);
+  const int njb = cv.cout_pad / kNR, jchunk = pl.nc / kNR;
+  const int nchunks = (njb + jchunk - 1) / jchunk;
+  const std::size_t vsize = static_cast<std::size_t>(36) * pl.tpad * pl.ldv;
+  const std::size_t msize = static_cast<std::size_t>(36) * pl.tpad * pl.nc;
+  if (!pl.shared) {
+#pragma omp parallel num_threads(cv.num_threads)
+    {
+      std::vector<float> v(vsize), m(msize), scratch(pl.scratch);
+#pragma omp for schedule(dynamic, 1)
+      for (std::int64_t b = 0; b < pl.nblocks; ++b) {
+        input_block(cv, pl, b, 0, pl.tpad, v.data(), scratch.data());
+        for (int q = 0; q < nchunks; ++q) {
+          const int jb0 = q * jchunk, jb1 = jb0 + jchunk < njb ? jb0 + jchunk : njb;
+          gemm_output_chunk(cv, pl, b, v.data(), m.data(), jb0, jb1);
+        }
+      }
+    }
+    return;
+  }
+  std::vector<float> v(vsize);
+#pragma omp parallel num_threads(cv.num_threads)
+  {
+    std::vector<float> m(msize), scratch(pl.scratch);
+    for (std::int64_t b = 0; b < pl.nblocks; ++b) {
+#pragma omp for schedule(static)
+      for (int t = 0; t < pl.tpad; ++t) input_block(cv, pl, b, t, t + 1, v.data(), scratch.data());
+#pragma omp for schedule(dynamic, 1)
+      for (int q = 0; q < nchunks; ++q) {
+        const int jb0 = q * jchunk, jb1 = jb0 + jchunk < njb ? jb0 + jchunk : njb;
+        gemm_output_chunk(cv, pl, b, v.data(), m.data(), jb0, jb1);
+      }
+    }
+  }
+}

@@ -1,0 +1,208 @@
+"""Winograd F(4x4, 3x3) conv (unet_fast.kernels.cpu_winograd) against spec.conv2d in float64.
+
+Accuracy budget (issue 8): relative L2 <= 1e-4 against a float64 reference, per layer. Every case runs on
+both kernel variants (portable and AVX2, where the CPU has it), with odd sizes, batch > 1, channel counts
+that are not multiples of the vector width, and outputs written into poisoned (NaN) channel slots.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unet_fast.kernels import spec
+from unet_fast.kernels.cpu_winograd import (
+    available_isas,
+    conv3x3_winograd,
+    is_supported,
+    pack_winograd_weight,
+    unsupported_reason,
+)
+from unet_fast.kernels.spec import InputView, Resample
+
+pytestmark = pytest.mark.skipif(
+    not available_isas(), reason="unet_fast._C was built without the Winograd kernel"
+)
+ISAS = [i for i in ("portable", "avx2") if i in available_isas()] or ["portable"]
+REL_L2_BUDGET = 1e-4
+
+
+def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((got.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def assert_parity(got: torch.Tensor, ref: torch.Tensor, what: str = "") -> None:
+    bad = ~torch.isfinite(got)
+    assert not bad.any(), f"{what}: {int(bad.sum())} non-finite elements (unwritten or overflow)"
+    err = rel_l2(got, ref)
+    assert err <= REL_L2_BUDGET, f"{what}: relative L2 {err:.3e} > {REL_L2_BUDGET:.0e}"
+    # Elementwise too, scaled to the output's magnitude (Winograd's error is relative to the tile's range).
+    scale = ref.abs().max().item()
+    worst = (got.double() - ref.double()).abs().max().item()
+    assert worst <= 1e-4 * scale, f"{what}: max abs error {worst:.3e} > 1e-4 * max|ref| ({scale:.3e})"
+
+
+def weight(cout: int, cin: int) -> torch.Tensor:
+    return torch.randn(cout, cin, 3, 3) * (2.0 / (9 * cin)) ** 0.5  # He init: unit-scale outputs
+
+
+def as64(views: list) -> list:
+    return [
+        InputView(v.tensor.double(), v.resample, v.offset, v.size) if isinstance(v, InputView) else v.double()
+        for v in views
+    ]
+
+
+def slot(
+    n: int, h: int, w: int, c: int, extra: tuple[int, int] = (3, 5)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A NaN-poisoned buffer and the channel slot [extra[0], extra[0] + c) inside it."""
+    buf = torch.full((n, h, w, extra[0] + c + extra[1]), float("nan"))
+    return buf, buf[..., extra[0] : extra[0] + c]
+
+
+def check_slot(buf: torch.Tensor, c0: int, c: int) -> None:
+    outside = torch.cat([buf[..., :c0], buf[..., c0 + c :]], dim=3)
+    assert torch.isnan(outside).all(), "the kernel wrote outside its channel slot"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(
+    ("n", "h", "w", "cin", "cout", "pad", "act"),
+    [
+        (2, 13, 11, 19, 21, 1, "relu"),  # odd everything, partial tiles on both edges
+        (1, 9, 10, 3, 16, 0, "none"),  # first-layer width, valid padding
+        (3, 6, 7, 8, 33, 0, "leaky_relu"),  # batch 3, Cout = 2 blocks + 1
+        (1, 5, 5, 40, 7, 1, "silu"),
+        (1, 3, 3, 9, 5, 0, "relu"),  # a single 1x1 output
+        (2, 24, 20, 17, 70, 1, "relu"),  # several tile blocks
+    ],
+)
+def test_conv_matches_float64(
+    isa: str, n: int, h: int, w: int, cin: int, cout: int, pad: int, act: str
+) -> None:
+    x, wt, b = torch.randn(n, h, w, cin), weight(cout, cin), torch.randn(cout)
+    ref = spec.conv2d([x.double()], wt.double(), b.double(), padding=pad, act=act, negative_slope=0.1)
+    ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
+    buf, out = slot(n, ho, wo, cout)
+    got = conv3x3_winograd([x], pack_winograd_weight(wt), b, padding=pad, act=act, negative_slope=0.1,
+                           out=out, isa=isa)  # fmt: skip
+    assert got.data_ptr() == out.data_ptr()
+    assert_parity(got, ref, f"{isa} {n}x{h}x{w} {cin}->{cout} pad {pad} {act}")
+    check_slot(buf, 3, cout)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(("h", "w", "pad"), [(12, 12, 1), (11, 13, 1), (10, 9, 0)])
+def test_fused_pool_residual_and_slots(isa: str, h: int, w: int, pad: int) -> None:
+    n, cin, cout = 2, 12, 23
+    x, wt, b = torch.randn(n, h, w, cin), weight(cout, cin), torch.randn(cout)
+    ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
+    res = torch.randn(n, ho, wo, cout + 4)[..., 2 : 2 + cout]  # a residual read from a slot
+    ref = spec.conv2d([x.double()], wt.double(), b.double(), padding=pad, act="relu", residual=res.double(),
+                      pool_out=(pool_ref := torch.empty(n, ho // 2, wo // 2, cout, dtype=torch.float64)))  # fmt: skip
+    buf, out = slot(n, ho, wo, cout)
+    pbuf, pool = slot(n, ho // 2, wo // 2, cout, (7, 2))
+    conv3x3_winograd([x], pack_winograd_weight(wt), b, padding=pad, act="relu", residual=res, out=out,
+                     pool_out=pool, isa=isa)  # fmt: skip
+    assert_parity(out, ref, "conv output")
+    assert_parity(pool, pool_ref, "pool output")
+    check_slot(buf, 3, cout)
+    check_slot(pbuf, 7, cout)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_virtual_concat_resample_and_windows(isa: str) -> None:
+    """Decoder-style inputs: an upsampled low-res tensor beside a cropped skip, read without a concat."""
+    n, h, w = 2, 10, 14
+    low = torch.randn(n, 5, 7, 13)
+    skip = torch.randn(n, 14, 18, 6)[..., :6]
+    views = [
+        InputView(skip, offset=(2, 2), size=(h, w)),  # centre crop (valid U-Net)
+        InputView(low, Resample("bilinear", (h, w), align_corners=True)),
+        InputView(low[..., :5], Resample("nearest", (h, w))),  # a channel slice as input
+        InputView(low, Resample("bilinear", (h, w), align_corners=False), offset=(-1, 1), size=(h, w)),
+    ]
+    cin, cout = 6 + 13 + 5 + 13, 19
+    wt, b = weight(cout, cin), torch.randn(cout)
+    for pad in (0, 1):
+        ref = spec.conv2d(as64(views), wt.double(), b.double(), padding=pad, act="relu")
+        got = conv3x3_winograd(views, pack_winograd_weight(wt), b, padding=pad, act="relu", isa=isa)
+        assert_parity(got, ref, f"virtual concat, pad {pad}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(("tile_block", "cout_chunk"), [(0, 0), (6, 16), (7, 32), (40, 48), (200, 0)])
+def test_blocking_does_not_change_results(isa: str, tile_block: int, cout_chunk: int) -> None:
+    """Tile blocks and output-channel chunks that split the work unevenly, shared and private schedules."""
+    x, wt = torch.randn(2, 17, 19, 21), weight(50, 21)
+    ref = spec.conv2d([x.double()], wt.double(), padding=1)
+    got = conv3x3_winograd([x], pack_winograd_weight(wt), padding=1, isa=isa, tile_block=tile_block,
+                           cout_chunk=cout_chunk)  # fmt: skip
+    assert_parity(got, ref, f"tile_block {tile_block} cout_chunk {cout_chunk}")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_counts(threads: int) -> None:
+    x, wt = torch.randn(1, 16, 16, 32), weight(96, 32)
+    ref = spec.conv2d([x.double()], wt.double(), padding=1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = conv3x3_winograd([x], pack_winograd_weight(wt), padding=1)
+    finally:
+        torch.set_num_threads(old)
+    assert_parity(got, ref, f"{threads} threads")
+
+
+@pytest.mark.parametrize(
+    ("hw", "cin", "cout"),
+    [(24, 64, 64), (12, 256, 128), (6, 512, 512)],  # U-Net channel widths at reduced sizes
+)
+def test_unet_layer_accuracy_budget(hw: int, cin: int, cout: int) -> None:
+    x, wt, b = torch.randn(1, hw, hw, cin).relu(), weight(cout, cin), 0.1 * torch.randn(cout)
+    ref = spec.conv2d([x.double()], wt.double(), b.double(), padding=1)
+    got = conv3x3_winograd([x], pack_winograd_weight(wt), b, padding=1)
+    assert_parity(got, ref, f"{hw}px {cin}->{cout}")
+
+
+def test_env_var_forces_portable(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, wt = torch.randn(1, 8, 8, 5), weight(6, 5)
+    monkeypatch.setenv("UNET_FAST_WINOGRAD_ISA", "portable")
+    got = conv3x3_winograd([x], wt, padding=1)
+    assert_parity(got, spec.conv2d([x.double()], wt.double(), padding=1), "portable via env")
+    monkeypatch.setenv("UNET_FAST_WINOGRAD_ISA", "sse9")
+    with pytest.raises(ValueError, match="unknown Winograd isa"):
+        conv3x3_winograd([x], wt, padding=1)
+
+
+def test_is_supported() -> None:
+    x, wt = torch.randn(1, 8, 8, 4), weight(4, 4)
+    assert is_supported([x], wt, padding=1) and is_supported([x], pack_winograd_weight(wt), padding=0)
+    assert not is_supported([x], wt, stride=2, padding=1)
+    assert not is_supported([x], wt, dilation=2, padding=1)
+    assert not is_supported([x], wt, padding=2)
+    assert not is_supported([x], wt, padding=(1, 0))
+    assert not is_supported([x], torch.randn(4, 4, 5, 5), padding=1)
+    assert not is_supported([x.half()], wt, padding=1)
+    assert not is_supported([x], wt, padding=1, out=torch.empty(1, 8, 8, 4, dtype=torch.bfloat16))
+    assert "3x3" in unsupported_reason([x], torch.randn(4, 4, 1, 1))
+
+
+def test_bad_arguments_raise_value_errors() -> None:
+    x, wt = torch.randn(1, 8, 8, 4), weight(6, 4)
+    packed = pack_winograd_weight(wt)
+    with pytest.raises(ValueError, match="stride 1"):
+        conv3x3_winograd([x], packed, stride=2, padding=1)
+    with pytest.raises(ValueError, match="channels"):
+        conv3x3_winograd([torch.randn(1, 8, 8, 5)], packed, padding=1)
+    with pytest.raises(ValueError, match="float32"):
+        conv3x3_winograd([x.half()], packed, padding=1)
+    with pytest.raises(ValueError, match="out has shape"):
+        conv3x3_winograd([x], packed, padding=1, out=torch.empty(1, 7, 8, 6))
+    with pytest.raises(ValueError, match="bias"):
+        conv3x3_winograd([x], packed, torch.randn(5), padding=1)
+    with pytest.raises(ValueError, match="OIHW"):
+        pack_winograd_weight(torch.randn(6, 4, 5, 5))
+    with pytest.raises(ValueError, match="too small"):
+        conv3x3_winograd([torch.randn(1, 2, 2, 4)], packed, padding=0)

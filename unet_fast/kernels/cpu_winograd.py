@@ -1,0 +1,168 @@
+"""Winograd F(4x4, 3x3) convolution for the cpu backend (C++ kernel: csrc/cpu/winograd_conv.cpp).
+
+Reference: `unet_fast.kernels.spec.conv2d` (stride 1, dilation 1, 3x3, padding 0 or 1). This module packs the
+weight once (`pack_winograd_weight`, the transform U = G g G^T in float64, then fp32) and launches the
+kernel (`conv3x3_winograd`), which takes the same arguments as spec.conv2d, views included: virtual
+concat, nearest/bilinear resample on read, windows/crops, residual, activation, channel-slot outputs and
+the fused 2x2 max-pool. `is_supported` says when it applies. Accuracy and design: docs/winograd.md.
+
+The kernel variant follows the CPU (AVX2+FMA where present, else portable); `isa=` or the environment
+variable UNET_FAST_WINOGRAD_ISA (auto | portable | avx2) forces one, so tests check both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from unet_fast._ext import cpu_ext, require_cpu
+from unet_fast.kernels.checks import check_conv2d
+from unet_fast.kernels.spec import InputView, as_view, pair
+
+ISAS: tuple[str, ...] = ("auto", "portable", "avx2")  # index = the C++ `isa` argument
+ISA_ENV = "UNET_FAST_WINOGRAD_ISA"
+_BLOCK = 16  # output channels per packed weight block (the microkernel's width)
+_RESAMPLE_MODES = {"nearest": 1, "bilinear": 2}
+
+
+def winograd_matrices(dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
+    """(B^T, G, A^T) of F(4x4, 3x3) with the points 0, +-1, +-2, +-1/2: Y = A^T [(G g G^T) * (B^T d B)] A."""
+    bt = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]  # fmt: skip
+    g = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+         [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]  # fmt: skip
+    at = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+    return tuple(torch.tensor(m, dtype=dtype) for m in (bt, g, at))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class WinogradWeight:
+    """The transformed weight, [36, ceil(Cout/16), Cin, 16] fp32 (Cout zero-padded), plus its OIHW shape."""
+
+    data: Tensor
+    out_channels: int
+    in_channels: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.out_channels, self.in_channels, 3, 3)
+
+
+def pack_winograd_weight(weight: Tensor) -> WinogradWeight:
+    """OIHW [Cout, Cin, 3, 3] -> WinogradWeight. Run once at optimize time: U = G g G^T in float64."""
+    if not isinstance(weight, Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
+        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"weight must be OIHW [Cout, Cin, 3, 3], got {shape}")
+    if not weight.is_floating_point():
+        raise ValueError(f"weight must be floating point, got {weight.dtype}")
+    cout, cin = weight.shape[:2]
+    _, g, _ = winograd_matrices()
+    u = torch.einsum("ak,oikl,bl->abio", g, weight.detach().cpu().double(), g).reshape(36, cin, cout)
+    cout_pad = -(-cout // _BLOCK) * _BLOCK
+    u = torch.nn.functional.pad(u, (0, cout_pad - cout))
+    u = u.reshape(36, cin, cout_pad // _BLOCK, _BLOCK).permute(0, 2, 1, 3)
+    return WinogradWeight(u.float().contiguous(), int(cout), int(cin))
+
+
+def available_isas() -> tuple[str, ...]:
+    """Kernel variants this CPU can run ('portable' always, 'avx2' with AVX2+FMA); () if not built."""
+    if cpu_ext is None or not hasattr(cpu_ext, "winograd_isas"):
+        return ()
+    return tuple(cpu_ext.winograd_isas())
+
+
+def _logical_shape(weight: Tensor | WinogradWeight) -> tuple[int, ...]:
+    return weight.shape if isinstance(weight, WinogradWeight) else tuple(weight.shape)
+
+
+def unsupported_reason(inputs: Sequence[Tensor | InputView], weight: Tensor | WinogradWeight, *,
+                       stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                       dilation: int | Sequence[int] = 1, residual: Tensor | None = None,
+                       out: Tensor | None = None, pool_out: Tensor | None = None, **_: object) -> str:  # fmt: skip
+    """Why conv3x3_winograd cannot run this conv ('' when it can). Shape errors are left to check_conv2d."""
+    if not available_isas():
+        return "unet_fast._C has no Winograd kernel (not built)"
+    shape = _logical_shape(weight)
+    if len(shape) != 4 or tuple(shape[2:]) != (3, 3):
+        return f"needs a 3x3 kernel, got weight shape {tuple(shape)}"
+    if pair(stride) != (1, 1) or pair(dilation) != (1, 1):
+        return f"needs stride 1 and dilation 1, got stride {pair(stride)}, dilation {pair(dilation)}"
+    if pair(padding) not in ((0, 0), (1, 1)):
+        return f"needs padding 0 or 1 (equal on both axes), got {pair(padding)}"
+    tensors = [as_view(v).tensor for v in inputs] + [t for t in (residual, out, pool_out) if t is not None]
+    for t in tensors:
+        if not isinstance(t, Tensor) or t.dtype != torch.float32 or t.device.type != "cpu":
+            what = f"{t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
+            return f"needs float32 CPU tensors, got {what}"
+    return ""
+
+
+def is_supported(
+    inputs: Sequence[Tensor | InputView], weight: Tensor | WinogradWeight, **kwargs: object
+) -> bool:
+    """True when conv3x3_winograd computes this spec.conv2d call (takes spec.conv2d's keyword arguments)."""
+    return not unsupported_reason(inputs, weight, **kwargs)  # type: ignore[arg-type]
+
+
+def _isa_index(isa: str | None) -> int:
+    name = (isa or os.environ.get(ISA_ENV) or "auto").lower()
+    if name not in ISAS:
+        raise ValueError(f"unknown Winograd isa {name!r}; expected one of {ISAS} (argument or {ISA_ENV})")
+    if name != "auto" and name not in available_isas():
+        raise ValueError(f"Winograd isa {name!r} is not available on this CPU (have {available_isas()})")
+    return ISAS.index(name)
+
+
+def _strides(t: Tensor | None) -> list[int]:
+    return [0, 0, 0] if t is None else [int(s) for s in t.stride()[:3]]
+
+
+def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeight | Tensor,
+                     bias: Tensor | None = None, *, stride: int | Sequence[int] = 1,
+                     padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, act: str = "none",
+                     negative_slope: float = 0.01, residual: Tensor | None = None, out: Tensor | None = None,
+                     pool_out: Tensor | None = None, isa: str | None = None, tile_block: int = 0,
+                     cout_chunk: int = 0) -> Tensor:  # fmt: skip
+    """spec.conv2d for stride 1, dilation 1, 3x3, padding 0/1, float32 CPU tensors, by Winograd F(4x4, 3x3).
+
+    `packed` comes from pack_winograd_weight (an OIHW tensor is packed on the fly: slow, for tests).
+    `tile_block` (tiles per block) and `cout_chunk` (output channels per GEMM chunk) override the
+    automatic blocking, for benchmarks; 0 = automatic. Returns `out` (allocated if None)."""
+    if isinstance(packed, Tensor):
+        packed = pack_winograd_weight(packed)
+    if not isinstance(packed, WinogradWeight):
+        raise ValueError(f"packed must be a WinogradWeight or an OIHW tensor, got {type(packed).__name__}")
+    geo = check_conv2d(inputs, packed.data, bias, stride=stride, padding=padding, dilation=dilation, act=act,
+                       residual=residual, out=out, pool_out=pool_out, weight_shape=packed.shape)  # fmt: skip
+    why = unsupported_reason(inputs, packed, stride=stride, padding=padding, dilation=dilation,
+                             residual=residual, out=geo.out, pool_out=geo.pool_out)  # fmt: skip
+    if why:
+        raise ValueError(f"conv3x3_winograd: {why}")
+    if bias is not None and (bias.dtype != torch.float32 or bias.device.type != "cpu"):
+        raise ValueError(f"bias must be a float32 CPU tensor, got {bias.dtype} on {bias.device}")
+    if tile_block < 0 or cout_chunk < 0:
+        raise ValueError(f"tile_block and cout_chunk must be >= 0, got {tile_block}, {cout_chunk}")
+    isa_index = _isa_index(isa)
+    bias_c = None if bias is None else bias.contiguous()
+    fields: list[int] = []
+    for v in geo.views:
+        t = v.tensor
+        mode = _RESAMPLE_MODES[v.resample.mode] if v.resample is not None else 0
+        rh, rw = v.source_size
+        align = int(v.resample is not None and v.resample.align_corners)
+        fields += [t.data_ptr(), *_strides(t), t.shape[3], t.shape[1], t.shape[2], mode, rh, rw, align,
+                   v.offset[0], v.offset[1], 0]  # fmt: skip
+    h, w = geo.in_size
+    require_cpu().winograd_conv3x3_f32(
+        fields, geo.batch, h, w, geo.in_channels, geo.out_channels, packed.data.shape[1] * _BLOCK,
+        geo.padding[0], packed.data.data_ptr(), 0 if bias_c is None else bias_c.data_ptr(),
+        0 if residual is None else residual.data_ptr(), _strides(residual), geo.out.data_ptr(),
+        _strides(geo.out), 0 if geo.pool_out is None else geo.pool_out.data_ptr(), _strides(geo.pool_out),
+        geo.act_index, float(negative_slope), max(1, torch.get_num_threads()), isa_index, int(tile_block),
+        int(cout_chunk),
+    )  # fmt: skip
+    return geo.out
