@@ -129,10 +129,13 @@ def _name_unsupported_layer(model: nn.Module, example_input: Tensor, err: Except
         return None
     for node in traced.inlined_graph.nodes():
         if node.kind() == kind:
-            scope = node.scopeName()  # "pkg.Top::/pkg.Seq::blocks/pkg.AA::blocks.1"
-            last = scope.rsplit("/", 1)[-1]
-            cls, _, path = last.rpartition("::")
-            return f"{path or '<top level>'} ({cls.rsplit('.', 1)[-1] or type(model).__name__})"
+            # jit.trace scopes read "__module.decoder/__module.decoder.1"; the last part is the module path
+            path = node.scopeName().rsplit("/", 1)[-1].removeprefix("__module").lstrip(".")
+            try:
+                cls = type(model.get_submodule(path)).__name__
+            except AttributeError:
+                cls = "?"
+            return f"{path or '<top level>'} ({cls})"
     return None
 
 
