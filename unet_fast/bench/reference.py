@@ -1,28 +1,16 @@
-"""`unet-fast bench` at the foundation stage: the reference model's latency on this machine."""
+"""The ground truth every benchmark row is compared with: the fp32 PyTorch eager model, NCHW, on CPU."""
 
 from __future__ import annotations
 
-import argparse
-
 import torch
+from torch import Tensor, nn
 
-from unet_fast.bench.machine import machine_record
-from unet_fast.bench.timing import time_cpu
-from unet_fast.bench.workloads import get_workload
+REFERENCE_LABEL = "pytorch eager, fp32, NCHW, on CPU"
 
 
-def run_reference_bench(args: argparse.Namespace) -> int:
-    workload = get_workload(args.workload)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = workload.build()
-    x = workload.make_input(args.batch, args.seed)
-    m = machine_record()
-    print(f"workload {workload.name}: {workload.description}; input {tuple(x.shape)}")
-    print(f"machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, commit {m['commit']}")
+def reference_output(model: nn.Module, x: Tensor) -> Tensor:
+    """fp32 CPU forward pass of an fp32 copy-free model (the caller's model stays as it is)."""
+    if next(model.parameters()).device.type != "cpu" or x.device.type != "cpu":
+        raise ValueError("the reference runs on CPU: pass the model and the input on CPU")
     with torch.inference_mode():
-        t = time_cpu(lambda: model(x), repeats=args.repeats, warmup=args.warmup)
-    print(f"{'contender':<28} {'median ms':>10} {'min':>9} {'max':>9}")
-    print(f"{'pytorch eager (reference)':<28} {t.median_ms:>10.1f} {t.min_ms:>9.1f} {t.max_ms:>9.1f}  "
-          f"({t.repeats} runs)")  # fmt: skip
-    return 0
+        return model(x.float()).float()

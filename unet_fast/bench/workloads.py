@@ -21,8 +21,16 @@ class Workload:
     build: Callable[[], nn.Module]
     input_shape: tuple[int, int, int, int]  # (N, C, H, W) at the default batch
 
-    def make_input(self, batch: int | None = None, seed: int = 0) -> torch.Tensor:
+    def make_input(
+        self, batch: int | None = None, seed: int = 0, size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Fresh standard-normal input (never zeros) at the workload's shape, or another batch / (H, W)."""
         n, c, h, w = self.input_shape
+        if batch is not None and batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        if size is not None and (size[0] < 1 or size[1] < 1):
+            raise ValueError(f"input size must be positive, got {size}")
+        h, w = size or (h, w)
         g = torch.Generator().manual_seed(seed)
         return torch.randn(batch or n, c, h, w, generator=g)
 
@@ -68,8 +76,36 @@ WORKLOADS: dict[str, Workload] = {
 }  # fmt: skip
 
 
-def get_workload(name: str) -> Workload:
+def _smp_resnet34() -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet("resnet34", encoder_weights=None, in_channels=3, classes=2)
+
+
+def _smp_unavailable() -> str:
     try:
+        import segmentation_models_pytorch  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install of one of its dependencies
+        return f"segmentation_models_pytorch does not import ({type(e).__name__}: {e}); `pip install segmentation-models-pytorch`"
+    return ""
+
+
+SMP_WORKLOAD = Workload("smp-resnet34", "segmentation_models_pytorch Unet('resnet34', encoder_weights=None)",
+                        _seeded(_smp_resnet34), (1, 3, 512, 512))  # fmt: skip
+
+
+def unavailable_workloads() -> dict[str, str]:
+    """Workloads of shared/BENCHMARKING.md that cannot run here, with the reason."""
+    why = _smp_unavailable()
+    return {SMP_WORKLOAD.name: why} if why else {}
+
+
+def get_workload(name: str) -> Workload:
+    if name in WORKLOADS:
         return WORKLOADS[name]
-    except KeyError:
-        raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}") from None
+    if name == SMP_WORKLOAD.name:
+        why = _smp_unavailable()
+        if why:
+            raise ValueError(f"workload {name!r} is unavailable here: {why}")
+        return SMP_WORKLOAD
+    raise ValueError(f"unknown workload {name!r}; choose from {', '.join([*WORKLOADS, SMP_WORKLOAD.name])}")

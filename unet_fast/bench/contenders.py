@@ -1,0 +1,355 @@
+"""The contenders of shared/BENCHMARKING.md, each behind one interface.
+
+A contender has a `check(settings)` that returns "" when it can run here (or the reason it cannot, with
+the fix), and a `prepare(model, x, settings)` that does the one-time work (copy, export, compile, build)
+and returns a `Prepared`: a zero-argument `run()` that performs one forward pass on the prepared input and
+returns the output. Every contender gets the same fp32 model and the same input; each one casts to the
+benchmark dtype and moves to the device itself, outside the timed call. Threads are set explicitly and
+identically for all: torch.set_num_threads, ORT intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+INSTALL_HINT = 'pip install -e ".[bench]"'
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str  # "cpu" | "cuda"
+    dtype: torch.dtype
+    threads: int
+    workdir: Path  # scratch space for exported files (one per workload run)
+
+
+@dataclass
+class Prepared:
+    run: Callable[[], object]  # one forward pass; returns the output (Tensor or numpy array)
+    setup_s: float  # copy + export + compile/build + first call, measured once
+    note: str = ""
+    graphable: bool = False  # the call may be captured into a CUDA graph
+    report: str = ""  # the contender's own description of what it ran (unet_fast's optimize report)
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    description: str
+    family: str  # "peer" | "unet_fast"
+    check: Callable[[Settings], str]
+    prepare: Callable[[nn.Module, Tensor, Settings], Prepared]
+
+
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _to_device(model: nn.Module, x: Tensor, s: Settings) -> tuple[nn.Module, Tensor]:
+    m = copy.deepcopy(model).to(device=s.device, dtype=s.dtype).eval()
+    return m, x.to(device=s.device, dtype=s.dtype)
+
+
+def _sync(s: Settings) -> None:
+    if s.device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _first_call(run: Callable[[], object], s: Settings, t0: float) -> float:
+    """Run once (this is where lazy compilers do their work) and return seconds since t0."""
+    with torch.inference_mode():
+        run()
+    _sync(s)
+    return time.perf_counter() - t0
+
+
+# --- PyTorch eager --------------------------------------------------------------------------------
+
+
+def _check_any(s: Settings) -> str:
+    return ""
+
+
+def _prepare_eager(channels_last: bool) -> Callable[[nn.Module, Tensor, Settings], Prepared]:
+    def prepare(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
+        t0 = time.perf_counter()
+        m, xs = _to_device(model, x, s)
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+            xs = xs.contiguous(memory_format=torch.channels_last)  # the caller hands channels_last input
+
+        def run() -> Tensor:
+            return m(xs)
+
+        note = "cuDNN may use TF32 for fp32 convs (PyTorch default)" if s.device == "cuda" else ""
+        return Prepared(run, _first_call(run, s, t0), note, graphable=True)
+
+    return prepare
+
+
+# --- torch.compile (Inductor, freezing) -----------------------------------------------------------
+
+
+def _check_compile(s: Settings) -> str:
+    import shutil
+
+    if s.device == "cpu" and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        return "torch.compile on CPU needs a C++ compiler (g++/clang++) on PATH"
+    if s.device == "cuda" and not _installed("triton"):
+        return "torch.compile on CUDA needs triton"
+    return ""
+
+
+def _prepare_compile(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
+    import torch._inductor.config as inductor_config
+
+    t0 = time.perf_counter()
+    m, xs = _to_device(model, x, s)
+    compiled = torch.compile(m)
+
+    def run() -> Tensor:
+        return compiled(xs)
+
+    # freezing constant-folds the (frozen) weights, BN included, and lets Inductor pick weight layouts; it
+    # applies at compile time, which happens on the first call, under inference_mode.
+    with inductor_config.patch(freezing=True):
+        setup = _first_call(run, s, t0)
+    return Prepared(run, setup, f"compile {setup:.0f} s (freezing)", graphable=True)
+
+
+# --- ONNX export shared by ONNX Runtime, OpenVINO and TensorRT ------------------------------------
+
+
+def onnx_file(model: nn.Module, x: Tensor, s: Settings) -> tuple[Path, str]:
+    """Export the fp32 model once per workload run (cached in the workdir); returns (path, how)."""
+    path = s.workdir / "model.onnx"
+    how_file = s.workdir / "model.onnx.how"
+    if path.exists():
+        return path, how_file.read_text() if how_file.exists() else ""
+    s.workdir.mkdir(parents=True, exist_ok=True)
+    m = copy.deepcopy(model).float().eval()
+    xin = x.float()
+    try:
+        from unet_fast.export import to_onnx  # the project's exporter (BN folded, static shapes here)
+
+        to_onnx(m, path, xin, dynamic=(), check_parity=False)
+        how = "unet_fast.export.to_onnx (static shape)"
+    except Exception as e:  # not in this checkout, or it refused the model: export directly
+        why = "absent" if isinstance(e, ImportError | AttributeError) else f"failed: {type(e).__name__}"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about the model's own shape checks
+            torch.onnx.export(m, (xin,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["output"])  # fmt: skip
+        how = f"torch.onnx.export(dynamo=False, opset 17); unet_fast.export.to_onnx {why}"
+    how_file.write_text(how)
+    return path, how
+
+
+# --- ONNX Runtime ---------------------------------------------------------------------------------
+
+
+def _check_ort(s: Settings) -> str:
+    if not _installed("onnxruntime") or not _installed("onnx"):
+        return f"onnxruntime/onnx are not installed ({INSTALL_HINT})"
+    if s.dtype != torch.float32:
+        return "benchmarked at float32 only (an fp16 ONNX graph is a different model to export)"
+    if s.device == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "no CUDAExecutionProvider (install onnxruntime-gpu)"
+    return ""
+
+
+def _prepare_ort(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
+    import onnxruntime as ort
+
+    t0 = time.perf_counter()
+    path, how = onnx_file(model, x, s)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = s.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    providers = ["CUDAExecutionProvider"] if s.device == "cuda" else ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(str(path), so, providers=providers)
+    name = sess.get_inputs()[0].name
+    feed = {name: x.float().contiguous().numpy()}
+
+    def run() -> object:
+        return sess.run(None, feed)[0]
+
+    return Prepared(run, _first_call(run, s, t0), f"all graph optimizations; {how}")
+
+
+# --- OpenVINO -------------------------------------------------------------------------------------
+
+
+def _check_openvino(s: Settings) -> str:
+    if not _installed("openvino"):
+        return f"openvino is not installed ({INSTALL_HINT})"
+    if s.device != "cpu":
+        return "benchmarked on CPU only"
+    if s.dtype != torch.float32:
+        return "benchmarked at float32 only"
+    return ""
+
+
+def _prepare_openvino(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
+    import openvino as ov
+
+    t0 = time.perf_counter()
+    path, how = onnx_file(model, x, s)
+    core = ov.Core()
+    config = {
+        "INFERENCE_NUM_THREADS": s.threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        # OpenVINO silently runs fp32 models in bf16 on CPUs that have it: pin fp32 for an honest row.
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    compiled = core.compile_model(ov.convert_model(str(path)), "CPU", config)
+    request = compiled.create_infer_request()
+    feed = {0: x.float().contiguous().numpy()}
+    output = compiled.output(0)
+
+    def run() -> object:
+        return request.infer(feed)[output]
+
+    return Prepared(run, _first_call(run, s, t0), f"CPU plugin, f32 precision; {how}")
+
+
+# --- TensorRT (GPU, where installed) ---------------------------------------------------------------
+
+
+def _check_tensorrt(s: Settings) -> str:
+    if s.device != "cuda":
+        return "GPU only"
+    if not _installed("tensorrt"):
+        return 'tensorrt is not installed (pip install -e ".[tensorrt]")'
+    return ""
+
+
+def _prepare_tensorrt(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
+    """ONNX -> TensorRT 10 engine; fp16/bf16 via builder flags (I/O stays fp32). Untested without a GPU."""
+    import tensorrt as trt
+
+    t0 = time.perf_counter()
+    path, how = onnx_file(model, x, s)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse the ONNX file: {errors}")
+    config = builder.create_builder_config()
+    if s.dtype == torch.float16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif s.dtype == torch.bfloat16:
+        config.set_flag(trt.BuilderFlag.BF16)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT failed to build an engine (see its log above)")
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    in_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    out_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+    x_dev = x.float().contiguous().cuda()
+    out = torch.empty(tuple(engine.get_tensor_shape(out_name)), device="cuda", dtype=torch.float32)
+    context.set_tensor_address(in_name, x_dev.data_ptr())
+    context.set_tensor_address(out_name, out.data_ptr())
+
+    def run() -> Tensor:
+        context.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+        return out
+
+    return Prepared(run, _first_call(run, s, t0), f"TensorRT {trt.__version__}; {how}", graphable=True)
+
+
+# --- unet_fast backends ---------------------------------------------------------------------------
+
+UNET_FAST_BACKENDS = ("torch", "cpu", "triton", "cuda")
+_BACKEND_DEVICE = {"torch": None, "cpu": "cpu", "triton": "cuda", "cuda": "cuda"}
+
+
+def unet_fast_backend_reason(backend: str, s: Settings) -> str:
+    import unet_fast
+
+    if not callable(getattr(unet_fast, "optimize", None)):
+        return "unet_fast.optimize is not available yet (the engine has not landed in this checkout)"
+    want = _BACKEND_DEVICE[backend]
+    if want is not None and want != s.device:
+        return f"runs on {want}; this run is on {s.device}"
+    from unet_fast.info import collect
+
+    status = collect()["backends"].get(backend)
+    if status is None:
+        return f"backend {backend!r} is not listed by unet_fast.info"
+    if not status["usable"]:
+        return status["why"] or "not usable here"
+    if backend == "triton" and not torch.cuda.is_available():
+        return "Triton runs only in the interpreter here (no GPU): correct but not a speed contender"
+    return ""
+
+
+def _prepare_unet_fast(backend: str) -> Callable[[nn.Module, Tensor, Settings], Prepared]:
+    def prepare(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
+        import unet_fast
+
+        t0 = time.perf_counter()
+        m = copy.deepcopy(model).float().eval().to(s.device)
+        xs = x.to(device=s.device, dtype=s.dtype)
+        fast = unet_fast.optimize(m, xs, backend=backend, dtype=s.dtype)
+
+        def run() -> Tensor:
+            return fast(xs)
+
+        report = ""
+        if callable(getattr(fast, "report", None)):
+            try:
+                report = str(fast.report())
+            except Exception as e:  # the report is informative only
+                report = f"report() failed: {type(e).__name__}: {e}"
+        return Prepared(run, _first_call(run, s, t0), "", graphable=s.device == "cuda", report=report)
+
+    return prepare
+
+
+def _unet_fast_contender(backend: str) -> Contender:
+    return Contender(f"unet_fast-{backend}", f"unet_fast.optimize(backend={backend!r})", "unet_fast",
+                     lambda s: unet_fast_backend_reason(backend, s), _prepare_unet_fast(backend))  # fmt: skip
+
+
+CONTENDERS: dict[str, Contender] = {
+    c.name: c
+    for c in [
+        Contender("eager", "PyTorch eager, NCHW (the reference's own speed)", "peer", _check_any,
+                  _prepare_eager(False)),
+        Contender("eager-cl", "PyTorch eager, channels_last", "peer", _check_any, _prepare_eager(True)),
+        Contender("compile", "torch.compile (Inductor, freezing, inference_mode)", "peer", _check_compile,
+                  _prepare_compile),
+        Contender("onnxruntime", "ONNX Runtime, all graph optimizations", "peer", _check_ort, _prepare_ort),
+        Contender("openvino", "OpenVINO CPU plugin", "peer", _check_openvino, _prepare_openvino),
+        Contender("tensorrt", "TensorRT engine from ONNX", "peer", _check_tensorrt, _prepare_tensorrt),
+        *[_unet_fast_contender(b) for b in UNET_FAST_BACKENDS],
+    ]
+}  # fmt: skip
+
+
+def get_contender(name: str) -> Contender:
+    try:
+        return CONTENDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}") from None

@@ -1,0 +1,172 @@
+"""Results files: JSON rows (with the machine, threads, versions and commit), a markdown table, a PNG
+plot of latency per contender per workload, and the same table as plain text for the terminal."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+
+SCHEMA = 1
+
+
+def build_document(results: list[dict], machine: dict, machine_name: str, note: str = "",
+                   settings: dict | None = None, extra: dict | None = None) -> dict:  # fmt: skip
+    """The results file's content. Every row also carries the machine name, threads and commit, so a
+    row copied out of the file still says where it came from."""
+    rows = []
+    for r in results:
+        for row in r["rows"]:
+            rows.append({"machine": machine_name, "commit": machine.get("commit"), "torch": machine.get("torch"),
+                         "load_note": note, **row})  # fmt: skip
+    return {
+        "schema": SCHEMA,
+        "machine_name": machine_name,
+        "machine": machine,
+        "note": note,
+        "settings": settings or {},
+        "rows": rows,
+        "workloads": [{k: v for k, v in r.items() if k != "rows"} for r in results],
+        **(extra or {}),
+    }
+
+
+def results_stem(machine_name: str, date: _dt.date | None = None) -> str:
+    date = date or _dt.datetime.now(_dt.timezone.utc).date()
+    return f"{machine_name}-{date.isoformat()}"
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec)
+
+
+def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["workload", "contender", "median ms", "min-max ms", "vs eager", "max abs", "rel L2", "argmax agree",
+              "parity", "setup s", "note"]  # fmt: skip
+    body = []
+    for r in rows:
+        p = r["parity"]
+        body.append([
+            f"{r['workload']} {'x'.join(map(str, r['input_shape']))} {r['dtype']}", r["contender"],
+            _fmt(r["median_ms"], ".1f"), f"{_fmt(r['min_ms'], '.1f')}-{_fmt(r['max_ms'], '.1f')}",
+            _fmt(r.get("speedup_vs_eager"), ".2f") + ("x" if r.get("speedup_vs_eager") else ""),
+            _fmt(p["max_abs"], ".2e"), _fmt(p["rel_l2"], ".2e"), f"{p['argmax_agreement']:.4%}",
+            "ok" if r["parity_ok"] else "FAIL", _fmt(r.get("setup_s"), ".1f"), r.get("note", ""),
+        ])  # fmt: skip
+    return header, body
+
+
+def format_text_table(rows: list[dict]) -> str:
+    header, body = table_rows(rows)
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
+    right = {2, 3, 4, 5, 6, 7, 9}
+    lines = []
+    for cells in [header, *body]:
+        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(cells, widths, strict=True))).rstrip())  # fmt: skip
+        if cells is header:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_markdown_table(rows: list[dict]) -> str:
+    header, body = table_rows(rows)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in b) + " |" for b in body]
+    return "\n".join(out)
+
+
+def format_unavailable(results: list[dict]) -> list[str]:
+    lines = []
+    for r in results:
+        for name, why in r.get("skipped", {}).items():
+            lines.append(f"{r['workload']}: {name} not run: {why}")
+        for name, why in r.get("failed", {}).items():
+            lines.append(f"{r['workload']}: {name} FAILED: {why}")
+    return lines
+
+
+def markdown_document(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [
+        f"# Benchmark results: {doc['machine_name']}",
+        "",
+        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, GPU: {m.get('gpu') or 'none'}",
+        f"- threads: {', '.join(sorted({str(r['threads']) for r in doc['rows']})) or '-'} (set identically for "
+        "every contender)",
+        f"- versions: python {m.get('python')}, torch {m.get('torch')}, "
+        + ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items() if v),
+        f"- commit: {m.get('commit')}{' (uncommitted changes)' if m.get('dirty') else ''}; date {m.get('date_utc')}; "
+        f"1-min load average at start {m.get('load_average_1min')}",
+    ]  # fmt: skip
+    if doc.get("note"):
+        lines.append(f"- conditions: {doc['note']}")
+    lines += ["", "Median of interleaved rounds (every contender once per round) with min-max; parity against the "
+              "fp32 PyTorch eager reference on the same random input; 'vs eager' is eager NCHW's median over "
+              "the row's.", "", format_markdown_table(doc["rows"])]  # fmt: skip
+    unavailable = format_unavailable(doc["workloads"])
+    if unavailable:
+        lines += ["", "Not run here:", "", *[f"- {u}" for u in unavailable]]
+    for key, title in (("workloads_unavailable", "Workloads not run here"),):
+        if doc.get(key):
+            lines += ["", f"{title}:", "", *[f"- {k}: {v}" for k, v in doc[key].items()]]
+    if doc.get("roofline_markdown"):
+        lines += ["", doc["roofline_markdown"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_latency(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Horizontal bars: median latency per contender, one panel per workload, min-max as error bars.
+    Returns None (and writes nothing) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(f"{r['workload']} {'x'.join(map(str, r['input_shape']))} {r['dtype']}", []).append(
+            r
+        )
+    if not groups:
+        return None
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 1.2 + 0.45 * sum(len(g) for g in groups.values())
+                                                          + 0.6 * len(groups)), squeeze=False)  # fmt: skip
+    for ax, (name, g) in zip(axes[:, 0], groups.items(), strict=True):
+        g = sorted(g, key=lambda r: r["median_ms"], reverse=True)
+        med = [r["median_ms"] for r in g]
+        err = [[r["median_ms"] - r["min_ms"] for r in g], [r["max_ms"] - r["median_ms"] for r in g]]
+        colors = ["tab:red" if not r["parity_ok"] else ("tab:green" if r["contender"].startswith("unet_fast")
+                                                         else "tab:blue") for r in g]  # fmt: skip
+        ax.barh([r["contender"] for r in g], med, xerr=err, color=colors, capsize=3)
+        for i, r in enumerate(g):
+            ax.text(r["median_ms"], i, f" {r['median_ms']:.1f} ms", va="center", fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("latency, ms (median, min-max; red = parity FAIL)")
+        ax.set_xlim(0, max(r["max_ms"] for r in g) * 1.25)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_results(doc: dict, out_dir: Path, stem: str, plot: bool = True) -> dict[str, Path]:
+    """Write <stem>.json, <stem>.md and (with matplotlib) <stem>.png under out_dir; returns the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{stem}.json", "markdown": out_dir / f"{stem}.md"}
+    paths["json"].write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    paths["markdown"].write_text(markdown_document(doc))
+    if plot:
+        png = plot_latency(
+            doc["rows"], out_dir / f"{stem}.png", f"{doc['machine_name']} ({doc['machine'].get('cpu')})"
+        )
+        if png is not None:
+            paths["png"] = png
+    return paths
