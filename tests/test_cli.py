@@ -5,7 +5,8 @@ from unet_fast.cli import main
 
 
 def test_bench_runs_small_workload(capsys) -> None:
-    assert main(["bench", "--workload", "unet-small", "--repeats", "1", "--warmup", "0"]) == 0
+    assert main(["bench", "--workload", "unet-small", "--repeats", "1", "--warmup", "0", "--quick",
+                 "--contenders", "eager", "--no-write"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "pytorch eager" in out and "median ms" in out
 
