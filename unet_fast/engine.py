@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -46,7 +46,7 @@ class _Compiled:
     buffers: BufferPlan
     pass_lines: list[str]
     batch_agnostic: bool
-    executors: dict[tuple[str, str], Executor] = field(default_factory=dict)  # (device, dtype) -> executor
+    executors: dict[tuple[str, ...], Executor] = field(default_factory=dict)  # (backend, device, dtype)
 
 
 def optimize(model: nn.Module, example_input: Tensor, backend: str = "auto", dtype: torch.dtype | None = None, *,
@@ -156,7 +156,7 @@ class FusedUNet(nn.Module):
         return _Compiled(key, plan, plan_buffers(plan), lines, agnostic)
 
     def _executor(self, c: _Compiled) -> Executor:
-        k = (str(self.device), str(self.dtype))
+        k = (self.backend.name, str(self.device), str(self.dtype))
         ex = c.executors.get(k)
         if ex is None:
             with self._lock:
@@ -242,6 +242,14 @@ class FusedUNet(nn.Module):
             lines.extend(_describe(c, self._executor(c)))
         return "\n".join(lines)
 
+    def with_backend(self, backend: str, dtype: torch.dtype | None = None) -> FusedUNet:
+        """The same plans on another backend (and/or dtype), without capturing again."""
+        other = copy.copy(self)
+        other.__dict__["config"] = replace(self.config, backend=backend, dtype=dtype or self.dtype)
+        other._setup(self.device, dtype or self.dtype)
+        other.__dict__["_compiled"] = self._compiled  # plans are backend-independent; executors are keyed
+        return other
+
     def plans(self) -> dict[tuple[int, ...], Plan]:
         return {k: c.plan for k, c in self._compiled.items()}
 
@@ -297,7 +305,7 @@ def _check_example(x: Tensor) -> None:
 
 def _size_error(model: nn.Module, shape: tuple[int, ...], err: Exception) -> str:
     """Name the nearest input sizes the model accepts (tried on the meta device: no compute)."""
-    n, c, h, w = shape
+    _, c, h, w = shape
     meta = copy.deepcopy(model).to("meta")
 
     def ok(hh: int, ww: int) -> bool:
