@@ -39,3 +39,19 @@ def valid_sizes(model: UNet, lo: int, hi: int) -> list[int]:
             continue
         out.append(s)
     return out
+
+
+def load_test_model(name: str):
+    """A test-only model module from tests/models (not a package), loaded by path."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / "models" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -66,12 +66,23 @@ def _fold_sequentials(model: nn.Module, report: FoldReport) -> None:
                 report.folded.append((prefix + a, prefix + b))
 
 
-def _fold_fx(model: nn.Module, report: FoldReport) -> nn.Module:
-    """General case: a conv whose only user is a BatchNorm, found in a torch.fx trace. Models whose forward
-    branches on shapes cannot be traced symbolically; their remaining BatchNorms are left (and reported)."""
+def _has_bn(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
+
+
+def _fold_fx(model: nn.Module, report: FoldReport, prefix: str = "") -> nn.Module:
+    """General case: a conv whose only user is a BatchNorm, found in a torch.fx trace. A module whose forward
+    branches on shapes cannot be traced symbolically; then each child is tried on its own (a ResNet block
+    traces where the whole network does not). BatchNorms found nowhere foldable are left (and reported)."""
+    if isinstance(model, nn.BatchNorm2d) or not _has_bn(model):
+        return model
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception:
+        for name, child in list(model.named_children()):
+            new = _fold_fx(child, report, f"{prefix}{name}.")
+            if new is not child:
+                setattr(model, name, new)
         return model
     modules = dict(gm.named_modules())
     changed = False
@@ -88,7 +99,7 @@ def _fold_fx(model: nn.Module, report: FoldReport) -> nn.Module:
         setattr(gm.get_submodule(parent) if parent else gm, leaf, _folded_conv(conv, bn))
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
-        report.folded.append((src.target, node.target))
+        report.folded.append((prefix + src.target, prefix + node.target))
         changed = True
     if not changed:
         return model
@@ -105,8 +116,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, FoldReport]:
     model = copy.deepcopy(model).eval()
     report = FoldReport()
     _fold_sequentials(model, report)
-    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-        model = _fold_fx(model, report)
+    model = _fold_fx(model, report)
     report.left = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
     return model, report
 
