@@ -1,0 +1,166 @@
+"""`unet-fast segment` on small random models: inputs (files, folders, globs, .npy), outputs, exit codes."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unet_fast
+from unet_fast import UNet
+from unet_fast.cli import main
+from unet_fast.commands.segment import output_names
+from unet_fast.inference import segmenter as segmenter_module
+from unet_fast.inference.image_io import read_image
+from unet_fast.inference.model_card import ModelCard
+from unet_fast.inference.segmenter import Segmenter, make_runner
+from unet_fast.inference.sliding_window import sliding_window_inference
+
+CONFIG = dict(in_channels=1, num_classes=3, base_channels=4, depth=2, norm="batch", upsample="transpose",
+              padding="same", head="softmax")  # fmt: skip
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """A random 3-class U-Net saved as weights + card (patch 32), and a folder with three images."""
+    model = UNet(**CONFIG).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    ModelCard(config=CONFIG, mean=[0.4], std=[0.25], class_names=["bg", "a", "b"], patch_size=32).save(
+        tmp_path / "tiny.json"
+    )
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (45, 70), dtype=np.uint8)).save(images / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (20, 33, 3), dtype=np.uint8)).save(images / "rgb.png")
+    np.save(images / "array.npy", rng.random((40, 40), dtype=np.float32))
+    return tmp_path
+
+
+def args(root, *extra: str) -> list[str]:
+    return ["segment", "--weights", str(root / "tiny.pt"), "--out", str(root / "out"), "--quiet",
+            "--backend", "reference", *extra]  # fmt: skip
+
+
+def test_folder_writes_masks_equal_to_the_reference(tiny_model, capsys) -> None:
+    assert main(args(tiny_model, str(tiny_model / "images"))) == 0
+    assert "wrote 6 files for 3 image(s)" in capsys.readouterr().out
+    model = UNet(**CONFIG).load_weights(tiny_model / "tiny.pt").eval()
+    for name, suffix in (("gray", ".png"), ("rgb", ".png"), ("array", ".npy")):
+        image = read_image(tiny_model / "images" / f"{name}{suffix}")
+        gray = image if image.shape[2] == 1 else image @ np.array([0.299, 0.587, 0.114], np.float32)
+        x = torch.from_numpy((gray.reshape(*image.shape[:2], 1) - 0.4) / 0.25).permute(2, 0, 1)[None]
+        expected = sliding_window_inference(x.float(), model, 32, overlap=0.5).argmax(1)[0].numpy()
+        with Image.open(tiny_model / "out" / f"{name}_mask.png") as im:
+            assert im.mode == "P" and im.size == (image.shape[1], image.shape[0])
+            np.testing.assert_array_equal(np.array(im), expected)
+        with Image.open(tiny_model / "out" / f"{name}_overlay.png") as im:
+            assert im.mode == "RGB" and im.size == (image.shape[1], image.shape[0])
+
+
+def test_glob_and_progress(tiny_model, capsys) -> None:
+    argv = [a for a in args(tiny_model, str(tiny_model / "images" / "*.png")) if a != "--quiet"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "runs on: reference PyTorch model" in err and "2/2" in err
+    assert sorted(p.name for p in (tiny_model / "out").iterdir()) == [
+        "gray_mask.png", "gray_overlay.png", "rgb_mask.png", "rgb_overlay.png"]  # fmt: skip
+
+
+def test_small_model_direct_inference_agrees_for_one_patch(tiny_model) -> None:
+    seg = Segmenter.from_files(tiny_model / "tiny.pt", backend="reference")
+    image = np.random.default_rng(1).random((32, 32, 1), dtype=np.float32)
+    x = seg.prepare(image)
+    with torch.no_grad():
+        direct = seg.model(x)[0]
+    torch.testing.assert_close(seg.probabilities(image), direct, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("extra,message", [
+    ((), "no images given"),
+    (("missing.png",), "image missing.png not found"),
+    (("nothing-*.png",), "no files match"),
+    (("--overlap", "1.5", "IMG"), "overlap must be in"),
+    (("--patch-size", "3", "IMG"), "cannot take an input height of 3"),
+    (("--dtype", "float16", "IMG"), "float32 only"),
+    (("--batch-size", "0", "IMG"), "batch size must be >= 1"),
+    (("--alpha", "2", "IMG"), "--alpha must be in"),
+])  # fmt: skip
+def test_bad_usage_is_exit_2(tiny_model, capsys, monkeypatch, extra, message) -> None:
+    monkeypatch.chdir(tiny_model)
+    extra = tuple(str(tiny_model / "images" / "gray.png") if e == "IMG" else e for e in extra)
+    assert main(args(tiny_model, *extra)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_wrong_channel_count_is_exit_2(tiny_model, capsys) -> None:
+    np.save(tiny_model / "five.npy", np.zeros((16, 16, 5), np.float32))
+    assert main(args(tiny_model, str(tiny_model / "five.npy"))) == 2
+    assert "expected an H x W or H x W x C image with C in 1..4" in capsys.readouterr().err
+    ModelCard(config=CONFIG | {"in_channels": 2}, mean=[0, 0], std=[1, 1], class_names=["bg", "a", "b"]).save(
+        tiny_model / "two.json"
+    )
+    torch.save(UNet(**CONFIG | {"in_channels": 2}).state_dict(), tiny_model / "two.pt")
+    argv = args(tiny_model, str(tiny_model / "images" / "rgb.png"))
+    argv[argv.index("--weights") + 1] = str(tiny_model / "two.pt")
+    assert main(argv) == 2
+    assert "the model takes 2 channel(s), the image has 3" in capsys.readouterr().err
+
+
+def test_missing_card_is_exit_2(tiny_model, capsys) -> None:
+    (tiny_model / "tiny.json").unlink()
+    assert main(args(tiny_model, str(tiny_model / "images"))) == 2
+    assert "model card" in capsys.readouterr().err
+
+
+def test_runtime_failure_is_exit_1(tiny_model, capsys, monkeypatch) -> None:
+    def boom(*a, **k):
+        raise RuntimeError("kernel launch failed")
+
+    monkeypatch.setattr(segmenter_module, "sliding_window_inference", boom)
+    assert main(args(tiny_model, str(tiny_model / "images" / "gray.png"))) == 1
+    assert "inference failed on" in capsys.readouterr().err
+
+
+def test_backend_selection_without_engine(tiny_model, monkeypatch) -> None:
+    model = UNet(**CONFIG).eval()
+    example = torch.randn(2, 1, 32, 32)
+    monkeypatch.delattr(unet_fast, "optimize", raising=False)
+    runner = make_runner(model, example, "auto")
+    assert runner.backend == "reference" and "not available" in runner.note
+    with pytest.raises(RuntimeError, match=r"no unet_fast\.optimize"):
+        make_runner(model, example, "cuda")
+
+
+def test_backend_selection_with_engine(monkeypatch) -> None:
+    """With unet_fast.optimize present, auto uses it (at the patch batch shape); when it fails, auto falls
+    back to the reference model and says why, while an explicit backend is an error."""
+    model = UNet(**CONFIG).eval()
+    example = torch.randn(2, 1, 32, 32)
+    calls = []
+
+    def fake_optimize(m, ex, backend="auto", dtype=torch.float32):
+        calls.append((tuple(ex.shape), backend, dtype))
+        if backend == "broken":
+            raise ValueError("no kernel for this step")
+        return lambda x: m(x).double()
+
+    monkeypatch.setattr(unet_fast, "optimize", fake_optimize, raising=False)
+    runner = make_runner(model, example, "auto")
+    assert calls == [((2, 1, 32, 32), "auto", torch.float32)] and "engine" in runner.note
+    assert runner.predict(example).dtype == torch.float32
+    monkeypatch.setattr(unet_fast, "optimize", lambda *a, **k: (_ for _ in ()).throw(ValueError("nope")))
+    assert make_runner(model, example, "auto").backend == "reference"
+    with pytest.raises(RuntimeError, match="could not build backend 'cpu'"):
+        make_runner(model, example, "cpu")
+
+
+def test_output_names_never_collide() -> None:
+    from pathlib import Path
+
+    paths = [Path("a/x.png"), Path("b/x.tif"), Path("c/y.png"), Path("c/y.png")]
+    names = output_names(paths)
+    assert names[:2] == ["x_png", "x_tif"] and len(set(names)) == 4

@@ -1,0 +1,136 @@
+"""`unet-fast segment`: class-map PNGs and colour overlays for images, with sliding-window inference.
+
+Exit codes (unet_fast/cli.py): 0 ok, 2 bad usage or input (missing file, unreadable image, wrong
+channel count, bad option), 1 runtime failure (the engine or the model failed while running)."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+GLOB_CHARS = set("*?[")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment images: <name>_mask.png (class indices) and <name>_overlay.png per image",
+        description="Segment images with a U-Net (the bundled demo model unless --weights is given). "
+        "IMAGE may be a file (PNG, TIFF, JPEG, BMP, .npy), a folder (its images, sorted) or a glob. "
+        "Images larger than the patch size go through sliding-window inference with Gaussian blending.",
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders or glob patterns")
+    p.add_argument("--demo", action="store_true", help="segment the bundled demo image (plus any IMAGE)")
+    p.add_argument("--weights", default=None, help="state-dict file (default: the bundled demo U-Net)")
+    p.add_argument("--card", default=None, help="model card JSON (default: the weights' name with .json)")
+    p.add_argument("--out", default="segment-out", help="output folder (created; default: segment-out)")
+    p.add_argument("--backend", default="auto",
+                   help="engine backend for unet_fast.optimize (auto, cpu, triton, cuda, torch), or "
+                   "'reference' for the plain PyTorch model; auto falls back to reference (default: auto)")  # fmt: skip
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--patch-size", type=int, default=None, help="sliding-window patch (default: the card's)")
+    p.add_argument(
+        "--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)"
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of class colours (default 0.5)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=run)
+
+
+def collect_images(specs: list[str]) -> list[Path]:
+    """Files as given, folders -> their image files (sorted), globs expanded (sorted). Missing -> error."""
+    from unet_fast.inference.image_io import IMAGE_SUFFIXES
+
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise FileNotFoundError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            found += inside
+        elif path.is_file():
+            found.append(path)
+        elif GLOB_CHARS & set(spec):
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise FileNotFoundError(f"no files match {spec!r}")
+            found += matches
+        else:
+            raise FileNotFoundError(f"image {spec} not found")
+    return found
+
+
+def output_names(images: list[Path]) -> list[str]:
+    """`<stem>` per image; stems shared by several inputs get the suffix too (a.png, a.tif -> a_png, a_tif),
+    so no output overwrites another."""
+    stems = [p.stem for p in images]
+    names = [
+        f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems.count(p.stem) > 1 else p.stem for p in images
+    ]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):  # the same file or name given twice: number them
+        if n in seen:
+            seen[n] += 1
+            names[i] = f"{n}_{seen[n]}"
+        else:
+            seen[n] = 1
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from unet_fast.demo import bundled
+    from unet_fast.inference.image_io import overlay, read_image, write_mask, write_rgb
+    from unet_fast.inference.progress import Progress
+    from unet_fast.inference.segmenter import Segmenter
+
+    # -- usage and input checks (ValueError / FileNotFoundError -> exit 2 in cli.main) ---------------
+    if not args.images and not args.demo:
+        raise ValueError("no images given: pass IMAGE... (files, folders or globs), or --demo")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if not 0 <= args.alpha <= 1:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    images = ([bundled.require(bundled.DEMO_IMAGE)] if args.demo else []) + collect_images(args.images)
+    weights = Path(args.weights) if args.weights else bundled.require(bundled.DEMO_WEIGHTS)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    try:
+        seg = Segmenter.from_files(weights, args.card, backend=args.backend, dtype=args.dtype,
+                                   patch_size=args.patch_size, overlap=args.overlap,
+                                   batch_size=args.batch_size)  # fmt: skip
+    except RuntimeError as e:
+        print(f"unet-fast segment: error: {e}", file=sys.stderr)
+        return 1
+    say(
+        f"model: {weights.name} ({seg.card.num_classes} classes, patch {seg.patch}); runs on: {seg.runner.note}"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    bar = Progress(len(images), "segment", enabled=not args.quiet)
+    for i, (path, name) in enumerate(zip(images, output_names(images), strict=True)):
+        image = read_image(path)  # bad input -> ValueError -> exit 2
+        try:
+            mask = seg.segment(image, path)
+        except ValueError:
+            raise
+        except Exception as e:  # the engine or model failed while running: a runtime failure
+            print(f"unet-fast segment: error: inference failed on {path}: {type(e).__name__}: {e}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        write_mask(mask, seg.card.palette, out_dir / f"{name}_mask.png")
+        write_rgb(overlay(image, mask, seg.card.palette, args.alpha), out_dir / f"{name}_overlay.png")
+        bar.update(i + 1, f"{path.name} {image.shape[0]}x{image.shape[1]}")
+    print(f"wrote {2 * len(images)} files for {len(images)} image(s) to {out_dir} ({seg.runner.note})")
+    return 0
