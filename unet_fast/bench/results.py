@@ -104,9 +104,11 @@ def markdown_document(doc: dict) -> str:
     ]  # fmt: skip
     if doc.get("note"):
         lines.append(f"- conditions: {doc['note']}")
-    lines += ["", "Median of interleaved rounds (every contender once per round) with min-max; parity against the "
-              "fp32 PyTorch eager reference on the same random input; 'vs eager' is eager NCHW's median over "
-              "the row's.", "", format_markdown_table(doc["rows"])]  # fmt: skip
+    how = ("pytest-benchmark pedantic rounds, one contender after another" if doc.get("settings", {}).get("source")
+           else "interleaved rounds (every contender once per round, so load bursts hit all alike)")  # fmt: skip
+    lines += ["", f"Median of {how}, with min-max; parity against the fp32 PyTorch eager reference on the same "
+              "random input; 'vs eager' is eager NCHW's median over the row's.", "",
+              format_markdown_table(doc["rows"])]  # fmt: skip
     unavailable = format_unavailable(doc["workloads"])
     if unavailable:
         lines += ["", "Not run here:", "", *[f"- {u}" for u in unavailable]]

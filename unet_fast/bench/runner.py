@@ -142,18 +142,53 @@ def run_workload(cfg: RunConfig, progress: Callable[[str], None] = print) -> Wor
         tmp.cleanup()
     eager = Timing.from_samples(samples["eager"]).median_ms if "eager" in samples else None
     for name, p in prepared.items():
-        t = Timing.from_samples(samples[name])
-        par = parities[name]
-        result.rows.append({
-            "workload": workload.name, "input_shape": list(x.shape), "dtype": DTYPE_NAMES[cfg.dtype],
-            "device": cfg.device, "contender": name, "description": CONTENDERS[name].description,
-            "threads": threads, "median_ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms,
-            "repeats": t.repeats, "warmup": cfg.warmup, "samples_ms": samples[name],
-            "speedup_vs_eager": (eager / t.median_ms) if eager else None, "setup_s": p.setup_s,
-            "parity": {k: par[k] for k in ("max_abs", "rel_l2", "argmax_agreement", "mean_iou", "nonfinite")},
-            "parity_ok": parity_ok(par, cfg.dtype), "note": p.note, "report": p.report[:4000],
-        })  # fmt: skip
+        result.rows.append(make_row(workload.name, tuple(x.shape), cfg.dtype, cfg.device, name, threads,
+                                    samples[name], cfg.warmup, p, parities[name], eager))  # fmt: skip
     return result
+
+
+def make_row(workload: str, input_shape: tuple[int, ...], dtype: torch.dtype, device: str, contender: str,
+             threads: int, samples_ms: list[float], warmup: int, prepared: Prepared, parity: dict,
+             eager_median_ms: float | None) -> dict:  # fmt: skip
+    """One results row (the runner's and the pytest suite's share this shape; results.py reads it)."""
+    t = Timing.from_samples(samples_ms)
+    return {
+        "workload": workload, "input_shape": list(input_shape), "dtype": DTYPE_NAMES[dtype], "device": device,
+        "contender": contender, "description": CONTENDERS[contender].description if contender in CONTENDERS else "",
+        "threads": threads, "median_ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms, "repeats": t.repeats,
+        "warmup": warmup, "samples_ms": list(samples_ms),
+        "speedup_vs_eager": (eager_median_ms / t.median_ms) if eager_median_ms else None,
+        "setup_s": prepared.setup_s,
+        "parity": {k: parity[k] for k in ("max_abs", "rel_l2", "argmax_agreement", "mean_iou", "nonfinite")},
+        "parity_ok": parity_ok(parity, dtype), "note": prepared.note, "report": prepared.report[:4000],
+    }  # fmt: skip
+
+
+def check_parity(p: Prepared, reference: Tensor, warmup: int) -> dict:
+    """Warm up (at least one call) and compare the last warm output with the reference."""
+    with torch.inference_mode():
+        out = None
+        for _ in range(max(warmup, 1)):
+            out = p.run()
+        got = _as_tensor(out)
+    if got.numel() != reference.numel():
+        raise ValueError(
+            f"output shape {tuple(got.shape)} does not match the reference {tuple(reference.shape)}"
+        )
+    return compare(reference, got.reshape(reference.shape)).as_dict()
+
+
+def prepare_for_device(c: Contender, model: torch.nn.Module, x: Tensor, settings: Settings,
+                       cuda_graphs: bool = True) -> Prepared:  # fmt: skip
+    """c.prepare, then (on CUDA, where the call allows it) capture it into a CUDA graph."""
+    p = c.prepare(model, x, settings)
+    if settings.device == "cuda" and cuda_graphs and p.graphable:
+        try:
+            p.run = cuda_graph(p.run)
+            p.note = "; ".join(filter(None, [p.note, "CUDA graph replay"]))
+        except Exception as e:  # capture is an optimisation: time the plain call instead
+            p.note = "; ".join(filter(None, [p.note, f"no CUDA graph ({type(e).__name__})"]))
+    return p
 
 
 def _prepare_all(to_run: list[Contender], model: torch.nn.Module, x: Tensor, settings: Settings, cfg: RunConfig,
@@ -163,13 +198,7 @@ def _prepare_all(to_run: list[Contender], model: torch.nn.Module, x: Tensor, set
         progress(f"  prepare {c.name} ({c.description}) ...")
         t0 = time.perf_counter()
         try:
-            p = c.prepare(model, x, settings)
-            if settings.device == "cuda" and cfg.cuda_graphs and p.graphable:
-                try:
-                    p.run = cuda_graph(p.run)
-                    p.note = "; ".join(filter(None, [p.note, "CUDA graph replay"]))
-                except Exception as e:  # capture is an optimisation: time the plain call instead
-                    p.note = "; ".join(filter(None, [p.note, f"no CUDA graph ({type(e).__name__})"]))
+            p = prepare_for_device(c, model, x, settings, cfg.cuda_graphs)
         except Exception as e:  # one broken contender must not sink the others: record and go on
             result.failed[c.name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
             progress(f"  FAILED {c.name}: {result.failed[c.name]}")
