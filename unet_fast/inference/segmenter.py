@@ -47,6 +47,9 @@ def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str 
             raise ValueError(f"the reference backend runs float32 only, not {dtype}")
         return Runner(model, REFERENCE, "reference PyTorch model (asked for with --backend reference)")
     optimize = getattr(unet_fast, "optimize", None)
+    known = _engine_backends()
+    if known is not None and backend not in ("auto", *known):
+        raise ValueError(f"unknown backend {backend!r}; choose from 'auto', 'reference', {', '.join(known)}")
     if optimize is None:
         if backend != "auto":
             raise RuntimeError(f"backend {backend!r} asked for, but this build has no unet_fast.optimize")
@@ -59,8 +62,20 @@ def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str 
         if backend != "auto" or dtype != "float32":
             raise RuntimeError(f"the engine could not build backend {backend!r} ({dtype}): {e}") from e
         return Runner(model, REFERENCE, f"reference PyTorch model (the engine failed: {e})")
-    name = getattr(fused, "backend", backend)
-    return Runner(lambda x: fused(x).float(), str(name), f"unet_fast engine, backend {name}, {dtype}")
+    chosen = getattr(fused, "backend", None)
+    name = str(getattr(chosen, "name", backend))
+    why = getattr(fused, "backend_reason", "")
+    note = f"unet_fast engine, backend {name!r}, {dtype}" + (f" ({why})" if why else "")
+    return Runner(lambda x: fused(x).float(), name, note)
+
+
+def _engine_backends() -> tuple[str, ...] | None:
+    """The engine's backend names, or None when this build has no engine registry to ask."""
+    try:
+        from unet_fast.backends import BACKENDS
+    except ImportError:
+        return None
+    return tuple(BACKENDS)
 
 
 class Segmenter:
