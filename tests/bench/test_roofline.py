@@ -28,7 +28,7 @@ def conv_bn_relu_pool() -> nn.Module:
 
 def test_conv_bn_relu_pool_by_hand() -> None:
     # input 1x2x4x4 (32 el), conv 3x3 2->3 same padding: output 1x3x4x4 (48 el), weight 54 el, no bias.
-    r = roofline(conv_bn_relu_pool(), torch.randn(1, 2, 4, 4), devices=[TOY])
+    r = roofline(conv_bn_relu_pool(), torch.randn(1, 2, 4, 4), devices=[TOY], use_plan=False)
     # Unfused: conv (2*48*18 = 1728 FLOPs; reads 32+54 el, writes 48), BN (2/el = 96; reads 48 + 4 params
     # of 3, writes 48), ReLU (48; reads 48, writes 48), pool (3 compares x 12 outputs = 36; reads 48, writes 12).
     assert [s.flops for s in r.unfused] == [1728, 96, 48, 36]
@@ -50,7 +50,7 @@ def test_conv_bn_relu_pool_by_hand() -> None:
 
 
 def test_compute_bound_floor() -> None:
-    r = roofline(conv_bn_relu_pool(), torch.randn(1, 2, 4, 4))
+    r = roofline(conv_bn_relu_pool(), torch.randn(1, 2, 4, 4), use_plan=False)
     fast_memory = Device("compute-bound", peak_flops=100.0, bandwidth=1e9, source="test")
     total, compute, memory = floor_seconds(r.fused, fast_memory)
     assert total == pytest.approx(1860 / 100) and compute == pytest.approx(total)
@@ -73,7 +73,7 @@ class SkipUpCat(nn.Module):
 
 
 def test_concat_and_upsample_are_read_on_the_fly() -> None:
-    r = roofline(SkipUpCat().eval(), torch.randn(1, 1, 4, 4))
+    r = roofline(SkipUpCat().eval(), torch.randn(1, 1, 4, 4), use_plan=False)
     # Unfused (element counts): conv a 16+1 -> 16 (32 FLOPs); pool 16 -> 4 (12); bilinear 4 -> 16
     # (7 x 16 = 112); cat 16+16 -> 32 (0); conv b 32+2 -> 16 (2 x 16 x 2 = 64).
     assert sum(s.flops for s in r.unfused) == 32 + 12 + 112 + 0 + 64
@@ -81,9 +81,22 @@ def test_concat_and_upsample_are_read_on_the_fly() -> None:
     # Fused: step A = conv a + pool; s has a second reader (the concat) so it is written, and so is the
     # pooled map. Step B = conv b reading s (16) and the *pooled* map through the upsample (4) + weight 2,
     # paying the 112 interpolation FLOPs; the upsampled and concatenated tensors never exist.
-    a, b = r.fused
+    assert r.fused == r.target and r.fused_source.startswith("analytic")
+    a, b = r.target
     assert (a.flops, a.bytes_read, a.bytes_written) == (32 + 12, 4 * 17, 4 * (16 + 4))
     assert (b.flops, b.bytes_read, b.bytes_written) == (64 + 112, 4 * (16 + 4 + 2), 4 * 16)
+
+
+def test_engine_plan_costs_by_hand() -> None:
+    """The same conv+BN+ReLU+pool costed from the engine's Plan: one Conv step that, unlike the analytic
+    target, also writes its pre-pool output (the Plan always writes `out`): 48 + 12 elements."""
+    r = roofline(conv_bn_relu_pool(), torch.randn(1, 2, 4, 4), devices=[TOY])
+    if not r.fused_source.startswith("the engine's Plan"):
+        pytest.skip(f"the engine's Plan cannot be built in this checkout: {r.fused_source}")
+    (f,) = r.fused
+    assert f.kind == "conv" and f.flops == 1728 + 48 + 48 + 36
+    assert f.bytes_read == 4 * (32 + 54 + 3) and f.bytes_written == 4 * (48 + 12)
+    assert r.summary()["devices"][0]["fused_floor_ms"] == pytest.approx(4 * (89 + 60) / 100 * 1e3)
 
 
 def test_unet_conv_flops_match_module_hooks_and_fusion_saves_bytes() -> None:
@@ -109,7 +122,7 @@ def test_unet_conv_flops_match_module_hooks_and_fusion_saves_bytes() -> None:
         model(x)
     for h in handles:
         h.remove()
-    r = roofline(model, x)
+    r = roofline(model, x, use_plan=False)
     conv_flops = sum(s.flops for s in r.unfused if s.kind == "convolution")
     assert len(macs) == 13 and conv_flops == 2 * sum(macs) + sum(bias_adds)
     s = r.summary()

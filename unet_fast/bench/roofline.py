@@ -336,6 +336,92 @@ def fused_steps(ops: list[_Op], out_value: str, shapes: dict, elem: int) -> list
     return steps
 
 
+# --- the engine's Plan ----------------------------------------------------------------------------
+
+
+def _slice_read(sl, buffers: dict) -> tuple[float, float]:
+    """(elements per image a step reads through this Slice, interpolation FLOPs per image)."""
+    h, w = buffers[sl.buffer].size
+    if sl.resample is not None:  # read the low-resolution source once; pay the interpolation per output
+        rh, rw = sl.size or sl.resample.size
+        flops = BILINEAR_FLOPS * sl.channels * rh * rw if sl.resample.mode == "bilinear" else 0.0
+        return float(sl.channels * h * w), float(flops)
+    if sl.size is not None:  # a crop window (or a zero-padded one: only the real part is read)
+        wh = min(sl.size[0], h) * min(sl.size[1], w)
+        return float(sl.channels * wh), 0.0
+    return float(sl.channels * h * w), 0.0
+
+
+def _slice_elems(sl, buffers: dict) -> float:
+    h, w = buffers[sl.buffer].size
+    return float(sl.channels * h * w)
+
+
+def plan_steps(plan, batch: int, elem: int) -> list[StepCost]:
+    """Costs of the engine's Plan (unet_fast.graph.ir) as it stands: what each step reads and writes.
+    Unlike the analytic model, a Conv always writes its `out` (the Plan has no dead-output elimination)."""
+    from unet_fast.graph import ir
+
+    b, steps = plan.buffers, []
+    for st in plan.steps:
+        reads = [_slice_read(sl, b) for sl in st.reads()]
+        read_el, interp = sum(r[0] for r in reads), sum(r[1] for r in reads)
+        write_el = sum(_slice_elems(sl, b) for sl in st.writes())
+        flops, params, kind = interp, 0.0, st.kind.lower()
+        if isinstance(st, ir.Conv):
+            cout, cin, kh, kw = st.weight.shape
+            oh, ow = b[st.out.buffer].size
+            outs = cout * oh * ow
+            flops += 2.0 * outs * cin * kh * kw + (outs if st.bias is not None else 0)
+            flops += (ACT_FLOPS * outs if st.act != "none" else 0) + (ADD_FLOPS * outs if st.residual else 0)
+            if st.pool_out is not None:
+                flops += POOL2X2_FLOPS * _slice_elems(st.pool_out, b)
+            params = st.weight.numel() + (st.bias.numel() if st.bias is not None else 0)
+            kind = "conv"
+        elif isinstance(st, ir.ConvTranspose2x2):
+            cin, cout = st.weight.shape[0], st.weight.shape[1]
+            h, w = b[st.input.buffer].size
+            flops += 2.0 * h * w * cin * cout * 4 + (cout * 4 * h * w if st.bias is not None else 0)
+            params = st.weight.numel() + (st.bias.numel() if st.bias is not None else 0)
+        elif isinstance(st, ir.Head):
+            k, c = st.weight.shape[0], st.weight.shape[1]
+            h, w = b[st.out.buffer].size
+            flops += 2.0 * h * w * k * c + (h * w * k if st.bias is not None else 0)
+            flops += (
+                {"softmax": SOFTMAX_FLOPS, "sigmoid": SIGMOID_FLOPS, "argmax": ACT_FLOPS}.get(st.op, 0)
+                * h
+                * w
+                * k
+            )
+            params = st.weight.numel() + (st.bias.numel() if st.bias is not None else 0)
+        elif isinstance(st, ir.Pool):
+            flops += POOL2X2_FLOPS * write_el
+        where = "x".join(map(str, b[st.writes()[0].buffer].size)) if st.writes() else "?"
+        geometry = (
+            f" {st.weight.shape[2]}x{st.weight.shape[3]} {st.weight.shape[1]}->{st.weight.shape[0]}"
+            if isinstance(st, ir.Conv)
+            else ""
+        )
+        name = (
+            f"{st.kind}{geometry} @{where} [{st.name}" + (f" +{'+'.join(st.fused)}" if st.fused else "") + "]"
+        )
+        steps.append(
+            StepCost(name, kind, batch * flops, elem * (batch * read_el + params), elem * batch * write_el)
+        )
+    return steps
+
+
+def engine_plan(model: nn.Module, x: torch.Tensor):
+    """The engine's Plan for this model and input shape (capture -> passes -> lower), as optimize builds it."""
+    from unet_fast.graph.capture import capture
+    from unet_fast.graph.lower import lower
+    from unet_fast.graph.passes import run_passes
+
+    g = capture(copy.deepcopy(model).eval(), torch.randn(x.shape))
+    run_passes(g)
+    return lower(g)
+
+
 # --- floors and the report ------------------------------------------------------------------------
 
 
@@ -357,8 +443,10 @@ class Roofline:
     title: str
     dtype: torch.dtype
     unfused: list[StepCost]
-    fused: list[StepCost]
+    fused: list[StepCost]  # the engine's Plan where it could be built, else the analytic fusion
     devices: list[Device]
+    fused_source: str = "analytic (the engine's Plan was not used)"
+    target: list[StepCost] = field(default_factory=list)  # the analytic fusion, always
 
     def totals(self, steps: list[StepCost]) -> tuple[float, float]:
         return sum(s.flops for s in steps), sum(s.bytes for s in steps)
@@ -368,7 +456,9 @@ class Roofline:
         ff, bf = self.totals(self.fused)
         out = {"title": self.title, "dtype": str(self.dtype).removeprefix("torch."), "unfused_steps": len(self.unfused),
                "fused_steps": len(self.fused), "unfused_flops": fu, "fused_flops": ff, "unfused_bytes": bu,
-               "fused_bytes": bf, "bytes_saved": bu - bf, "devices": []}  # fmt: skip
+               "fused_bytes": bf, "bytes_saved": bu - bf, "fused_source": self.fused_source,
+               "target_steps": len(self.target), "target_flops": self.totals(self.target)[0],
+               "target_bytes": self.totals(self.target)[1], "devices": []}  # fmt: skip
         for d in self.devices:
             tu, tf = floor_seconds(self.unfused, d), floor_seconds(self.fused, d)
             out["devices"].append({"name": d.name, "source": d.source, "detail": d.detail,
@@ -382,9 +472,11 @@ class Roofline:
         lines = [f"### Roofline model: {self.title} ({s['dtype']})", "",
                  f"- unfused eager graph: {s['unfused_steps']} passes, {s['unfused_flops'] / 1e9:.2f} GFLOP, "
                  f"{s['unfused_bytes'] / 2**20:.1f} MiB moved at minimum",
-                 f"- fused plan (modelled): {s['fused_steps']} steps, {s['fused_flops'] / 1e9:.2f} GFLOP, "
+                 f"- fused plan ({s['fused_source']}): {s['fused_steps']} steps, {s['fused_flops'] / 1e9:.2f} GFLOP, "
                  f"{s['fused_bytes'] / 2**20:.1f} MiB; the fusions save {s['bytes_saved'] / 2**20:.1f} MiB "
-                 f"({s['bytes_saved'] / max(s['unfused_bytes'], 1):.0%} of the traffic)", "",
+                 f"({s['bytes_saved'] / max(s['unfused_bytes'], 1):.0%} of the traffic)",
+                 f"- analytic target (every fusion of the design, dead outputs unwritten): {s['target_steps']} "
+                 f"steps, {s['target_bytes'] / 2**20:.1f} MiB", "",
                  "| device | source | peak | bandwidth | unfused floor ms | fused floor ms | fused: compute-bound ms "
                  "| memory-bound ms |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for d in s["devices"]:
@@ -403,11 +495,20 @@ class Roofline:
 
 
 def roofline(model: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32, devices: list[Device] | None = None,
-             title: str = "model") -> Roofline:  # fmt: skip
+             title: str = "model", use_plan: bool = True) -> Roofline:  # fmt: skip
+    """`use_plan`: cost the engine's Plan where it can be built (else, and always as `target`, the analytic
+    fusion of the traced graph)."""
     elem = torch.empty((), dtype=dtype).element_size()
     ops, out, shapes = trace_ops(model, x)
-    return Roofline(title, dtype, unfused_steps(ops, shapes, elem), fused_steps(ops, out, shapes, elem),
-                    devices if devices is not None else [])  # fmt: skip
+    target = fused_steps(ops, out, shapes, elem)
+    fused, source = target, "analytic: the engine's Plan was not requested"
+    if use_plan:
+        try:
+            fused, source = plan_steps(engine_plan(model, x), x.shape[0], elem), "the engine's Plan"
+        except Exception as e:  # no engine in this checkout, or it cannot capture this model
+            source = f"analytic: the engine's Plan is unavailable ({type(e).__name__}: {str(e)[:120]})"
+    return Roofline(title, dtype, unfused_steps(ops, shapes, elem), fused, devices if devices is not None else [],
+                    source, target)  # fmt: skip
 
 
 _MEASURED: dict[int, Device] = {}
