@@ -74,8 +74,12 @@ class Executor:
             arenas = self._local.arenas = {}
         a = arenas.get(batch)
         if a is None:
-            a = arenas[batch] = torch.empty(max(1, batch * self.buffers.arena_per_sample), dtype=self.dtype,
-                                            device=self.device)  # fmt: skip
+            # a normal tensor even when first called under inference_mode: later calls outside it write to it
+            with torch.inference_mode(False):
+                a = torch.empty(
+                    max(1, batch * self.buffers.arena_per_sample), dtype=self.dtype, device=self.device
+                )
+            arenas[batch] = a
         return a
 
     def _tensors(self, x: Tensor) -> dict[str, Tensor]:
@@ -105,6 +109,10 @@ class Executor:
     def run(self, x: Tensor) -> Any:
         """`x`: NHWC [N, H, W, C] in the engine dtype on the engine device. Returns the plan output
         (NHWC activation, [N, H, W] class map, or a raw fallback value)."""
+        with torch.no_grad():
+            return self._run(x)
+
+    def _run(self, x: Tensor) -> Any:
         bufs = self._tensors(x)
         raw: dict[str, Any] = {}
         for i, p in enumerate(self.prepared):
