@@ -62,6 +62,15 @@ inline Vec fmadd(Vec a, Vec b, Vec c) {
   for (int i = 0; i < kL; ++i) c.v[i] += a.v[i] * b.v[i];
   return c;
 }
+// x > 0 ? x : y per lane (apply_act's relu / leaky relu branch).
+inline Vec select_pos(Vec x, Vec y) {
+  for (int i = 0; i < kL; ++i) y.v[i] = x.v[i] > 0.f ? x.v[i] : y.v[i];
+  return y;
+}
+inline Vec max_nan_v(Vec a, Vec b) {
+  for (int i = 0; i < kL; ++i) a.v[i] = max_nan(a.v[i], b.v[i]);
+  return a;
+}
 #include "unet_fast/winograd_kernels.h"
 }  // namespace wino_portable
 
@@ -81,6 +90,14 @@ inline Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
 inline Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
 inline Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
 inline Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+inline Vec select_pos(Vec x, Vec y) {
+  return {_mm256_blendv_ps(y.v, x.v, _mm256_cmp_ps(x.v, _mm256_setzero_ps(), _CMP_GT_OQ))};
+}
+// max_nan (epilogue.h) per lane: a if a is NaN or a > b, else b (so a NaN in either propagates).
+inline Vec max_nan_v(Vec a, Vec b) {
+  const __m256 take_a = _mm256_or_ps(_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q), _mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ));
+  return {_mm256_blendv_ps(b.v, a.v, take_a)};
+}
 #include "unet_fast/winograd_kernels.h"
 }  // namespace wino_avx2
 #pragma GCC pop_options

@@ -2,7 +2,7 @@
 //
 // No include guard on purpose: csrc/cpu/winograd_conv.cpp includes this file several times, each time
 // inside its own namespace (wino_portable, wino_avx2) and under its own `#pragma GCC target`, after
-// defining `Vec` (kL float lanes: zero, load, bcast, store, fmadd, +, -, *). It includes nothing itself:
+// defining `Vec` (kL float lanes: zero, load, bcast, store, fmadd, +, -, *, select_pos, max_nan_v). It includes nothing itself:
 // the .cpp includes the standard headers and unet_fast/{winograd_conv,epilogue,resample}.h first.
 //
 // Work decomposition (docs/winograd.md): tiles are 4x4 output blocks, numbered over (n, tile_y, tile_x).
@@ -106,8 +106,10 @@ inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, in
   }
 }
 
-// C[kMR x 16] = A[kMR x k] (rows lda apart) * B[k x 16] (packed, contiguous).
-inline void gemm_6x16(const float* a, std::int64_t lda, const float* b, float* c, std::int64_t ldc, int k) {
+// C[kMR x 16] = A[kMR x k] (rows lda apart) * B[k x 16] (packed, contiguous). Not inlined: inside the
+// block loops the compiler ran out of integer registers and kept the row pointers on the stack.
+__attribute__((noinline)) void gemm_6x16(const float* a, std::int64_t lda, const float* b, float* c,
+                                          std::int64_t ldc, int k) {
   Vec acc0[kMR], acc1[kMR];
   for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = Vec::zero();
   const float* a0 = a;
@@ -143,12 +145,34 @@ inline void gemm_6x16(const float* a, std::int64_t lda, const float* b, float* c
   }
 }
 
+// y = act(acc + bias + residual) on kL lanes, the same math as unet_fast::epilogue (epilogue.h):
+// relu and leaky relu as selects (NaN takes the "not > 0" branch there too), SiLU lane by lane.
+inline Vec epilogue_v(Vec acc, Vec bias, const float* res, int nl, const Epilogue& e) {
+  Vec y = acc + bias;
+  if (res) y = y + load_n(res, nl);
+  switch (e.act) {
+    case Act::kRelu:
+      return select_pos(y, Vec::zero());
+    case Act::kLeakyRelu:
+      return select_pos(y, y * Vec::bcast(e.negative_slope));
+    case Act::kSilu: {
+      float t[kL];
+      y.store(t);
+      for (int l = 0; l < kL; ++l) t[l] = apply_act(t[l], e.act, e.negative_slope);
+      return Vec::load(t);
+    }
+    default:
+      return y;
+  }
+}
+
 // A^T m A for one tile and channels [c0, c0 + nvalid) of the chunk, then the fused epilogue.
 // m + p * pstride + cc holds point p of chunk channel cc; the tile's output starts at (oy0, ox0).
 inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64_t pstride, int n, int oy0,
                                   int ox0, int c0, int nvalid) {
   float* out_img = cv.out + n * cv.osn;
   const float* res_img = cv.residual ? cv.residual + n * cv.rsn : nullptr;
+  const int ni = cv.ho - oy0 < 4 ? cv.ho - oy0 : 4, nj = cv.wo - ox0 < 4 ? cv.wo - ox0 : 4;
   for (int cc = 0; cc < nvalid; cc += kL) {
     const int nl = nvalid - cc < kL ? nvalid - cc : kL;
     const int c = c0 + cc;
@@ -162,22 +186,13 @@ inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64
       const Vec* r = s + 6 * i;
       at6(r[0], r[1], r[2], r[3], r[4], r[5], &y[4 * i], &y[4 * i + 1], &y[4 * i + 2], &y[4 * i + 3]);
     }
-    float yv[16][kL];
-    float bl[kL] = {};
-    if (cv.bias)
-      for (int l = 0; l < nl; ++l) bl[l] = cv.bias[c + l];
-    for (int i = 0; i < 4 && oy0 + i < cv.ho; ++i) {
-      for (int j = 0; j < 4 && ox0 + j < cv.wo; ++j) {
-        float* yy = yv[4 * i + j];
-        y[4 * i + j].store(yy);
-        float* o = out_img + (oy0 + i) * cv.osh + (ox0 + j) * cv.osw + c;
-        if (res_img) {
-          const float* r = res_img + (oy0 + i) * cv.rsh + (ox0 + j) * cv.rsw + c;
-          for (int l = 0; l < nl; ++l) yy[l] = epilogue(yy[l], bl[l], r[l], cv.ep);
-        } else {
-          for (int l = 0; l < nl; ++l) yy[l] = epilogue(yy[l], bl[l], 0.f, cv.ep);
-        }
-        for (int l = 0; l < nl; ++l) o[l] = yy[l];
+    const Vec bias = cv.bias ? load_n(cv.bias + c, nl) : Vec::zero();
+    for (int i = 0; i < ni; ++i) {
+      for (int j = 0; j < nj; ++j) {
+        const std::int64_t oy = oy0 + i, ox = ox0 + j;
+        const float* r = res_img ? res_img + oy * cv.rsh + ox * cv.rsw + c : nullptr;
+        y[4 * i + j] = epilogue_v(y[4 * i + j], bias, r, nl, cv.ep);
+        store_n(out_img + oy * cv.osh + ox * cv.osw + c, y[4 * i + j], nl);
       }
     }
     if (!cv.pool) continue;
@@ -185,12 +200,9 @@ inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64
     // only when both its rows and columns are inside the output, and then all four values were computed.
     for (int pi = 0; pi < 2 && oy0 / 2 + pi < cv.ho / 2; ++pi) {
       for (int pj = 0; pj < 2 && ox0 / 2 + pj < cv.wo / 2; ++pj) {
-        const float* q00 = yv[8 * pi + 2 * pj];
-        const float* q01 = yv[8 * pi + 2 * pj + 1];
-        const float* q10 = yv[8 * pi + 4 + 2 * pj];
-        const float* q11 = yv[8 * pi + 4 + 2 * pj + 1];
+        const Vec* q = y + 8 * pi + 2 * pj;
         float* o = cv.pool + n * cv.psn + (oy0 / 2 + pi) * cv.psh + (ox0 / 2 + pj) * cv.psw + c;
-        for (int l = 0; l < nl; ++l) o[l] = max_nan(max_nan(q00[l], q01[l]), max_nan(q10[l], q11[l]));
+        store_n(o, max_nan_v(max_nan_v(q[0], q[1]), max_nan_v(q[4], q[5])), nl);
       }
     }
   }
@@ -208,9 +220,11 @@ struct Plan {
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
-// Block sizes (docs/winograd.md). V[p] (T x Cin) is the operand reused across output-channel blocks:
-// keep it around 160 KiB so it stays in L2 while the weight panels stream. Few tiles (deep layers):
-// one block shared by all threads, which split the output channels, so the weights are read once.
+// Block sizes (docs/winograd.md; measured on Zen 3, 512 KiB L2 per core, 16 MiB L3). Small weights
+// (the transformed U fits in L2/L3 comfortably): short blocks of 12 tiles keep V and M in L2. Big weights:
+// long blocks so each weight panel, streamed from L3 or DRAM, is reused by many tiles; then the threads
+// share each block (input transform split by tiles, GEMMs split by output channels), so the weights are
+// read once per block instead of once per thread.
 inline Plan make_plan(const WinoConv& cv) {
   Plan pl{};
   const int th = (cv.ho + 3) / 4;
@@ -218,16 +232,18 @@ inline Plan make_plan(const WinoConv& cv) {
   pl.tiles_hw = th * pl.tiles_w;
   pl.ntiles = static_cast<std::int64_t>(cv.n) * pl.tiles_hw;
   pl.ldv = round_up(cv.cin, kL);
+  const int nthreads = cv.num_threads;
+  const double weight_bytes = 36.0 * cv.cin * cv.cout_pad * sizeof(float);
+  const bool big = weight_bytes > 6.0 * (1 << 20);
   int t = cv.tile_block;
   if (t <= 0) {
-    t = static_cast<int>(40960 / pl.ldv);
-    t = t < 12 ? 12 : (t > 96 ? 96 : t);
+    t = big ? static_cast<int>(36864 / pl.ldv) : 12;
+    t = t < 24 && big ? 24 : (t > 144 ? 144 : t);
   }
-  const int nthreads = cv.num_threads;
   std::int64_t nblocks = (pl.ntiles + t - 1) / t;
-  pl.shared = nthreads > 1 && nblocks < 2 * nthreads && cv.cout_pad >= kNR * nthreads;
-  if (pl.shared && cv.tile_block <= 0) {
-    t = static_cast<int>(pl.ntiles < 144 ? pl.ntiles : 144);
+  pl.shared = nthreads > 1 && cv.cout_pad >= kNR * nthreads && (big || nblocks < 2 * nthreads);
+  if (cv.tile_block <= 0) {  // equal blocks, each a multiple of kMR tiles
+    t = round_up(static_cast<int>((pl.ntiles + nblocks - 1) / nblocks), kMR);
     nblocks = (pl.ntiles + t - 1) / t;
   }
   pl.t = t;
@@ -235,8 +251,11 @@ inline Plan make_plan(const WinoConv& cv) {
   pl.nblocks = nblocks;
   int nc = cv.cout_chunk;
   if (nc <= 0) {
-    nc = pl.shared ? round_up((cv.cout_pad + 4 * nthreads - 1) / (4 * nthreads), kNR) : 128;
-    if (nc < kNR) nc = kNR;
+    nc = big ? 256 : 64;
+    if (pl.shared) {  // at least two chunks per thread, for the dynamic schedule to balance
+      const int per = round_up((cv.cout_pad + 2 * nthreads - 1) / (2 * nthreads), kNR);
+      nc = per < nc ? per : nc;
+    }
   }
   nc = round_up(nc, kNR);
   pl.nc = nc < cv.cout_pad ? nc : cv.cout_pad;
