@@ -14,6 +14,7 @@ void register_upsample_concat(py::module_& m);
 void register_conv_epilogue(py::module_& m);
 void register_head(py::module_& m);
 void register_conv_transpose2x2(py::module_& m);
+void register_winograd(py::module_& m);
 }  // namespace unet_fast
 
 #ifndef UNET_FAST_GIT_COMMIT
@@ -51,4 +52,5 @@ PYBIND11_MODULE(_C, m) {
   unet_fast::register_conv_epilogue(m);
   unet_fast::register_head(m);
   unet_fast::register_conv_transpose2x2(m);
+  unet_fast::register_winograd(m);
 }
