@@ -1,0 +1,78 @@
+"""Backends: every kernel module implements the whole interface, selection explains itself, and the one
+executor runs the same plan on each backend (triton under the interpreter; cuda where a GPU exists)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import unet_fast
+from unet_fast import UNet
+from unet_fast.backends import BACKENDS, BackendUnavailable, available_backends, resolve_backend
+from unet_fast.backends.base import ALL_FUNCTIONS
+from unet_fast.bench.workloads import randomize_bn
+from unet_fast.parity import assert_parity
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible)")
+
+
+@pytest.mark.parametrize("name", ["torch", "cpu", "triton", "cuda"])
+def test_kernel_module_implements_the_whole_interface(name: str) -> None:
+    # A missing function would make the executor run the torch reference for that step: fail loudly here.
+    km = BACKENDS[name].kernels()
+    missing = [f for f in ALL_FUNCTIONS if not hasattr(km, f)]
+    assert not missing, f"{name} kernels lack {missing}"
+    assert torch.float32 in km.SUPPORTED_DTYPES
+
+
+def test_selection_explains_itself() -> None:
+    cpu = torch.device("cpu")
+    b, why = resolve_backend("auto", cpu)
+    assert b.name == "cpu" and "auto: picked 'cpu' for cpu" in why
+    assert resolve_backend("torch", cpu)[0].name == "torch"
+    with pytest.raises(ValueError, match="unknown backend 'fast'; choose from 'auto', 'torch', 'cpu'"):
+        resolve_backend("fast", cpu)
+    reasons = available_backends(cpu)
+    assert reasons["torch"] == "" and reasons["cpu"] == ""
+    if not torch.cuda.is_available():
+        assert reasons["cuda"]  # says why (no device / not built)
+        with pytest.raises(BackendUnavailable, match="backend 'cuda' cannot run"):
+            resolve_backend("cuda", cpu)
+    with pytest.raises(BackendUnavailable, match="runs on CPU tensors"):
+        BACKENDS["cpu"].require(torch.device("meta"))
+
+
+def test_triton_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="TRITON_INTERPRET=1"):
+            resolve_backend("triton", torch.device("cpu"))
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton interpreter on CPU")
+@pytest.mark.parametrize("upsample", ["transpose", "bilinear"])
+def test_triton_interpreter_matches(upsample: str) -> None:
+    # tiny on purpose: the interpreter runs every program instance in Python
+    m = randomize_bn(UNet(3, 2, 4, 2, "batch", upsample, align_corners=False, head="softmax"), seed=3)
+    x = torch.randn(1, 3, 17, 20)  # odd: the decoder pads / the pool floors
+    fast = unet_fast.optimize(m, x, backend="triton")
+    fast.executor_for(tuple(x.shape)).poison = True
+    assert not any(fast.executor_for(tuple(x.shape)).step_notes()), fast.report()  # every step on triton
+    with torch.no_grad():
+        assert_parity(m(x), fast(x), rel_l2=1e-5, min_agreement=0.999, what=f"triton {upsample}")
+
+
+@requires_cuda
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_backends_match(name: str, dtype: torch.dtype) -> None:
+    m = randomize_bn(UNet(3, 2, 8, 3, "batch", "bilinear", head="softmax"), seed=4).cuda()
+    x = torch.randn(2, 3, 45, 38, device="cuda")
+    fast = unet_fast.optimize(m, x, backend=name, dtype=dtype)
+    fast.executor_for(tuple(x.shape)).poison = True
+    with torch.no_grad():
+        ref = m(x)
+    rel = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}[dtype]
+    assert_parity(ref, fast(x), rel_l2=rel, min_agreement=0.99, what=f"{name} {dtype}")
