@@ -19,6 +19,9 @@ class _Enum(Enum):
     def __repr__(self) -> str:
         return f"{type(self).__name__}.{self.name}"
 
+    def __int__(self) -> int:  # pybind11 enums convert to int; `1 << int(flag)` relies on it
+        return int(self.value)
+
 
 class DataType(_Enum):
     FLOAT = 0
@@ -50,6 +53,10 @@ class MemoryPoolType(_Enum):
     WORKSPACE = 0
 
 
+class NetworkDefinitionCreationFlag(_Enum):
+    STRONGLY_TYPED = 1
+
+
 def make_builder_flag(strongly_typed_only: bool = False) -> type:
     """TensorRT 10's BuilderFlag, or a TensorRT-11-like one without the weak-typing precision flags."""
     names = ["TF32", "PREFER_PRECISION_CONSTRAINTS", "OBEY_PRECISION_CONSTRAINTS"]
@@ -58,7 +65,7 @@ def make_builder_flag(strongly_typed_only: bool = False) -> type:
     return _Enum("BuilderFlag", names)
 
 
-_ONNX_LAYER = {"Conv": LayerType.CONVOLUTION, "ConvTranspose": LayerType.CONVOLUTION, "Softmax": LayerType.SOFTMAX,
+_ONNX_LAYER = {"Cast": LayerType.OTHER, "Conv": LayerType.CONVOLUTION, "ConvTranspose": LayerType.CONVOLUTION, "Softmax": LayerType.SOFTMAX,
                "Resize": LayerType.RESIZE, "ReduceMean": LayerType.REDUCE,
                "InstanceNormalization": LayerType.NORMALIZATION}  # fmt: skip
 
@@ -151,6 +158,7 @@ class OnnxParser:
             if node.op_type in self.reject_ops:
                 self.errors.append(ParserError(node.name, node.op_type, "mock: unsupported"))
             self.network.layers.append(Layer(node.name, _ONNX_LAYER.get(node.op_type, LayerType.OTHER)))
+        self.network.initializer_types = {t.data_type for t in graph.initializer}
         self.network.inputs = [
             Tensor(v.name, shape(v), _onnx_dtype(v.type.tensor_type.elem_type)) for v in graph.input
         ]
@@ -321,6 +329,7 @@ def make_fake_tensorrt(version: str = "10.13.0.35", strongly_typed_only: bool = 
         DataType,
         LayerType,
         TensorIOMode,
+        NetworkDefinitionCreationFlag,
         MemoryPoolType,
         Dims,
         ILogger,

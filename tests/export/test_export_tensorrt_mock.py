@@ -78,13 +78,28 @@ def test_int8_needs_a_calibrator(trt, onnx_file, tmp_path) -> None:
     assert {"INT8", "FP16"} <= trt.last_config.flags and trt.last_config.int8_calibrator is calibrator
 
 
-def test_strongly_typed_tensorrt_refuses_fp16_clearly(monkeypatch, onnx_file, tmp_path) -> None:
+@pytest.mark.parametrize("version", ["11.4.0.106", "10.13.0.35"])
+def test_strongly_typed_fp16_builds_from_a_half_graph(monkeypatch, onnx_file, tmp_path, version: str) -> None:
+    """TensorRT 11 (no precision flags) picks strongly typed by itself; TensorRT 10 when asked."""
+    eleven = version.startswith("11")
+    trt = make_fake_tensorrt(version, strongly_typed_only=eleven)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    build = to_tensorrt(onnx_file, tmp_path / "m.plan", precision="fp16", strongly_typed=None if eleven else True,
+                        **SHAPES)  # fmt: skip
+    assert trt.last_network.flags == 1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED.value
+    assert trt.last_config.flags == set(), "no weak-typing precision flags in a strongly typed build"
+    assert build.onnx == tmp_path / "m.fp16.onnx" and build.info.strongly_typed
+    assert 10 in trt.last_network.initializer_types, "the parsed graph must carry fp16 weights"
+    assert build.info.fp32_layers == ["/Softmax"]
+    for precision in ("bf16", "int8"):
+        with pytest.raises(ValueError, match=f"precision='{precision}' needs a weakly typed build"):
+            to_tensorrt(onnx_file, tmp_path / "m.plan", precision=precision, strongly_typed=True, **SHAPES)
+
+
+def test_weakly_typed_flag_missing_is_a_clear_error(monkeypatch, onnx_file, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("11.4.0.106", strongly_typed_only=True))
-    with pytest.raises(
-        ValueError, match=r"TensorRT 11\.4\.0\.106 has no BuilderFlag\.FP16: .*strongly typed"
-    ):
-        to_tensorrt(onnx_file, tmp_path / "m.plan", precision="fp16", **SHAPES)
-    to_tensorrt(onnx_file, tmp_path / "m.plan", precision="fp32", **SHAPES)  # fp32 still builds
+    with pytest.raises(ValueError, match=r"has no BuilderFlag\.FP16"):
+        to_tensorrt(onnx_file, tmp_path / "m.plan", precision="fp16", strongly_typed=False, **SHAPES)
 
 
 def test_timing_cache_is_read_and_written(trt, onnx_file, tmp_path) -> None:

@@ -214,8 +214,13 @@ def onnxruntime_parity(path: str | PathLike, reference: nn.Module, inputs: Seque
     ref_model = ClassMapHead(reference, threshold).eval() if class_map else reference.eval()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     runtime = f"onnxruntime {ort.__version__} CPU"
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # e.g. a bf16 graph: ORT's CPU provider lacks most bf16 kernels
+        return [
+            {"runtime": runtime, "input_shape": list(x.shape), "error": f"cannot run: {e}"} for x in inputs
+        ]
     rows = []
     for x in inputs:
         with torch.no_grad():
@@ -234,7 +239,8 @@ def onnxruntime_parity(path: str | PathLike, reference: nn.Module, inputs: Seque
 def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
             dynamic: Sequence[str] | None = DYNAMIC_AXES, opset: int = MIN_OPSET, *, class_map: bool = False,
             class_map_threshold: float | None = None, exact_resize: bool = True, check_parity: bool = True,
-            parity_tensors: Sequence[Tensor] | None = None) -> OnnxExport:  # fmt: skip
+            parity_tensors: Sequence[Tensor] | None = None, precision: str = "fp32",
+            keep_fp32: bool = True) -> OnnxExport:  # fmt: skip
     """Export `model` to ONNX at `path`.
 
     - BatchNorm is folded into the preceding convolutions (unet_fast.graph.bn_fold) before tracing.
@@ -243,6 +249,9 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
       (one-channel models: score > `class_map_threshold`, known from our UNet's head, else required).
     - `exact_resize`: every Resize node is checked to compute what PyTorch computes (see _EXACT_RESIZE),
       which is what TensorRT then reads; an unsupported one is a ValueError naming the node.
+    - `precision`: "fp32", or "fp16" for a graph that computes in half precision (what strongly typed
+      TensorRT needs) with inputs and outputs still fp32; `keep_fp32` keeps softmax and normalisations in
+      fp32 there (unet_fast.export.half).
     - `check_parity`: run onnxruntime against `model` on random inputs (the example's size and others
       where axes are dynamic) and record the figures in the file's metadata (skipped, and said so, without
       onnxruntime).
@@ -250,6 +259,9 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
     """
     onnx = _require_onnx()
     dyn = _check_args(model, example_input, dynamic, opset)
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be 'fp32' or 'fp16' (ONNX Conv has no bfloat16 before opset 22, which "
+                         f"torch's TorchScript exporter does not write), got {precision!r}")  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -277,12 +289,18 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
     proto = onnx.load(str(path))
     resizes = fix_resize_nodes(proto, exact_resize)
     bn_nodes = [n.name for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    fp32_nodes: list[str] = []
+    if precision != "fp32":
+        from unet_fast.export.half import KEEP_FP32_OPS, convert_to_half
+
+        fp32_nodes = convert_to_half(proto, KEEP_FP32_OPS if keep_fp32 else ())
     metadata: dict[str, Any] = {
         "unet_fast_version": __import__("unet_fast").__version__,
         "source_model": _source_description(model),
         "export": {"opset": opset, "dynamic": list(dyn), "class_map": class_map, "threshold": threshold,
                    "input": INPUT_NAME, "output": output_name, "example_shape": list(example_input.shape),
                    "bn_folded": len(fold.folded), "bn_left": fold.left + bn_nodes, "resize": resizes,
+                   "precision": precision, "fp32_nodes": fp32_nodes,
                    "torch": torch.__version__},
     }  # fmt: skip
     _write_metadata(onnx, proto, metadata, path)

@@ -8,11 +8,12 @@ and raises `TensorRTUnavailable` with the reason. Everything that can be checked
 GPU is checked in Python (profile shapes, input shapes, the engine file, the TensorRT version and GPU that
 built it, recorded beside the engine), so bad input is a clear error, not a crash inside the library.
 
-Precision: TensorRT 10 networks are weakly typed; fp16/bf16 are builder flags and `keep_fp32` pins the
-layers that lose accuracy in half precision (softmax, normalisation, reductions) to fp32 through layer
-precision constraints. TensorRT 11 removed weak typing (its builder flags are gone; networks are strongly
-typed from the ONNX types): there fp16/bf16 need a half-precision ONNX, which this module does not write
-yet, and asking for them raises an error that says so.
+Precision, two ways. Weakly typed (TensorRT 10's default): fp16/bf16/int8 are builder flags, and
+`keep_fp32` pins the layers that lose accuracy in half precision (softmax, normalisation, reductions) to
+fp32 through layer precision constraints. Strongly typed (the only mode of TensorRT 11, which removed those
+flags; optional in 10): precision comes from the ONNX types, so for fp16 the ONNX graph itself is
+rewritten to fp16 with the same ops kept in fp32 (unet_fast.export.half) and parsed into a network created
+STRONGLY_TYPED. bf16 and int8 exist only in the weakly typed path here.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class BuildInfo:
     tensorrt: str
     precision: str
     keep_fp32: bool
+    strongly_typed: bool
     profile: dict[str, list[int]]
     input: str
     output: str
@@ -167,8 +169,15 @@ def _pin_fp32_layers(network: trt.INetworkDefinition) -> list[str]:
     return pinned
 
 
+def _weakly_typed_available() -> bool:
+    import tensorrt as trt
+
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
 def _set_precision(config: trt.IBuilderConfig, network: trt.INetworkDefinition, precision: str,
                    keep_fp32: bool, int8_calibrator: Any) -> list[str]:  # fmt: skip
+    """Weakly typed precision: builder flags plus fp32 pins."""
     import tensorrt as trt
 
     if precision == "fp32":
@@ -176,9 +185,7 @@ def _set_precision(config: trt.IBuilderConfig, network: trt.INetworkDefinition, 
     flag = {"fp16": "FP16", "bf16": "BF16", "int8": "INT8"}[precision]
     if not hasattr(trt.BuilderFlag, flag):
         raise ValueError(
-            f"TensorRT {trt.__version__} has no BuilderFlag.{flag}: it builds strongly typed networks only, so "
-            f"{precision} needs an ONNX model in that precision, which unet_fast does not write yet; build "
-            "precision='fp32' or use TensorRT 10"
+            f"TensorRT {trt.__version__} has no BuilderFlag.{flag} (weakly typed precision was removed)"
         )
     config.set_flag(getattr(trt.BuilderFlag, flag))
     if precision == "int8":
@@ -230,6 +237,21 @@ def _dims(d: trt.Dims) -> tuple[int, ...]:
     return tuple(int(d[i]) for i in range(len(d)))
 
 
+def _half_copy(onnx_file: Path, engine_path: Path, keep_fp32: bool) -> tuple[Path, list[str]]:
+    """An fp16 copy of an fp32 ONNX file for a strongly typed build (a file already fp16 is used as is)."""
+    import onnx
+
+    from unet_fast.export.half import KEEP_FP32_OPS, convert_to_half
+
+    proto = onnx.load(str(onnx_file))
+    if any(n.name.startswith("/cast_in/") for n in proto.graph.node):
+        return onnx_file, []
+    pinned = convert_to_half(proto, KEEP_FP32_OPS if keep_fp32 else ())
+    out = engine_path.with_suffix(".fp16.onnx")
+    onnx.save(proto, str(out))
+    return out, pinned
+
+
 def _device_info() -> tuple[str | None, list[int] | None]:
     if not torch.cuda.is_available():
         return None, None
@@ -250,7 +272,7 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
                 max_shape: Sequence[int] | None = None, workspace: int = 1 << 30,
                 timing_cache: str | PathLike | None = None, keep_fp32: bool = True,
                 int8_calibrator: Any = None, onnx_path: str | PathLike | None = None,
-                verbose: bool = False) -> TensorRTBuild:  # fmt: skip
+                strongly_typed: bool | None = None, verbose: bool = False) -> TensorRTBuild:  # fmt: skip
     """Build a serialized TensorRT engine at `path` and return what was built.
 
     `model_or_onnx`: an nn.Module (exported first with `to_onnx`, dynamic batch/H/W, to `onnx_path` or
@@ -261,6 +283,9 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
     U-Net accuracy loss). `workspace`: bytes of scratch memory TensorRT may use. `timing_cache`: a file read
     before and written after the build, so rebuilds skip kernel timing. A `<path>.json` sidecar records
     the TensorRT version, GPU and profile; `TensorRTModule` checks them before loading.
+    `strongly_typed`: None picks what the installed TensorRT supports (weakly typed where it has the
+    precision flags, TensorRT 10; strongly typed otherwise, TensorRT 11); fp16 strongly typed builds from an
+    fp16 ONNX graph (written here, `<path>.fp16.onnx` when given an fp32 ONNX file).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -275,26 +300,40 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
     if not isinstance(model_or_onnx, nn.Module) and not Path(model_or_onnx).is_file():
         raise FileNotFoundError(f"no ONNX file at {model_or_onnx}")
     _require_tensorrt()
+    import tensorrt as trt
+
+    typed = (not _weakly_typed_available()) if strongly_typed is None else strongly_typed
+    if typed and precision in ("bf16", "int8"):
+        raise ValueError(f"precision={precision!r} needs a weakly typed build (TensorRT 10, strongly_typed=False); "
+                         f"TensorRT {trt.__version__} strongly typed takes fp32 or fp16 here")  # fmt: skip
+    half_graph = typed and precision == "fp16"
+    pinned: list[str] = []
     if isinstance(model_or_onnx, nn.Module):
         from unet_fast.export.onnx import to_onnx
 
         onnx_file = Path(onnx_path) if onnx_path is not None else path.with_suffix(".onnx")
         x = example_input if example_input is not None else torch.randn(profile.opt)
-        to_onnx(model_or_onnx, onnx_file, x, dynamic=("batch", "height", "width"))
+        exported = to_onnx(model_or_onnx, onnx_file, x, dynamic=("batch", "height", "width"),
+                           precision="fp16" if half_graph else "fp32", keep_fp32=keep_fp32)  # fmt: skip
+        pinned = list(exported.metadata["export"]["fp32_nodes"])
     else:
         onnx_file = Path(model_or_onnx)
-
-    import tensorrt as trt
+        if half_graph:
+            onnx_file, pinned = _half_copy(onnx_file, path, keep_fp32)
 
     logger = _make_logger(verbose)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode, no flag needed
+    flags = 0  # TensorRT 10: explicit batch is the only mode, no flag needed
+    if typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
     _parse_onnx(network, logger, onnx_file)
     input_name, output_name = _check_network_input(network, profile)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace))
-    pinned = _set_precision(config, network, precision, keep_fp32, int8_calibrator)
+    if not typed:
+        pinned = _set_precision(config, network, precision, keep_fp32, int8_calibrator)
 
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(
@@ -320,7 +359,7 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
 
     device, capability = _device_info()
-    info = BuildInfo(tensorrt=str(trt.__version__), precision=precision, keep_fp32=keep_fp32,
+    info = BuildInfo(tensorrt=str(trt.__version__), precision=precision, keep_fp32=keep_fp32, strongly_typed=typed,
                      profile={"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)},
                      input=input_name, output=output_name, device=device, compute_capability=capability,
                      onnx=str(onnx_file), unet_fast=__import__("unet_fast").__version__, fp32_layers=pinned)  # fmt: skip
