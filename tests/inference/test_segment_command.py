@@ -163,3 +163,11 @@ def test_output_names_never_collide() -> None:
     paths = [Path("a/x.png"), Path("b/x.tif"), Path("c/y.png"), Path("c/y.png")]
     names = output_names(paths)
     assert names[:2] == ["x_png", "x_tif"] and len(set(names)) == 4
+
+
+def test_unwritable_output_is_exit_1(tiny_model, capsys) -> None:
+    (tiny_model / "blocker").write_text("a file where the output folder's parent should be")
+    argv = args(tiny_model, str(tiny_model / "images" / "gray.png"))
+    argv[argv.index("--out") + 1] = str(tiny_model / "blocker" / "out")
+    assert main(argv) == 1
+    assert "cannot create --out" in capsys.readouterr().err

@@ -116,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
     say(
         f"model: {weights.name} ({seg.card.num_classes} classes, patch {seg.patch}); runs on: {seg.runner.note}"
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"unet-fast segment: error: cannot create --out {out_dir}: {e}", file=sys.stderr)
+        return 1
 
     bar = Progress(len(images), "segment", enabled=not args.quiet)
     for i, (path, name) in enumerate(zip(images, output_names(images), strict=True)):
@@ -129,8 +133,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"unet-fast segment: error: inference failed on {path}: {type(e).__name__}: {e}",
                   file=sys.stderr)  # fmt: skip
             return 1
-        write_mask(mask, seg.card.palette, out_dir / f"{name}_mask.png")
-        write_rgb(overlay(image, mask, seg.card.palette, args.alpha), out_dir / f"{name}_overlay.png")
+        try:
+            write_mask(mask, seg.card.palette, out_dir / f"{name}_mask.png")
+            write_rgb(overlay(image, mask, seg.card.palette, args.alpha), out_dir / f"{name}_overlay.png")
+        except OSError as e:  # disk full, permissions: the environment failed, not the input
+            print(f"unet-fast segment: error: cannot write the outputs for {path}: {e}", file=sys.stderr)
+            return 1
         bar.update(i + 1, f"{path.name} {image.shape[0]}x{image.shape[1]}")
     print(f"wrote {2 * len(images)} files for {len(images)} image(s) to {out_dir} ({seg.runner.note})")
     return 0
