@@ -301,6 +301,14 @@ def unet_fast_backend_reason(backend: str, s: Settings) -> str:
         return status["why"] or "not usable here"
     if backend == "triton" and not torch.cuda.is_available():
         return "Triton runs only in the interpreter here (no GPU): correct but not a speed contender"
+    try:  # a dtype the backend does not support is a reason to skip, not a failure
+        from unet_fast.backends import BACKENDS
+
+        supported = BACKENDS[backend].supported_dtypes()
+    except Exception:  # engine internals moved: let optimize() decide and report
+        return ""
+    if s.dtype not in supported:
+        return f"supports {', '.join(DTYPE_NAMES.get(d, str(d)) for d in supported)} only"
     return ""
 
 

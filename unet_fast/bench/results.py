@@ -147,7 +147,7 @@ def plot_latency(rows: list[dict], path: Path, title: str) -> Path | None:
                                                          else "tab:blue") for r in g]  # fmt: skip
         ax.barh([r["contender"] for r in g], med, xerr=err, color=colors, capsize=3)
         for i, r in enumerate(g):
-            ax.text(r["median_ms"], i, f" {r['median_ms']:.1f} ms", va="center", fontsize=8)
+            ax.text(r["max_ms"], i, f"  {r['median_ms']:.1f} ms", va="center", fontsize=8)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("latency, ms (median, min-max; red = parity FAIL)")
         ax.set_xlim(0, max(r["max_ms"] for r in g) * 1.25)

@@ -193,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
 
         paths = res.write_results(doc, Path(args.out), res.results_stem(machine_name))
         print("results: " + ", ".join(str(p) for p in paths.values()))
+        if "png" not in paths:
+            print('no plot: matplotlib is not installed (pip install -e ".[bench]")')
     return _exit_code(results, doc["rows"], explicit)
 
 
