@@ -29,8 +29,9 @@ done
 out=benchmarks/results
 mkdir -p "$out"
 load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
-busy="$(ps -eo stat=,pcpu= 2>/dev/null | awk '$1 ~ /^R/ && $2 > 20 {n++} END {print n+0}')"
-auto_note="1-min load average ${load}, ${busy} busy processes at start on $(nproc) cores"
+# runnable tasks right now (4th field of /proc/loadavg), less this script's own reader
+busy="$(( $(cut -d' ' -f4 /proc/loadavg 2>/dev/null | cut -d/ -f1 || echo 1) - 1 ))"
+auto_note="taken while ${busy} other runnable processes competed for $(nproc) cores (1-min load average ${load} at start)"
 note="${note:+$note; }${auto_note}"
 echo "== run_all: machine ${machine}; ${note}"
 common=(--machine-name "$machine" --out "$out" --note "$note")
