@@ -55,3 +55,9 @@ def test_export_tensorrt_without_tensorrt_says_why(tmp_path, capsys) -> None:
     rc = main(["export", "tensorrt", "--out", str(tmp_path / "m.plan"), "--base-channels", "4", "--depth", "2",
                "--opt-shape", "1,3,32,32"])  # fmt: skip
     assert rc == 1 and "TensorRT is not installed" in capsys.readouterr().err
+
+
+def test_export_onnx_fp16(tmp_path, capsys) -> None:
+    out = tmp_path / "h.onnx"
+    assert main(["export", "onnx", "--out", str(out), *SMALL, "--fp16"]) == 0, capsys.readouterr().err
+    assert read_metadata(out)["export"]["precision"] == "fp16"

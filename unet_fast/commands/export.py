@@ -53,9 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--opset", type=int, default=17)
     o.add_argument("--static", action="store_true", help="fixed input shape (default: dynamic batch, H, W)")
     o.add_argument("--class-map", action="store_true", help="append an argmax head: int32 (N, H, W) output")
+    o.add_argument("--fp16", action="store_true",
+                   help="fp16 weights and activations (softmax kept fp32; fp32 input/output), for strongly typed TensorRT")  # fmt: skip
     o.add_argument("--no-parity", action="store_true", help="skip the onnxruntime parity check")
-    o.add_argument("--max-abs", type=float, default=1e-4,
-                   help="fail (exit 1) if any parity max abs error exceeds this (default 1e-4, fp32)")  # fmt: skip
+    o.add_argument("--max-abs", type=float, default=None,
+                   help="fail (exit 1) if a parity max abs error exceeds this (default: 1e-4 fp32, 2e-3 --fp16, "
+                   "from unet_fast.kernels.spec.TOLERANCES)")  # fmt: skip
     _model_args(o)
     o.set_defaults(func=run)
 
@@ -70,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workspace", type=int, default=1 << 30, help="builder workspace in bytes (default 1 GiB)"
     )
     t.add_argument("--timing-cache", default=None, help="timing cache file, read and updated")
+    t.add_argument("--strongly-typed", choices=("auto", "yes", "no"), default="auto",
+                   help="precision from an fp16 ONNX graph (yes) or builder flags (no); auto: what TensorRT has")  # fmt: skip
     t.add_argument("--no-keep-fp32", action="store_true",
                    help="let softmax/normalisation layers run in fp16 (default: pinned to fp32)")  # fmt: skip
     _model_args(t)
@@ -114,11 +119,19 @@ def run(args: argparse.Namespace) -> int:
             )
         x = torch.randn(args.input_shape, generator=torch.Generator().manual_seed(args.seed))
         result = to_onnx(model, args.out, x, dynamic=() if args.static else ("batch", "height", "width"),
-                         opset=args.opset, class_map=args.class_map, check_parity=not args.no_parity)  # fmt: skip
+                         opset=args.opset, class_map=args.class_map, check_parity=not args.no_parity,
+                         precision="fp16" if args.fp16 else "fp32")  # fmt: skip
         print(result.summary())
+        from unet_fast.kernels.spec import TOLERANCES
+
+        limit = (
+            args.max_abs
+            if args.max_abs is not None
+            else TOLERANCES[torch.float16 if args.fp16 else torch.float32][0]
+        )
         worst = max((p.get("max_abs", float("inf")) for p in result.parity), default=0.0)
-        if not args.class_map and worst > args.max_abs:
-            print(f"parity check FAILED: max abs error {worst:.3g} > {args.max_abs:g}", file=sys.stderr)
+        if not args.class_map and worst > limit:
+            print(f"parity check FAILED: max abs error {worst:.3g} > {limit:g}", file=sys.stderr)
             return 1
         return 0
 
@@ -128,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         build = to_tensorrt(source, args.out, precision=args.precision, min_shape=args.min_shape,
                             opt_shape=args.opt_shape, max_shape=args.max_shape, workspace=args.workspace,
-                            timing_cache=args.timing_cache, keep_fp32=not args.no_keep_fp32)  # fmt: skip
+                            timing_cache=args.timing_cache, keep_fp32=not args.no_keep_fp32,
+                            strongly_typed={"auto": None, "yes": True, "no": False}[args.strongly_typed])  # fmt: skip
     except TensorRTUnavailable as e:
         print(f"unet-fast export tensorrt: {e}", file=sys.stderr)
         return 1
