@@ -136,6 +136,9 @@ class BuildExt(build_ext):
         with ThreadPoolExecutor(jobs) as pool:
             results = list(pool.map(compile_one, cu_sources))
         ext.extra_objects = [obj for obj, _ in results]
+        # setuptools relinks only when a source or dependency is newer than the module: the fresh objects
+        # count, or an edited .cu would leave the old kernels in an "up to date" module.
+        ext.depends = [*ext.depends, *ext.extra_objects]
         # --resource-usage goes to a text file the tests read: zero spills is a checked property.
         usage = "\n".join(f"## {src}\n{log}" for src, (_, log) in zip(cu_sources, results, strict=True))
         (ROOT / "unet_fast" / "_cuda_resource_usage.txt").write_text(usage)
