@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     for i, (path, name) in enumerate(zip(images, output_names(images), strict=True)):
         image = read_image(path)  # bad input -> ValueError -> exit 2
         try:
-            mask = seg.segment(image, path)
+            mask = seg.segment(image, path, progress=_patch_ticker(bar, i, path.name))
         except ValueError:
             raise
         except Exception as e:  # the engine or model failed while running: a runtime failure
@@ -142,3 +142,8 @@ def run(args: argparse.Namespace) -> int:
         bar.update(i + 1, f"{path.name} {image.shape[0]}x{image.shape[1]}")
     print(f"wrote {2 * len(images)} files for {len(images)} image(s) to {out_dir} ({seg.runner.note})")
     return 0
+
+
+def _patch_ticker(bar, index: int, name: str):
+    """Progress within one image (per batch of patches), drawn only on a terminal."""
+    return lambda done, total: bar.update(index + done / total, f"{name}: patch batch {done}/{total}", True)

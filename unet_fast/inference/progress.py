@@ -18,17 +18,18 @@ class Progress:
         self.start = time.perf_counter()
         self.done = 0
 
-    def update(self, done: int, note: str = "") -> None:
-        """Set progress to `done` of `total`; `note` says what was just finished."""
+    def update(self, done: float, note: str = "", partial: bool = False) -> None:
+        """Set progress to `done` of `total` (fractions allowed); `note` says what was just finished.
+        `partial` updates (within one item) are drawn on a terminal only, never logged as lines."""
         self.done = done
-        if not self.enabled:
+        if not self.enabled or (partial and not self.interactive):
             return
         frac = min(done / self.total, 1.0)
         bar = "#" * round(frac * self.width) + "-" * (self.width - round(frac * self.width))
-        line = f"{self.label} [{bar}] {done}/{self.total} {time.perf_counter() - self.start:.1f}s {note}"
+        line = f"{self.label} [{bar}] {int(done)}/{self.total} {time.perf_counter() - self.start:.1f}s {note}"
         if self.interactive:
             self.stream.write("\r" + line[:200].ljust(80))
-            if done >= self.total:
+            if done >= self.total and not partial:
                 self.stream.write("\n")
         else:
             self.stream.write(line + "\n")
