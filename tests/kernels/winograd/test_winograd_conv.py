@@ -16,6 +16,7 @@ from unet_fast.kernels.cpu_winograd import (
     conv3x3_winograd,
     is_supported,
     pack_winograd_weight,
+    should_use,
     unsupported_reason,
 )
 from unet_fast.kernels.spec import InputView, Resample
@@ -187,6 +188,10 @@ def test_is_supported() -> None:
     assert not is_supported([x.half()], wt, padding=1)
     assert not is_supported([x], wt, padding=1, out=torch.empty(1, 8, 8, 4, dtype=torch.bfloat16))
     assert "3x3" in unsupported_reason([x], torch.randn(4, 4, 1, 1))
+    # should_use adds the measured profitability bound: first layers (Cin 3) stay on direct conv.
+    assert not should_use([torch.randn(1, 8, 8, 3)], weight(4, 3), padding=1)
+    assert should_use([torch.randn(1, 8, 8, 32)], weight(4, 32), padding=1)
+    assert not should_use([torch.randn(1, 8, 8, 32)], weight(4, 32), stride=2, padding=1)
 
 
 def test_bad_arguments_raise_value_errors() -> None:
