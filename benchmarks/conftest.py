@@ -46,8 +46,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-note", default="", help="conditions to record, e.g. 'taken while 3 other jobs ran'")
 
 
+_MACHINE: dict = {}
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    from unet_fast.bench.machine import machine_record
+
     torch.set_num_threads(resolve_threads(config.getoption("--bench-threads")))
+    _MACHINE.update(machine_record())  # at the start: the commit and load that the numbers belong to
 
 
 def settings(config: pytest.Config, workload_key: str) -> Settings:
@@ -115,7 +121,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     out = session.config.getoption("--bench-results", default=None)
     if not out or not _ROWS:
         return
-    from unet_fast.bench.machine import default_machine_name, machine_record
+    from unet_fast.bench.machine import default_machine_name
     from unet_fast.bench.results import build_document, results_stem, write_results
 
     eager = {
@@ -125,8 +131,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         e = eager.get((r["workload"], tuple(r["input_shape"])))
         r["speedup_vs_eager"] = e / r["median_ms"] if e else None
     name = session.config.getoption("--bench-machine") or default_machine_name()
-    machine = machine_record()
-    doc = build_document([{"workload": "suite", "rows": _ROWS, "skipped": {}, "failed": {}}], machine, name,
+    doc = build_document([{"workload": "suite", "rows": _ROWS, "skipped": {}, "failed": {}}], _MACHINE, name,
                          session.config.getoption("--bench-note"), {"source": "pytest benchmarks/"})  # fmt: skip
     paths = write_results(doc, Path(out), results_stem(name) + "-suite")
     print("\nbenchmark suite results: " + ", ".join(map(str, paths.values())), file=os.sys.stderr)

@@ -116,3 +116,24 @@ def test_console_script_splits_progress_from_table(tmp_path) -> None:
     assert "round 1/1" in proc.stderr and "round 1/1" not in proc.stdout
     assert "median ms" in proc.stdout
     assert not list(tmp_path.iterdir())  # --no-write wrote nothing
+
+
+def test_contender_selection() -> None:
+    from unet_fast.bench.contenders import CONTENDERS
+    from unet_fast.commands.bench import _exit_code, contender_names
+
+    peers = [n for n in CONTENDERS if not n.startswith("unet_fast-")]
+    assert contender_names(None, None, False) == (None, set())
+    assert contender_names(None, None, True)[0] == [n for n in CONTENDERS if n != "compile"]
+    names, named = contender_names(["eager", "unet_fast"], None, False)
+    assert names == ["eager", "unet_fast-torch", "unet_fast-cpu", "unet_fast-triton", "unet_fast-cuda"]
+    assert named == {"eager"}  # the group does not make triton/cuda mandatory on a CPU machine
+    assert contender_names(None, ["cpu"], False) == ([*peers, "unet_fast-cpu"], {"unet_fast-cpu"})
+    assert contender_names(["eager"], ["none"], False) == (["eager"], {"eager"})
+    with pytest.raises(ValueError, match="unknown backend"):
+        contender_names(None, ["gpu9"], False)
+    ok = [{"parity_ok": True}]
+    assert _exit_code([{"failed": {}, "skipped": {"tensorrt": "GPU only"}}], ok, set()) == 0
+    assert _exit_code([{"failed": {}, "skipped": {"tensorrt": "GPU only"}}], ok, {"tensorrt"}) == 4
+    assert _exit_code([{"failed": {}, "skipped": {}}], [{"parity_ok": False}], set()) == 3
+    assert _exit_code([{"failed": {"x": "boom"}, "skipped": {}}], [{"parity_ok": False}], set()) == 1

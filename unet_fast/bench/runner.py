@@ -47,8 +47,7 @@ class RunConfig:
     repeats: int = 5
     warmup: int = 1
     seed: int = 0
-    contenders: Sequence[str] | None = None  # None: every contender usable here
-    explicit: bool = False  # contenders were named by the user: a missing one is an error, not a skip
+    contenders: Sequence[str] | None = None  # None: every contender (unusable ones are skipped, with why)
     cuda_graphs: bool = True
 
 

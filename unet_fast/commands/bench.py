@@ -75,20 +75,22 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
     return h, w
 
 
-def contender_names(
-    contenders: list[str] | None, backends: list[str] | None, quick: bool
-) -> list[str] | None:
-    """The contender list the user asked for (None = every one usable here), validated."""
+def contender_names(contenders: list[str] | None, backends: list[str] | None,
+                    quick: bool) -> tuple[list[str] | None, set[str]]:  # fmt: skip
+    """(the contenders to run, None = every one; the ones named one by one, which must then run here).
+    'unet_fast' in --contenders means every unet_fast backend, as a group: those skip quietly."""
     from unet_fast.bench.contenders import CONTENDERS, UNET_FAST_BACKENDS, get_contender
 
     if contenders is None and backends is None:
-        return [n for n in CONTENDERS if n != "compile"] if quick else None
+        return ([n for n in CONTENDERS if n != "compile"] if quick else None), set()
     names = list(CONTENDERS) if contenders is None else []
+    named: set[str] = set()
     for c in contenders or []:
         if c == "unet_fast":
             names += [f"unet_fast-{b}" for b in UNET_FAST_BACKENDS]
         else:
             names.append(get_contender(c).name)
+            named.add(c)
     if quick and contenders is None:
         names.remove("compile")
     if backends is not None:
@@ -100,7 +102,8 @@ def contender_names(
                 )
         names = [n for n in names if not n.startswith("unet_fast-")]
         names += [f"unet_fast-{b}" for b in wanted]
-    return list(dict.fromkeys(names))
+        named = {n for n in named if not n.startswith("unet_fast-")} | {f"unet_fast-{b}" for b in wanted}
+    return list(dict.fromkeys(names)), named
 
 
 def _list(device: str, threads: int) -> int:
@@ -152,20 +155,18 @@ def run(args: argparse.Namespace) -> int:
         get_workload(w)  # unknown or unavailable names fail before any work (exit 2)
     size = _parse_size(args.size) or (QUICK["size"] if args.quick else None)
     repeats = min(args.repeats, QUICK["repeats"]) if args.quick else args.repeats
-    names = contender_names(_split(args.contenders), _split(args.backends), args.quick)
-    explicit = args.contenders is not None or args.backends is not None
+    names, named = contender_names(_split(args.contenders), _split(args.backends), args.quick)
     dtype = getattr(torch, args.dtype)
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    torch.set_num_threads(threads)
+    machine = machine_record()  # at the start: the commit and load that the numbers belong to
     results = []
     for w in workloads:
-        cfg = RunConfig(
-            w, args.batch, size, dtype, threads, device, repeats, args.warmup, args.seed, names, explicit
-        )
+        cfg = RunConfig(w, args.batch, size, dtype, threads, device, repeats, args.warmup, args.seed, names)
         results.append(run_workload(cfg, progress).as_dict())
-    machine = machine_record()
     machine["threads"] = threads
     machine_name = args.machine_name or default_machine_name()
     settings = {"device": device, "dtype": args.dtype, "threads": threads, "repeats": repeats, "warmup": args.warmup,
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         print("results: " + ", ".join(str(p) for p in paths.values()))
         if "png" not in paths:
             print('no plot: matplotlib is not installed (pip install -e ".[bench]")')
-    return _exit_code(results, doc["rows"], explicit)
+    return _exit_code(results, doc["rows"], named)
 
 
 def _roofline(workloads: list[str], batch: int | None, size: tuple[int, int] | None, dtype, progress) -> str:
@@ -208,11 +209,11 @@ def _roofline(workloads: list[str], batch: int | None, size: tuple[int, int] | N
     return "\n\n".join(parts)
 
 
-def _exit_code(results: list[dict], rows: list[dict], explicit: bool) -> int:
+def _exit_code(results: list[dict], rows: list[dict], named: set[str]) -> int:
     if any(r["failed"] for r in results):
         return EXIT_FAILED
     if not all(r["parity_ok"] for r in rows):
         return EXIT_PARITY
-    if explicit and any(r["skipped"] for r in results):
+    if any(named & set(r["skipped"]) for r in results):
         return EXIT_UNAVAILABLE
     return EXIT_OK if rows else EXIT_FAILED
