@@ -46,7 +46,7 @@ def test_wrong_channels_rank_dtype_device(fast: unet_fast.FusedUNet) -> None:
         fast(torch.zeros(1, 3, 32, 40, dtype=torch.int64))
     with pytest.raises(ValueError, match="is on meta but this FusedUNet runs on cpu"):
         fast(torch.empty(1, 3, 32, 40, device="meta"))
-    with pytest.raises(ValueError, match="torch.Tensor"):
+    with pytest.raises(ValueError, match=r"torch\.Tensor"):
         fast([[1.0]])
 
 
@@ -122,7 +122,7 @@ def test_backend_errors(model: UNet) -> None:
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         unet_fast.optimize(model, x, backend="tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(BackendUnavailable, match="backend 'cuda' cannot run: .+"):
+        with pytest.raises(BackendUnavailable, match=r"backend 'cuda' cannot run: .+"):
             unet_fast.optimize(model, x, backend="cuda")
     with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):
         unet_fast.optimize(model, x, backend="torch", cuda_graphs=True)

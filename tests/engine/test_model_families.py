@@ -66,7 +66,7 @@ def test_milesial_parameter_count_matches_our_preset() -> None:
 @pytest.mark.parametrize("encoder", ["resnet18", "resnet34"])
 def test_smp_like_unet(encoder: str) -> None:
     m = randomize_bn(SmpLikeUnet(encoder, 3, 3, decoder_channels=(32, 16, 16, 8, 8)))
-    x = torch.randn(2, 3, 32, 64)  # smp needs multiples of 32
+    x = torch.randn(2, 3, 40, 57)  # odd: nearest resamples to each skip's size (ratios other than 2)
     fast = unet_fast.optimize(m, x, backend="torch")
     text = fast.report()
     n_blocks = 8 if encoder == "resnet18" else 16

@@ -1,11 +1,12 @@
 """A stand-in for `segmentation_models_pytorch.Unet(encoder_name="resnet18"|"resnet34", encoder_weights=None)`,
 written from smp's public layout (CI cannot install torchvision beside this CPU torch build).
 
-Same module names and structure as smp's Unet, so state_dict keys and shapes match:
+Same module names and structure as smp's Unet (checked against segmentation-models-pytorch 0.6.0: equal
+state_dict keys and shapes, identical outputs after loading the same weights), so state_dict keys match:
 - encoder: torchvision's ResNet minus fc/avgpool (conv1 7x7/2, bn1, relu, maxpool 3x3/2 pad 1, layer1..4 of
   BasicBlocks with 1x1/2 downsample), returning the 6 features [x, stem, layer1, layer2, layer3, layer4];
-- decoder: center Identity, 5 blocks: nearest upsample to the skip's size (2x for the last), concat
-  [x, skip], two Conv2dReLU (conv 3x3 no bias, BN, ReLU), attention Identity;
+- decoder: center Identity, 5 blocks: nearest upsample to the next feature's size (the input's for the
+  last block), concat [x, skip], two Conv2dReLU (conv 3x3 no bias, BN, ReLU), attention Identity;
 - segmentation_head: conv 3x3 (padding 1), Identity upsampling, Identity activation.
 """
 
@@ -119,9 +120,10 @@ class DecoderBlock(nn.Module):
         self.conv2 = Conv2dReLU(out_channels, out_channels, 3, 1, use_batchnorm)
         self.attention2 = Attention()
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        size = skip.shape[2:] if skip is not None else (2 * x.shape[2], 2 * x.shape[3])
-        x = F.interpolate(x, size=tuple(size), mode="nearest")
+    def forward(
+        self, x: torch.Tensor, height: int, width: int, skip: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = F.interpolate(x, size=(height, width), mode="nearest")
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
             x = self.attention1(x)
@@ -146,12 +148,14 @@ class UnetDecoder(nn.Module):
             ]
         )
 
-    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        shapes = [f.shape[2:] for f in features][::-1]  # [head, ..., input] sizes
         features = features[1:][::-1]
         head, skips = features[0], features[1:]
         x = self.center(head)
         for i, block in enumerate(self.blocks):
-            x = block(x, skips[i] if i < len(skips) else None)
+            h, w = shapes[i + 1]
+            x = block(x, h, w, skips[i] if i < len(skips) else None)
         return x
 
 
@@ -185,7 +189,12 @@ class SmpLikeUnet(nn.Module):
         self.segmentation_head = SegmentationHead(decoder_channels[-1], classes, kernel_size=3)
         self.classification_head = None
 
+    # smp >= 0.5: Unet interpolates to each skip's size, so any H/W >= 32 works (older versions raised here)
+    requires_divisible_input_shape = False
+
     def check_input_shape(self, x: torch.Tensor) -> None:
+        if not self.requires_divisible_input_shape:
+            return
         h, w = x.shape[-2:]
         output_stride = 32
         if h % output_stride != 0 or w % output_stride != 0:
@@ -199,5 +208,5 @@ class SmpLikeUnet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_shape(x)
         features = self.encoder(x)
-        decoder_output = self.decoder(*features)
+        decoder_output = self.decoder(features)
         return self.segmentation_head(decoder_output)
