@@ -304,7 +304,7 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
                    "torch": torch.__version__},
     }  # fmt: skip
     _write_metadata(onnx, proto, metadata, path)
-    onnx.checker.check_model(str(path), full_check=True)
+    onnx.checker.check_model(proto, full_check=True)  # in memory: no reload of a large file
 
     parity: list[dict[str, Any]] = []
     if check_parity:
