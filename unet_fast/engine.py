@@ -92,7 +92,7 @@ class FusedUNet(nn.Module):
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        backend, why = resolve_backend(self.config.backend, device)
+        backend, why = resolve_backend(self.config.backend, device, dtype)
         supported = backend.supported_dtypes()
         if dtype not in supported:
             raise ValueError(f"backend {backend.name!r} supports dtypes {supported}, not {dtype}")

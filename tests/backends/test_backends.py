@@ -32,6 +32,9 @@ def test_selection_explains_itself() -> None:
     b, why = resolve_backend("auto", cpu)
     assert b.name == "cpu" and "auto: picked 'cpu' for cpu" in why
     assert resolve_backend("torch", cpu)[0].name == "torch"
+    if torch.float16 not in BACKENDS["cpu"].supported_dtypes():
+        b, why = resolve_backend("auto", cpu, torch.float16)
+        assert b.name == "torch" and "cpu: its kernels support float32" in why
     with pytest.raises(ValueError, match="unknown backend 'fast'; choose from 'auto', 'torch', 'cpu'"):
         resolve_backend("fast", cpu)
     reasons = available_backends(cpu)

@@ -23,8 +23,9 @@ def available_backends(device: torch.device | None = None) -> dict[str, str]:
     return {name: b.unavailable_reason(device) for name, b in BACKENDS.items()}
 
 
-def resolve_backend(name: str, device: torch.device) -> tuple[Backend, str]:
-    """Returns (backend, why it was chosen). Raises BackendUnavailable naming the reason and the fix."""
+def resolve_backend(name: str, device: torch.device, dtype: torch.dtype | None = None) -> tuple[Backend, str]:
+    """Returns (backend, why it was chosen). Raises BackendUnavailable naming the reason and the fix.
+    With "auto", a backend whose kernels do not support `dtype` is passed over (and the reason given)."""
     if name == "auto":
         order = ("cuda", "triton", "torch") if device.type == "cuda" else ("cpu", "torch")
         skipped = []
@@ -33,6 +34,8 @@ def resolve_backend(name: str, device: torch.device) -> tuple[Backend, str]:
             reason = b.unavailable_reason(device)
             if not reason and cand != "torch" and "conv2d" in b.missing_functions():
                 reason = "its kernel module has no conv2d yet"
+            if not reason and dtype is not None and dtype not in b.supported_dtypes():
+                reason = f"its kernels support {', '.join(str(d).replace('torch.', '') for d in b.supported_dtypes())}"
             if not reason:
                 why = f"auto: picked {cand!r} for {device.type}"
                 if skipped:
