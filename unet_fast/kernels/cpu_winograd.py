@@ -148,6 +148,16 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         packed = pack_winograd_weight(packed)
     if not isinstance(packed, WinogradWeight):
         raise ValueError(f"packed must be a WinogradWeight or an OIHW tensor, got {type(packed).__name__}")
+    expected = (36, -(-packed.out_channels // _BLOCK), packed.in_channels, _BLOCK)
+    d = packed.data
+    if (
+        tuple(d.shape) != expected
+        or d.dtype != torch.float32
+        or not d.is_contiguous()
+        or d.device.type != "cpu"
+    ):
+        raise ValueError(f"packed.data must be a contiguous float32 CPU tensor of shape {expected} "
+                         f"(from pack_winograd_weight), got {d.dtype} {tuple(d.shape)} on {d.device}")  # fmt: skip
     geo = check_conv2d(inputs, packed.data, bias, stride=stride, padding=padding, dilation=dilation, act=act,
                        residual=residual, out=out, pool_out=pool_out, weight_shape=packed.shape)  # fmt: skip
     why = unsupported_reason(inputs, packed, stride=stride, padding=padding, dilation=dilation,

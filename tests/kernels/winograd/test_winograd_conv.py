@@ -12,6 +12,7 @@ import torch
 
 from unet_fast.kernels import spec
 from unet_fast.kernels.cpu_winograd import (
+    WinogradWeight,
     available_isas,
     conv3x3_winograd,
     is_supported,
@@ -209,5 +210,7 @@ def test_bad_arguments_raise_value_errors() -> None:
         conv3x3_winograd([x], packed, torch.randn(5), padding=1)
     with pytest.raises(ValueError, match="OIHW"):
         pack_winograd_weight(torch.randn(6, 4, 5, 5))
+    with pytest.raises(ValueError, match="pack_winograd_weight"):
+        conv3x3_winograd([x], WinogradWeight(packed.data[:, :, :3], 6, 4), padding=1)
     with pytest.raises(ValueError, match="too small"):
         conv3x3_winograd([torch.randn(1, 2, 2, 4)], packed, padding=0)
