@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "unet_fast/checks.h"
+#include "unet_fast/cpu_pool.h"
 #include "unet_fast/cpu_tensor.h"
 #include "unet_fast/epilogue.h"
 
@@ -49,15 +50,8 @@ void epilogue_row_pair(const EpilogueArgs& e, std::int64_t n, std::int64_t p) {
   }
   if (e.pool == nullptr || p >= e.pool->h) return;
   // The rows just written are in cache; fp32 out holds y exactly, so pooling them is pooling y.
-  for (std::int64_t x = 0; x < e.pool->w; ++x) {
-    const float* t0 = e.out.pixel(n, 2 * p, 2 * x);
-    const float* t1 = t0 + e.out.sw;
-    const float* b0 = t0 + e.out.sh;
-    const float* b1 = b0 + e.out.sw;
-    float* q = e.pool->pixel(n, p, x);
-#pragma omp simd
-    for (std::int64_t k = 0; k < c; ++k) q[k] = max_nan(max_nan(t0[k], t1[k]), max_nan(b0[k], b1[k]));
-  }
+  const Nhwc<const float> y{e.out.p, e.out.n, e.out.h, e.out.w, e.out.c, e.out.sn, e.out.sh, e.out.sw};
+  maxpool2x2_row(y, *e.pool, n, p);
 }
 
 template <Act A, bool kResidual>

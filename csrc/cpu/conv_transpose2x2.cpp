@@ -16,22 +16,26 @@ namespace py = pybind11;
 namespace unet_fast {
 namespace {
 
+// Output row oy = 2i + a: it reads row i of g; pixel 2j + b takes the b-th Cout run of g's pixel j.
+template <Act A>
+void scatter_row(const Nhwc<const float>& g, const float* bias, const Nhwc<float>& out, float negative_slope,
+                 std::int64_t n, std::int64_t oy) {
+  const Epilogue ep{A, negative_slope};  // A is a constant here: the activation's switch folds away
+  const std::int64_t c = out.c, a = oy % 2;
+  for (std::int64_t ox = 0; ox < out.w; ++ox) {
+    const float* s = g.pixel(n, oy / 2, ox / 2) + (2 * a + ox % 2) * c;
+    float* o = out.pixel(n, oy, ox);
+#pragma omp simd
+    for (std::int64_t k = 0; k < c; ++k) o[k] = epilogue(s[k], bias[k], 0.f, ep);
+  }
+}
+
 template <Act A>
 void scatter(const Nhwc<const float>& g, const float* bias, const Nhwc<float>& out, float negative_slope,
              int num_threads) {
-  const std::int64_t rows = out.n * out.h, c = out.c;
-  const Epilogue ep{A, negative_slope};
-  // One output row 2i + a per task: it reads row i of g and writes one contiguous-ish output row.
+  const std::int64_t rows = out.n * out.h;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const std::int64_t n = r / out.h, oy = r % out.h, i = oy / 2, a = oy % 2;
-    for (std::int64_t ox = 0; ox < out.w; ++ox) {
-      const float* s = g.pixel(n, i, ox / 2) + (2 * a + ox % 2) * c;
-      float* o = out.pixel(n, oy, ox);
-#pragma omp simd
-      for (std::int64_t k = 0; k < c; ++k) o[k] = epilogue(s[k], bias[k], 0.f, ep);
-    }
-  }
+  for (std::int64_t r = 0; r < rows; ++r) scatter_row<A>(g, bias, out, negative_slope, r / out.h, r % out.h);
 }
 
 }  // namespace

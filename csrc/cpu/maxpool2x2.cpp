@@ -6,8 +6,8 @@
 #include <cstdint>
 
 #include "unet_fast/checks.h"
+#include "unet_fast/cpu_pool.h"
 #include "unet_fast/cpu_tensor.h"
-#include "unet_fast/epilogue.h"
 
 namespace py = pybind11;
 
@@ -19,21 +19,10 @@ void maxpool2x2_f32(const DescArgs& x_desc, const DescArgs& out_desc, int num_th
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(out.n == x.n && out.h == x.h / 2 && out.w == x.w / 2 && out.c == x.c,
            "out must be [" << x.n << ", " << x.h / 2 << ", " << x.w / 2 << ", " << x.c << "]");
-  const std::int64_t rows = out.n * out.h, c = x.c;
+  const std::int64_t rows = out.n * out.h;
   py::gil_scoped_release release;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const std::int64_t n = r / out.h, oy = r % out.h;
-    for (std::int64_t ox = 0; ox < out.w; ++ox) {
-      const float* a = x.pixel(n, 2 * oy, 2 * ox);
-      const float* b = a + x.sw;
-      const float* d = a + x.sh;
-      const float* e = d + x.sw;
-      float* o = out.pixel(n, oy, ox);
-#pragma omp simd
-      for (std::int64_t k = 0; k < c; ++k) o[k] = max_nan(max_nan(a[k], b[k]), max_nan(d[k], e[k]));
-    }
-  }
+  for (std::int64_t r = 0; r < rows; ++r) maxpool2x2_row(x, out, r / out.h, r % out.h);
 }
 
 void register_maxpool2x2(py::module_& m) {
