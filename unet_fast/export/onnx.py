@@ -7,6 +7,7 @@ Uses the TorchScript exporter (`dynamo=False`): it needs no onnxscript and trace
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import warnings
@@ -264,6 +265,9 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
                          f"torch's TorchScript exporter does not write), got {precision!r}")  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if any(t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()]):
+        # Export and the onnxruntime check run on CPU; the caller's model stays where it is.
+        model = copy.deepcopy(model).cpu()
     model = model.eval()
     example_input = example_input.detach().cpu()
     with torch.no_grad():
