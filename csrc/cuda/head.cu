@@ -1,12 +1,12 @@
 // Segmentation head: 1x1 conv to K classes + a per-pixel op (logits / softmax / sigmoid / argmax) in one
 // pass. One thread per pixel; the K scores live in the thread's row of shared memory so the per-pixel math
-// is pixel_ops.h itself (the same code as the CPU twin), not a copy.
+// is pixel_ops.h itself (the same code as the CPU twin), not a copy. The body is head_pixel
+// (cuda_elementwise.h).
 #include <cstdint>
 
 #include "unet_fast/cuda_check.h"
 #include "unet_fast/cuda_launch.h"
-#include "unet_fast/cuda_view.h"
-#include "unet_fast/pixel_ops.h"
+#include "unet_fast/cuda_elementwise.h"
 
 namespace unet_fast {
 
@@ -22,27 +22,8 @@ __global__ void __launch_bounds__(128) head_kernel(const ViewDesc v, const float
   float* scores = scores_smem + static_cast<long long>(threadIdx.x) * k;
   const long long total = static_cast<long long>(n) * h * w;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const int x = static_cast<int>(i % w);
-    const int y = static_cast<int>((i / w) % h);
-    const int b = static_cast<int>(i / (static_cast<long long>(w) * h));
-    const ViewSample s = view_sample(v, b, y, x);
-    for (int j = 0; j < k; ++j) scores[j] = bias != nullptr ? bias[j] : 0.f;
-    for (int c = 0; c < v.c; ++c) {
-      const float xc = sample_channel<T>(v, s, c);
-      for (int j = 0; j < k; ++j) scores[j] += weight[static_cast<long long>(j) * v.c + c] * xc;
-    }
-    O* dst = out + b * osn + y * osh + x * osw;
-    if (op == HeadOp::kArgmax) {
-      *dst = static_cast<O>(argmax_first(scores, k));
-      continue;
-    }
-    if (op == HeadOp::kSoftmax) softmax_inplace(scores, k);
-    for (int j = 0; j < k; ++j) {
-      const float sj = op == HeadOp::kSigmoid ? sigmoidf(scores[j]) : scores[j];
-      dst[j] = static_cast<O>(from_float<T>(sj));
-    }
-  }
+       i += static_cast<long long>(gridDim.x) * blockDim.x)
+    head_pixel<T, O>(v, weight, bias, k, op, out, osn, osh, osw, h, w, i, scores);
 }
 
 // Threads per block such that each thread's K scores fit in 48 KiB of shared memory.

@@ -4,11 +4,12 @@
 
 #include "unet_fast/cuda_check.h"
 #include "unet_fast/cuda_launch.h"
-#include "unet_fast/epilogue.h"
+#include "unet_fast/cuda_elementwise.h"
 
 namespace unet_fast {
 
-// One thread per output element, channel fastest (coalesced along C for both input and output).
+// One thread per output element, channel fastest (coalesced along C for both input and output); the body is
+// maxpool2x2_element (cuda_elementwise.h).
 template <typename T>
 __global__ void __launch_bounds__(256) maxpool2x2_kernel(const T* __restrict__ x, long long xsn, long long xsh,
                                                          long long xsw, T* __restrict__ out, long long osn,
@@ -16,18 +17,8 @@ __global__ void __launch_bounds__(256) maxpool2x2_kernel(const T* __restrict__ x
                                                          int c) {
   const long long total = static_cast<long long>(n) * ho * wo * c;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const int ch = static_cast<int>(i % c);
-    long long p = i / c;
-    const int ox = static_cast<int>(p % wo);
-    p /= wo;
-    const int oy = static_cast<int>(p % ho);
-    const int b = static_cast<int>(p / ho);
-    const T* src = x + b * xsn + (2 * oy) * xsh + (2 * ox) * xsw + ch;
-    const float m = max_nan(max_nan(to_float(src[0]), to_float(src[xsw])),
-                            max_nan(to_float(src[xsh]), to_float(src[xsh + xsw])));
-    out[b * osn + oy * osh + ox * osw + ch] = from_float<T>(m);
-  }
+       i += static_cast<long long>(gridDim.x) * blockDim.x)
+    maxpool2x2_element(x, xsn, xsh, xsw, out, osn, osh, osw, ho, wo, c, i);
 }
 
 void launch_maxpool2x2(int dtype, std::uintptr_t x, long long xsn, long long xsh, long long xsw, std::uintptr_t out,

@@ -4,27 +4,19 @@
 
 #include "unet_fast/cuda_check.h"
 #include "unet_fast/cuda_launch.h"
-#include "unet_fast/cuda_view.h"
+#include "unet_fast/cuda_elementwise.h"
 
 namespace unet_fast {
 
-// One thread per output element, channel fastest: the view's taps are recomputed per element, which is
+// One thread per output element (view_copy_element, cuda_elementwise.h), channel fastest: the view's taps are recomputed per element, which is
 // cheap next to the memory traffic of this purely bandwidth-bound op.
 template <typename T>
 __global__ void __launch_bounds__(256) view_copy_kernel(const ViewDesc v, T* __restrict__ out, long long osn,
                                                         long long osh, long long osw, int n, int h, int w) {
   const long long total = static_cast<long long>(n) * h * w * v.c;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const int ch = static_cast<int>(i % v.c);
-    long long p = i / v.c;
-    const int x = static_cast<int>(p % w);
-    p /= w;
-    const int y = static_cast<int>(p % h);
-    const int b = static_cast<int>(p / h);
-    const ViewSample s = view_sample(v, b, y, x);
-    out[b * osn + y * osh + x * osw + ch] = from_float<T>(sample_channel<T>(v, s, ch));
-  }
+       i += static_cast<long long>(gridDim.x) * blockDim.x)
+    view_copy_element(v, out, osn, osh, osw, h, w, i);
 }
 
 void launch_view_copy(int dtype, const ViewDesc& v, std::uintptr_t out, long long osn, long long osh, long long osw,

@@ -206,7 +206,8 @@ def conv2d_args(inputs: Sequence[Tensor | InputView], packed_weight: PackedConvW
     _check_packed(packed_weight, x0.dtype)
     _check_bias(bias)
     if len(g.views) > MAX_VIEWS:
-        raise ValueError(
+        # A kernel limit, not bad input: NotImplementedError lets the executor run this step on the reference.
+        raise NotImplementedError(
             f"the CUDA conv reads at most {MAX_VIEWS} inputs (a virtual concat), got {len(g.views)}"
         )
     geom = [g.batch, *g.in_size, g.in_channels, packed_weight.cin_pad, g.out_channels, *g.kernel, *g.stride,
@@ -304,7 +305,7 @@ def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: 
     dtype = view.tensor.dtype
     k = packed.shape[0]
     if k > MAX_HEAD_CLASSES:
-        raise ValueError(f"the CUDA head supports at most {MAX_HEAD_CLASSES} classes, got {k}")
+        raise NotImplementedError(f"the CUDA head supports at most {MAX_HEAD_CLASSES} classes, got {k}")
     if not packed.is_contiguous():
         raise ValueError("head weight must be contiguous (use pack_head_weight)")
     code = _check_cuda(dtype, x=view.tensor, weight=packed, bias=bias, out=out)

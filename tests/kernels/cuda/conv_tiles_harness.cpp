@@ -1,4 +1,5 @@
-// Host-side harness for the CUDA conv's index math (compiled with g++ by test_cuda_host_harness.py).
+// Host-side harness for the CUDA ops' index math (compiled with g++ by test_cuda_host_harness.py): the conv
+// tiles below, plus the per-element bodies of maxpool2x2 / upsample_concat / head (cuda_elementwise.h).
 //
 // It runs the kernels' algorithm on the CPU in fp32: the same ConvParams built by the same code as the
 // pybind11 module (cuda_conv_params.h), the same grid (conv_grid), and for every block and "thread" the same
@@ -13,6 +14,7 @@
 
 #include "unet_fast/cuda_conv_params.h"
 #include "unet_fast/cuda_conv_tiles.h"
+#include "unet_fast/cuda_elementwise.h"
 
 using namespace unet_fast;
 
@@ -144,17 +146,45 @@ int uf_async_a_ok(int num_views, const long long* views) {
   return conv_async_a_ok(p, 2) ? 1 : 0;
 }
 
-// upsample_concat's per-view copy (csrc/cuda/upsample_concat.cu's loop body) for one view.
+// upsample_concat's per-view copy: csrc/cuda/upsample_concat.cu's loop body for every element.
 int uf_view_copy_host(const long long* view, const long long* out, int n, int h, int w, char* err, int err_len) {
   try {
     const ViewDesc v = view_from_ints(ints(view, 13));
     float* o = reinterpret_cast<float*>(static_cast<std::uintptr_t>(out[0]));
-    for (int b = 0; b < n; ++b)
-      for (int y = 0; y < h; ++y)
-        for (int x = 0; x < w; ++x) {
-          const ViewSample s = view_sample(v, b, y, x);
-          for (int c = 0; c < v.c; ++c) o[b * out[1] + y * out[2] + x * out[3] + c] = sample_channel<float>(v, s, c);
-        }
+    const long long total = static_cast<long long>(n) * h * w * v.c;
+    for (long long i = 0; i < total; ++i) view_copy_element(v, o, out[1], out[2], out[3], h, w, i);
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, err_len, e.what());
+    return 1;
+  }
+}
+
+// maxpool2x2.cu's loop body for every element; x and out are (ptr, sn, sh, sw), fp32.
+void uf_maxpool_host(const long long* x, const long long* out, int n, int ho, int wo, int c) {
+  const float* xp = reinterpret_cast<const float*>(static_cast<std::uintptr_t>(x[0]));
+  float* o = reinterpret_cast<float*>(static_cast<std::uintptr_t>(out[0]));
+  const long long total = static_cast<long long>(n) * ho * wo * c;
+  for (long long i = 0; i < total; ++i) maxpool2x2_element(xp, x[1], x[2], x[3], o, out[1], out[2], out[3], ho, wo, c, i);
+}
+
+// head.cu's loop body for every pixel; argmax (op 3) writes int64, the other ops fp32.
+int uf_head_host(const long long* view, unsigned long long weight, unsigned long long bias, int k, int op,
+                 const long long* out, int n, int h, int w, char* err, int err_len) {
+  try {
+    const ViewDesc v = view_from_ints(ints(view, 13));
+    const float* wp = reinterpret_cast<const float*>(static_cast<std::uintptr_t>(weight));
+    const float* bp = reinterpret_cast<const float*>(static_cast<std::uintptr_t>(bias));
+    std::vector<float> scores(static_cast<size_t>(k));
+    const long long total = static_cast<long long>(n) * h * w;
+    for (long long i = 0; i < total; ++i) {
+      if (op == 3)
+        head_pixel<float>(v, wp, bp, k, HeadOp::kArgmax, reinterpret_cast<long long*>(static_cast<std::uintptr_t>(out[0])),
+                          out[1], out[2], out[3], h, w, i, scores.data());
+      else
+        head_pixel<float>(v, wp, bp, k, static_cast<HeadOp>(op), reinterpret_cast<float*>(static_cast<std::uintptr_t>(out[0])),
+                          out[1], out[2], out[3], h, w, i, scores.data());
+    }
     return 0;
   } catch (const std::exception& e) {
     set_error(err, err_len, e.what());

@@ -1,8 +1,9 @@
-"""The CUDA conv's index math, checked on the CPU: conv_tiles_harness.cpp (compiled here with g++) runs the
+"""The CUDA ops' index math, checked on the CPU: conv_tiles_harness.cpp (compiled here with g++) runs the
 kernels' tile decomposition, im2col view addressing, B-tile offsets and epilogue mapping (the same header
 functions, the same per-thread split, the same ConvParams as the module builds) on the arguments that
 unet_fast.kernels.cuda would pass to the GPU, and the result is compared with spec.conv2d. This is what
-catches indexing bugs of the CUDA kernels on machines without a GPU (the multiply itself is a plain loop)."""
+catches indexing bugs of the CUDA kernels on machines without a GPU (the multiply itself is a plain loop).
+The per-element bodies of maxpool2x2, upsample_concat and head (cuda_elementwise.h) are run the same way."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ def harness(tmp_path_factory) -> ctypes.CDLL:
     dll.uf_conv_transpose_host.argtypes = [i32, ll, u64, u64, ll, ip, i32, f32, buf, i32]
     dll.uf_async_a_ok.argtypes = [i32, ll]
     dll.uf_view_copy_host.argtypes = [ll, ll, i32, i32, i32, buf, i32]
+    dll.uf_maxpool_host.argtypes = [ll, ll, i32, i32, i32, i32]
+    dll.uf_head_host.argtypes = [ll, u64, u64, i32, i32, ll, i32, i32, i32, buf, i32]
     return dll
 
 
@@ -176,3 +179,41 @@ def test_view_reads_match_interpolate(harness, mode: str, ac: bool) -> None:
         _check(rc, err)
         assert_close(out, spec.read_view(view), f"{mode} ac={ac} size={size} offset={offset}")
         assert_outside_slot_poisoned(buf, out, "view copy")
+
+
+@pytest.mark.parametrize("n,h,w,c", [(1, 17, 23, 5), (3, 33, 47, 37), (1, 3, 5, 3), (3, 2, 2, 5)])
+def test_maxpool_element_matches_reference(harness, n, h, w, c) -> None:
+    xbuf = torch.randn(n, h, w, c + 2)
+    x = xbuf[..., 1 : 1 + c]
+    x[0, 0, 0, 0] = NAN  # propagates like F.max_pool2d
+    buf = torch.full((n, h // 2, w // 2, c + 4), NAN)
+    out = buf[..., 3 : 3 + c]
+    harness.uf_maxpool_host(_ll(cuda._ptr_strides(x)), _ll(cuda._ptr_strides(out)), n, h // 2, w // 2, c)
+    ref = spec.maxpool2x2(x)
+    assert out[0, 0, 0, 0].isnan()
+    torch.testing.assert_close(out, ref, equal_nan=True, atol=0, rtol=0)
+    assert_outside_slot_poisoned(buf, out, "maxpool2x2")
+
+
+@pytest.mark.parametrize("op", spec.HEAD_OPS)
+@pytest.mark.parametrize("k", [2, 37])
+def test_head_pixel_matches_reference(harness, op: str, k: int) -> None:
+    n, c = 3, 37
+    view = InputView(torch.randn(n, 9, 12, c + 2)[..., 1 : 1 + c], Resample("bilinear", (17, 23), True))
+    w, bias = torch.randn(k, c) / c**0.5, torch.randn(k)
+    packed = cuda.pack_head_weight(w, torch.float32)
+    if op == "argmax":
+        buf = out = torch.full((n, 17, 23), -1, dtype=torch.int64)
+    else:
+        buf = torch.full((n, 17, 23, k + 3), NAN)
+        out = buf[..., 1 : 1 + k]
+    err = ctypes.create_string_buffer(512)
+    rc = harness.uf_head_host(_ll(cuda._view_tuple(view)), packed.data_ptr(), bias.data_ptr(), k,
+                              spec.HEAD_OPS.index(op), _ll(cuda._ptr_strides(out)), n, 17, 23, err, 512)  # fmt: skip
+    _check(rc, err)
+    ref = spec.head(view, w, bias, op)
+    if op == "argmax":
+        assert torch.equal(out, ref), f"{int((out != ref).sum())} pixels pick another class"
+    else:
+        assert_close(out, ref, f"head {op}")
+        assert_outside_slot_poisoned(buf, out, f"head {op}")

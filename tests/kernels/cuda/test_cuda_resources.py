@@ -68,6 +68,14 @@ def test_resource_table_lists_the_current_kernels() -> None:
     )
     committed = rt.table_kernels(rt.TABLE_FILE.read_text())
     current = rt.table_kernels(rt.render(rows))
+    if shutil.which("c++filt") is None:  # names cannot be demangled here: compare kernels per source and arch
+        committed = {
+            (src, arch, sum(1 for s, _, a in committed if (s, a) == (src, arch)))
+            for src, _, arch in committed
+        }
+        current = {
+            (src, arch, sum(1 for s, _, a in current if (s, a) == (src, arch))) for src, _, arch in current
+        }
     assert committed == current, (
         "docs/cuda_resources.md is stale (regenerate: python tests/kernels/cuda/resource_table.py); "
         f"only in the table: {sorted(committed - current)}, only in the build: {sorted(current - committed)}"
