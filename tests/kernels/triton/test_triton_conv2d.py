@@ -108,6 +108,7 @@ VIEWS = {
 }
 
 
+FLAT_K_VIEWS = ("nearest_any", "bilinear_ac_any", "crop", "bilinear_ac_pad")
 # fp32 reads every view; fp16/bf16 the decoder's common reads (milesial pads, a 2x bilinear crop).
 VIEW_CASES = [(name, torch.float32) for name in VIEWS] + [
     (name, dt) for name in ("nearest2x_pad", "bilinear_ac_pad", "bilinear_2x_crop") for dt in DTYPES[1:]
@@ -120,9 +121,11 @@ VIEW_CASES = [(name, torch.float32) for name in VIEWS] + [
 def test_conv_reads_views(name, dtype):
     low_hw, resample, offset, size = VIEWS[name]
     n = 3 if dtype == torch.float32 else 1
-    skip, low = rand(n, 17, 23, 5, dtype=dtype), rand(n, *low_hw, 19, dtype=dtype)
+    # < 16 channels take the flattened (tap, channel) reduction, >= 16 the tap-major one: both read views.
+    c_low = 7 if name in FLAT_K_VIEWS else 19
+    skip, low = rand(n, 17, 23, 5, dtype=dtype), rand(n, *low_hw, c_low, dtype=dtype)
     view = InputView(low, resample, offset, size)
-    run_both([skip, view], conv_weight(21, 24, 3), torch.randn(21), dtype, 21, out_hw=(17, 23), n=n,
+    run_both([skip, view], conv_weight(21, 5 + c_low, 3), torch.randn(21), dtype, 21, out_hw=(17, 23), n=n,
              padding=1, act="relu")  # fmt: skip
 
 

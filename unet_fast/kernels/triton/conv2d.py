@@ -24,6 +24,8 @@ from unet_fast.kernels.spec import conv2d as conv2d_reference  # noqa: F401  (th
 from unet_fast.kernels.triton import common, configs
 
 MAX_INPUTS = 4
+# Inputs with fewer channels than one tl.dot k-step (16) reduce over flattened (tap, channel) pairs.
+FLAT_K_CHANNELS = 16
 
 # ------------------------------------------------------------------------------------------------------
 # Kernel
@@ -73,6 +75,47 @@ def _accumulate_view(acc, x_ptr, C, H, W, s_n, s_h, s_w, RH, RW, off_y, off_x, c
 
 
 @triton.jit
+def _accumulate_view_flat(acc, x_ptr, C, H, W, s_n, s_h, s_w, RH, RW, off_y, off_x, c_base, w_ptr, CIN,
+                          COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
+                          KH: tl.constexpr, KW: tl.constexpr, RESAMPLE: tl.constexpr, ALIGN: tl.constexpr,
+                          BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr):  # fmt: skip
+    """_accumulate_view for inputs with few channels (an RGB stem): the reduction runs over flattened
+    (tap, channel) pairs, k = tap * C + c, so a 7x7 conv of 3 channels takes ceil(147 / BLOCK_K) steps
+    instead of 49 steps that each use 3 of BLOCK_K lanes. Addresses become per element, not per row."""
+    offs_k = tl.arange(0, BLOCK_K)
+    base = (n.to(tl.int64) * s_n)[:, None]
+    for k0 in range(0, KH * KW * C, BLOCK_K):
+        k = k0 + offs_k
+        k_ok = k < KH * KW * C
+        tap = k // C
+        c = k % C
+        vy = oh[:, None] * SH - PH + (tap // KW)[None, :] * DH
+        vx = ow[:, None] * SW - PW + (tap % KW)[None, :] * DW
+        ok = (m_ok[:, None] & k_ok[None, :]) & ((vy >= 0) & (vy < VH) & (vx >= 0) & (vx < VW))
+        p00, p01, p10, p11, ly, lx, ok = common.view_rows(
+            vy, vx, ok, off_y, off_x, RH, RW, H, W, s_h, s_w, RESAMPLE, ALIGN
+        )
+        cc = c[None, :]
+        if RESAMPLE == 2:
+            x00 = tl.load(x_ptr + base + p00 + cc, mask=ok, other=0.0).to(tl.float32)
+            x01 = tl.load(x_ptr + base + p01 + cc, mask=ok, other=0.0).to(tl.float32)
+            x10 = tl.load(x_ptr + base + p10 + cc, mask=ok, other=0.0).to(tl.float32)
+            x11 = tl.load(x_ptr + base + p11 + cc, mask=ok, other=0.0).to(tl.float32)
+            top = (1.0 - lx) * x00 + lx * x01
+            bot = (1.0 - lx) * x10 + lx * x11
+            a = ((1.0 - ly) * top + ly * bot).to(x_ptr.dtype.element_ty)
+        else:
+            a = tl.load(x_ptr + base + p00 + cc, mask=ok, other=0.0)
+        b = tl.load(w_ptr + (tap * CIN + c_base + c).to(tl.int64)[:, None] * COUT + offs_n[None, :],
+                    mask=k_ok[:, None] & n_ok[None, :], other=0.0)  # fmt: skip
+        if DOT_F32:
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
 def conv2d_kernel(
     x0_ptr, C0, H0, W0, sn0, sh0, sw0, RH0, RW0, oy0, ox0,
     x1_ptr, C1, H1, W1, sn1, sh1, sw1, RH1, RW1, oy1, ox1,
@@ -86,6 +129,7 @@ def conv2d_kernel(
     KH: tl.constexpr, KW: tl.constexpr, NUM_INPUTS: tl.constexpr,
     RS0: tl.constexpr, AC0: tl.constexpr, RS1: tl.constexpr, AC1: tl.constexpr,
     RS2: tl.constexpr, AC2: tl.constexpr, RS3: tl.constexpr, AC3: tl.constexpr,
+    FK0: tl.constexpr, FK1: tl.constexpr, FK2: tl.constexpr, FK3: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, POOL: tl.constexpr, ACT: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -112,21 +156,41 @@ def conv2d_kernel(
     m_ok = (n < N) & (oh < HO) & (ow < WO)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc = _accumulate_view(acc, x0_ptr, C0, H0, W0, sn0, sh0, sw0, RH0, RW0, oy0, ox0, 0, w_ptr, CIN, COUT,
-                           n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
-                           KH, KW, RS0, AC0, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
+    if FK0:
+        acc = _accumulate_view_flat(acc, x0_ptr, C0, H0, W0, sn0, sh0, sw0, RH0, RW0, oy0, ox0, 0, w_ptr, CIN, COUT,
+                                    n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
+                                    KH, KW, RS0, AC0, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
+    else:
+        acc = _accumulate_view(acc, x0_ptr, C0, H0, W0, sn0, sh0, sw0, RH0, RW0, oy0, ox0, 0, w_ptr, CIN, COUT,
+                               n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
+                               KH, KW, RS0, AC0, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
     if NUM_INPUTS > 1:
-        acc = _accumulate_view(acc, x1_ptr, C1, H1, W1, sn1, sh1, sw1, RH1, RW1, oy1, ox1, C0, w_ptr, CIN,
-                               COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
-                               KH, KW, RS1, AC1, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
+        if FK1:
+            acc = _accumulate_view_flat(acc, x1_ptr, C1, H1, W1, sn1, sh1, sw1, RH1, RW1, oy1, ox1, C0, w_ptr, CIN,
+                                        COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
+                                        KH, KW, RS1, AC1, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
+        else:
+            acc = _accumulate_view(acc, x1_ptr, C1, H1, W1, sn1, sh1, sw1, RH1, RW1, oy1, ox1, C0, w_ptr, CIN,
+                                   COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
+                                   KH, KW, RS1, AC1, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
     if NUM_INPUTS > 2:
-        acc = _accumulate_view(acc, x2_ptr, C2, H2, W2, sn2, sh2, sw2, RH2, RW2, oy2, ox2, C0 + C1, w_ptr,
-                               CIN, COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
-                               KH, KW, RS2, AC2, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
+        if FK2:
+            acc = _accumulate_view_flat(acc, x2_ptr, C2, H2, W2, sn2, sh2, sw2, RH2, RW2, oy2, ox2, C0 + C1, w_ptr,
+                                        CIN, COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
+                                        KH, KW, RS2, AC2, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
+        else:
+            acc = _accumulate_view(acc, x2_ptr, C2, H2, W2, sn2, sh2, sw2, RH2, RW2, oy2, ox2, C0 + C1, w_ptr,
+                                   CIN, COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW, DH, DW,
+                                   KH, KW, RS2, AC2, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
     if NUM_INPUTS > 3:
-        acc = _accumulate_view(acc, x3_ptr, C3, H3, W3, sn3, sh3, sw3, RH3, RW3, oy3, ox3, C0 + C1 + C2,
-                               w_ptr, CIN, COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW,
-                               DH, DW, KH, KW, RS3, AC3, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
+        if FK3:
+            acc = _accumulate_view_flat(acc, x3_ptr, C3, H3, W3, sn3, sh3, sw3, RH3, RW3, oy3, ox3, C0 + C1 + C2,
+                                        w_ptr, CIN, COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW,
+                                        DH, DW, KH, KW, RS3, AC3, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
+        else:
+            acc = _accumulate_view(acc, x3_ptr, C3, H3, W3, sn3, sh3, sw3, RH3, RW3, oy3, ox3, C0 + C1 + C2,
+                                   w_ptr, CIN, COUT, n, oh, ow, m_ok, offs_n, n_ok, VH, VW, SH, SW, PH, PW,
+                                   DH, DW, KH, KW, RS3, AC3, BLOCK_K, DOT_F32, PRECISION)  # fmt: skip
 
     # Epilogue: y = act(acc + bias + residual), stored into the (slot) output.
     if HAS_BIAS:
@@ -229,7 +293,11 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Te
     for i in range(MAX_INPUTS):
         args, meta = common.view_args(g.views[min(i, len(g.views) - 1)])
         view_args += args
-        view_meta |= {f"RS{i}": meta["RESAMPLE"], f"AC{i}": meta["ALIGN"]}
+        view_meta |= {
+            f"RS{i}": meta["RESAMPLE"],
+            f"AC{i}": meta["ALIGN"],
+            f"FK{i}": args[1] < FLAT_K_CHANNELS,
+        }
     out_t, pool_t, res_t = g.out, g.pool_out, g.residual
     if bias is not None and bias.dtype != torch.float32:
         bias = bias.float()
