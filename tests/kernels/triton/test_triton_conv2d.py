@@ -77,6 +77,17 @@ def test_conv_residual_no_bias(dtype):
              residual=res)  # fmt: skip
 
 
+def test_conv_residual_in_place():
+    """out = act(conv + out): the residual is the output slot itself."""
+    x, w, b = rand(3, 17, 23, 5), conv_weight(6, 5, 3), torch.randn(6)
+    buf = rand(3, 17, 23, 9)
+    res = buf[..., 2:8]
+    ref = spec.conv2d([x], w, b, padding=1, act="relu", residual=res.clone())
+    tk.conv2d([x], tk.pack_conv_weight(w, torch.float32), b, padding=1, act="relu", residual=res, out=res,
+              config=CFG)  # fmt: skip
+    assert_parity(res, ref, torch.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_conv_virtual_concat(dtype):
     a, b, c = (

@@ -299,6 +299,10 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Te
             f"FK{i}": args[1] < FLAT_K_CHANNELS,
         }
     out_t, pool_t, res_t = g.out, g.pool_out, g.residual
+    if res_t is not None and res_t.untyped_storage().data_ptr() == out_t.untyped_storage().data_ptr():
+        # In place (out = act(conv + out)) is one read-then-write per element, but the autotuner runs the
+        # kernel several times: each run would add the residual again. Read a copy instead.
+        res_t = res_t.clone()
     if bias is not None and bias.dtype != torch.float32:
         bias = bias.float()
     n = g.batch
