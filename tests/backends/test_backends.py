@@ -4,6 +4,8 @@ executor runs the same plan on each backend (triton under the interpreter; cuda 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,17 +56,26 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch: pytest.MonkeyPatch) ->
             resolve_backend("triton", torch.device("cpu"))
 
 
+def _tiny_model(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    if name == "unet-transpose":
+        m = UNet(3, 2, 4, 2, "batch", "transpose", head="softmax")
+        return randomize_bn(m, seed=3), torch.randn(1, 3, 17, 20)  # odd: the decoder pads, the pool floors
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    from milesial_unet import MilesialUNet
+
+    return randomize_bn(MilesialUNet(3, 2, bilinear=True, base=2), seed=3), torch.randn(1, 3, 19, 22)
+
+
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton interpreter on CPU")
-@pytest.mark.parametrize("upsample", ["transpose", "bilinear"])
-def test_triton_interpreter_matches(upsample: str) -> None:
-    # tiny on purpose: the interpreter runs every program instance in Python
-    m = randomize_bn(UNet(3, 2, 4, 2, "batch", upsample, align_corners=False, head="softmax"), seed=3)
-    x = torch.randn(1, 3, 17, 20)  # odd: the decoder pads / the pool floors
+@pytest.mark.parametrize("name", ["unet-transpose", "milesial-bilinear"])
+def test_triton_interpreter_matches(name: str) -> None:
+    # tiny on purpose: the interpreter runs every program instance in Python (smp's ResNet-18 took ~5 min)
+    m, x = _tiny_model(name)
     fast = unet_fast.optimize(m, x, backend="triton")
     fast.executor_for(tuple(x.shape)).poison = True
     assert not any(fast.executor_for(tuple(x.shape)).step_notes()), fast.report()  # every step on triton
     with torch.no_grad():
-        assert_parity(m(x), fast(x), rel_l2=1e-5, min_agreement=0.999, what=f"triton {upsample}")
+        assert_parity(m(x), fast(x), rel_l2=1e-5, min_agreement=0.999, what=f"triton {name}")
 
 
 @requires_cuda
