@@ -200,3 +200,20 @@ def test_corrupt_engine(trt, engine) -> None:
     engine.write_bytes(b"garbage" + engine.read_bytes())
     with pytest.raises(ValueError, match=r"not a TensorRT engine this TensorRT .* can load.*magicTagRead"):
         TensorRTModule(engine)
+
+
+def test_cli_export_tensorrt_with_the_mock(trt, onnx_file, tmp_path, capsys) -> None:
+    from unet_fast.cli import main
+
+    out = tmp_path / "cli.plan"
+    rc = main(["export", "tensorrt", "--onnx", str(onnx_file), "--out", str(out), "--precision", "fp16",
+               "--min-shape", "1,3,32,32", "--opt-shape", "1,3,64,64", "--max-shape", "2,3,96,96",
+               "--workspace", "4096", "--timing-cache", str(tmp_path / "t.cache")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert (
+        rc == 0
+        and f"wrote {out} (TensorRT 10.13.0.35, fp16" in printed
+        and "fp32-pinned layers: 1" in printed
+    )
+    assert trt.last_config.pools == {trt.MemoryPoolType.WORKSPACE: 4096}
+    assert (tmp_path / "t.cache").is_file()
