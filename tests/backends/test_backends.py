@@ -43,7 +43,9 @@ def test_selection_explains_itself() -> None:
     assert reasons["torch"] == "" and reasons["cpu"] == ""
     if not torch.cuda.is_available():
         assert reasons["cuda"]  # says why (no device / not built)
-        with pytest.raises(BackendUnavailable, match="backend 'cuda' cannot run"):
+        with pytest.raises(
+            BackendUnavailable, match=r"backend 'cuda' cannot run: .+ Usable here on cpu: torch, cpu"
+        ):
             resolve_backend("cuda", cpu)
     with pytest.raises(BackendUnavailable, match="runs on CPU tensors"):
         BACKENDS["cpu"].require(torch.device("meta"))

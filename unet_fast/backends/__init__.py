@@ -46,5 +46,11 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype | None =
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from 'auto', {', '.join(map(repr, BACKENDS))}")
     b = BACKENDS[name]
-    b.require(device)
+    try:
+        b.require(device)
+    except BackendUnavailable as e:
+        usable = [n for n, r in available_backends(device).items() if not r]
+        raise BackendUnavailable(
+            f"{e}. Usable here on {device}: {', '.join(usable)} (or backend='auto')"
+        ) from None
     return b, f"requested {name!r}"
