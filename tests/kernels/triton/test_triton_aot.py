@@ -32,6 +32,10 @@ def test_every_shipped_config_compiled_for_both_archs(compiled):
         for name, dtype in aot.DTYPE_NAMES.items():
             for arch in aot.ARCHS:
                 want |= {(op, name, arch, aot._config_str(c)) for c in configs.configs_for(op, dtype, arch)}
+                if op in aot.TF32_OPS and name == "fp32":  # the tf32 opt-in runs the fp32 configs
+                    want |= {
+                        (op, "tf32", arch, aot._config_str(c)) for c in configs.configs_for(op, dtype, arch)
+                    }
     assert got == want
     assert {r["arch"] for r in compiled["rows"]} == {80, 90}
     assert all(r["registers"] > 0 for r in compiled["rows"]), "cuobjdump reported no register count"
@@ -41,6 +45,7 @@ def test_no_spills_shared_within_limit_tensor_cores(compiled):
     assert aot.problems(compiled["rows"]) == []
     gemm16 = [r for r in compiled["rows"] if r["op"] in aot.GEMM_OPS and r["dtype"] != "fp32"]
     assert gemm16 and all(r["tensor_cores"] for r in gemm16)
+    assert any(r["dtype"] == "tf32" and r["tensor_cores"] for r in compiled["rows"])
 
 
 def test_committed_table_is_current(compiled):

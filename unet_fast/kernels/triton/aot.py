@@ -31,6 +31,8 @@ SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 TC_INSTRUCTION = {80: "mma.sync.aligned", 90: "wgmma.mma_async"}
 GEMM_OPS = ("conv2d", "conv_transpose2x2", "head")
 DTYPE_NAMES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# "tf32": fp32 storage with allow_tf32=True (opt-in); checked for conv2d, whose fp32 configs it uses.
+TF32_OPS = ("conv2d",)
 TABLE_PATH = Path(__file__).resolve().parents[3] / "docs" / "triton_resources.md"
 
 
@@ -54,7 +56,7 @@ def can_compile_for_cuda() -> tuple[bool, str]:
     return True, ""
 
 
-def _variant(op: str, config: dict) -> tuple[object, dict, dict]:
+def _variant(op: str, config: dict, tf32: bool = False) -> tuple[object, dict, dict]:
     """(kernel, pointer element types other than the dtype's, constexprs) of the op's heaviest variant."""
     # The package re-exports launchers under the module names: import the modules themselves.
     conv2d, conv_transpose2x2, head, maxpool2x2, upsample_concat = (
@@ -62,7 +64,7 @@ def _variant(op: str, config: dict) -> tuple[object, dict, dict]:
         for m in ("conv2d", "conv_transpose2x2", "head", "maxpool2x2", "upsample_concat")
     )
     blocks = {k: v for k, v in config.items() if k.startswith("BLOCK_")}
-    dot = {"DOT_F32": False, "PRECISION": "ieee"}
+    dot = {"DOT_F32": False, "PRECISION": "tf32" if tf32 else "ieee"}
     if op == "conv2d":
         # Decoder conv: skip + bilinear-upsampled input, residual, SiLU, pool epilogue, 3x3; the skip
         # takes the flattened-(tap, channel) reduction of few-channel inputs, so both loops compile.
@@ -93,13 +95,14 @@ def compile_one(op: str, dtype_name: str, arch: int, config: dict) -> dict:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    kernel, ptr_types, constexprs = _variant(op, config)
+    kernel, ptr_types, constexprs = _variant(op, config, tf32=dtype_name == "tf32")
+    storage = "fp32" if dtype_name == "tf32" else dtype_name
     signature, attrs = {}, {}
     for i, p in enumerate(kernel.params):
         if p.is_constexpr:
             signature[p.name] = "constexpr"
         elif p.name.endswith("_ptr"):
-            signature[p.name] = "*" + ptr_types.get(p.name, dtype_name)
+            signature[p.name] = "*" + ptr_types.get(p.name, storage)
             attrs[(i,)] = [["tt.divisibility", 16]]  # torch allocations are 16-byte aligned
         elif p.name == "negative_slope":
             signature[p.name] = "fp32"
@@ -154,8 +157,10 @@ def jobs() -> list[tuple[str, str, int, dict]]:
 
     out = []
     for op in configs.OPS:
-        for name, dtype in DTYPE_NAMES.items():
+        names = [*DTYPE_NAMES, "tf32"] if op in TF32_OPS else list(DTYPE_NAMES)
+        for name in names:
             for arch in ARCHS:
+                dtype = DTYPE_NAMES.get(name, torch.float32)
                 out += [(op, name, arch, c) for c in configs.configs_for(op, dtype, arch)]
     return out
 
@@ -185,7 +190,7 @@ def problems(rows: list[dict]) -> list[str]:
             )
         if r["shared_bytes"] > SHARED_LIMIT[r["arch"]]:
             bad.append(f"{where}: {r['shared_bytes']} B shared memory > {SHARED_LIMIT[r['arch']]} B")
-        if r["op"] in GEMM_OPS and r["dtype"] != "fp32" and not r["tensor_cores"]:
+        if r["op"] in GEMM_OPS and r["dtype"] != "fp32" and not r["tensor_cores"]:  # fp16, bf16, tf32
             bad.append(f"{where}: no {TC_INSTRUCTION[r['arch']]} in the PTX")
     return bad
 
@@ -205,7 +210,8 @@ def render_table(rows: list[dict]) -> str:
         "multiples of 16 (what the JIT specializes on for 64 * 2^k-channel U-Nets).",
         f"Triton {triton.__version__}. Config = BLOCK sizes, warps (w), pipeline stages (s). Shared = bytes of",
         "shared memory per block (limit: sm_80 163 KiB, sm_90 227 KiB). Tensor cores = `mma.sync` (sm_80) /",
-        "`wgmma` (sm_90) in the PTX; fp32 runs without them unless tf32 is opted in.",
+        "`wgmma` (sm_90) in the PTX; fp32 runs without them unless tf32 is opted in (dtype `tf32`: fp32",
+        "tensors with `allow_tf32=True`).",
         "",
         "| op | dtype | arch | config | registers | stack (spill) bytes | shared bytes | tensor cores |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | --- |",
