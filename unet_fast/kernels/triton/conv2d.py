@@ -234,9 +234,10 @@ def pack_weight(w_oihw: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def packed_oihw_shape(packed: Tensor) -> tuple[int, int, int, int]:
-    if packed.dim() != 4:
+    if not isinstance(packed, Tensor) or packed.dim() != 4:
         raise ValueError(
-            f"packed conv weight must be [KH, KW, Cin, Cout] from pack_conv_weight, got {tuple(packed.shape)}"
+            "packed conv weight must be a [KH, KW, Cin, Cout] tensor from pack_conv_weight, got "
+            f"{tuple(packed.shape) if isinstance(packed, Tensor) else type(packed).__name__}"
         )
     kh, kw, cin, cout = packed.shape
     return cout, cin, kh, kw
@@ -301,7 +302,8 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Te
     out_t, pool_t, res_t = g.out, g.pool_out, g.residual
     if res_t is not None and res_t.untyped_storage().data_ptr() == out_t.untyped_storage().data_ptr():
         # In place (out = act(conv + out)) is one read-then-write per element, but the autotuner runs the
-        # kernel several times: each run would add the residual again. Read a copy instead.
+        # kernel several times: each run would add the residual again. Read a copy instead (any residual
+        # in the output's buffer is copied; a disjoint slot costs a copy, never a wrong answer).
         res_t = res_t.clone()
     if bias is not None and bias.dtype != torch.float32:
         bias = bias.float()
