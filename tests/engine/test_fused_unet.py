@@ -255,3 +255,19 @@ def test_cuda_backend_and_graphs(model: UNet) -> None:
             check_parity(m, fast, x, f"cuda {kw}, second call")
     finally:
         model.cpu()
+
+
+def test_arena_is_reused_across_calls_and_private_per_thread(fast: unet_fast.FusedUNet) -> None:
+    x = torch.randn(2, 3, 32, 40)
+    ex = fast.executor_for(tuple(x.shape))
+    fast(x)
+    arena = ex._arena(2)
+    fast(x)
+    assert ex._arena(2) is arena  # same storage on the next call of this shape
+    other: list[torch.Tensor] = []
+    t = threading.Thread(target=lambda: other.append(ex._arena(2)))
+    t.start()
+    t.join()
+    assert other[0].data_ptr() != arena.data_ptr()  # another thread gets its own
+    out1, out2 = fast(x), fast(x)
+    assert out1.data_ptr() != out2.data_ptr()  # outputs are never arena memory
