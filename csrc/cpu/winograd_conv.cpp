@@ -3,13 +3,14 @@
 // inputs. Launcher and argument checks: unet_fast/kernels/cpu_winograd.py; design: docs/winograd.md.
 //
 // The kernel body (csrc/include/unet_fast/winograd_kernels.h) is compiled twice: a portable variant
-// (8-lane arrays the compiler vectorises for the baseline x86-64 / any target) and an AVX2+FMA variant
+// (8-lane GCC vector extensions, lowered to the baseline x86-64 SSE2 / any target's SIMD) and an AVX2+FMA variant
 // under `#pragma GCC target`, chosen at run time with __builtin_cpu_supports (no -march=native: the wheel
 // must run anywhere). The `isa` argument forces one, so tests check both against the reference.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -27,50 +28,31 @@ namespace py = pybind11;
 
 namespace unet_fast {
 
+// GCC/Clang vector extensions: 8 floats lowered to whatever the baseline target has (two SSE registers
+// on x86-64, NEON on arm64). Vec parameters are const references (here and in the kernel body): a
+// 32-byte vector passed by value without AVX draws GCC's "ABI changed in GCC 4.6" note in every build log.
 namespace wino_portable {
 constexpr int kL = 8;
+typedef float F8 __attribute__((vector_size(32)));
 struct Vec {
-  float v[kL];
-  static Vec zero() { return bcast(0.f); }
-  static Vec bcast(float x) {
-    Vec r;
-    for (int i = 0; i < kL; ++i) r.v[i] = x;
-    return r;
-  }
+  F8 v;
+  static Vec zero() { return {F8{}}; }
+  static Vec bcast(float x) { return {F8{x, x, x, x, x, x, x, x}}; }
   static Vec load(const float* p) {
     Vec r;
-    for (int i = 0; i < kL; ++i) r.v[i] = p[i];
+    std::memcpy(&r.v, p, sizeof(F8));
     return r;
   }
-  void store(float* p) const {
-    for (int i = 0; i < kL; ++i) p[i] = v[i];
-  }
+  void store(float* p) const { std::memcpy(p, &v, sizeof(F8)); }
 };
-inline Vec operator+(Vec a, Vec b) {
-  for (int i = 0; i < kL; ++i) a.v[i] += b.v[i];
-  return a;
-}
-inline Vec operator-(Vec a, Vec b) {
-  for (int i = 0; i < kL; ++i) a.v[i] -= b.v[i];
-  return a;
-}
-inline Vec operator*(Vec a, Vec b) {
-  for (int i = 0; i < kL; ++i) a.v[i] *= b.v[i];
-  return a;
-}
-inline Vec fmadd(Vec a, Vec b, Vec c) {
-  for (int i = 0; i < kL; ++i) c.v[i] += a.v[i] * b.v[i];
-  return c;
-}
-// x > 0 ? x : y per lane (apply_act's relu / leaky relu branch).
-inline Vec select_pos(Vec x, Vec y) {
-  for (int i = 0; i < kL; ++i) y.v[i] = x.v[i] > 0.f ? x.v[i] : y.v[i];
-  return y;
-}
-inline Vec max_nan_v(Vec a, Vec b) {
-  for (int i = 0; i < kL; ++i) a.v[i] = max_nan(a.v[i], b.v[i]);
-  return a;
-}
+inline Vec operator+(const Vec& a, const Vec& b) { return {a.v + b.v}; }
+inline Vec operator-(const Vec& a, const Vec& b) { return {a.v - b.v}; }
+inline Vec operator*(const Vec& a, const Vec& b) { return {a.v * b.v}; }
+inline Vec fmadd(const Vec& a, const Vec& b, const Vec& c) { return {a.v * b.v + c.v}; }
+// x > 0 ? x : y per lane (apply_act's relu / leaky relu branch; NaN takes y, as there).
+inline Vec select_pos(const Vec& x, const Vec& y) { return {x.v > 0.f ? x.v : y.v}; }
+// max_nan (epilogue.h) per lane: a if a is NaN or a > b, else b.
+inline Vec max_nan_v(const Vec& a, const Vec& b) { return {(a.v != a.v) | (a.v > b.v) ? a.v : b.v}; }
 #include "unet_fast/winograd_kernels.h"
 }  // namespace wino_portable
 

@@ -22,7 +22,7 @@ inline Vec load_n(const float* p, int n) {
 }
 
 // Partial stores never touch the lanes past n: the next view of a virtual concat lives there.
-inline void store_n(float* p, Vec v, int n) {
+inline void store_n(float* p, const Vec& v, int n) {
   if (n == kL) {
     v.store(p);
     return;
@@ -33,8 +33,8 @@ inline void store_n(float* p, Vec v, int n) {
 }
 
 // y = B^T x for one column (or row) of six vectors.
-inline void bt6(Vec x0, Vec x1, Vec x2, Vec x3, Vec x4, Vec x5, Vec* y0, Vec* y1, Vec* y2, Vec* y3,
-                Vec* y4, Vec* y5) {
+inline void bt6(const Vec& x0, const Vec& x1, const Vec& x2, const Vec& x3, const Vec& x4, const Vec& x5,
+                Vec* y0, Vec* y1, Vec* y2, Vec* y3, Vec* y4, Vec* y5) {
   const Vec two = Vec::bcast(2.f), four = Vec::bcast(4.f), five = Vec::bcast(5.f);
   const Vec a = x4 - four * x2, b = x3 - four * x1;
   const Vec c = x4 - x2, e = two * (x3 - x1);
@@ -47,7 +47,8 @@ inline void bt6(Vec x0, Vec x1, Vec x2, Vec x3, Vec x4, Vec x5, Vec* y0, Vec* y1
 }
 
 // y = A^T m for one column (or row) of six vectors.
-inline void at6(Vec m0, Vec m1, Vec m2, Vec m3, Vec m4, Vec m5, Vec* y0, Vec* y1, Vec* y2, Vec* y3) {
+inline void at6(const Vec& m0, const Vec& m1, const Vec& m2, const Vec& m3, const Vec& m4, const Vec& m5,
+                Vec* y0, Vec* y1, Vec* y2, Vec* y3) {
   const Vec s = m1 + m2, d = m1 - m2, s2 = m3 + m4, d2 = m3 - m4;
   *y0 = m0 + s + s2;
   *y1 = fmadd(Vec::bcast(2.f), d2, d);
@@ -147,7 +148,7 @@ __attribute__((noinline)) void gemm_6x16(const float* a, std::int64_t lda, const
 
 // y = act(acc + bias + residual) on kL lanes, the same math as unet_fast::epilogue (epilogue.h):
 // relu and leaky relu as selects (NaN takes the "not > 0" branch there too), SiLU lane by lane.
-inline Vec epilogue_v(Vec acc, Vec bias, const float* res, int nl, const Epilogue& e) {
+inline Vec epilogue_v(const Vec& acc, const Vec& bias, const float* res, int nl, const Epilogue& e) {
   Vec y = acc + bias;
   if (res) y = y + load_n(res, nl);
   switch (e.act) {
