@@ -271,3 +271,21 @@ def test_arena_is_reused_across_calls_and_private_per_thread(fast: unet_fast.Fus
     assert other[0].data_ptr() != arena.data_ptr()  # another thread gets its own
     out1, out2 = fast(x), fast(x)
     assert out1.data_ptr() != out2.data_ptr()  # outputs are never arena memory
+
+
+def test_model_export_cannot_trace_runs_whole_as_one_fallback() -> None:
+    class DataDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 2, 3, padding=1), nn.Conv2d(3, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x) if bool(x.mean() > 0) else self.b(x)  # a branch on the data
+
+    m = DataDependent().eval()
+    x = torch.randn(1, 3, 8, 8)
+    fast = unet_fast.optimize(m, x, backend="torch")
+    assert "torch.export failed" in fast.report() and "fallbacks: 1" in fast.report()
+    for sign in (1, -1):
+        xi = x.abs() * sign
+        torch.testing.assert_close(fast(xi), m(xi))
