@@ -60,3 +60,15 @@ def test_plot(tmp_path) -> None:
         assert path is None and not (tmp_path / "p.png").exists()
     else:
         assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerender_from_json(tmp_path, capsys) -> None:
+    from unet_fast.bench.results import main
+
+    doc = build_document([RESULT], MACHINE, "box", note="under load")
+    paths = write_results(doc, tmp_path, "box-2026-01-01", plot=False)
+    before = paths["markdown"].read_text()
+    paths["markdown"].unlink()
+    assert main([str(paths["json"])]) == 0
+    assert paths["markdown"].read_text() == before
+    assert "wrote" in capsys.readouterr().out

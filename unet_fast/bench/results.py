@@ -159,6 +159,12 @@ def plot_latency(rows: list[dict], path: Path, title: str) -> Path | None:
     return path
 
 
+def plot_title(doc: dict) -> str:
+    title = f"{doc['machine_name']} ({doc['machine'].get('cpu')}, commit {doc['machine'].get('commit')})"
+    note = doc.get("note") or ""
+    return title + ("\n" + (note if len(note) <= 110 else note[:107] + "...") if note else "")
+
+
 def write_results(doc: dict, out_dir: Path, stem: str, plot: bool = True) -> dict[str, Path]:
     """Write <stem>.json, <stem>.md and (with matplotlib) <stem>.png under out_dir; returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,9 +172,27 @@ def write_results(doc: dict, out_dir: Path, stem: str, plot: bool = True) -> dic
     paths["json"].write_text(json.dumps(doc, indent=1, default=str) + "\n")
     paths["markdown"].write_text(markdown_document(doc))
     if plot:
-        png = plot_latency(
-            doc["rows"], out_dir / f"{stem}.png", f"{doc['machine_name']} ({doc['machine'].get('cpu')})"
-        )
+        png = plot_latency(doc["rows"], out_dir / f"{stem}.png", plot_title(doc))
         if png is not None:
             paths["png"] = png
     return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m unet_fast.bench.results FILE.json`: write the markdown and the plot again from a results
+    file (e.g. after the table format changed), beside it."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m unet_fast.bench.results", description=main.__doc__)
+    p.add_argument("json", type=Path)
+    args = p.parse_args(argv)
+    doc = json.loads(args.json.read_text())
+    md, png = args.json.with_suffix(".md"), args.json.with_suffix(".png")
+    md.write_text(markdown_document(doc))
+    written = plot_latency(doc["rows"], png, plot_title(doc))
+    print(f"wrote {md}" + (f", {png}" if written else " (matplotlib is not installed: no plot)"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -483,6 +483,7 @@ class Roofline:
             lines.append(f"| {d['name']} | {d['source']} | {d['peak_flops'] / 1e12:.3g} TFLOP/s | "
                          f"{d['bandwidth'] / 1e9:.4g} GB/s | {d['unfused_floor_ms']:.3g} | {d['fused_floor_ms']:.3g} | "
                          f"{d['fused_compute_bound_ms']:.3g} | {d['fused_memory_bound_ms']:.3g} |")  # fmt: skip
+        lines += ["", *[f"- {d['name']} ({d['source']}): {d['detail']}" for d in s["devices"] if d["detail"]]]
         if self.devices:
             d = self.devices[0]
             ranked = sorted(self.fused, key=lambda st: -max(st.flops / d.peak_flops, st.bytes / d.bandwidth))
