@@ -9,7 +9,7 @@ Contenders that cannot run here are skipped with the reason (see `-rs`).
 Options: --bench-threads N (default: all cores, for every contender), --bench-rounds, --bench-warmup,
 --bench-contenders a,b, --bench-dtype, --bench-full (adds the batch-4 and other long cases),
 --bench-results DIR (write the rows as <machine>-<date>-suite.json/.md/.png there), --bench-machine NAME,
---bench-note TEXT."""
+--bench-note TEXT, --bench-kernels (adds the per-kernel micro-benchmarks of benchmarks/kernels/)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-results", default=None, help="folder to write the suite's rows, table and plot")
     g.addoption("--bench-machine", default=None, help="machine label for the results files")
     g.addoption("--bench-note", default="", help="conditions to record, e.g. 'taken while 3 other jobs ran'")
+    g.addoption("--bench-kernels", action="store_true",
+                help="also collect the per-kernel micro-benchmarks benchmarks/kernels/bench_*.py")  # fmt: skip
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    """benchmarks/kernels/bench_*.py (the kernel owners' micro-benchmarks) join `pytest benchmarks/` with
+    --bench-kernels; a file named on the command line is collected by pytest itself (no duplicate)."""
+    if (file_path.suffix == ".py" and file_path.name.startswith("bench_") and file_path.parent.name == "kernels"
+            and parent.config.getoption("--bench-kernels") and not parent.session.isinitpath(file_path)):  # fmt: skip
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
 
 
 _MACHINE: dict = {}
