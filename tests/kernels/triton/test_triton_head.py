@@ -40,8 +40,16 @@ def assert_argmax(got: torch.Tensor, logits: torch.Tensor) -> None:
     assert (top2[..., 0] - chosen).max() <= atol
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("out_dtype", [torch.int64, torch.int32, torch.uint8], ids=["i64", "i32", "u8"])
+# Every input dtype into int64; the narrower class maps (int32, uint8) from fp32 inputs.
+ARGMAX_CASES = [(dt, torch.int64) for dt in DTYPES] + [
+    (torch.float32, torch.int32),
+    (torch.float32, torch.uint8),
+]
+
+
+@pytest.mark.parametrize(
+    "dtype,out_dtype", ARGMAX_CASES, ids=["fp32-i64", "fp16-i64", "bf16-i64", "fp32-i32", "fp32-u8"]
+)
 def test_head_argmax(dtype, out_dtype):
     n = 3 if out_dtype == torch.int64 else 1
     x = rand(n, 17, 23, 37, dtype=dtype)
