@@ -9,7 +9,7 @@ import torch
 from export_helpers import FP32_ATOL, FP32_RTOL, load_test_model, ort_run
 from torch import nn
 
-from unet_fast.bench.workloads import randomize_bn
+from unet_fast.export.report import lively_weights
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'unet_fast[export]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'unet_fast[export]')")
@@ -18,7 +18,7 @@ from unet_fast.export import to_onnx  # noqa: E402
 
 
 def _check(model: nn.Module, tmp_path, example: tuple, others: list[tuple]) -> dict:
-    model = randomize_bn(model)
+    model = lively_weights(model)
     result = to_onnx(model, tmp_path / "m.onnx", torch.randn(example), check_parity=False)
     g = torch.Generator().manual_seed(3)
     for shape in [example, *others]:

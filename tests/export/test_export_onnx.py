@@ -11,7 +11,7 @@ from export_helpers import FP32_ATOL, FP32_RTOL, ort_run, small_unet, valid_size
 from torch import nn
 
 from unet_fast import unet_milesial, unet_original
-from unet_fast.bench.workloads import randomize_bn
+from unet_fast.export.report import lively_weights
 from unet_fast.parity import assert_parity
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'unet_fast[export]')")
@@ -136,11 +136,36 @@ def test_dynamic_axes_declared_and_static_export_is_static(tmp_path) -> None:
 def test_presets(preset: str, tmp_path) -> None:
     torch.manual_seed(0)
     if preset == "original":
-        model, size = randomize_bn(unet_original()), 188  # the smallest valid input of the 2015 U-Net
+        model, size = lively_weights(unet_original()), 188  # the smallest valid input of the 2015 U-Net
         shapes = [(1, 1, 204, 188)]
     else:
-        model, size = randomize_bn(unet_milesial(bilinear=preset.endswith("bilinear"))), 32
+        model, size = lively_weights(unet_milesial(bilinear=preset.endswith("bilinear"))), 32
         shapes = [(2, 3, 48, 33)]
     c = model.config.in_channels
     result = to_onnx(model, tmp_path / "m.onnx", torch.randn(1, c, size, size), check_parity=False)
     _check_against_torch(model, result.path, [(1, c, size, size), *shapes])
+
+
+# A wrong coordinate transform / rounding for each mode: the end-to-end check must see it.
+WRONG = {("bilinear", True): ("coordinate_transformation_mode", b"half_pixel"),
+         ("bilinear", False): ("coordinate_transformation_mode", b"align_corners"),
+         ("nearest", True): ("nearest_mode", b"round_prefer_ceil")}  # fmt: skip
+
+
+@pytest.mark.parametrize(("upsample", "ac"), list(WRONG), ids=["bilinear-ac1", "bilinear-ac0", "nearest"])
+def test_upsample_semantics_are_visible_end_to_end(upsample: str, ac: bool, tmp_path) -> None:
+    """Guards the tests above against weights that make the output blind to the upsampling: the same
+    export with one Resize attribute changed must miss the reference by far more than the tolerance."""
+    model = small_unet(num_classes=3, upsample=upsample, align_corners=ac, head="logits")
+    result = to_onnx(model, tmp_path / "m.onnx", torch.randn(1, 3, 32, 32), check_parity=False)
+    proto = onnx.load(str(result.path))
+    name, value = WRONG[(upsample, ac)]
+    for node in proto.graph.node:
+        if node.op_type == "Resize":
+            next(a for a in node.attribute if a.name == name).s = value
+    onnx.save(proto, str(tmp_path / "wrong.onnx"))
+    x = torch.randn(2, 3, 20, 44)
+    with torch.no_grad():
+        ref = model(x)
+    torch.testing.assert_close(ort_run(result.path, x), ref, atol=FP32_ATOL, rtol=FP32_RTOL)
+    assert (ort_run(tmp_path / "wrong.onnx", x) - ref).abs().max() > 100 * FP32_ATOL

@@ -1,6 +1,7 @@
 """`python -m unet_fast.export.report`: export every U-Net family and resize mode to ONNX and print the
 onnxruntime-vs-PyTorch parity measured at export (worst over the sizes checked) as a markdown table.
 
+Weights: He-normal convolutions and random BN statistics (`lively_weights`), seed 0.
 Families: our UNet in every configuration, the presets, and (from a source checkout) the test stand-ins
 for milesial's Pytorch-UNet and segmentation_models_pytorch's Unet-resnet34 (tests/models/)."""
 
@@ -30,6 +31,25 @@ def _test_model(name: str):
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
+
+
+def lively_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights that keep activations alive through depth, then random BN statistics.
+
+    With PyTorch's default conv init (variance ~1/(3 fan_in)) each layer shrinks its input's variance and
+    eval-mode BN with running_var ~1 does not restore it, so after a few layers the maps are nearly
+    constant (the BN shifts dominate) and *any* resize mode gives the same output: an end-to-end test
+    would then not see a wrong coordinate transform. He-normal weights keep the variance, so it does
+    (tests/export/test_export_onnx.py::test_upsample_semantics_are_visible_end_to_end)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                fan_in = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.weight.shape[0] * 4
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return randomize_bn(model, seed)
 
 
 def cases(base: int) -> Iterator[Case]:
@@ -63,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m unet_fast.export.report", description=__doc__)
     p.add_argument("--base-channels", type=int, default=8, help="width of the configurable UNets (default 8)")
     p.add_argument("--filter", default="", help="only cases whose name contains this")
+    p.add_argument("--fp16", action="store_true", help="fp16 ONNX graphs (softmax kept fp32) instead of fp32")
     args = p.parse_args(argv)
     from unet_fast.export.onnx import to_onnx
 
@@ -73,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.filter not in name:
                 continue
             torch.manual_seed(0)
-            model = randomize_bn(build())
-            r = to_onnx(model, Path(tmp) / "m.onnx", torch.randn(shape))
+            model = lively_weights(build())
+            r = to_onnx(
+                model, Path(tmp) / "m.onnx", torch.randn(shape), precision="fp16" if args.fp16 else "fp32"
+            )
             rows = r.parity
             bad = [row for row in rows if "error" in row]
             if bad:
