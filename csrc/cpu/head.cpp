@@ -27,15 +27,23 @@ struct HeadArgs {
   std::int64_t k;
 };
 
-// Scores of one pixel: s[j] = bias[j] + <x, w[j]>.
-inline void pixel_scores(const HeadArgs& h, const float* x, float* s) {
-  const std::int64_t c = h.x.c;
-  for (std::int64_t j = 0; j < h.k; ++j) {
-    const float* w = h.w + j * c;
-    float acc = 0.f;
+// Scores of one row of pixels: s[x * K + j] = bias[j] + <x_pixel, w[j]>. The dot products are the
+// head's whole cost (the input is read once): compiled for AVX2+FMA too, picked at load time (ifunc),
+// because the wheel is built without -march=native.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("arch=haswell", "default")))
+#endif
+void row_scores(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s) {
+  const std::int64_t c = h.x.c, k = h.k;
+  for (std::int64_t x = 0; x < h.x.w; ++x) {
+    const float* px = h.x.pixel(n, y, x);
+    for (std::int64_t j = 0; j < k; ++j) {
+      const float* w = h.w + j * c;
+      float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-    for (std::int64_t i = 0; i < c; ++i) acc += x[i] * w[i];
-    s[j] = acc + h.bias[j];
+      for (std::int64_t i = 0; i < c; ++i) acc += px[i] * w[i];
+      s[x * k + j] = acc + h.bias[j];
+    }
   }
 }
 
@@ -44,14 +52,12 @@ void for_each_pixel(const HeadArgs& h, int num_threads, Fn fn) {
   const std::int64_t rows = h.x.n * h.x.h;
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<float> s(static_cast<std::size_t>(h.k));
+    std::vector<float> s(static_cast<std::size_t>(h.x.w * h.k));
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t n = r / h.x.h, y = r % h.x.h;
-      for (std::int64_t x = 0; x < h.x.w; ++x) {
-        pixel_scores(h, h.x.pixel(n, y, x), s.data());
-        fn(n, y, x, s.data());
-      }
+      row_scores(h, n, y, s.data());
+      for (std::int64_t x = 0; x < h.x.w; ++x) fn(n, y, x, s.data() + x * h.k);
     }
   }
 }

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "unet_fast/checks.h"
@@ -49,6 +50,34 @@ std::vector<Tap> make_taps(std::int64_t out_len, std::int64_t off, std::int64_t 
   return taps;
 }
 
+// One output row. Compiled for AVX2+FMA too and picked at load time (ifunc): the wheel has no
+// -march=native, and the bilinear blend is the op's arithmetic.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("arch=haswell", "default")))
+#endif
+void gather_row(const Nhwc<const float>& src, const Nhwc<float>& dst, const Tap& y, const Tap* tx, bool bilinear,
+                std::int64_t n, std::int64_t oy) {
+  const std::int64_t c = dst.c;
+  for (std::int64_t ox = 0; ox < dst.w; ++ox) {
+    const Tap& x = tx[ox];
+    float* o = dst.pixel(n, oy, ox);
+    if (!y.valid || !x.valid) {
+      std::memset(o, 0, static_cast<std::size_t>(c) * sizeof(float));
+    } else if (!bilinear) {
+      std::memcpy(o, src.pixel(n, y.i0, x.i0), static_cast<std::size_t>(c) * sizeof(float));
+    } else {
+      const float* s00 = src.pixel(n, y.i0, x.i0);
+      const float* s01 = src.pixel(n, y.i0, x.i1);
+      const float* s10 = src.pixel(n, y.i1, x.i0);
+      const float* s11 = src.pixel(n, y.i1, x.i1);
+      // PyTorch's order: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d).
+#pragma omp simd
+      for (std::int64_t k = 0; k < c; ++k)
+        o[k] = y.w0 * (x.w0 * s00[k] + x.w1 * s01[k]) + y.w1 * (x.w0 * s10[k] + x.w1 * s11[k]);
+    }
+  }
+}
+
 }  // namespace
 
 void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mode, std::int64_t resampled_h,
@@ -68,34 +97,12 @@ void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mod
   UF_CHECK(resampled_h < (1 << 24) && resampled_w < (1 << 24), "resampled size too large");
   const std::vector<Tap> ty = make_taps(dst.h, off_y, src.h, resampled_h, m, align_corners);
   const std::vector<Tap> tx = make_taps(dst.w, off_x, src.w, resampled_w, m, align_corners);
-  const std::int64_t rows = dst.n * dst.h, c = dst.c;
+  const std::int64_t rows = dst.n * dst.h;
   const bool bilinear = m == ResampleMode::kBilinear;
   py::gil_scoped_release release;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const std::int64_t n = r / dst.h, oy = r % dst.h;
-    const Tap& y = ty[static_cast<std::size_t>(oy)];
-    for (std::int64_t ox = 0; ox < dst.w; ++ox) {
-      const Tap& x = tx[static_cast<std::size_t>(ox)];
-      float* o = dst.pixel(n, oy, ox);
-      if (!y.valid || !x.valid) {
-        for (std::int64_t k = 0; k < c; ++k) o[k] = 0.f;
-      } else if (!bilinear) {
-        const float* s = src.pixel(n, y.i0, x.i0);
-#pragma omp simd
-        for (std::int64_t k = 0; k < c; ++k) o[k] = s[k];
-      } else {
-        const float* s00 = src.pixel(n, y.i0, x.i0);
-        const float* s01 = src.pixel(n, y.i0, x.i1);
-        const float* s10 = src.pixel(n, y.i1, x.i0);
-        const float* s11 = src.pixel(n, y.i1, x.i1);
-        // PyTorch's order: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d).
-#pragma omp simd
-        for (std::int64_t k = 0; k < c; ++k)
-          o[k] = y.w0 * (x.w0 * s00[k] + x.w1 * s01[k]) + y.w1 * (x.w0 * s10[k] + x.w1 * s11[k]);
-      }
-    }
-  }
+  for (std::int64_t r = 0; r < rows; ++r)
+    gather_row(src, dst, ty[static_cast<std::size_t>(r % dst.h)], tx.data(), bilinear, r / dst.h, r % dst.h);
 }
 
 void register_upsample_concat(py::module_& m) {
