@@ -8,6 +8,7 @@ only, and the report says so.
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 from types import ModuleType
@@ -18,6 +19,8 @@ from torch import Tensor
 
 from unet_fast.backends.base import KERNEL_FUNCTIONS
 from unet_fast.graph.ir import Concat, Conv, ConvTranspose2x2, Fallback, Head, Plan, Pool, Slice, Step
+from unet_fast.graph.lower import NodeFn
+from unet_fast.graph.opgraph import AtenCall, Node
 from unet_fast.graph.planner import BufferPlan
 from unet_fast.kernels import spec
 from unet_fast.kernels.spec import InputView
@@ -60,6 +63,10 @@ class Executor:
             p.weight = km.pack_conv_transpose_weight(step.weight.to(dev), self.dtype)
         elif isinstance(step, Head):
             p.weight = km.pack_head_weight(step.weight.to(dev), self.dtype)
+        elif isinstance(step, Fallback):
+            p.weight = _fn_on_device(
+                step.fn, dev
+            )  # constants moved once, not per call (and not in a CUDA graph)
         b = getattr(step, "bias", None)
         p.bias = None if b is None else b.to(device=dev, dtype=torch.float32)
         return p
@@ -154,7 +161,7 @@ class Executor:
         elif isinstance(s, Head):
             km.head(_input_view(bufs, s.input), p.weight, p.bias, s.op, out=_view(bufs, s.out))
         elif isinstance(s, Fallback):
-            _run_fallback(s, bufs, raw)
+            _run_fallback(s, p.weight, bufs, raw)
         else:
             raise AssertionError(f"unknown step {s.kind}")
 
@@ -172,7 +179,29 @@ def _input_view(bufs: dict[str, Tensor], s: Slice) -> InputView:
     return InputView(_view(bufs, s), s.resample, s.offset, s.size)
 
 
-def _run_fallback(s: Fallback, bufs: dict[str, Tensor], raw: dict[str, Any]) -> None:
+def _fn_on_device(fn: Any, device: torch.device) -> Any:
+    """A copy of a fallback callable whose constant tensors (weights, BN statistics) live on `device`."""
+    if isinstance(fn, torch.nn.Module):
+        return copy.deepcopy(fn).to(device)
+
+    def move(v: Any) -> Any:
+        if isinstance(v, Tensor):
+            return v.to(device)
+        if isinstance(v, (list, tuple)):
+            return type(v)(move(e) for e in v)
+        if isinstance(v, dict):
+            return {k: move(e) for k, e in v.items()}
+        return v
+
+    if isinstance(fn, AtenCall):
+        return AtenCall(fn.target, move(fn.args), move(fn.kwargs))
+    if isinstance(fn, NodeFn):
+        n = fn.node
+        return NodeFn(Node(n.op, n.inputs, move(n.attrs), n.shape, n.name, n.fused))
+    return fn
+
+
+def _run_fallback(s: Fallback, fn: Any, bufs: dict[str, Tensor], raw: dict[str, Any]) -> None:
     args = []
     for i in s.inputs:
         if isinstance(i, str):
@@ -180,7 +209,7 @@ def _run_fallback(s: Fallback, bufs: dict[str, Tensor], raw: dict[str, Any]) -> 
         else:
             # fp32 NCHW: PyTorch's own op, at least as precise as the engine dtype
             args.append(spec.to_nchw(spec.read_view(_input_view(bufs, i), torch.float32)))
-    result = s.fn(*args)
+    result = fn(*args)
     results = [result] if len(s.outputs) == 1 else list(result)
     for o, r in zip(s.outputs, results, strict=True):
         if isinstance(o, str):
