@@ -133,7 +133,7 @@ PYBIND11_MODULE(_cuda, m) {
         return std::string(unet_fast::launch_conv2d(dtype, p, stream));
       },
       "Fused conv over 1-4 views; geometry = (n, hi, wi, cin, cin_pad, cout, kh, kw, sy, sx, py, px, dy, dx, "
-      "ho, wo). Returns the kernel variant that ran.");
+      "ho, wo, taps_packed). Returns the kernel variant that ran.");
   m.def(
       "conv_transpose2x2",
       [](int dtype, const ViewTuple& x, std::uintptr_t weight, std::uintptr_t bias, const PtrStrides& out,

@@ -41,12 +41,15 @@ def current_stream() -> int:
 
 @dataclass(frozen=True)
 class PackedConvWeight:
-    """Conv weight as the kernels read it: [Cout, kH * kW * cin_pad] in the storage dtype, each tap's input
-    channels zero-padded to cin_pad (a multiple of BLOCK_K[dtype]). `shape` is the logical OIHW shape."""
+    """Conv weight as the kernels read it: [Cout, k_row] in the storage dtype. Reduction index
+    k = tap * cin_pad + c with each tap's channels zero-padded to cin_pad (a multiple of BLOCK_K[dtype]),
+    or, with `taps_packed` (cin < BLOCK_K: a first layer), k = tap * cin + c padded once at the end, so a
+    3-channel conv does not multiply mostly zeros. `shape` is the logical OIHW shape."""
 
     data: Tensor
     shape: tuple[int, int, int, int]
     cin_pad: int
+    taps_packed: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -88,13 +91,19 @@ def _pad_channels(w: Tensor, dtype: torch.dtype) -> tuple[Tensor, int]:
 
 
 def pack_conv_weight(weight: Tensor, dtype: torch.dtype) -> PackedConvWeight:
-    """OIHW (fp32) -> [Cout, kH * kW * cin_pad] in `dtype`."""
+    """OIHW (fp32) -> [Cout, k_row] in `dtype` (PackedConvWeight says which reduction layout)."""
     _check_pack_dtype(dtype)
     if weight.dim() != 4:
         raise ValueError(f"conv weight must be OIHW [Cout, Cin, kH, kW], got shape {tuple(weight.shape)}")
+    cout, cin, kh, kw = weight.shape
     w = weight.detach().float().permute(0, 2, 3, 1)  # [Cout, kH, kW, Cin]
+    bk = BLOCK_K[dtype]
+    if cin < bk and kh * kw > 1:
+        flat = w.reshape(cout, kh * kw * cin)
+        data = F.pad(flat, (0, -(-flat.shape[1] // bk) * bk - flat.shape[1]))
+        return PackedConvWeight(data.to(dtype).contiguous(), tuple(weight.shape), cin, taps_packed=True)  # type: ignore[arg-type]
     w, cin_pad = _pad_channels(w, dtype)
-    data = w.reshape(weight.shape[0], -1).to(dtype).contiguous()
+    data = w.reshape(cout, -1).to(dtype).contiguous()
     return PackedConvWeight(data, tuple(weight.shape), cin_pad)  # type: ignore[arg-type]
 
 
@@ -158,7 +167,11 @@ def _check_packed(packed: PackedConvWeight | PackedConvTransposeWeight, dtype: t
             f"the weight was packed for {packed.dtype}, the inputs are {dtype}: pack it for {dtype}"
         )
     # The kernels read weight k-tiles as 16-byte vectors (cp.async / float4).
-    if not packed.data.is_contiguous() or packed.data.data_ptr() % 16 or packed.cin_pad % BLOCK_K[dtype]:
+    if (
+        not packed.data.is_contiguous()
+        or packed.data.data_ptr() % 16
+        or packed.data.shape[1] % BLOCK_K[dtype]
+    ):
         raise ValueError("the packed weight must be contiguous, 16-byte aligned and padded to BLOCK_K: "
                          "use the pack_* functions of this module")  # fmt: skip
 
@@ -211,7 +224,7 @@ def conv2d_args(inputs: Sequence[Tensor | InputView], packed_weight: PackedConvW
             f"the CUDA conv reads at most {MAX_VIEWS} inputs (a virtual concat), got {len(g.views)}"
         )
     geom = [g.batch, *g.in_size, g.in_channels, packed_weight.cin_pad, g.out_channels, *g.kernel, *g.stride,
-            *g.padding, *g.dilation, *g.out_size]  # fmt: skip
+            *g.padding, *g.dilation, *g.out_size, int(packed_weight.taps_packed)]  # fmt: skip
     args = [code, [_view_tuple(v) for v in g.views], packed_weight.data.data_ptr(), _bias_ptr(bias),
             _ptr_strides(g.residual), _ptr_strides(g.out), _ptr_strides(g.pool_out), geom, g.act_index,
             float(negative_slope)]  # fmt: skip

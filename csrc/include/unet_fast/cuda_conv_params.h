@@ -58,11 +58,22 @@ inline void check_float_dtype(int dtype) { UF_CHECK(dtype >= 0 && dtype <= 2, "u
 // The k-tile of each dtype's kernel: the packed weight pads every tap's channels to a multiple of it.
 inline int conv_block_k(int dtype) { return dtype == 0 ? 16 : 32; }
 
-inline void set_common(ConvParams* p, int dtype, std::uintptr_t weight, std::uintptr_t bias, const PtrStrides& out,
-                       int act, float slope) {
+// The packed weight's reduction layout (cuda_conv_tiles.h): per-tap padding, or taps packed.
+inline void set_k_layout(ConvParams* p, int dtype, int taps_packed) {
   const int bk = conv_block_k(dtype);
-  UF_CHECK(p->cin_pad >= p->cin && p->cin_pad % bk == 0,
-           "cin_pad " << p->cin_pad << " must be a multiple of " << bk << " and >= cin " << p->cin);
+  p->taps_packed = taps_packed != 0;
+  if (p->taps_packed) {
+    UF_CHECK(p->cin_pad == p->cin, "cin_pad " << p->cin_pad << " must equal cin " << p->cin << " with taps packed");
+    p->k_row = (p->kh * p->kw * p->cin + bk - 1) / bk * bk;
+  } else {
+    UF_CHECK(p->cin_pad >= p->cin && p->cin_pad % bk == 0,
+             "cin_pad " << p->cin_pad << " must be a multiple of " << bk << " and >= cin " << p->cin);
+    p->k_row = p->kh * p->kw * p->cin_pad;
+  }
+}
+
+inline void set_common(ConvParams* p, std::uintptr_t weight, std::uintptr_t bias, const PtrStrides& out, int act,
+                       float slope) {
   const void* out_ptr;
   unpack_ptr_strides(out, "out", &out_ptr, &p->out_sn, &p->out_sh, &p->out_sw);
   UF_CHECK_PTR(out_ptr);
@@ -74,14 +85,14 @@ inline void set_common(ConvParams* p, int dtype, std::uintptr_t weight, std::uin
   p->ep = Epilogue{static_cast<Act>(act), slope};
 }
 
-// geom = (n, hi, wi, cin, cin_pad, cout, kh, kw, sy, sx, py, px, dy, dx, ho, wo).
+// geom = (n, hi, wi, cin, cin_pad, cout, kh, kw, sy, sx, py, px, dy, dx, ho, wo, taps_packed).
 inline ConvParams make_conv_params(int dtype, const std::vector<ViewInts>& views, std::uintptr_t weight,
                                    std::uintptr_t bias, const PtrStrides& residual, const PtrStrides& out,
                                    const PtrStrides& pool, const std::vector<int>& geom, int act, float slope) {
   check_float_dtype(dtype);
   UF_CHECK(!views.empty() && views.size() <= static_cast<size_t>(kMaxViews),
            "1 to " << kMaxViews << " views, got " << views.size());
-  UF_CHECK(geom.size() == 16, "geometry is 16 integers, got " << geom.size());
+  UF_CHECK(geom.size() == 17, "geometry is 17 integers, got " << geom.size());
   ConvParams p{};
   p.num_views = static_cast<int>(views.size());
   p.batch = geom[0], p.hi = geom[1], p.wi = geom[2], p.cin = geom[3], p.cin_pad = geom[4];
@@ -104,7 +115,8 @@ inline ConvParams make_conv_params(int dtype, const std::vector<ViewInts>& views
   UF_CHECK(p.ho == (p.hi + 2 * p.pad_y - p.dil_y * (p.kh - 1) - 1) / p.stride_y + 1 &&
                p.wo == (p.wi + 2 * p.pad_x - p.dil_x * (p.kw - 1) - 1) / p.stride_x + 1 && p.ho > 0 && p.wo > 0,
            "output size " << p.ho << "x" << p.wo << " does not match the conv geometry");
-  set_common(&p, dtype, weight, bias, out, act, slope);
+  set_k_layout(&p, dtype, geom[16]);
+  set_common(&p, weight, bias, out, act, slope);
   unpack_ptr_strides(residual, "residual", &p.residual, &p.res_sn, &p.res_sh, &p.res_sw);
   const void* pool_ptr;
   unpack_ptr_strides(pool, "pool_out", &pool_ptr, &p.pool_sn, &p.pool_sh, &p.pool_sw);
@@ -131,7 +143,8 @@ inline ConvParams make_conv_transpose_params(int dtype, const ViewInts& x, std::
   UF_CHECK(p.batch > 0 && p.batch <= 65535 && p.out_channels > 0, "empty geometry or batch over 65535");
   p.c_end[0] = p.cin;
   p.kh = p.kw = p.stride_y = p.stride_x = p.dil_y = p.dil_x = 1;
-  set_common(&p, dtype, weight, bias, out, act, slope);
+  set_k_layout(&p, dtype, 0);
+  set_common(&p, weight, bias, out, act, slope);
   return p;
 }
 

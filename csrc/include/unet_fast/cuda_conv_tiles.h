@@ -7,7 +7,9 @@
 // quads: the pool output is computed in the same epilogue); columns = output channels (for the transposed
 // conv: 4 x out channels, one block of columns per 2x2 output position); reduction = kH * kW taps x the
 // virtual concat's channels, each tap's channels padded to cin_pad (a multiple of the k-tile BK) so a
-// k-tile never straddles two taps and its pixel coordinates are computed once per row.
+// k-tile never straddles two taps and its pixel coordinates are computed once per row. Convs with fewer
+// channels than BK (a U-Net's first layer: 1 or 3) use the "taps packed" layout instead, k = tap * cin + c
+// padded once at the end, so they do not multiply mostly zeros.
 #pragma once
 
 #include "unet_fast/cuda_view.h"
@@ -22,7 +24,7 @@ struct ConvParams {
   ViewDesc views[kMaxViews];
   int num_views;
   int c_end[kMaxViews];  // channel end of each view in the virtual concat (prefix sums)
-  const void* weight;    // packed [gemm_n][kh * kw * cin_pad], storage dtype
+  const void* weight;    // packed [gemm_n][k_row], storage dtype
   const float* bias;     // [out_channels] or nullptr
   const void* residual;  // [batch, ho, wo, out_channels] or nullptr (conv only)
   long long res_sn, res_sh, res_sw;
@@ -31,7 +33,9 @@ struct ConvParams {
   void* pool;  // [batch, ho / 2, wo / 2, out_channels] or nullptr (conv only)
   long long pool_sn, pool_sh, pool_sw;
   int batch, hi, wi;  // hi, wi: the size every view reads as
-  int cin, cin_pad;
+  int cin, cin_pad;      // cin_pad == cin in the taps-packed layout
+  int taps_packed;       // 1: k = tap * cin + c over all taps (k_row = that, rounded up to BK)
+  int k_row;             // packed weight row length: kh * kw * cin_pad, or round_up(kh * kw * cin, BK)
   int gemm_n;        // out_channels (conv) or 4 * out_channels (transposed conv)
   int out_channels;
   int kh, kw, stride_y, stride_x, pad_y, pad_x, dil_y, dil_x;
@@ -65,7 +69,7 @@ UF_HD bool tile_pixel(const ConvParams& p, const ConvTile& t, int m, int* oy, in
 
 template <int BK>
 UF_HD int conv_k_tiles(const ConvParams& p) {
-  return p.kh * p.kw * (p.cin_pad / BK);
+  return p.k_row / BK;
 }
 
 // k-tile kt covers channels [c0, c0 + BK) of filter tap `tap`.
@@ -90,8 +94,37 @@ UF_HD bool tap_input_pixel(const ConvParams& p, const ConvTile& t, int m, int ta
 
 // A(m, k) for `count` consecutive k = k0 .. k0 + count - 1 of k-tile kt, passed to sink(i, value) in fp32:
 // the generic im2col loader (any view, any alignment). Each view's taps are computed once per run.
+// Taps-packed layout: every k of the run has its own tap, so the pixel and view are found per element
+// (cheap next to the padding it saves: only used when cin < BK).
+template <typename T, int TW, int BK, typename Sink>
+UF_HD void load_a_run_packed(const ConvParams& p, const ConvTile& t, int m, int kt, int k0, int count,
+                             Sink&& sink) {
+  const int k_end = p.kh * p.kw * p.cin;
+  for (int i = 0; i < count; ++i) {
+    const int k = kt * BK + k0 + i;
+    float value = 0.f;
+    int iy, ix;
+    const int tap = k / p.cin;
+    const int c = k - tap * p.cin;
+    if (k < k_end && tap_input_pixel<TW>(p, t, m, tap, &iy, &ix)) {
+      int cb = 0;
+UF_UNROLL
+      for (int v = 0; v < kMaxViews; ++v) {
+        if (v < p.num_views && c >= cb && c < p.c_end[v])
+          value = sample_channel<T>(p.views[v], view_sample(p.views[v], t.n, iy, ix), c - cb);
+        if (v < p.num_views) cb = p.c_end[v];
+      }
+    }
+    sink(i, value);
+  }
+}
+
 template <typename T, int TW, int BK, typename Sink>
 UF_HD void load_a_run(const ConvParams& p, const ConvTile& t, int m, int kt, int k0, int count, Sink&& sink) {
+  if (p.taps_packed) {
+    load_a_run_packed<T, TW, BK>(p, t, m, kt, k0, count, sink);
+    return;
+  }
   int tap, c0, iy, ix;
   k_tile_origin<BK>(p, kt, &tap, &c0);
   const int c = c0 + k0;
@@ -114,7 +147,7 @@ UF_UNROLL
 // base 16-byte aligned, its strides and channel count multiples of 8 (so an 8-channel chunk never
 // straddles two views and never leaves its pixel).
 UF_HD bool conv_async_a_ok(const ConvParams& p, int elem_bytes) {
-  if (16 % elem_bytes != 0) return false;
+  if (16 % elem_bytes != 0 || p.taps_packed) return false;
   const int vec = 16 / elem_bytes;
   for (int v = 0; v < p.num_views; ++v) {
     const ViewDesc& d = p.views[v];
@@ -148,11 +181,11 @@ UF_UNROLL
   return nullptr;
 }
 
-// Element offset of B(k0, col) of k-tile kt in the packed weight ([gemm_n][kh * kw * cin_pad]); the k-tile's
+// Element offset of B(k0, col) of k-tile kt in the packed weight ([gemm_n][k_row]); the k-tile's
 // reduction indices are contiguous there, so B chunks are aligned vector loads.
 template <int BK>
 UF_HD long long b_offset(const ConvParams& p, int col, int kt, int k0) {
-  return static_cast<long long>(col) * (p.kh * p.kw * p.cin_pad) + static_cast<long long>(kt) * BK + k0;
+  return static_cast<long long>(col) * p.k_row + static_cast<long long>(kt) * BK + k0;
 }
 
 // Epilogue of GEMM element (row m, column col = absolute GEMM column): y = act(acc + bias + residual),

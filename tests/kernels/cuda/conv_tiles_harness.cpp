@@ -97,7 +97,7 @@ std::vector<long long> ints(const long long* p, int n) { return std::vector<long
 extern "C" {
 
 // variant: 0 = SIMT fp32 kernel, 1 = MMA kernel with the generic A loader, 2 = MMA kernel with async A chunks.
-// views: 13 integers per view; residual/out/pool: (ptr, sn, sh, sw); geom: 16 integers (see the module).
+// views: 13 integers per view; residual/out/pool: (ptr, sn, sh, sw); geom: 17 integers (see the module).
 // Returns 0, or 1 with a message in err.
 int uf_conv_host(int variant, int num_views, const long long* views, unsigned long long weight,
                  unsigned long long bias, const long long* residual, const long long* out, const long long* pool,
@@ -107,7 +107,7 @@ int uf_conv_host(int variant, int num_views, const long long* views, unsigned lo
     for (int i = 0; i < num_views; ++i) vs.push_back(ints(views + 13 * i, 13));
     const int dtype = variant == kSimt ? 0 : 1;  // only selects the k-tile the packed weight was padded for
     const ConvParams p = make_conv_params(dtype, vs, weight, bias, ints(residual, 4), ints(out, 4), ints(pool, 4),
-                                          std::vector<int>(geom, geom + 16), act, slope);
+                                          std::vector<int>(geom, geom + 17), act, slope);
     if (variant == kMmaAsync && !conv_async_a_ok(p, 2)) throw std::invalid_argument("views not eligible for async A");
     if (variant == kSimt)
       run_blocks<false, kSimtBK>(p, kSimt);

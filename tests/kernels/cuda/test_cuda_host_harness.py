@@ -73,7 +73,7 @@ def _check(rc: int, err) -> None:
 def _packed_fp32(w: torch.Tensor, variant: int) -> cuda.PackedConvWeight:
     """The variant's packing (k-tile padding), with fp32 storage: the harness computes in fp32."""
     p = cuda.pack_conv_weight(w, VARIANT_DTYPE[variant])
-    return cuda.PackedConvWeight(p.data.float().contiguous(), p.shape, p.cin_pad)
+    return cuda.PackedConvWeight(p.data.float().contiguous(), p.shape, p.cin_pad, p.taps_packed)
 
 
 def run_conv(dll, variant: int, case: ConvCase, aligned: bool = False):

@@ -199,6 +199,20 @@ def test_pack_conv_weight_layout(dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
+def test_pack_conv_weight_taps_packed_for_few_channels(dtype: torch.dtype) -> None:
+    w = torch.randn(7, 3, 3, 3)
+    p = cuda.pack_conv_weight(w, dtype)
+    assert (
+        p.taps_packed
+        and p.cin_pad == 3
+        and p.data.shape[1] == cuda.BLOCK_K[dtype] * -(-27 // cuda.BLOCK_K[dtype])
+    )
+    torch.testing.assert_close(p.data.float()[:, :27], round_to(w, dtype).permute(0, 2, 3, 1).reshape(7, 27))
+    assert (p.data[:, 27:] == 0).all()
+    assert not cuda.pack_conv_weight(torch.randn(7, 3, 1, 1), dtype).taps_packed  # one tap: nothing to pack
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_ids)
 def test_pack_conv_transpose_weight_layout(dtype: torch.dtype) -> None:
     w = torch.randn(5, 6, 2, 2)
     p = cuda.pack_conv_transpose_weight(w, dtype)
@@ -279,13 +293,15 @@ def test_module_rechecks_what_could_write_out_of_bounds() -> None:
         return ext.conv2d(a["code"], a["views"], a["wptr"], a["bptr"], a["res"], a["outp"], a["pool"], a["geom"],
                           a["act"], slope, 0)  # fmt: skip
 
-    bad_out_size = [*geom[:14], geom[14] + 1, geom[15]]
+    bad_out_size = [*geom[:14], geom[14] + 1, *geom[15:]]
     with pytest.raises(ValueError, match="does not match the conv geometry"):
         call(geom=bad_out_size)
     with pytest.raises(ValueError, match="channels"):
         call(geom=[*geom[:3], 5, *geom[4:]])
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ValueError, match="cin_pad"):
         call(geom=[*geom[:4], 20, *geom[5:]])
+    with pytest.raises(ValueError, match="17 integers"):
+        call(geom=geom[:16])
     with pytest.raises(ValueError, match="1 to 4 views"):
         call(views=views * 5)
     with pytest.raises(ValueError, match="null pointer"):

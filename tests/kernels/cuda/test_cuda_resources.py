@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import resource_table as rt
 
-from unet_fast import _ext
-
 ROOT = rt.ROOT
 
 
 def _built_rows() -> list[rt.KernelUsage]:
-    if not _ext.build_info().get("cuda", {}).get("built"):
-        pytest.skip("the CUDA module was not built here (no nvcc): no ptxas resource usage to check")
+    """Rows of the usage file setup.py writes whenever it compiles the .cu files (absent without nvcc)."""
+    if not rt.USAGE_FILE.exists() or not rt.USAGE_FILE.read_text().strip():
+        pytest.skip(f"no {rt.USAGE_FILE.name}: the CUDA module was not built here (no nvcc)")
     rows = rt.parse(rt.USAGE_FILE.read_text())
     assert rows, f"no ptxas resource usage parsed from {rt.USAGE_FILE}"
     return rows
@@ -47,7 +46,8 @@ ptxas info    : Used 32 registers, used 0 barriers
 
 def test_every_kernel_within_limits_on_every_arch() -> None:
     rows = _built_rows()
-    archs = {f"sm_{a}" for a in _ext.build_info()["cuda"]["archs"]}
+    archs = {r.arch for r in rows}
+    assert len(archs) >= 2, f"expected sm_80 and sm_90 (UNET_FAST_CUDA_ARCHS), got {archs}"
     bad = [r for r in rows if r.spill_stores or r.spill_loads or r.stack or r.registers > rt.MAX_REGISTERS
            or r.smem > rt.STATIC_SMEM_LIMIT]  # fmt: skip
     assert not bad, "kernels over their limits:\n" + "\n".join(map(str, bad))
