@@ -75,6 +75,11 @@ def render(rows: list[KernelUsage]) -> str:
         "`tests/kernels/cuda/test_cuda_resources.py` checks it lists the kernels of the current build, with",
         f"zero spills, no stack frame, at most {MAX_REGISTERS} registers and at most 48 KiB of static shared memory.",
         "",
+        "Conv kernels (`cuda_conv_kernel.h`): 64-pixel (8 x 8) x 64-channel tiles, two shared-memory stages.",
+        "`conv_simt_kernel<scatter>`: fp32, 256 threads, FFMA. `conv_mma_kernel<T, asyncA, scatter>`: fp16/bf16,",
+        "128 threads, `mma.sync.m16n8k16` (HMMA), weights by cp.async, A by cp.async when `asyncA` (plain,",
+        "16-byte aligned views). `scatter` = the transposed conv's 2x2 epilogue (`conv_transpose2x2.cu`).",
+        "",
         "| source | kernel | arch | registers | smem (bytes) | stack | spill st/ld |",
         "| --- | --- | --- | ---: | ---: | ---: | --- |",
     ]
