@@ -81,6 +81,7 @@ FAMILIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_unet_end_to_end_budget(family: str) -> None:
     kwargs, shape = FAMILIES[family]
