@@ -110,11 +110,11 @@ def test_list(capsys) -> None:
 
 
 def test_console_script_splits_progress_from_table(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "unet_fast.cli", *QUICK, "--contenders", "eager", "--no-write"],
+    proc = subprocess.run([sys.executable, "-m", "unet_fast.cli", *QUICK, "--backends", "none", "--no-write"],
                           capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "round 1/1" in proc.stderr and "round 1/1" not in proc.stdout
-    assert "median ms" in proc.stdout
+    assert "median ms" in proc.stdout and "compile not run: --quick" in proc.stdout
     assert not list(tmp_path.iterdir())  # --no-write wrote nothing
 
 

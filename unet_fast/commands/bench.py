@@ -183,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     print(res.format_text_table(doc["rows"]) if doc["rows"] else "(no contender ran)")
     for line in res.format_unavailable(results):
         print(line)
+    if args.quick and names is not None and "compile" not in names and args.contenders is None:
+        print("compile not run: --quick leaves torch.compile out (name it with --contenders to include it)")
     for name, why in extra["workloads_unavailable"].items():
         print(f"workload {name} skipped: {why}")
     if any("not installed" in line for line in res.format_unavailable(results)):
