@@ -16,6 +16,8 @@ Design (docs/architecture.md, "The CPU backend"):
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -80,6 +82,21 @@ def _vector(t: Tensor | None, name: str, length: int) -> Tensor | None:
     if tuple(t.shape) != (length,):
         raise ValueError(f"{name} must have shape ({length},), got {tuple(t.shape)}")
     return t.contiguous()
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(role: str, shape: tuple[int, ...]) -> Tensor:
+    """A reusable fp32 scratch of `shape` for `role` (one per thread, grown as needed, used only within
+    one launcher call). A fresh multi-MB allocation is returned to the OS when freed and page-faulted in
+    again on the next call, which costs about as much as the pass that fills it."""
+    numel = math.prod(shape)
+    buf = getattr(_SCRATCH, role, None)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=torch.float32)
+        setattr(_SCRATCH, role, buf)
+    return buf[:numel].view(shape)
 
 
 def _ptr(t: Tensor | None) -> int:
@@ -161,8 +178,7 @@ def _dense_input(views: Sequence[InputView]) -> Tensor:
         return views[0].tensor
     n = views[0].tensor.shape[0]
     h, w = views[0].out_size
-    scratch = torch.empty((n, h, w, sum(v.channels for v in views)), dtype=torch.float32)
-    return _gather(views, scratch)
+    return _gather(views, _scratch("gather", (n, h, w, sum(v.channels for v in views))))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -241,7 +257,9 @@ def conv_transpose2x2(x: Tensor, packed: Tensor, bias: Tensor | None = None, *, 
     _check_cpu({"x": x, "out": out})
     bias = _vector(bias, "bias", cout)
     n, h, w, _ = x.shape
-    gemm = torch.mm(x.reshape(n * h * w, cin), packed).view(n, h, w, 4 * cout)
+    gemm = _scratch("gemm", (n * h * w, 4 * cout))
+    torch.mm(x.reshape(n * h * w, cin), packed, out=gemm)
+    gemm = gemm.view(n, h, w, 4 * cout)
     require_cpu().conv_transpose2x2_epilogue_f32(_desc(gemm), _ptr(bias), _desc(out), ACTIVATIONS.index(act),
                                                  float(negative_slope), num_threads())  # fmt: skip
     return out
@@ -268,8 +286,9 @@ def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: 
     _check_cpu({"x": view.tensor})
     _check_cpu({"out": out}, float_only=op != "argmax")
     bias = _vector(bias, "bias", packed.shape[0])
-    xs = view.tensor if _is_plain(view) else _gather([view], torch.empty(
-        (view.tensor.shape[0], *view.out_size, view.channels), dtype=torch.float32))  # fmt: skip
+    xs = view.tensor
+    if not _is_plain(view):
+        xs = _gather([view], _scratch("gather", (xs.shape[0], *view.out_size, view.channels)))
     index_kind = _INDEX_KINDS.index(out.dtype) if op == "argmax" else 0
     w = packed.contiguous()  # held in a name: the pointer must outlive the call
     require_cpu().head_f32(_desc(xs), w.data_ptr(), _ptr(bias), w.shape[0],
