@@ -9,6 +9,7 @@ only, and the report says so.
 from __future__ import annotations
 
 import copy
+import inspect
 import threading
 from dataclasses import dataclass
 from types import ModuleType
@@ -37,9 +38,10 @@ class _Prepared:
 
 class Executor:
     def __init__(self, plan: Plan, buffers: BufferPlan, kernels: ModuleType, backend_name: str,
-                 device: torch.device, dtype: torch.dtype) -> None:  # fmt: skip
+                 device: torch.device, dtype: torch.dtype, *, exact: bool = False) -> None:  # fmt: skip
         self.plan, self.buffers, self.kernels = plan, buffers, kernels
         self.backend_name, self.device, self.dtype = backend_name, device, dtype
+        self.exact = exact  # passed to pack_conv_weight where a backend has approximate algorithms
         self.poison = False  # tests: fill buffers with NaN before each run so an unwritten element shows
         self._local = threading.local()
         self.prepared = [self._prepare(s) for s in plan.steps]
@@ -58,7 +60,12 @@ class Executor:
         p = _Prepared(step, km, note=note)
         dev = self.device
         if isinstance(step, Conv):
-            p.weight = km.pack_conv_weight(step.weight.to(dev), self.dtype)
+            kw = (
+                {"exact": True}
+                if self.exact and "exact" in inspect.signature(km.pack_conv_weight).parameters
+                else {}
+            )
+            p.weight = km.pack_conv_weight(step.weight.to(dev), self.dtype, **kw)
         elif isinstance(step, ConvTranspose2x2):
             p.weight = km.pack_conv_transpose_weight(step.weight.to(dev), self.dtype)
         elif isinstance(step, Head):
@@ -73,6 +80,10 @@ class Executor:
 
     def step_notes(self) -> list[str]:
         return [p.note for p in self.prepared]
+
+    def step_algorithms(self) -> list[str]:
+        """A packed weight that names its algorithm (the cpu backend's Winograd) shows it in the report."""
+        return [getattr(p.weight, "algorithm", "") for p in self.prepared]
 
     # -- run time --------------------------------------------------------------------------------------
     def _arena(self, batch: int) -> Tensor:

@@ -5,7 +5,9 @@ checking happens here (kernels/checks.py, plus this backend's own constraints: C
 C++ side re-checks only what could read or write out of bounds. Threads follow torch.get_num_threads().
 
 Design (docs/architecture.md, "The CPU backend"):
-- conv2d: the views (virtual concat, resample-on-read, crop / pad window) are gathered by the C++
+- conv2d: 3x3 stride-1 convs with >= 16 input channels run the Winograd F(4x4, 3x3) kernel
+  (kernels/cpu_winograd.py: 4x fewer multiplies, views and epilogue fused; pack with exact=True to refuse
+  it). Other convs: the views (virtual concat, resample-on-read, crop / pad window) are gathered by the C++
   `gather_view` into one contiguous NHWC scratch (skipped when the input already is one), the convolution
   runs in PyTorch (oneDNN on a channels_last view of that NHWC memory, no bias), and one C++ epilogue pass
   writes act(acc + bias + residual) into the output slot and the 2x2 max-pool into pool_out.
@@ -19,13 +21,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from unet_fast._ext import require_cpu
-from unet_fast.kernels import checks
+from unet_fast.kernels import checks, cpu_winograd
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView
 
 # The C++ ops compute and store fp32 only; fp16/bf16 are rejected with a ValueError naming this tuple.
@@ -186,12 +189,33 @@ def _dense_input(views: Sequence[InputView]) -> Tensor:
 # ---------------------------------------------------------------------------------------------------
 
 
-def pack_conv_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
-    """OIHW fp32 -> the OIHW fp32 weight PyTorch's CPU convolution takes (contiguous, detached)."""
+@dataclass(frozen=True)
+class WinogradConvWeight:
+    """A 3x3 conv weight packed for both paths: Winograd, and OIHW for calls Winograd cannot take."""
+
+    oihw: Tensor
+    winograd: cpu_winograd.WinogradWeight
+    algorithm = "Winograd F(4x4,3x3)"  # named per step in FusedUNet.report()
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.oihw.shape
+
+
+def pack_conv_weight(
+    weight: Tensor, dtype: torch.dtype, *, exact: bool = False
+) -> Tensor | WinogradConvWeight:
+    """OIHW fp32 -> the OIHW fp32 weight PyTorch's CPU convolution takes (contiguous, detached); a 3x3 weight
+    with enough input channels to profit is also Winograd-transformed, unless `exact` (direct conv only)."""
     _check_dtype(dtype)
     if weight.dim() != 4:
         raise ValueError(f"conv weight must be OIHW [Cout, Cin, kH, kW], got shape {tuple(weight.shape)}")
-    return weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    oihw = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    if exact or tuple(oihw.shape[2:]) != (3, 3) or oihw.shape[1] < cpu_winograd.MIN_PROFITABLE_CIN:
+        return oihw
+    if not cpu_winograd.available_isas():
+        return oihw
+    return WinogradConvWeight(oihw, cpu_winograd.pack_winograd_weight(oihw))
 
 
 def _check_packed(packed: Tensor, name: str, dim: int) -> None:
@@ -205,7 +229,16 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Te
            dilation: int | Sequence[int] = 1, act: str = "none", negative_slope: float = 0.01,
            residual: Tensor | None = None, out: Tensor | None = None,
            pool_out: Tensor | None = None) -> Tensor:  # fmt: skip
-    """spec.conv2d on CPU: gather (if needed) -> PyTorch conv into a scratch -> one fused C++ epilogue."""
+    """spec.conv2d on CPU: Winograd where the weight was packed for it and the call fits (stride 1, padding
+    0/1); otherwise gather (if needed) -> PyTorch conv into a scratch -> one fused C++ epilogue."""
+    if isinstance(packed_weight, WinogradConvWeight):
+        kw = dict(
+            stride=stride, padding=padding, dilation=dilation, residual=residual, out=out, pool_out=pool_out
+        )
+        if cpu_winograd.is_supported(inputs, packed_weight.winograd, **kw):
+            return cpu_winograd.conv3x3_winograd(inputs, packed_weight.winograd, bias, act=act,
+                                                 negative_slope=negative_slope, **kw)  # fmt: skip
+        packed_weight = packed_weight.oihw
     _check_packed(packed_weight, "packed_weight", 4)
     g = checks.check_conv2d(inputs, packed_weight, bias, stride=stride, padding=padding, dilation=dilation,
                             act=act, residual=residual, out=out, pool_out=pool_out,

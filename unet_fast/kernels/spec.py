@@ -219,7 +219,9 @@ def head(x: Tensor | InputView, weight: Tensor, bias: Tensor | None = None, op: 
 # ---------------------------------------------------------------------------------------------------
 # The backend interface. Every kernel module (this one for the `torch` executor, kernels/cpu.py,
 # kernels/cuda.py, kernels/triton/) exposes these names with these signatures; pack_* run once at
-# optimize time and return whatever that backend's launchers take (here: the weight, cast).
+# optimize time and return whatever that backend's launchers take (here: the weight, cast). A backend may
+# add keyword-only options with defaults: the executor passes `exact=True` to a pack_conv_weight that takes
+# it when optimize(exact=True) forbids approximate algorithms (the cpu backend's Winograd).
 # ---------------------------------------------------------------------------------------------------
 
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = FLOAT_DTYPES

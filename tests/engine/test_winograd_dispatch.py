@@ -1,0 +1,46 @@
+"""The cpu backend runs profitable 3x3 convs by Winograd, within issue 8's accuracy budget; exact=True
+refuses it; a call Winograd cannot take (stride 2) still runs, by direct convolution."""
+
+import torch
+
+import unet_fast
+from unet_fast.bench.workloads import randomize_bn
+from unet_fast.kernels import cpu, cpu_winograd, spec
+from unet_fast.parity import assert_parity
+
+
+def test_pack_chooses_winograd_only_where_profitable() -> None:
+    assert isinstance(cpu.pack_conv_weight(torch.randn(8, 16, 3, 3), torch.float32), cpu.WinogradConvWeight)
+    assert isinstance(cpu.pack_conv_weight(torch.randn(8, 15, 3, 3), torch.float32), torch.Tensor)  # Cin < 16
+    assert isinstance(cpu.pack_conv_weight(torch.randn(8, 32, 1, 1), torch.float32), torch.Tensor)
+    assert isinstance(cpu.pack_conv_weight(torch.randn(8, 16, 3, 3), torch.float32, exact=True), torch.Tensor)
+
+
+def test_winograd_weight_on_a_stride_2_call_runs_direct() -> None:
+    x, w, b = torch.randn(2, 17, 23, 16), torch.randn(5, 16, 3, 3), torch.randn(5)
+    packed = cpu.pack_conv_weight(w, torch.float32)
+    assert not cpu_winograd.is_supported([x], packed.winograd, stride=2, padding=1)
+    out = torch.full((2, 9, 12, 5), float("nan"))
+    cpu.conv2d([x], packed, b, stride=2, padding=1, act="relu", out=out)
+    torch.testing.assert_close(
+        out, spec.conv2d([x], w, b, stride=2, padding=1, act="relu"), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_engine_uses_winograd_and_exact_refuses_it() -> None:
+    torch.manual_seed(3)
+    model = randomize_bn(unet_fast.UNet(3, 3, 16, 3, head="softmax"))
+    for m in model.modules():  # lively weights, so deep maps are not near-constant
+        if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            torch.nn.init.kaiming_normal_(m.weight)
+    x = torch.randn(2, 3, 45, 61)
+    with torch.no_grad():
+        ref = model.double()(x.double()).float()
+        model.float()
+    fast = unet_fast.optimize(model, x, backend="cpu")
+    exact = unet_fast.optimize(model, x, backend="cpu", exact=True)
+    assert "convs by Winograd F(4x4,3x3)" in fast.report()
+    assert "Winograd" not in exact.report()
+    with torch.no_grad():
+        assert_parity(ref, fast(x), rel_l2=1e-4, min_agreement=0.999, what="cpu backend with Winograd")
+        assert_parity(ref, exact(x), rel_l2=1e-5, min_agreement=0.999, what="cpu backend, exact=True")
