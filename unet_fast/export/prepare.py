@@ -11,7 +11,6 @@ import itertools
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unet_fast.graph.bn_fold import fold_bn
@@ -122,42 +121,19 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, FoldReport]:
 
 
 class UNetExportForm(nn.Module):
-    """Our UNet's forward, written to trace into one graph that is right at *every* input size.
+    """Our UNet traced into one graph that is right at *every* input size.
 
     UNet.forward pads the upsampled path only `if` pooling floored an odd size (a Python branch that
-    torch.onnx's tracer bakes in at the example's size) and validates the size in Python. Here the pad is
-    always emitted with amounts computed from the traced shapes (zero where nothing was floored), and the
-    valid-padding crop is a shape-driven slice."""
+    torch.onnx's tracer bakes in at the example's size) and validates the size in Python. This form skips
+    the Python checks and runs `run_layers(trace_safe=True)`: the pad is always emitted with amounts
+    computed from the traced shapes, and the valid-padding crop is a shape-driven slice."""
 
     def __init__(self, unet: UNet) -> None:
         super().__init__()
-        self.encoders, self.ups, self.decoders, self.head = unet.encoders, unet.ups, unet.decoders, unet.head
-        self.padding = unet.config.padding
-        self.head_op = unet.config.head
+        self.unet = unet
 
     def forward(self, x: Tensor) -> Tensor:
-        skips = []
-        for i, enc in enumerate(self.encoders):
-            if i > 0:
-                x = F.max_pool2d(x, 2)
-            x = enc(x)
-            skips.append(x)
-        skips.pop()
-        for up, dec in zip(self.ups, self.decoders, strict=True):
-            x = up(x)
-            skip = skips.pop()
-            dh, dw = skip.shape[2] - x.shape[2], skip.shape[3] - x.shape[3]
-            if self.padding == "valid":
-                skip = skip[:, :, dh // 2 : dh // 2 + x.shape[2], dw // 2 : dw // 2 + x.shape[3]]
-            else:
-                x = F.pad(x, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
-            x = dec(torch.cat([skip, x], dim=1))
-        x = self.head(x)
-        if self.head_op == "softmax":
-            return torch.softmax(x, dim=1)
-        if self.head_op == "sigmoid":
-            return torch.sigmoid(x)
-        return x
+        return self.unet.run_layers(x, trace_safe=True)
 
 
 class ClassMapHead(nn.Module):

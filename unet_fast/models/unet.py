@@ -127,6 +127,12 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
+        return self.run_layers(x)
+
+    def run_layers(self, x: Tensor, trace_safe: bool = False) -> Tensor:
+        """The network without input checks. `trace_safe` always emits the pad of the upsampled path
+        (zero where nothing was floored), so a traced graph (ONNX export) is right at every input size;
+        eager calls skip the no-op pad."""
         skips = []
         for i, enc in enumerate(self.encoders):
             if i > 0:
@@ -136,7 +142,7 @@ class UNet(nn.Module):
         skips.pop()
         for up, dec in zip(self.ups, self.decoders, strict=True):
             x = up(x)
-            x = dec(torch.cat(_join(skips.pop(), x, self.config.padding), dim=1))
+            x = dec(torch.cat(_join(skips.pop(), x, self.config.padding, trace_safe), dim=1))
         x = self.head(x)
         if self.config.head == "softmax":
             return torch.softmax(x, dim=1)
@@ -177,13 +183,13 @@ class UNet(nn.Module):
         return asdict(self.config)
 
 
-def _join(skip: Tensor, x: Tensor, padding: Padding) -> list[Tensor]:
+def _join(skip: Tensor, x: Tensor, padding: Padding, always_pad: bool = False) -> list[Tensor]:
     """Concat order [skip, upsampled]. Valid U-Nets centre-crop the skip (the paper); padded ones zero-pad
     the upsampled path up to the skip's size when an odd size was floored by pooling (milesial)."""
     dh, dw = skip.shape[2] - x.shape[2], skip.shape[3] - x.shape[3]
     if padding == "valid":
         skip = skip[:, :, dh // 2 : dh // 2 + x.shape[2], dw // 2 : dw // 2 + x.shape[3]]
-    elif dh or dw:
+    elif dh or dw or always_pad:
         x = F.pad(x, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
     return [skip, x]
 
