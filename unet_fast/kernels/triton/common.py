@@ -153,6 +153,15 @@ def check_device_dtype(named: dict[str, Tensor | None], dtypes: Sequence[torch.d
             raise ValueError(f"{name} has dtype {t.dtype}; the Triton backend supports {tuple(dtypes)}")
 
 
+def check_packed(packed: Tensor, dtype: torch.dtype, pack_fn: str) -> None:
+    """A packed weight must be what `pack_fn` returned for the inputs' dtype (cast once, laid out once)."""
+    if packed.dtype != dtype:
+        raise ValueError(f"packed weight has dtype {packed.dtype} but the inputs are {dtype}: "
+                         f"pack with {pack_fn}(w, dtype=<the inputs' dtype>)")  # fmt: skip
+    if not packed.is_contiguous():
+        raise ValueError(f"packed weight must be contiguous (as {pack_fn} returns it)")
+
+
 def dot_flags(dtype: torch.dtype, allow_tf32: bool) -> dict:
     """DOT_F32 (bf16 under the interpreter) and PRECISION (tf32 only when asked, for fp32)."""
     return {

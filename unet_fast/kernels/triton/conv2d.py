@@ -278,13 +278,7 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Te
         "pool_out": g.pool_out,
     }
     common.check_device_dtype(named, dtype_names=list(named))
-    if packed_weight.dtype != x0.dtype:
-        raise ValueError(
-            f"packed weight has dtype {packed_weight.dtype} but the inputs are {x0.dtype}: "
-            "pack with pack_conv_weight(w, dtype=<the inputs' dtype>)"
-        )
-    if not packed_weight.is_contiguous():
-        raise ValueError("packed weight must be contiguous (as pack_conv_weight returns it)")
+    common.check_packed(packed_weight, x0.dtype, "pack_conv_weight")
     if len(g.views) > MAX_INPUTS:
         raise ValueError(
             f"the Triton conv reads at most {MAX_INPUTS} inputs (a virtual concat), got {len(g.views)}"

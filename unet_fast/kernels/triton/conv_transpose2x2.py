@@ -103,13 +103,7 @@ def conv_transpose2x2(x: Tensor, packed: Tensor, bias: Tensor | None = None, *, 
     common.check_device_dtype(
         {"x": x, "weight": packed, "bias": bias, "out": out}, dtype_names=["x", "weight", "out"]
     )
-    if packed.dtype != x.dtype:
-        raise ValueError(
-            f"packed weight has dtype {packed.dtype} but x is {x.dtype}: "
-            "pack with pack_conv_transpose_weight(w, dtype=x.dtype)"
-        )
-    if not packed.is_contiguous():
-        raise ValueError("packed weight must be contiguous (as pack_conv_transpose_weight returns it)")
+    common.check_packed(packed, x.dtype, "pack_conv_transpose_weight")
     if bias is not None and bias.dtype != torch.float32:
         bias = bias.float()
     n, h, w, _ = x.shape

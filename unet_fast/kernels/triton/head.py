@@ -123,12 +123,7 @@ def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: 
     common.check_device_dtype(
         {"x": xt, "weight": packed, "bias": bias, "out": out}, dtype_names=["x", "weight"]
     )
-    if packed.dtype != xt.dtype:
-        raise ValueError(
-            f"packed weight has dtype {packed.dtype} but x is {xt.dtype}: pack with pack_head_weight(w, dtype=x.dtype)"
-        )
-    if not packed.is_contiguous():
-        raise ValueError("packed head weight must be contiguous (as pack_head_weight returns it)")
+    common.check_packed(packed, xt.dtype, "pack_head_weight")
     if bias is not None and bias.dtype != torch.float32:
         bias = bias.float()
     vargs, vmeta = common.view_args(view)
