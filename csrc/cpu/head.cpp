@@ -47,8 +47,9 @@ void row_scores(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s) {
   }
 }
 
+// fn(n, y, s) once per image row, with s = that row's [W, K] scores (per-thread scratch).
 template <typename Fn>
-void for_each_pixel(const HeadArgs& h, int num_threads, Fn fn) {
+void for_each_row(const HeadArgs& h, int num_threads, Fn fn) {
   const std::int64_t rows = h.x.n * h.x.h;
 #pragma omp parallel num_threads(num_threads)
   {
@@ -57,9 +58,16 @@ void for_each_pixel(const HeadArgs& h, int num_threads, Fn fn) {
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t n = r / h.x.h, y = r % h.x.h;
       row_scores(h, n, y, s.data());
-      for (std::int64_t x = 0; x < h.x.w; ++x) fn(n, y, x, s.data() + x * h.k);
+      fn(n, y, s.data());
     }
   }
+}
+
+template <typename Fn>
+void for_each_pixel(const HeadArgs& h, int num_threads, Fn fn) {
+  for_each_row(h, num_threads, [&](std::int64_t n, std::int64_t y, float* s) {
+    for (std::int64_t x = 0; x < h.x.w; ++x) fn(n, y, x, s + x * h.k);
+  });
 }
 
 template <typename I>
@@ -113,14 +121,16 @@ void head_f32(const DescArgs& x_desc, std::uintptr_t w_ptr, std::uintptr_t bias_
   UF_CHECK(out.n == x.n && out.h == x.h && out.w == x.w && out.c == num_classes, "out must be [N, H, W, K]");
   const int k = static_cast<int>(num_classes);
   py::gil_scoped_release release;
-  for_each_pixel(h, num_threads, [&](std::int64_t n, std::int64_t y, std::int64_t xx, float* s) {
+  for_each_row(h, num_threads, [&](std::int64_t n, std::int64_t y, float* s) {
     if (head_op == HeadOp::kSoftmax) {
-      softmax_inplace(s, k);
+      softmax_rows(s, h.x.w, k);  // row-wise, so the exp pass vectorises
     } else if (head_op == HeadOp::kSigmoid) {
-      for (int j = 0; j < k; ++j) s[j] = sigmoidf(s[j]);
+      for (std::int64_t i = 0; i < h.x.w * k; ++i) s[i] = sigmoidf(s[i]);
     }
-    float* o = out.pixel(n, y, xx);
-    for (int j = 0; j < k; ++j) o[j] = s[j];
+    for (std::int64_t xx = 0; xx < h.x.w; ++xx) {
+      float* o = out.pixel(n, y, xx);
+      for (int j = 0; j < k; ++j) o[j] = s[xx * k + j];
+    }
   });
 }
 

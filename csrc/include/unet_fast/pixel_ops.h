@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "unet_fast/macros.h"
 
@@ -25,6 +27,55 @@ UF_HD void softmax_inplace(float* v, int k) {
   const float inv = 1.f / s;
   for (int i = 0; i < k; ++i) v[i] *= inv;
 }
+
+#if !defined(__CUDACC__)
+// The CPU twin's softmax, over `pixels` consecutive groups of k scores, in three passes so the exp pass is
+// one long loop the compiler vectorises. glibc's expf does not vectorise without -ffast-math, so the exp
+// is Cephes' expf (range reduction + degree-6 polynomial, max relative error ~2e-7) on x <= 0; and GCC
+// if-converts the clamp only without trapping math, hence the attribute (on both, so one inlines into
+// the other). The CUDA head keeps softmax_inplace above (hardware expf).
+#define UF_NO_TRAP __attribute__((optimize("no-trapping-math")))
+
+UF_NO_TRAP inline float exp_nonpositive(float x) {
+  x = x < -87.3f ? -87.3f : x;  // below: ~1e-38 instead of a denormal; NaN passes (compare is false)
+  const int n = static_cast<int>(x * 1.44269504088896341f - 0.5f);  // round(x / ln2) for x <= 0
+  const float fn = static_cast<float>(n);
+  const float g = (x - fn * 0.693359375f) - fn * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * g + 1.3981999507e-3f;
+  y = y * g + 8.3334519073e-3f;
+  y = y * g + 4.1665795894e-2f;
+  y = y * g + 1.6666665459e-1f;
+  y = y * g + 5.0000001201e-1f;
+  y = y * g * g + g + 1.f;
+  const std::int32_t bits = (n + 127) << 23;  // 2^n, n in [-126, 0]: a normal float
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+
+UF_NO_TRAP inline void exp_nonpositive_n(float* v, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) v[i] = exp_nonpositive(v[i]);
+}
+
+inline void softmax_rows(float* v, std::int64_t pixels, int k) {
+  for (std::int64_t p = 0; p < pixels; ++p) {
+    float* q = v + p * k;
+    float m = q[0];
+    for (int i = 1; i < k; ++i) m = q[i] > m ? q[i] : m;
+    for (int i = 0; i < k; ++i) q[i] -= m;
+  }
+  exp_nonpositive_n(v, pixels * k);
+  for (std::int64_t p = 0; p < pixels; ++p) {
+    float* q = v + p * k;
+    float s = 0.f;
+    for (int i = 0; i < k; ++i) s += q[i];
+    const float inv = 1.f / s;
+    for (int i = 0; i < k; ++i) q[i] *= inv;
+  }
+}
+#undef UF_NO_TRAP
+#endif
 
 // NaN compares false, so a NaN score never wins unless it is first; torch.argmax treats NaN as maximal.
 // We follow torch: the first NaN wins.
