@@ -39,8 +39,22 @@ def current_stream() -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
+class _PackedData:
+    """device/dtype of a packed weight are those of its `data` (what the launchers check)."""
+
+    data: Tensor
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.data.dtype
+
+
 @dataclass(frozen=True)
-class PackedConvWeight:
+class PackedConvWeight(_PackedData):
     """Conv weight as the kernels read it: [Cout, k_row] in the storage dtype. Reduction index
     k = tap * cin_pad + c with each tap's channels zero-padded to cin_pad (a multiple of BLOCK_K[dtype]),
     or, with `taps_packed` (cin < BLOCK_K: a first layer), k = tap * cin + c padded once at the end, so a
@@ -51,30 +65,14 @@ class PackedConvWeight:
     cin_pad: int
     taps_packed: bool = False
 
-    @property
-    def device(self) -> torch.device:
-        return self.data.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.data.dtype
-
 
 @dataclass(frozen=True)
-class PackedConvTransposeWeight:
+class PackedConvTransposeWeight(_PackedData):
     """[4 * Cout, cin_pad]: row (2a + b) * Cout + co holds w[:, co, a, b]; `shape` is the IOHW shape."""
 
     data: Tensor
     shape: tuple[int, int, int, int]
     cin_pad: int
-
-    @property
-    def device(self) -> torch.device:
-        return self.data.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.data.dtype
 
 
 def _check_pack_dtype(dtype: torch.dtype) -> None:
