@@ -1,6 +1,7 @@
 """The native build: both modules import (or say why not), carry metadata, and run their first op."""
 
 import json
+import platform
 import re
 from pathlib import Path
 
@@ -31,6 +32,16 @@ def test_build_info_file_matches_modules() -> None:
         assert _ext.cuda_ext.build_info()["archs"] == ";".join(cuda["archs"])
     else:
         assert cuda["reason"]
+
+
+def test_cpu_fast_paths_dispatch_on_avx2_cpus() -> None:
+    """The AVX2+FMA clones of the CPU ops are the ones that run on a CPU that has AVX2 (they once were
+    `arch=haswell` clones, which GCC picks by CPU model, so they never ran on AMD or newer Intel)."""
+    cpu_ext = _ext.require_cpu()
+    isa = cpu_ext.clone_isa()
+    assert isa in ("x86-64-v3", "default")
+    if platform.machine() == "x86_64" and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert isa == "x86-64-v3"
 
 
 def test_single_openmp_runtime() -> None:

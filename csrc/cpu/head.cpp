@@ -6,9 +6,11 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "unet_fast/checks.h"
+#include "unet_fast/macros.h"
 #include "unet_fast/cpu_tensor.h"
 #include "unet_fast/pixel_ops.h"
 
@@ -27,27 +29,100 @@ struct HeadArgs {
   std::int64_t k;
 };
 
-// Scores of one row of pixels: s[x * K + j] = bias[j] + <x_pixel, w[j]>. The dot products are the
-// head's whole cost (the input is read once): compiled for AVX2+FMA too, picked at load time (ifunc),
-// because the wheel is built without -march=native.
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("arch=haswell", "default")))
-#endif
-void row_scores(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s) {
-  const std::int64_t c = h.x.c, k = h.k;
-  for (std::int64_t x = 0; x < h.x.w; ++x) {
-    const float* px = h.x.pixel(n, y, x);
-    for (std::int64_t j = 0; j < k; ++j) {
-      const float* w = h.w + j * c;
-      float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-      for (std::int64_t i = 0; i < c; ++i) acc += px[i] * w[i];
-      s[x * k + j] = acc + h.bias[j];
+// Eight floats as a GCC/Clang vector: lowered to AVX2 in the x86-64-v3 clone below and to SSE pairs in the
+// baseline one. Passed by reference only (by value it would change the ABI between the clones).
+typedef float F8 __attribute__((vector_size(32)));
+
+// The eight lane sums of eight vectors, r[q] = sum(a[q]), as a transpose-and-add tree: 7 vector adds
+// instead of eight scalar reductions (which also stall on store forwarding of the spilled vectors).
+__attribute__((always_inline)) inline void sum8(const F8* a, float* r) {
+  typedef int I8 __attribute__((vector_size(32)));
+  constexpr I8 even{0, 8, 2, 10, 4, 12, 6, 14}, odd{1, 9, 3, 11, 5, 13, 7, 15};
+  constexpr I8 lo2{0, 1, 8, 9, 4, 5, 12, 13}, hi2{2, 3, 10, 11, 6, 7, 14, 15};
+  constexpr I8 lo4{0, 1, 2, 3, 8, 9, 10, 11}, hi4{4, 5, 6, 7, 12, 13, 14, 15};
+  F8 x[4], y[2];
+  for (int q = 0; q < 4; ++q)
+    x[q] = __builtin_shuffle(a[2 * q], a[2 * q + 1], even) + __builtin_shuffle(a[2 * q], a[2 * q + 1], odd);
+  for (int q = 0; q < 2; ++q)
+    y[q] = __builtin_shuffle(x[2 * q], x[2 * q + 1], lo2) + __builtin_shuffle(x[2 * q], x[2 * q + 1], hi2);
+  const F8 z = __builtin_shuffle(y[0], y[1], lo4) + __builtin_shuffle(y[0], y[1], hi4);
+  std::memcpy(r, &z, sizeof(F8));
+}
+
+// s[p * K + j] = bias[j] + <px[p], w[j]> for P pixels and KB classes, P * KB = 8 independent
+// accumulators, so the FMAs pipeline instead of waiting on one reduction chain and each weight vector
+// is loaded once per P pixels. Always inlined, so it is compiled for the calling clone's ISA.
+template <int P, int KB>
+__attribute__((always_inline)) inline void dot_block(const float* const* px, const float* w, std::int64_t c,
+                                                     const float* bias, float* s, std::int64_t k) {
+  static_assert(P * KB == 8, "one accumulator per lane of the reduction tree");
+  F8 acc[8];
+  for (int q = 0; q < 8; ++q) acc[q] = F8{};
+  std::int64_t i = 0;
+  for (; i + 8 <= c; i += 8) {
+    F8 wv[KB];
+    for (int j = 0; j < KB; ++j) std::memcpy(&wv[j], w + j * c + i, sizeof(F8));
+    for (int p = 0; p < P; ++p) {
+      F8 xv;
+      std::memcpy(&xv, px[p] + i, sizeof(F8));
+      for (int j = 0; j < KB; ++j) acc[p * KB + j] += xv * wv[j];
+    }
+  }
+  float r[8];
+  sum8(acc, r);
+  for (int p = 0; p < P; ++p) {
+    for (int j = 0; j < KB; ++j) {
+      float t = r[p * KB + j];
+      for (std::int64_t ii = i; ii < c; ++ii) t += px[p][ii] * w[j * c + ii];  // the C % 8 tail
+      s[p * k + j] = t + bias[j];
     }
   }
 }
 
-// fn(n, y, s) once per image row, with s = that row's [W, K] scores (per-thread scratch).
+// One score the plain way: the few pixels left over by the 8-pixel blocks.
+inline float dot_one(const float* px, const float* w, std::int64_t c, float bias) {
+  float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+  for (std::int64_t i = 0; i < c; ++i) acc += px[i] * w[i];
+  return acc + bias;
+}
+
+// Scores of one row of pixels: s[x * K + j] = bias[j] + <x_pixel, w[j]>, in blocks of 4 pixels x 2
+// classes (8 pixels x 1 class for an odd class count's last class), the pixels past the last block
+// one at a time. The dot products are the head's whole cost (the input is read once).
+UF_CPU_CLONES
+void row_scores(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s) {
+  const std::int64_t c = h.x.c, k = h.k, width = h.x.w;
+  const std::int64_t kpairs = k / 2 * 2;
+  std::int64_t x = 0;
+  for (; x + 8 <= width; x += 8) {
+    const float* px[8];
+    for (int p = 0; p < 8; ++p) px[p] = h.x.pixel(n, y, x + p);
+    if (x + 16 <= width)  // the next block's pixels, a block ahead
+      for (int p = 0; p < 8; ++p)
+        for (std::int64_t q = 0; q < c; q += 16) __builtin_prefetch(h.x.pixel(n, y, x + 8 + p) + q);
+    for (std::int64_t j = 0; j < kpairs; j += 2) {
+      dot_block<4, 2>(px, h.w + j * c, c, h.bias + j, s + x * k + j, k);
+      dot_block<4, 2>(px + 4, h.w + j * c, c, h.bias + j, s + (x + 4) * k + j, k);
+    }
+    if (kpairs < k) dot_block<8, 1>(px, h.w + kpairs * c, c, h.bias + kpairs, s + x * k + kpairs, k);
+  }
+  for (; x < width; ++x)
+    for (std::int64_t j = 0; j < k; ++j) s[x * k + j] = dot_one(h.x.pixel(n, y, x), h.w + j * c, c, h.bias[j]);
+}
+
+// The head op on one row's [W, K] scores, in place. Cloned per ISA like row_scores: the exp is most of
+// it, and it vectorises (pixel_ops.h).
+UF_CPU_CLONES
+void finish_row(HeadOp op, float* s, std::int64_t pixels, int k) {
+  if (op == HeadOp::kSoftmax) {
+    softmax_rows(s, pixels, k);
+  } else if (op == HeadOp::kSigmoid) {
+    sigmoid_n(s, pixels * k);
+  }
+}
+
+// fn(n, y, scratch) once per image row, with a per-thread scratch row of [W, K] floats.
 template <typename Fn>
 void for_each_row(const HeadArgs& h, int num_threads, Fn fn) {
   const std::int64_t rows = h.x.n * h.x.h;
@@ -55,17 +130,14 @@ void for_each_row(const HeadArgs& h, int num_threads, Fn fn) {
   {
     std::vector<float> s(static_cast<std::size_t>(h.x.w * h.k));
 #pragma omp for schedule(static)
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const std::int64_t n = r / h.x.h, y = r % h.x.h;
-      row_scores(h, n, y, s.data());
-      fn(n, y, s.data());
-    }
+    for (std::int64_t r = 0; r < rows; ++r) fn(r / h.x.h, r % h.x.h, s.data());
   }
 }
 
 template <typename Fn>
 void for_each_pixel(const HeadArgs& h, int num_threads, Fn fn) {
   for_each_row(h, num_threads, [&](std::int64_t n, std::int64_t y, float* s) {
+    row_scores(h, n, y, s);
     for (std::int64_t x = 0; x < h.x.w; ++x) fn(n, y, x, s + x * h.k);
   });
 }
@@ -121,16 +193,14 @@ void head_f32(const DescArgs& x_desc, std::uintptr_t w_ptr, std::uintptr_t bias_
   UF_CHECK(out.n == x.n && out.h == x.h && out.w == x.w && out.c == num_classes, "out must be [N, H, W, K]");
   const int k = static_cast<int>(num_classes);
   py::gil_scoped_release release;
-  for_each_row(h, num_threads, [&](std::int64_t n, std::int64_t y, float* s) {
-    if (head_op == HeadOp::kSoftmax) {
-      softmax_rows(s, h.x.w, k);  // row-wise, so the exp pass vectorises
-    } else if (head_op == HeadOp::kSigmoid) {
-      for (std::int64_t i = 0; i < h.x.w * k; ++i) s[i] = sigmoidf(s[i]);
-    }
-    for (std::int64_t xx = 0; xx < h.x.w; ++xx) {
-      float* o = out.pixel(n, y, xx);
-      for (int j = 0; j < k; ++j) o[j] = s[xx * k + j];
-    }
+  for_each_row(h, num_threads, [&](std::int64_t n, std::int64_t y, float* scratch) {
+    float* o = out.pixel(n, y, 0);
+    float* s = out.sw == k ? o : scratch;  // a dense output row is its own scratch
+    row_scores(h, n, y, s);
+    finish_row(head_op, s, h.x.w, k);
+    if (s != o)
+      for (std::int64_t xx = 0; xx < h.x.w; ++xx)
+        for (int j = 0; j < k; ++j) out.pixel(n, y, xx)[j] = s[xx * k + j];
   });
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "unet_fast/checks.h"
+#include "unet_fast/macros.h"
 #include "unet_fast/cpu_tensor.h"
 #include "unet_fast/resample.h"
 
@@ -52,9 +53,7 @@ std::vector<Tap> make_taps(std::int64_t out_len, std::int64_t off, std::int64_t 
 
 // One output row. Compiled for AVX2+FMA too and picked at load time (ifunc): the wheel has no
 // -march=native, and the bilinear blend is the op's arithmetic.
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("arch=haswell", "default")))
-#endif
+UF_CPU_CLONES
 void gather_row(const Nhwc<const float>& src, const Nhwc<float>& dst, const Tap& y, const Tap* tx, bool bilinear,
                 std::int64_t n, std::int64_t oy) {
   const std::int64_t c = dst.c;

@@ -13,7 +13,9 @@ F32 = torch.float32
 
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("hw", SIZES)
-@pytest.mark.parametrize("c,k", [(3, 2), (37, 5), (5, 1)])
+# (c, k) covers the kernel's paths: C < 8 (tail only), C = 8m and 8m + tail; classes in pairs, an odd last
+# class (the 8-pixel x 1-class block), a single class, and the two-class softmax shortcut.
+@pytest.mark.parametrize("c,k", [(3, 2), (37, 5), (5, 1), (64, 2), (19, 3), (16, 1)])
 @pytest.mark.parametrize("op", ["softmax", "sigmoid", "logits"])
 def test_head_scores_into_slot(n: int, hw: tuple[int, int], c: int, k: int, op: str) -> None:
     x, w, b = torch.randn(n, *hw, c), torch.randn(k, c, 1, 1), torch.randn(k)
@@ -36,6 +38,23 @@ def test_head_argmax_class_map(n: int, hw: tuple[int, int], dtype: torch.dtype, 
     cpu.head(x, cpu.pack_head_weight(w, F32), b, "argmax", out=out)
     assert torch.equal(out, spec.head(x, w, b, "argmax").to(dtype))
     assert (buf[:, :, 0] == 99).all() and (buf[:, :, hw[1] + 1 :] == 99).all()
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_head_softmax_sigmoid_extremes(k: int) -> None:
+    """Scores far apart (exp underflows), infinities and NaN: finite where torch is, NaN where torch is."""
+    c = 8
+    x = torch.randn(1, 3, 11, c)
+    w, b = torch.zeros(k, c), torch.zeros(k)
+    w[:, 0] = torch.tensor([1.0, -1.0, 0.5][:k])
+    x[0, 0, :, 0] = torch.tensor([0.0, 1e3, -1e3, 90.0, -90.0, 1e30, -1e30, 5.0, -5.0, 30.0, -30.0])
+    x[0, 1, :5, 0] = torch.tensor([float("inf"), float("-inf"), float("nan"), 1e-30, -1e-30])
+    packed = cpu.pack_head_weight(w, F32)
+    for op in ("softmax", "sigmoid"):
+        got, ref = cpu.head(x, packed, b, op), spec.head(x, w, b, op)
+        assert torch.equal(got.isnan(), ref.isnan()), op
+        keep = ~ref.isnan()
+        torch.testing.assert_close(got[keep], ref[keep], atol=1e-6, rtol=1e-5)
 
 
 def test_head_argmax_ties_and_default_dtype() -> None:
