@@ -1,79 +1,95 @@
-// ConvTranspose2d(kernel 2, stride 2)'s scatter epilogue. The launcher runs the GEMM in PyTorch:
-// g[n, i, j, (2a + b) * Cout + co] = sum_ci x[n, i, j, ci] * w[ci, co, a, b]; this pass writes
-// out[n, 2i + a, 2j + b, co] = act(g + bias[co]) straight into the output (a concat slot is fine).
+// ConvTranspose2d(kernel 2, stride 2) + bias + activation, NHWC fp32, written straight into the output
+// (a concat slot is fine): a register-blocked GEMM whose tiles store their epilogue at the output pixels
+// (body: csrc/include/unet_fast/conv_transpose_kernels.h, compiled portable and AVX2+FMA, chosen at run
+// time like the Winograd conv). Launcher, argument checks and weight packing: unet_fast/kernels/cpu.py.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "unet_fast/checks.h"
+#include "unet_fast/cpu_isa.h"
 #include "unet_fast/cpu_tensor.h"
 #include "unet_fast/epilogue.h"
 
 namespace py = pybind11;
 
 namespace unet_fast {
-namespace {
 
-// Output row oy = 2i + a: it reads row i of g; pixel 2j + b takes the b-th Cout run of g's pixel j.
-template <Act A>
-void scatter_row(const Nhwc<const float>& g, const float* bias, const Nhwc<float>& out, float negative_slope,
-                 std::int64_t n, std::int64_t oy) {
-  const Epilogue ep{A, negative_slope};  // A is a constant here: the activation's switch folds away
-  const std::int64_t c = out.c, a = oy % 2;
-  for (std::int64_t ox = 0; ox < out.w; ++ox) {
-    const float* s = g.pixel(n, oy / 2, ox / 2) + (2 * a + ox % 2) * c;
-    float* o = out.pixel(n, oy, ox);
-#pragma omp simd
-    for (std::int64_t k = 0; k < c; ++k) o[k] = epilogue(s[k], bias[k], 0.f, ep);
-  }
-}
+struct CtConv {
+  const float* x;                // NHWC input [n, h, w, cin]
+  std::int64_t xsn, xsh, xsw;
+  int n, h, w, cin, cout;
+  int ncb;                       // 16-channel blocks per tap: ceil(cout / 16)
+  const float* panels;           // [4 * ncb][cin][16]: tap (a, b) = 2a + b, channels zero-padded past cout
+  const float* bias;             // [cout] or nullptr
+  float* out;                    // NHWC [n, 2h, 2w, cout] (channel slot allowed)
+  std::int64_t osn, osh, osw;
+  Epilogue ep;
+  int num_threads;
+};
 
-template <Act A>
-void scatter(const Nhwc<const float>& g, const float* bias, const Nhwc<float>& out, float negative_slope,
-             int num_threads) {
-  const std::int64_t rows = out.n * out.h;
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (std::int64_t r = 0; r < rows; ++r) scatter_row<A>(g, bias, out, negative_slope, r / out.h, r % out.h);
-}
+namespace ct_portable {
+#include "unet_fast/cpu_vec_portable.h"
+#include "unet_fast/cpu_gemm_kernels.h"
+#include "unet_fast/conv_transpose_kernels.h"
+}  // namespace ct_portable
 
-}  // namespace
+#ifdef UF_CPU_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace ct_avx2 {
+#include "unet_fast/cpu_vec_avx2.h"
+#include "unet_fast/cpu_gemm_kernels.h"
+#include "unet_fast/conv_transpose_kernels.h"
+}  // namespace ct_avx2
+#pragma GCC pop_options
+#endif
 
-void conv_transpose2x2_epilogue_f32(const DescArgs& g_desc, std::uintptr_t bias_ptr, const DescArgs& out_desc,
-                                    int act, float negative_slope, int num_threads) {
-  const Nhwc<const float> g = make_nhwc<const float>(g_desc, "g");
+void conv_transpose2x2_f32(const DescArgs& x_desc, std::uintptr_t panels_ptr, std::int64_t panels_numel,
+                           std::int64_t cout, std::uintptr_t bias_ptr, const DescArgs& out_desc, int act,
+                           float negative_slope, int num_threads, int isa) {
+  const Nhwc<const float> x = make_nhwc<const float>(x_desc, "x");
   const Nhwc<float> out = make_nhwc<float>(out_desc, "out", /*output=*/true);
+  UF_CHECK_PTR(panels_ptr);
+  UF_CHECK_POSITIVE(cout);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
-  UF_CHECK(out.n == g.n && out.h == 2 * g.h && out.w == 2 * g.w && g.c == 4 * out.c,
-           "g must be [N, H, W, 4 * Cout] for out [N, 2H, 2W, Cout]");
-  std::vector<float> zeros;
-  const float* bias = reinterpret_cast<const float*>(bias_ptr);
-  if (bias == nullptr) {
-    zeros.assign(static_cast<std::size_t>(out.c), 0.f);
-    bias = zeros.data();
-  }
+  UF_CHECK(isa >= 0 && isa <= 2, "unknown isa " << isa);
+  UF_CHECK(isa != static_cast<int>(Isa::kAvx2) || has_avx2(), "the avx2 path needs a CPU with AVX2 and FMA");
+  UF_CHECK(out.n == x.n && out.h == 2 * x.h && out.w == 2 * x.w && out.c == cout,
+           "out must be [N, 2H, 2W, Cout] for x [N, H, W, Cin]");
+  const std::int64_t ncb = (cout + 15) / 16;
+  UF_CHECK(panels_numel == 4 * ncb * x.c * 16, "packed weight holds " << panels_numel << " floats, expected "
+                                                                      << 4 * ncb * x.c * 16);
+  UF_CHECK(x.n <= INT32_MAX && x.h <= INT32_MAX && x.w <= INT32_MAX && x.c <= INT32_MAX && cout <= INT32_MAX,
+           "sizes must fit in int32");
+  CtConv cv{x.p, x.sn, x.sh, x.sw,
+            static_cast<int>(x.n), static_cast<int>(x.h), static_cast<int>(x.w), static_cast<int>(x.c),
+            static_cast<int>(cout), static_cast<int>(ncb), reinterpret_cast<const float*>(panels_ptr),
+            reinterpret_cast<const float*>(bias_ptr), out.p, out.sn, out.sh, out.sw,
+            Epilogue{static_cast<Act>(act), negative_slope}, num_threads};
+  const bool avx2 = use_avx2(isa);
   py::gil_scoped_release release;
-  switch (static_cast<Act>(act)) {
-    case Act::kRelu:
-      scatter<Act::kRelu>(g, bias, out, negative_slope, num_threads);
-      break;
-    case Act::kLeakyRelu:
-      scatter<Act::kLeakyRelu>(g, bias, out, negative_slope, num_threads);
-      break;
-    case Act::kSilu:
-      scatter<Act::kSilu>(g, bias, out, negative_slope, num_threads);
-      break;
-    default:
-      scatter<Act::kNone>(g, bias, out, negative_slope, num_threads);
+#ifdef UF_CPU_X86
+  if (avx2) {
+    ct_avx2::run(cv);
+    return;
   }
+#else
+  (void)avx2;
+#endif
+  ct_portable::run(cv);
 }
 
 void register_conv_transpose2x2(py::module_& m) {
-  m.def("conv_transpose2x2_epilogue_f32", &conv_transpose2x2_epilogue_f32, py::arg("g"), py::arg("bias_ptr"),
-        py::arg("out"), py::arg("act"), py::arg("negative_slope"), py::arg("num_threads"),
-        "out[n, 2i+a, 2j+b, co] = act(g[n, i, j, (2a+b)*Cout + co] + bias[co]) (fp32 NHWC descriptors).");
+  m.def("conv_transpose2x2_f32", &conv_transpose2x2_f32, py::arg("x"), py::arg("panels_ptr"),
+        py::arg("panels_numel"), py::arg("cout"), py::arg("bias_ptr"), py::arg("out"), py::arg("act"),
+        py::arg("negative_slope"), py::arg("num_threads"), py::arg("isa"),
+        "out[n, 2i+a, 2j+b, :] = act(x[n, i, j, :] W[:, :, a, b] + bias) (fp32 NHWC descriptors; weight packed "
+        "by unet_fast.kernels.cpu.pack_conv_transpose_weight). isa: 0 auto, 1 portable, 2 avx2.");
 }
 
 }  // namespace unet_fast

@@ -14,12 +14,8 @@
 #include <string>
 #include <vector>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define UF_WINO_X86 1
-#endif
-
 #include "unet_fast/checks.h"
+#include "unet_fast/cpu_isa.h"
 #include "unet_fast/epilogue.h"
 #include "unet_fast/resample.h"
 #include "unet_fast/winograd_conv.h"
@@ -28,81 +24,24 @@ namespace py = pybind11;
 
 namespace unet_fast {
 
-// GCC/Clang vector extensions: 8 floats lowered to whatever the baseline target has (two SSE registers
-// on x86-64, NEON on arm64). Vec parameters are const references (here and in the kernel body): a
-// 32-byte vector passed by value without AVX draws GCC's "ABI changed in GCC 4.6" note in every build log.
 namespace wino_portable {
-constexpr int kL = 8;
-typedef float F8 __attribute__((vector_size(32)));
-struct Vec {
-  F8 v;
-  static Vec zero() { return {F8{}}; }
-  static Vec bcast(float x) { return {F8{x, x, x, x, x, x, x, x}}; }
-  static Vec load(const float* p) {
-    Vec r;
-    std::memcpy(&r.v, p, sizeof(F8));
-    return r;
-  }
-  void store(float* p) const { std::memcpy(p, &v, sizeof(F8)); }
-};
-inline Vec operator+(const Vec& a, const Vec& b) { return {a.v + b.v}; }
-inline Vec operator-(const Vec& a, const Vec& b) { return {a.v - b.v}; }
-inline Vec operator*(const Vec& a, const Vec& b) { return {a.v * b.v}; }
-inline Vec fmadd(const Vec& a, const Vec& b, const Vec& c) { return {a.v * b.v + c.v}; }
-// x > 0 ? x : y per lane (apply_act's relu / leaky relu branch; NaN takes y, as there).
-inline Vec select_pos(const Vec& x, const Vec& y) { return {x.v > 0.f ? x.v : y.v}; }
-// max_nan (epilogue.h) per lane: a if a is NaN or a > b, else b.
-inline Vec max_nan_v(const Vec& a, const Vec& b) { return {(a.v != a.v) | (a.v > b.v) ? a.v : b.v}; }
+#include "unet_fast/cpu_vec_portable.h"
+#include "unet_fast/cpu_gemm_kernels.h"
 #include "unet_fast/winograd_kernels.h"
 }  // namespace wino_portable
 
-#ifdef UF_WINO_X86
+#ifdef UF_CPU_X86
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace wino_avx2 {
-constexpr int kL = 8;
-struct Vec {
-  __m256 v;
-  static Vec zero() { return {_mm256_setzero_ps()}; }
-  static Vec bcast(float x) { return {_mm256_set1_ps(x)}; }
-  static Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
-  void store(float* p) const { _mm256_storeu_ps(p, v); }
-};
-inline Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
-inline Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
-inline Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
-inline Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
-inline Vec select_pos(Vec x, Vec y) {
-  return {_mm256_blendv_ps(y.v, x.v, _mm256_cmp_ps(x.v, _mm256_setzero_ps(), _CMP_GT_OQ))};
-}
-// max_nan (epilogue.h) per lane: a if a is NaN or a > b, else b (so a NaN in either propagates).
-inline Vec max_nan_v(Vec a, Vec b) {
-  const __m256 take_a = _mm256_or_ps(_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q), _mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ));
-  return {_mm256_blendv_ps(b.v, a.v, take_a)};
-}
+#include "unet_fast/cpu_vec_avx2.h"
+#include "unet_fast/cpu_gemm_kernels.h"
 #include "unet_fast/winograd_kernels.h"
 }  // namespace wino_avx2
 #pragma GCC pop_options
 #endif
 
 namespace {
-
-enum class Isa : int { kAuto = 0, kPortable = 1, kAvx2 = 2 };
-
-bool has_avx2() {
-#ifdef UF_WINO_X86
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
-
-std::vector<std::string> winograd_isas() {
-  std::vector<std::string> isas{"portable"};
-  if (has_avx2()) isas.emplace_back("avx2");
-  return isas;
-}
 
 constexpr int kViewFields = 14;
 
@@ -193,9 +132,9 @@ void winograd_conv3x3_f32(const std::vector<std::int64_t>& views, int n, int h, 
   cv.tile_block = tile_block;
   cv.cout_chunk = cout_chunk;
 
-  const bool avx2 = isa == static_cast<int>(Isa::kAvx2) || (isa == static_cast<int>(Isa::kAuto) && has_avx2());
+  const bool avx2 = use_avx2(isa);
   py::gil_scoped_release release;
-#ifdef UF_WINO_X86
+#ifdef UF_CPU_X86
   if (avx2) {
     wino_avx2::run(cv);
     return;
@@ -214,7 +153,7 @@ void register_winograd(py::module_& m) {
         py::arg("negative_slope"), py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"),
         py::arg("cout_chunk"),
         "Winograd F(4x4,3x3) conv, stride 1, NHWC fp32, fused epilogue. isa: 0 auto, 1 portable, 2 avx2.");
-  m.def("winograd_isas", &winograd_isas, "Winograd kernel variants this CPU can run.");
+  m.def("winograd_isas", &available_isas, "Winograd kernel variants this CPU can run.");
 }
 
 }  // namespace unet_fast

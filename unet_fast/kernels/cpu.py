@@ -11,8 +11,8 @@ Design (docs/architecture.md, "The CPU backend"):
   `gather_view` into one contiguous NHWC scratch (skipped when the input already is one), the convolution
   runs in PyTorch (oneDNN on a channels_last view of that NHWC memory, no bias), and one C++ epilogue pass
   writes act(acc + bias + residual) into the output slot and the 2x2 max-pool into pool_out.
-- conv_transpose2x2: one PyTorch GEMM [N*H*W, Cin] x [Cin, 4*Cout], then a C++ scatter epilogue
-  (bias, activation) straight into the output slot.
+- conv_transpose2x2: one C++ register-blocked GEMM [N*H*W, Cin] x [Cin, 4*Cout] whose tiles apply the
+  epilogue (bias, activation) and store straight into the output pixels (2i + a, 2j + b) of the slot.
 - upsample_concat, maxpool2x2, head: fully C++ (one pass each).
 """
 
@@ -265,36 +265,56 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Te
 # ---------------------------------------------------------------------------------------------------
 
 
-def pack_conv_transpose_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
-    """IOHW [Cin, Cout, 2, 2] -> [Cin, 4 * Cout] with columns ordered (a, b, co): the GEMM's output row
-    then holds the four output pixels of one input pixel, each a contiguous run of Cout channels."""
+_PANEL = 16  # output channels per packed panel: the C++ microkernel's width (cpu_gemm_kernels.h kNR)
+
+
+@dataclass(frozen=True)
+class ConvTransposeWeight:
+    """An IOHW [Cin, Cout, 2, 2] weight packed for the C++ kernel: panels[(2a + b) * ncb + j] is the
+    [Cin, 16] block of output channels 16j .. 16j + 15 of kernel tap (a, b), zero past Cout
+    (ncb = ceil(Cout / 16))."""
+
+    panels: Tensor
+    cin: int
+    cout: int
+
+    @property
+    def shape(self) -> torch.Size:
+        """The logical IOHW shape, as the argument checks expect it."""
+        return torch.Size((self.cin, self.cout, 2, 2))
+
+
+def pack_conv_transpose_weight(weight: Tensor, dtype: torch.dtype) -> ConvTransposeWeight:
+    """IOHW [Cin, Cout, 2, 2] -> ConvTransposeWeight (16-channel panels per kernel tap, contiguous fp32)."""
     _check_dtype(dtype)
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (2, 2):
         raise ValueError(
             f"conv_transpose2x2 weight must be IOHW [Cin, Cout, 2, 2], got {tuple(weight.shape)}"
         )
     w = weight.detach().to(device="cpu", dtype=torch.float32)
-    return w.permute(0, 2, 3, 1).reshape(w.shape[0], 4 * w.shape[1]).contiguous()
+    cin, cout = w.shape[:2]
+    ncb = -(-cout // _PANEL)
+    taps = F.pad(w.permute(2, 3, 0, 1), (0, ncb * _PANEL - cout))  # [a, b, Cin, Cout padded]
+    panels = taps.reshape(4, cin, ncb, _PANEL).permute(0, 2, 1, 3).reshape(4 * ncb, cin, _PANEL)
+    return ConvTransposeWeight(panels.contiguous(), int(cin), int(cout))
 
 
-def conv_transpose2x2(x: Tensor, packed: Tensor, bias: Tensor | None = None, *, act: str = "none",
-                      negative_slope: float = 0.01, out: Tensor | None = None) -> Tensor:  # fmt: skip
-    """spec.conv_transpose2x2 on CPU: one PyTorch GEMM, then a C++ scatter epilogue into `out`."""
-    _check_packed(packed, "packed", 2)
-    if packed.shape[1] % 4:
-        raise ValueError(f"packed weight must be [Cin, 4 * Cout], got {tuple(packed.shape)}")
-    cin, cout = packed.shape[0], packed.shape[1] // 4
-    out = checks.check_conv_transpose2x2(x, packed, bias, out, weight_shape=(cin, cout, 2, 2))
+def conv_transpose2x2(x: Tensor, packed: ConvTransposeWeight, bias: Tensor | None = None, *, act: str = "none",
+                      negative_slope: float = 0.01, out: Tensor | None = None,
+                      isa: str = "auto") -> Tensor:  # fmt: skip
+    """spec.conv_transpose2x2 on CPU: one C++ pass, GEMM tiles stored with their epilogue into `out`.
+    `isa` ("auto" | "portable" | "avx2") forces a kernel variant (tests run both)."""
+    if not isinstance(packed, ConvTransposeWeight):
+        raise ValueError("packed must be what this backend's pack_conv_transpose_weight returns")
+    out = checks.check_conv_transpose2x2(x, packed.panels, bias, out, weight_shape=tuple(packed.shape))
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
     _check_cpu({"x": x, "out": out})
-    bias = _vector(bias, "bias", cout)
-    n, h, w, _ = x.shape
-    gemm = _scratch("gemm", (n * h * w, 4 * cout))
-    torch.mm(x.reshape(n * h * w, cin), packed, out=gemm)
-    gemm = gemm.view(n, h, w, 4 * cout)
-    require_cpu().conv_transpose2x2_epilogue_f32(_desc(gemm), _ptr(bias), _desc(out), ACTIVATIONS.index(act),
-                                                 float(negative_slope), num_threads())  # fmt: skip
+    bias = _vector(bias, "bias", packed.cout)
+    isa_arg = cpu_winograd.isa_index(isa, env=None, what="conv_transpose2x2")
+    require_cpu().conv_transpose2x2_f32(_desc(x), packed.panels.data_ptr(), packed.panels.numel(), packed.cout,
+                                        _ptr(bias), _desc(out), ACTIVATIONS.index(act), float(negative_slope),
+                                        num_threads(), isa_arg)  # fmt: skip
     return out
 
 
@@ -331,6 +351,7 @@ def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: 
 
 __all__ = [
     "SUPPORTED_DTYPES",
+    "ConvTransposeWeight",
     "activation",
     "conv2d",
     "conv_transpose2x2",

@@ -120,12 +120,15 @@ def should_use(
     return is_supported(inputs, weight, **kwargs) and _logical_shape(weight)[1] >= MIN_PROFITABLE_CIN
 
 
-def _isa_index(isa: str | None) -> int:
-    name = (isa or os.environ.get(ISA_ENV) or "auto").lower()
+def isa_index(isa: str | None, *, env: str | None = ISA_ENV, what: str = "Winograd") -> int:
+    """The C++ `isa` argument for `isa` (else the environment variable `env`, else auto), checked against
+    this CPU. Shared by the CPU kernels built portable + AVX2 (Winograd, conv_transpose2x2)."""
+    name = (isa or (os.environ.get(env) if env else None) or "auto").lower()
+    where = f" (argument or {env})" if env else ""
     if name not in ISAS:
-        raise ValueError(f"unknown Winograd isa {name!r}; expected one of {ISAS} (argument or {ISA_ENV})")
+        raise ValueError(f"unknown {what} isa {name!r}; expected one of {ISAS}{where}")
     if name != "auto" and name not in available_isas():
-        raise ValueError(f"Winograd isa {name!r} is not available on this CPU (have {available_isas()})")
+        raise ValueError(f"{what} isa {name!r} is not available on this CPU (have {available_isas()})")
     return ISAS.index(name)
 
 
@@ -168,7 +171,7 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         raise ValueError(f"bias must be a float32 CPU tensor, got {bias.dtype} on {bias.device}")
     if tile_block < 0 or cout_chunk < 0:
         raise ValueError(f"tile_block and cout_chunk must be >= 0, got {tile_block}, {cout_chunk}")
-    isa_index = _isa_index(isa)
+    isa_arg = isa_index(isa)
     bias_c = None if bias is None else bias.contiguous()
     fields: list[int] = []
     for v in geo.views:
@@ -184,7 +187,7 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         geo.padding[0], packed.data.data_ptr(), 0 if bias_c is None else bias_c.data_ptr(),
         0 if residual is None else residual.data_ptr(), _strides(residual), geo.out.data_ptr(),
         _strides(geo.out), 0 if geo.pool_out is None else geo.pool_out.data_ptr(), _strides(geo.pool_out),
-        geo.act_index, float(negative_slope), max(1, torch.get_num_threads()), isa_index, int(tile_block),
+        geo.act_index, float(negative_slope), max(1, torch.get_num_threads()), isa_arg, int(tile_block),
         int(cout_chunk),
     )  # fmt: skip
     return geo.out

@@ -2,35 +2,15 @@
 //
 // No include guard on purpose: csrc/cpu/winograd_conv.cpp includes this file several times, each time
 // inside its own namespace (wino_portable, wino_avx2) and under its own `#pragma GCC target`, after
-// defining `Vec` (kL float lanes: zero, load, bcast, store, fmadd, +, -, *, select_pos, max_nan_v). It includes nothing itself:
-// the .cpp includes the standard headers and unet_fast/{winograd_conv,epilogue,resample}.h first.
+// unet_fast/cpu_vec_{portable,avx2}.h (`Vec`) and unet_fast/cpu_gemm_kernels.h (kMR x kNR microkernel,
+// load_n / store_n, epilogue_v). It includes nothing itself: the .cpp includes the standard headers and
+// unet_fast/{winograd_conv,epilogue,resample}.h first.
 //
 // Work decomposition (docs/winograd.md): tiles are 4x4 output blocks, numbered over (n, tile_y, tile_x).
 // A block of T tiles is input-transformed into V[36][T][ldv] (the 36 points, channels contiguous), then,
 // per chunk of output channels, 36 GEMMs V[p] (T x Cin) * U[p] (Cin x chunk) go into M[36][T][chunk],
 // and the output transform reads M back while it is still in cache and applies the fused epilogue
 // (bias, residual, activation, channel-slot store, 2x2 max-pool).
-
-constexpr int kMR = 6;   // tiles per microkernel call: 6 x 2 accumulators + 2 B vectors + 1 broadcast
-constexpr int kNR = 16;  // output channels per microkernel call (two vectors; the packed weight's block)
-
-inline Vec load_n(const float* p, int n) {
-  if (n == kL) return Vec::load(p);
-  float t[kL] = {};
-  for (int i = 0; i < n; ++i) t[i] = p[i];
-  return Vec::load(t);
-}
-
-// Partial stores never touch the lanes past n: the next view of a virtual concat lives there.
-inline void store_n(float* p, const Vec& v, int n) {
-  if (n == kL) {
-    v.store(p);
-    return;
-  }
-  float t[kL];
-  v.store(t);
-  for (int i = 0; i < n; ++i) p[i] = t[i];
-}
 
 // y = B^T x for one column (or row) of six vectors.
 inline void bt6(const Vec& x0, const Vec& x1, const Vec& x2, const Vec& x3, const Vec& x4, const Vec& x5,
@@ -104,66 +84,6 @@ inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, in
         ptr[p] = o;
       }
     }
-  }
-}
-
-// C[kMR x 16] = A[kMR x k] (rows lda apart) * B[k x 16] (packed, contiguous). Not inlined: inside the
-// block loops the compiler ran out of integer registers and kept the row pointers on the stack.
-__attribute__((noinline)) void gemm_6x16(const float* a, std::int64_t lda, const float* b, float* c,
-                                          std::int64_t ldc, int k) {
-  Vec acc0[kMR], acc1[kMR];
-  for (int r = 0; r < kMR; ++r) acc0[r] = acc1[r] = Vec::zero();
-  const float* a0 = a;
-  const float* a1 = a + lda;
-  const float* a2 = a + 2 * lda;
-  const float* a3 = a + 3 * lda;
-  const float* a4 = a + 4 * lda;
-  const float* a5 = a + 5 * lda;
-  for (int kk = 0; kk < k; ++kk) {
-    const Vec b0 = Vec::load(b + kk * kNR), b1 = Vec::load(b + kk * kNR + kL);
-    Vec x = Vec::bcast(a0[kk]);
-    acc0[0] = fmadd(x, b0, acc0[0]);
-    acc1[0] = fmadd(x, b1, acc1[0]);
-    x = Vec::bcast(a1[kk]);
-    acc0[1] = fmadd(x, b0, acc0[1]);
-    acc1[1] = fmadd(x, b1, acc1[1]);
-    x = Vec::bcast(a2[kk]);
-    acc0[2] = fmadd(x, b0, acc0[2]);
-    acc1[2] = fmadd(x, b1, acc1[2]);
-    x = Vec::bcast(a3[kk]);
-    acc0[3] = fmadd(x, b0, acc0[3]);
-    acc1[3] = fmadd(x, b1, acc1[3]);
-    x = Vec::bcast(a4[kk]);
-    acc0[4] = fmadd(x, b0, acc0[4]);
-    acc1[4] = fmadd(x, b1, acc1[4]);
-    x = Vec::bcast(a5[kk]);
-    acc0[5] = fmadd(x, b0, acc0[5]);
-    acc1[5] = fmadd(x, b1, acc1[5]);
-  }
-  for (int r = 0; r < kMR; ++r) {
-    acc0[r].store(c + r * ldc);
-    acc1[r].store(c + r * ldc + kL);
-  }
-}
-
-// y = act(acc + bias + residual) on kL lanes, the same math as unet_fast::epilogue (epilogue.h):
-// relu and leaky relu as selects (NaN takes the "not > 0" branch there too), SiLU lane by lane.
-inline Vec epilogue_v(const Vec& acc, const Vec& bias, const float* res, int nl, const Epilogue& e) {
-  Vec y = acc + bias;
-  if (res) y = y + load_n(res, nl);
-  switch (e.act) {
-    case Act::kRelu:
-      return select_pos(y, Vec::zero());
-    case Act::kLeakyRelu:
-      return select_pos(y, y * Vec::bcast(e.negative_slope));
-    case Act::kSilu: {
-      float t[kL];
-      y.store(t);
-      for (int l = 0; l < kL; ++l) t[l] = apply_act(t[l], e.act, e.negative_slope);
-      return Vec::load(t);
-    }
-    default:
-      return y;
   }
 }
 

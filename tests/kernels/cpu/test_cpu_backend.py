@@ -86,8 +86,13 @@ def test_cpp_rechecks_bounds() -> None:
     with pytest.raises(ValueError, match="pool_out must be"):
         ext.conv_epilogue_f32(_desc(acc), 0, None, _desc(torch.empty(1, 4, 4, 3)),
                               _desc(torch.empty(1, 3, 2, 3)), 0, 0.0, 1)  # fmt: skip
-    with pytest.raises(ValueError, match="g must be"):
-        ext.conv_transpose2x2_epilogue_f32(_desc(acc), 0, _desc(torch.empty(1, 8, 8, 3)), 0, 0.0, 1)
+    panels = cpu.pack_conv_transpose_weight(torch.randn(3, 5, 2, 2), torch.float32).panels
+    with pytest.raises(ValueError, match="out must be"):
+        ext.conv_transpose2x2_f32(_desc(acc), panels.data_ptr(), panels.numel(), 5, 0,
+                                  _desc(torch.empty(1, 8, 8, 3)), 0, 0.0, 1, 0)  # fmt: skip
+    with pytest.raises(ValueError, match="packed weight holds"):  # a weight for fewer input channels
+        ext.conv_transpose2x2_f32(_desc(acc), panels.data_ptr(), panels.numel() // 3, 5, 0,
+                                  _desc(torch.empty(1, 8, 8, 5)), 0, 0.0, 1, 0)  # fmt: skip
     with pytest.raises(ValueError, match="dst must have"):
         ext.gather_view_f32(_desc(x), _desc(torch.empty(1, 4, 4, 2)), 0, 4, 4, False, 0, 0, 1)
     with pytest.raises(ValueError, match="out must be"):

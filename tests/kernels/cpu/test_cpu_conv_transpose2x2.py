@@ -1,28 +1,48 @@
-"""CPU conv_transpose2x2 against spec.conv_transpose2x2: every activation, odd sizes, batch > 1, written
-into a slot of a poisoned concat buffer, reading a channel slice."""
+"""CPU conv_transpose2x2 against spec.conv_transpose2x2: every activation, odd sizes, batch > 1, both kernel
+variants (portable, AVX2), written into a slot of a poisoned concat buffer, reading a channel slice."""
 
 import pytest
 import torch
 from cpu_testutil import BATCHES, assert_close, assert_outside_slot_untouched, conv_weight, poisoned_slot
 
-from unet_fast.kernels import cpu, spec
+from unet_fast.kernels import cpu, cpu_winograd, spec
 from unet_fast.kernels.spec import ACTIVATIONS
 
 F32 = torch.float32
+ISAS = cpu_winograd.available_isas()  # the variants this CPU runs: "portable", and "avx2" where it can
 
 
+# W = 9, 11, 17, 23: never a whole number of 6-pixel tiles. Cout 5, 3: one partial 16-channel block;
+# 37: two whole + 5; 24: one whole + 8 (the second vector of a block empty).
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("hw", [(9, 11), (17, 23)])
-@pytest.mark.parametrize("cin,cout", [(3, 5), (37, 3), (5, 37)])
+@pytest.mark.parametrize("cin,cout", [(3, 5), (37, 3), (5, 37), (16, 24)])
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_conv_transpose2x2_into_slot(n: int, hw: tuple[int, int], cin: int, cout: int, act: str) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_conv_transpose2x2_into_slot(n: int, hw: tuple[int, int], cin: int, cout: int, act: str,
+                                     isa: str) -> None:  # fmt: skip
     x, w, b = torch.randn(n, *hw, cin), conv_weight(cin, cout, 2, 2), torch.randn(cout)
     buf, slot = poisoned_slot((n, 2 * hw[0], 2 * hw[1], cout))
     got = cpu.conv_transpose2x2(x, cpu.pack_conv_transpose_weight(w, F32), b, act=act, negative_slope=0.3,
-                                out=slot)  # fmt: skip
+                                out=slot, isa=isa)  # fmt: skip
     assert got.data_ptr() == slot.data_ptr()
-    assert_close(slot, spec.conv_transpose2x2(x, w, b, act=act, negative_slope=0.3), f"convT {act}")
+    assert_close(slot, spec.conv_transpose2x2(x, w, b, act=act, negative_slope=0.3), f"convT {act} {isa}")
     assert_outside_slot_untouched(buf, 2, 3)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_conv_transpose2x2_blocked(isa: str) -> None:
+    """A weight bigger than one panel group (> 512 KiB) and more rows than one row block: every block of
+    the work decomposition is computed once, with two threads."""
+    x, w, b = torch.randn(2, 5, 9, 1100), conv_weight(1100, 20, 2, 2), torch.randn(20)
+    got = torch.full((2, 10, 18, 20), float("nan"))  # poisoned: an unwritten element fails
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cpu.conv_transpose2x2(x, cpu.pack_conv_transpose_weight(w, F32), b, act="relu", out=got, isa=isa)
+    finally:
+        torch.set_num_threads(threads)
+    assert_close(got, spec.conv_transpose2x2(x, w, b, act="relu"), f"convT blocked {isa}")
 
 
 def test_conv_transpose2x2_slice_input_no_bias() -> None:
@@ -44,3 +64,7 @@ def test_conv_transpose2x2_bad_input() -> None:
         cpu.pack_conv_transpose_weight(torch.randn(3, 5, 3, 3), F32)
     with pytest.raises(ValueError, match=r"cpu backend supports"):
         cpu.conv_transpose2x2(x.bfloat16(), w, None)
+    with pytest.raises(ValueError, match="pack_conv_transpose_weight returns"):
+        cpu.conv_transpose2x2(x, torch.randn(3, 20), None)
+    with pytest.raises(ValueError, match="unknown conv_transpose2x2 isa"):
+        cpu.conv_transpose2x2(x, w, None, isa="sse9")
