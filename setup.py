@@ -170,9 +170,7 @@ cpu_ext = Pybind11Extension(
     # No -march=native: the wheel must run on any x86_64; fast paths use per-function targets and
     # runtime CPU dispatch. torch's own libgomp.so.1 is already loaded when _C is imported, so the
     # loader binds us to the same OpenMP runtime (checked in tests/test_build.py).
-    # -fno-trapping-math / -fno-math-errno as PyTorch builds: we never unmask FP exceptions nor read
-    # errno, and with them GCC if-converts (so vectorises) the clamps in pixel_ops.h's exp.
-    extra_compile_args=["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", "-Wall", "-Wextra", "-Werror"],
+    extra_compile_args=["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror"],
     extra_link_args=["-fopenmp"],
 )
 cuda_ext = Pybind11Extension(

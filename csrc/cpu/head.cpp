@@ -112,8 +112,8 @@ void row_scores(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s) {
 }
 
 // The head op on one row's [W, K] scores, in place. Cloned per ISA like row_scores: the exp is most of
-// it, and it vectorises (pixel_ops.h).
-UF_CPU_CLONES
+// it, and it vectorises (pixel_ops.h) without trapping math, hence UF_NO_TRAP here too.
+UF_CPU_CLONES UF_NO_TRAP
 void finish_row(HeadOp op, float* s, std::int64_t pixels, int k) {
   if (op == HeadOp::kSoftmax) {
     softmax_rows(s, pixels, k);

@@ -32,11 +32,13 @@ UF_HD void softmax_inplace(float* v, int k) {
 // The CPU twin's softmax, over `pixels` consecutive groups of k scores, in three passes so the exp pass is
 // one long loop the compiler vectorises. glibc's expf does not vectorise without -ffast-math, so the exp
 // is Cephes' expf (range reduction + degree-6 polynomial, max relative error ~2e-7) on x <= 0. GCC
-// if-converts the clamp (and so vectorises these loops) only under -fno-trapping-math, which setup.py
-// passes for the CPU extension, as PyTorch's own build does. The CUDA head keeps softmax_inplace above
-// (hardware expf).
+// if-converts the clamp (and so vectorises these loops) only without trapping math: hence UF_NO_TRAP on
+// these functions and on their callers (GCC inlines only between functions with the same optimize
+// options). Not for the whole extension: -fno-trapping-math there stopped maxpool2x2's NaN-propagating
+// max from vectorising (11x slower). The CUDA head keeps softmax_inplace above (hardware expf).
+#define UF_NO_TRAP __attribute__((optimize("no-trapping-math")))
 
-inline float exp_nonpositive(float x) {
+UF_NO_TRAP inline float exp_nonpositive(float x) {
   x = x < -87.3f ? -87.3f : x;  // below: ~1e-38 instead of a denormal; NaN passes (compare is false)
   const int n = static_cast<int>(x * 1.44269504088896341f - 0.5f);  // round(x / ln2) for x <= 0
   const float fn = static_cast<float>(n);
@@ -54,11 +56,11 @@ inline float exp_nonpositive(float x) {
   return y * scale;
 }
 
-inline void exp_nonpositive_n(float* v, std::int64_t n) {
+UF_NO_TRAP inline void exp_nonpositive_n(float* v, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) v[i] = exp_nonpositive(v[i]);
 }
 
-inline void softmax_rows(float* v, std::int64_t pixels, int k) {
+UF_NO_TRAP inline void softmax_rows(float* v, std::int64_t pixels, int k) {
   if (k == 2) {  // two classes: [1, e] / (1 + e) with e = exp(-|s0 - s1|), ordered by which is larger
     for (std::int64_t p = 0; p < pixels; ++p) {
       // + (m - m): NaN when the larger score is infinite, as the max-subtracting form (and torch) gives.
@@ -88,7 +90,7 @@ inline void softmax_rows(float* v, std::int64_t pixels, int k) {
 }
 // In place: v[i] <- sigmoid(v[i]) over n scores, with the same vectorisable exp: e = exp(-|x|) <= 1
 // never overflows, and x >= 0 ? 1 / (1 + e) : e / (1 + e) is a select, not a branch. NaN stays NaN.
-inline void sigmoid_n(float* v, std::int64_t n) {
+UF_NO_TRAP inline void sigmoid_n(float* v, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) {
     const float x = v[i];
     const float e = exp_nonpositive(x > 0.f ? -x : x);
