@@ -29,8 +29,9 @@ done
 out=benchmarks/results
 mkdir -p "$out"
 load="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo '?')"
-# runnable tasks right now (4th field of /proc/loadavg), less this script's own reader
-busy="$(( $(cut -d' ' -f4 /proc/loadavg 2>/dev/null | cut -d/ -f1 || echo 1) - 1 ))"
+# processes running right now outside this script's process group (its own pipeline is not competition)
+me="$(ps -o pgid= $$ | tr -d ' ')"
+busy="$(ps -eo stat=,pgid= 2>/dev/null | awk -v me="$me" '$1 ~ /^R/ && $2 != me' | wc -l || echo '?')"
 auto_note="taken while ${busy} other runnable processes competed for $(nproc) cores (1-min load average ${load} at start)"
 note="${note:+$note; }${auto_note}"
 echo "== run_all: machine ${machine}; ${note}"
