@@ -97,4 +97,6 @@ def test_info_cli_json(capsys) -> None:
     info = json.loads(capsys.readouterr().out)
     assert info["backends"]["torch"]["usable"]
     assert info["backends"]["cpu"]["usable"]
+    kernels = info["backends"]["cpu"]["kernels"]
+    assert kernels["clone_isa"] in ("x86-64-v3", "default") and "portable" in kernels["gemm_isas"]
     assert set(info["backends"]) == {"torch", "cpu", "triton", "cuda", "tensorrt"}

@@ -35,10 +35,26 @@ def _triton_status() -> tuple[bool, str]:
     return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels in the interpreter, for testing)"
 
 
+def _cpu_kernels() -> dict[str, Any]:
+    """Which compiled variant of the C++ CPU kernels runs on this CPU (AVX2+FMA or the portable baseline)."""
+    ext = _ext.cpu_ext
+    return {
+        "clone_isa": ext.clone_isa() if hasattr(ext, "clone_isa") else None,  # head, upsample + concat
+        "gemm_isas": list(ext.winograd_isas()) if hasattr(ext, "winograd_isas") else [],  # Winograd, convT
+    }
+
+
+def _cpu_summary(kernels: dict[str, Any]) -> str:
+    gemm = kernels["gemm_isas"]
+    best = "avx2" if "avx2" in gemm else (gemm[0] if gemm else "-")
+    return f"C++ kernels: row ops {kernels['clone_isa']}, GEMM/Winograd {best} (runnable here: {', '.join(gemm)})"
+
+
 def collect() -> dict[str, Any]:
     cpu_ok = _ext.cpu_ext is not None
     cuda_reason = _ext.cuda_unavailable_reason()
     triton_ok, triton_why = _triton_status()
+    kernels = _cpu_kernels() if cpu_ok else None
     trt = _version("tensorrt")
     info: dict[str, Any] = {
         "unet_fast": __import__("unet_fast").__version__,
@@ -57,7 +73,7 @@ def collect() -> dict[str, Any]:
         },
         "backends": {
             "torch": {"usable": True, "why": "pure PyTorch reference executor"},
-            "cpu": {"usable": cpu_ok, "why": "" if cpu_ok else _ext._cpu_error},
+            "cpu": {"usable": cpu_ok, "why": _cpu_summary(kernels) if cpu_ok else _ext._cpu_error, "kernels": kernels},
             "triton": {"usable": triton_ok, "why": triton_why},
             "cuda": {"usable": not cuda_reason, "why": cuda_reason},
             "tensorrt": {"usable": trt is not None and torch.cuda.is_available(),
