@@ -36,18 +36,14 @@ def _triton_status() -> tuple[bool, str]:
 
 
 def _cpu_kernels() -> dict[str, Any]:
-    """Which compiled variant of the C++ CPU kernels runs on this CPU (AVX2+FMA or the portable baseline)."""
+    """The builds of the C++ CPU kernel bodies this CPU can run, and the one isa="auto" picks."""
     ext = _ext.cpu_ext
-    return {
-        "clone_isa": ext.clone_isa() if hasattr(ext, "clone_isa") else None,  # head, upsample + concat
-        "gemm_isas": list(ext.winograd_isas()) if hasattr(ext, "winograd_isas") else [],  # Winograd, convT
-    }
+    isas = list(ext.winograd_isas()) if hasattr(ext, "winograd_isas") else []
+    return {"isas": isas, "auto": "avx2" if "avx2" in isas else "portable"}
 
 
 def _cpu_summary(kernels: dict[str, Any]) -> str:
-    gemm = kernels["gemm_isas"]
-    best = "avx2" if "avx2" in gemm else (gemm[0] if gemm else "-")
-    return f"C++ kernels: row ops {kernels['clone_isa']}, GEMM/Winograd {best} (runnable here: {', '.join(gemm)})"
+    return f"C++ kernels: {kernels['auto']} build (runnable here: {', '.join(kernels['isas'])})"
 
 
 def collect() -> dict[str, Any]:

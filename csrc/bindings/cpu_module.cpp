@@ -1,8 +1,6 @@
 // unet_fast._C: the C++ CPU ops. Each op file defines register_<op>(m); add one line per op here.
 #include <pybind11/pybind11.h>
 
-#include <string>
-
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -36,15 +34,6 @@ static py::dict build_info() {
   return info;
 }
 
-// Which UF_CPU_CLONES variant this CPU dispatches to: the same two targets as function versions, which
-// GCC resolves with the same load-time checks as target_clones (tests assert the fast one on AVX2 CPUs).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-__attribute__((target("default"))) static const char* clone_isa() { return "default"; }
-__attribute__((target("arch=x86-64-v3"))) static const char* clone_isa() { return "x86-64-v3"; }
-#else
-static const char* clone_isa() { return "default"; }
-#endif
-
 static int omp_max_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -57,8 +46,6 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "unet_fast C++ CPU ops (raw pointers; the Python launchers in unet_fast.kernels.cpu check arguments)";
   m.def("build_info", &build_info, "Compile-time metadata: compiler, OpenMP version, git commit.");
   m.def("omp_max_threads", &omp_max_threads, "omp_get_max_threads() as seen by this module's OpenMP runtime.");
-  m.def("clone_isa", [] { return std::string(clone_isa()); },
-        "The UF_CPU_CLONES variant chosen on this CPU: 'x86-64-v3' (AVX2+FMA) or 'default'.");
   unet_fast::register_activation(m);
   unet_fast::register_maxpool2x2(m);
   unet_fast::register_upsample_concat(m);

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "unet_fast/checks.h"
-#include "unet_fast/macros.h"
+#include "unet_fast/cpu_isa.h"
 #include "unet_fast/cpu_tensor.h"
 #include "unet_fast/pixel_ops.h"
 
@@ -29,13 +29,19 @@ struct HeadArgs {
   std::int64_t k;
 };
 
-// Eight floats as a GCC/Clang vector: lowered to AVX2 in the x86-64-v3 clone below and to SSE pairs in the
-// baseline one. Passed by reference only (by value it would change the ABI between the clones).
+// The per-row work (scores, then the head op) is written once as always-inline functions and compiled into
+// two row functions, baseline and AVX2+FMA (head_row_portable / head_row_avx2, at the end), picked per call
+// like the GEMM kernels (cpu_isa.h; `isa` forces one, so tests run both). Everything on the way is
+// UF_NO_TRAP: GCC inlines only between functions with the same optimize options, and the exp needs it.
+#define UF_ROW_INLINE __attribute__((always_inline)) UF_NO_TRAP inline
+
+// Eight floats as a GCC/Clang vector: AVX2 in the AVX2 row function, SSE pairs in the baseline one. Only
+// ever passed by reference (by value it would change the ABI between the two).
 typedef float F8 __attribute__((vector_size(32)));
 
 // The eight lane sums of eight vectors, r[q] = sum(a[q]), as a transpose-and-add tree: 7 vector adds
 // instead of eight scalar reductions (which also stall on store forwarding of the spilled vectors).
-__attribute__((always_inline)) inline void sum8(const F8* a, float* r) {
+UF_ROW_INLINE void sum8(const F8* a, float* r) {
   typedef int I8 __attribute__((vector_size(32)));
   constexpr I8 even{0, 8, 2, 10, 4, 12, 6, 14}, odd{1, 9, 3, 11, 5, 13, 7, 15};
   constexpr I8 lo2{0, 1, 8, 9, 4, 5, 12, 13}, hi2{2, 3, 10, 11, 6, 7, 14, 15};
@@ -51,10 +57,10 @@ __attribute__((always_inline)) inline void sum8(const F8* a, float* r) {
 
 // s[p * K + j] = bias[j] + <px[p], w[j]> for P pixels and KB classes, P * KB = 8 independent
 // accumulators, so the FMAs pipeline instead of waiting on one reduction chain and each weight vector
-// is loaded once per P pixels. Always inlined, so it is compiled for the calling clone's ISA.
+// is loaded once per P pixels. Always inlined, so it is compiled for the calling row function's ISA.
 template <int P, int KB>
-__attribute__((always_inline)) inline void dot_block(const float* const* px, const float* w, std::int64_t c,
-                                                     const float* bias, float* s, std::int64_t k) {
+UF_ROW_INLINE void dot_block(const float* const* px, const float* w, std::int64_t c, const float* bias,
+                             float* s, std::int64_t k) {
   static_assert(P * KB == 8, "one accumulator per lane of the reduction tree");
   F8 acc[8];
   for (int q = 0; q < 8; ++q) acc[q] = F8{};
@@ -80,7 +86,7 @@ __attribute__((always_inline)) inline void dot_block(const float* const* px, con
 }
 
 // One score the plain way: the few pixels left over by the 8-pixel blocks.
-inline float dot_one(const float* px, const float* w, std::int64_t c, float bias) {
+UF_ROW_INLINE float dot_one(const float* px, const float* w, std::int64_t c, float bias) {
   float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
   for (std::int64_t i = 0; i < c; ++i) acc += px[i] * w[i];
@@ -90,8 +96,7 @@ inline float dot_one(const float* px, const float* w, std::int64_t c, float bias
 // Scores of one row of pixels: s[x * K + j] = bias[j] + <x_pixel, w[j]>, in blocks of 4 pixels x 2
 // classes (8 pixels x 1 class for an odd class count's last class), the pixels past the last block
 // one at a time. The dot products are the head's whole cost (the input is read once).
-UF_CPU_CLONES
-void row_scores(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s) {
+UF_ROW_INLINE void row_scores(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s) {
   const std::int64_t c = h.x.c, k = h.k, width = h.x.w;
   const std::int64_t kpairs = k / 2 * 2;
   std::int64_t x = 0;
@@ -111,15 +116,35 @@ void row_scores(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s) {
     for (std::int64_t j = 0; j < k; ++j) s[x * k + j] = dot_one(h.x.pixel(n, y, x), h.w + j * c, c, h.bias[j]);
 }
 
-// The head op on one row's [W, K] scores, in place. Cloned per ISA like row_scores: the exp is most of
-// it, and it vectorises (pixel_ops.h) without trapping math, hence UF_NO_TRAP here too.
-UF_CPU_CLONES UF_NO_TRAP
-void finish_row(HeadOp op, float* s, std::int64_t pixels, int k) {
+// Row (n, y): its [W, K] scores into s, then the head op in place (argmax and logits: none here).
+UF_ROW_INLINE void head_row(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s, HeadOp op) {
+  row_scores(h, n, y, s);
   if (op == HeadOp::kSoftmax) {
-    softmax_rows(s, pixels, k);
+    softmax_rows(s, h.x.w, static_cast<int>(h.k));
   } else if (op == HeadOp::kSigmoid) {
-    sigmoid_n(s, pixels * k);
+    sigmoid_n(s, h.x.w * h.k);
   }
+}
+
+using HeadRowFn = void (*)(const HeadArgs&, std::int64_t, std::int64_t, float*, HeadOp);
+
+UF_NO_TRAP void head_row_portable(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s, HeadOp op) {
+  head_row(h, n, y, s, op);
+}
+
+#ifdef UF_CPU_X86
+__attribute__((target("avx2,fma"))) UF_NO_TRAP void head_row_avx2(const HeadArgs& h, std::int64_t n,
+                                                                   std::int64_t y, float* s, HeadOp op) {
+  head_row(h, n, y, s, op);
+}
+#endif
+
+HeadRowFn pick_head_row(int isa) {
+#ifdef UF_CPU_X86
+  if (use_avx2(isa)) return head_row_avx2;
+#endif
+  (void)isa;
+  return head_row_portable;
 }
 
 // fn(n, y, scratch) once per image row, with a per-thread scratch row of [W, K] floats.
@@ -134,30 +159,27 @@ void for_each_row(const HeadArgs& h, int num_threads, Fn fn) {
   }
 }
 
-template <typename Fn>
-void for_each_pixel(const HeadArgs& h, int num_threads, Fn fn) {
-  for_each_row(h, num_threads, [&](std::int64_t n, std::int64_t y, float* s) {
-    row_scores(h, n, y, s);
-    for (std::int64_t x = 0; x < h.x.w; ++x) fn(n, y, x, s + x * h.k);
-  });
-}
-
 template <typename I>
-void argmax_into(const HeadArgs& h, const Nhwc<I>& out, int num_threads) {
-  for_each_pixel(h, num_threads, [&](std::int64_t n, std::int64_t y, std::int64_t x, float* s) {
-    *out.pixel(n, y, x) = static_cast<I>(argmax_first(s, static_cast<int>(h.k)));
+void argmax_into(const HeadArgs& h, HeadRowFn row, const Nhwc<I>& out, int num_threads) {
+  for_each_row(h, num_threads, [&](std::int64_t n, std::int64_t y, float* s) {
+    row(h, n, y, s, HeadOp::kArgmax);
+    for (std::int64_t x = 0; x < h.x.w; ++x)
+      *out.pixel(n, y, x) = static_cast<I>(argmax_first(s + x * h.k, static_cast<int>(h.k)));
   });
 }
 
 }  // namespace
 
 void head_f32(const DescArgs& x_desc, std::uintptr_t w_ptr, std::uintptr_t bias_ptr, std::int64_t num_classes,
-              int op, const DescArgs& out_desc, int index_kind, int num_threads) {
+              int op, const DescArgs& out_desc, int index_kind, int num_threads, int isa) {
   const Nhwc<const float> x = make_nhwc<const float>(x_desc, "x");
   UF_CHECK_PTR(w_ptr);
   UF_CHECK_POSITIVE(num_classes);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(op >= 0 && op <= 3, "unknown head op index " << op);
+  UF_CHECK(isa >= 0 && isa <= 2, "unknown isa " << isa);
+  UF_CHECK(isa != static_cast<int>(Isa::kAvx2) || has_avx2(), "the avx2 path needs a CPU with AVX2 and FMA");
+  const HeadRowFn row = pick_head_row(isa);
   std::vector<float> zeros;
   const float* bias = reinterpret_cast<const float*>(bias_ptr);
   if (bias == nullptr) {
@@ -175,17 +197,17 @@ void head_f32(const DescArgs& x_desc, std::uintptr_t w_ptr, std::uintptr_t bias_
       const auto out = make_nhwc<std::uint8_t>(out_desc, "out", true);
       UF_CHECK(out.n == x.n && out.h == x.h && out.w == x.w && out.c == 1, "out must be [N, H, W]");
       py::gil_scoped_release release;
-      argmax_into(h, out, num_threads);
+      argmax_into(h, row, out, num_threads);
     } else if (kind == IndexKind::kInt32) {
       const auto out = make_nhwc<std::int32_t>(out_desc, "out", true);
       UF_CHECK(out.n == x.n && out.h == x.h && out.w == x.w && out.c == 1, "out must be [N, H, W]");
       py::gil_scoped_release release;
-      argmax_into(h, out, num_threads);
+      argmax_into(h, row, out, num_threads);
     } else {
       const auto out = make_nhwc<std::int64_t>(out_desc, "out", true);
       UF_CHECK(out.n == x.n && out.h == x.h && out.w == x.w && out.c == 1, "out must be [N, H, W]");
       py::gil_scoped_release release;
-      argmax_into(h, out, num_threads);
+      argmax_into(h, row, out, num_threads);
     }
     return;
   }
@@ -196,8 +218,7 @@ void head_f32(const DescArgs& x_desc, std::uintptr_t w_ptr, std::uintptr_t bias_
   for_each_row(h, num_threads, [&](std::int64_t n, std::int64_t y, float* scratch) {
     float* o = out.pixel(n, y, 0);
     float* s = out.sw == k ? o : scratch;  // a dense output row is its own scratch
-    row_scores(h, n, y, s);
-    finish_row(head_op, s, h.x.w, k);
+    row(h, n, y, s, head_op);
     if (s != o)
       for (std::int64_t xx = 0; xx < h.x.w; ++xx)
         for (int j = 0; j < k; ++j) out.pixel(n, y, xx)[j] = s[xx * k + j];
@@ -206,8 +227,9 @@ void head_f32(const DescArgs& x_desc, std::uintptr_t w_ptr, std::uintptr_t bias_
 
 void register_head(py::module_& m) {
   m.def("head_f32", &head_f32, py::arg("x"), py::arg("w_ptr"), py::arg("bias_ptr"), py::arg("num_classes"),
-        py::arg("op"), py::arg("out"), py::arg("index_kind"), py::arg("num_threads"),
-        "Per pixel: scores = W[K, C] x + bias, then the head op (spec.HEAD_OPS index) into out.");
+        py::arg("op"), py::arg("out"), py::arg("index_kind"), py::arg("num_threads"), py::arg("isa"),
+        "Per pixel: scores = W[K, C] x + bias, then the head op (spec.HEAD_OPS index) into out. "
+        "isa: 0 auto, 1 portable, 2 avx2.");
 }
 
 }  // namespace unet_fast

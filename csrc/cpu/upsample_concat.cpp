@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "unet_fast/checks.h"
-#include "unet_fast/macros.h"
+#include "unet_fast/cpu_isa.h"
 #include "unet_fast/cpu_tensor.h"
 #include "unet_fast/resample.h"
 
@@ -51,11 +51,12 @@ std::vector<Tap> make_taps(std::int64_t out_len, std::int64_t off, std::int64_t 
   return taps;
 }
 
-// One output row. Compiled for AVX2+FMA too and picked at load time (ifunc): the wheel has no
-// -march=native, and the bilinear blend is the op's arithmetic.
-UF_CPU_CLONES
-void gather_row(const Nhwc<const float>& src, const Nhwc<float>& dst, const Tap& y, const Tap* tx, bool bilinear,
-                std::int64_t n, std::int64_t oy) {
+// One output row. Always inlined into two row functions, baseline and AVX2+FMA (below), picked per call
+// (cpu_isa.h; `isa` forces one): the wheel has no -march=native, and the bilinear blend is the op's
+// arithmetic.
+__attribute__((always_inline)) inline void gather_row(const Nhwc<const float>& src, const Nhwc<float>& dst,
+                                                      const Tap& y, const Tap* tx, bool bilinear, std::int64_t n,
+                                                      std::int64_t oy) {
   const std::int64_t c = dst.c;
   for (std::int64_t ox = 0; ox < dst.w; ++ox) {
     const Tap& x = tx[ox];
@@ -77,15 +78,42 @@ void gather_row(const Nhwc<const float>& src, const Nhwc<float>& dst, const Tap&
   }
 }
 
+using GatherRowFn = void (*)(const Nhwc<const float>&, const Nhwc<float>&, const Tap&, const Tap*, bool,
+                             std::int64_t, std::int64_t);
+
+void gather_row_portable(const Nhwc<const float>& src, const Nhwc<float>& dst, const Tap& y, const Tap* tx,
+                         bool bilinear, std::int64_t n, std::int64_t oy) {
+  gather_row(src, dst, y, tx, bilinear, n, oy);
+}
+
+#ifdef UF_CPU_X86
+__attribute__((target("avx2,fma"))) void gather_row_avx2(const Nhwc<const float>& src, const Nhwc<float>& dst,
+                                                         const Tap& y, const Tap* tx, bool bilinear, std::int64_t n,
+                                                         std::int64_t oy) {
+  gather_row(src, dst, y, tx, bilinear, n, oy);
+}
+#endif
+
+GatherRowFn pick_gather_row(int isa) {
+#ifdef UF_CPU_X86
+  if (use_avx2(isa)) return gather_row_avx2;
+#endif
+  (void)isa;
+  return gather_row_portable;
+}
+
 }  // namespace
 
 void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mode, std::int64_t resampled_h,
                      std::int64_t resampled_w, bool align_corners, std::int64_t off_y, std::int64_t off_x,
-                     int num_threads) {
+                     int num_threads, int isa) {
   const Nhwc<const float> src = make_nhwc<const float>(src_desc, "src");
   const Nhwc<float> dst = make_nhwc<float>(dst_desc, "dst", /*output=*/true);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
+  UF_CHECK(isa >= 0 && isa <= 2, "unknown isa " << isa);
+  UF_CHECK(isa != static_cast<int>(Isa::kAvx2) || has_avx2(), "the avx2 path needs a CPU with AVX2 and FMA");
+  const GatherRowFn gather_row_fn = pick_gather_row(isa);
   UF_CHECK(dst.n == src.n && dst.c == src.c, "dst must have src's batch and channels");
   const auto m = static_cast<ResampleMode>(mode);
   if (m == ResampleMode::kNone) {
@@ -101,14 +129,15 @@ void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mod
   py::gil_scoped_release release;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (std::int64_t r = 0; r < rows; ++r)
-    gather_row(src, dst, ty[static_cast<std::size_t>(r % dst.h)], tx.data(), bilinear, r / dst.h, r % dst.h);
+    gather_row_fn(src, dst, ty[static_cast<std::size_t>(r % dst.h)], tx.data(), bilinear, r / dst.h, r % dst.h);
 }
 
 void register_upsample_concat(py::module_& m) {
   m.def("gather_view_f32", &gather_view_f32, py::arg("src"), py::arg("dst"), py::arg("mode"),
         py::arg("resampled_h"), py::arg("resampled_w"), py::arg("align_corners"), py::arg("off_y"),
-        py::arg("off_x"), py::arg("num_threads"),
-        "dst = window (off_y, off_x, dst size) of src resampled to (resampled_h, resampled_w); 0 outside.");
+        py::arg("off_x"), py::arg("num_threads"), py::arg("isa"),
+        "dst = window (off_y, off_x, dst size) of src resampled to (resampled_h, resampled_w); 0 outside. "
+        "isa: 0 auto, 1 portable, 2 avx2.");
 }
 
 }  // namespace unet_fast

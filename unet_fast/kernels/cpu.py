@@ -102,6 +102,11 @@ def _scratch(role: str, shape: tuple[int, ...]) -> Tensor:
     return buf[:numel].view(shape)
 
 
+def _isa(isa: str, op: str) -> int:
+    """The C++ `isa` argument: which build of a kernel body runs (portable, or AVX2+FMA where the CPU has it)."""
+    return cpu_winograd.isa_index(isa, env=None, what=op)
+
+
 def _ptr(t: Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
@@ -152,9 +157,9 @@ def maxpool2x2(x: Tensor, out: Tensor | None = None) -> Tensor:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _gather(views: Sequence[InputView], out: Tensor) -> Tensor:
+def _gather(views: Sequence[InputView], out: Tensor, isa: str = "auto") -> Tensor:
     """Write the views side by side along out's channels (each through its resample and window)."""
-    ext, threads = require_cpu(), num_threads()
+    ext, threads, isa_arg = require_cpu(), num_threads(), _isa(isa, "upsample_concat")
     c0 = 0
     for v in views:
         c = v.channels
@@ -162,16 +167,18 @@ def _gather(views: Sequence[InputView], out: Tensor) -> Tensor:
         mode = _RESAMPLE_MODES[v.resample.mode] if v.resample is not None else 0
         ac = bool(v.resample.align_corners) if v.resample is not None else False
         ext.gather_view_f32(_desc(v.tensor), _desc(out[..., c0 : c0 + c]), mode, rh, rw, ac,
-                            v.offset[0], v.offset[1], threads)  # fmt: skip
+                            v.offset[0], v.offset[1], threads, isa_arg)  # fmt: skip
         c0 += c
     return out
 
 
-def upsample_concat(inputs: Sequence[Tensor | InputView], out: Tensor | None = None) -> Tensor:
-    """Materialise the views side by side along channels into `out` (a channel slot is fine)."""
+def upsample_concat(inputs: Sequence[Tensor | InputView], out: Tensor | None = None, *,
+                    isa: str = "auto") -> Tensor:  # fmt: skip
+    """Materialise the views side by side along channels into `out` (a channel slot is fine). `isa`
+    ("auto" | "portable" | "avx2") forces a kernel variant (tests run both)."""
     views, out = checks.check_upsample_concat(inputs, out)
     _check_cpu({f"inputs[{i}]": v.tensor for i, v in enumerate(views)} | {"out": out})
-    return _gather(views, out)
+    return _gather(views, out, isa)
 
 
 def _dense_input(views: Sequence[InputView]) -> Tensor:
@@ -311,7 +318,7 @@ def conv_transpose2x2(x: Tensor, packed: ConvTransposeWeight, bias: Tensor | Non
         raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
     _check_cpu({"x": x, "out": out})
     bias = _vector(bias, "bias", packed.cout)
-    isa_arg = cpu_winograd.isa_index(isa, env=None, what="conv_transpose2x2")
+    isa_arg = _isa(isa, "conv_transpose2x2")
     require_cpu().conv_transpose2x2_f32(_desc(x), packed.panels.data_ptr(), packed.panels.numel(), packed.cout,
                                         _ptr(bias), _desc(out), ACTIVATIONS.index(act), float(negative_slope),
                                         num_threads(), isa_arg)  # fmt: skip
@@ -332,20 +339,22 @@ def pack_head_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: str = "softmax",
-         out: Tensor | None = None) -> Tensor:  # fmt: skip
-    """spec.head on CPU: per pixel K dot products + softmax / sigmoid / argmax / logits, one C++ pass."""
+         out: Tensor | None = None, *, isa: str = "auto") -> Tensor:  # fmt: skip
+    """spec.head on CPU: per pixel K dot products + softmax / sigmoid / argmax / logits, one C++ pass.
+    `isa` ("auto" | "portable" | "avx2") forces a kernel variant (tests run both)."""
     _check_packed(packed, "packed", 2)
     view, out = checks.check_head(x, packed, bias, op, out)  # packed [K, C] is a valid logical shape
     _check_cpu({"x": view.tensor})
     _check_cpu({"out": out}, float_only=op != "argmax")
     bias = _vector(bias, "bias", packed.shape[0])
+    isa_arg = _isa(isa, "head")
     xs = view.tensor
     if not _is_plain(view):
-        xs = _gather([view], _scratch("gather", (xs.shape[0], *view.out_size, view.channels)))
+        xs = _gather([view], _scratch("gather", (xs.shape[0], *view.out_size, view.channels)), isa)
     index_kind = _INDEX_KINDS.index(out.dtype) if op == "argmax" else 0
     w = packed.contiguous()  # held in a name: the pointer must outlive the call
     require_cpu().head_f32(_desc(xs), w.data_ptr(), _ptr(bias), w.shape[0],
-                           HEAD_OPS.index(op), _desc(out), index_kind, num_threads())  # fmt: skip
+                           HEAD_OPS.index(op), _desc(out), index_kind, num_threads(), isa_arg)  # fmt: skip
     return out
 
 

@@ -94,6 +94,6 @@ def test_cpp_rechecks_bounds() -> None:
         ext.conv_transpose2x2_f32(_desc(acc), panels.data_ptr(), panels.numel() // 3, 5, 0,
                                   _desc(torch.empty(1, 8, 8, 5)), 0, 0.0, 1, 0)  # fmt: skip
     with pytest.raises(ValueError, match="dst must have"):
-        ext.gather_view_f32(_desc(x), _desc(torch.empty(1, 4, 4, 2)), 0, 4, 4, False, 0, 0, 1)
+        ext.gather_view_f32(_desc(x), _desc(torch.empty(1, 4, 4, 2)), 0, 4, 4, False, 0, 0, 1, 0)
     with pytest.raises(ValueError, match="out must be"):
-        ext.head_f32(_desc(x), torch.randn(2, 3).data_ptr(), 0, 2, 1, _desc(torch.empty(1, 4, 4, 3)), 0, 1)
+        ext.head_f32(_desc(x), torch.randn(2, 3).data_ptr(), 0, 2, 1, _desc(torch.empty(1, 4, 4, 3)), 0, 1, 0)

@@ -3,7 +3,7 @@ poisoned class map of every index dtype, reading through a view."""
 
 import pytest
 import torch
-from cpu_testutil import BATCHES, SIZES, assert_close, assert_outside_slot_untouched, poisoned_slot
+from cpu_testutil import BATCHES, ISAS, SIZES, assert_close, assert_outside_slot_untouched, poisoned_slot
 
 from unet_fast.kernels import cpu, spec
 from unet_fast.kernels.spec import InputView, Resample
@@ -17,12 +17,13 @@ F32 = torch.float32
 # class (the 8-pixel x 1-class block), a single class, and the two-class softmax shortcut.
 @pytest.mark.parametrize("c,k", [(3, 2), (37, 5), (5, 1), (64, 2), (19, 3), (16, 1)])
 @pytest.mark.parametrize("op", ["softmax", "sigmoid", "logits"])
-def test_head_scores_into_slot(n: int, hw: tuple[int, int], c: int, k: int, op: str) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_head_scores_into_slot(n: int, hw: tuple[int, int], c: int, k: int, op: str, isa: str) -> None:
     x, w, b = torch.randn(n, *hw, c), torch.randn(k, c, 1, 1), torch.randn(k)
     buf, slot = poisoned_slot((n, *hw, k))
-    got = cpu.head(x, cpu.pack_head_weight(w, F32), b, op, out=slot)
+    got = cpu.head(x, cpu.pack_head_weight(w, F32), b, op, out=slot, isa=isa)
     assert got.data_ptr() == slot.data_ptr()
-    assert_close(slot, spec.head(x, w, b, op), f"head {op}")
+    assert_close(slot, spec.head(x, w, b, op), f"head {op} {isa}")
     assert_outside_slot_untouched(buf, 2, 3)
 
 
@@ -30,18 +31,22 @@ def test_head_scores_into_slot(n: int, hw: tuple[int, int], c: int, k: int, op: 
 @pytest.mark.parametrize("hw", SIZES)
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int32, torch.int64])
 @pytest.mark.parametrize("c,k", [(3, 2), (37, 5)])
-def test_head_argmax_class_map(n: int, hw: tuple[int, int], dtype: torch.dtype, c: int, k: int) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_head_argmax_class_map(
+    n: int, hw: tuple[int, int], dtype: torch.dtype, c: int, k: int, isa: str
+) -> None:
     x, w, b = torch.randn(n, *hw, c), torch.randn(k, c), torch.randn(k)
     # The class map is a window of a bigger poisoned map: W stride 1, H stride W + 3.
     buf = torch.full((n, hw[0], hw[1] + 3), 99, dtype=dtype)
     out = buf[:, :, 1 : hw[1] + 1]
-    cpu.head(x, cpu.pack_head_weight(w, F32), b, "argmax", out=out)
+    cpu.head(x, cpu.pack_head_weight(w, F32), b, "argmax", out=out, isa=isa)
     assert torch.equal(out, spec.head(x, w, b, "argmax").to(dtype))
     assert (buf[:, :, 0] == 99).all() and (buf[:, :, hw[1] + 1 :] == 99).all()
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_head_softmax_sigmoid_extremes(k: int) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_head_softmax_sigmoid_extremes(k: int, isa: str) -> None:
     """Scores far apart (exp underflows), infinities and NaN: finite where torch is, NaN where torch is."""
     c = 8
     x = torch.randn(1, 3, 11, c)
@@ -51,7 +56,7 @@ def test_head_softmax_sigmoid_extremes(k: int) -> None:
     x[0, 1, :5, 0] = torch.tensor([float("inf"), float("-inf"), float("nan"), 1e-30, -1e-30])
     packed = cpu.pack_head_weight(w, F32)
     for op in ("softmax", "sigmoid"):
-        got, ref = cpu.head(x, packed, b, op), spec.head(x, w, b, op)
+        got, ref = cpu.head(x, packed, b, op, isa=isa), spec.head(x, w, b, op)
         assert torch.equal(got.isnan(), ref.isnan()), op
         keep = ~ref.isnan()
         torch.testing.assert_close(got[keep], ref[keep], atol=1e-6, rtol=1e-5)
@@ -85,6 +90,8 @@ def test_head_bad_input() -> None:
     x, w = torch.randn(1, 4, 4, 3), cpu.pack_head_weight(torch.randn(300, 3), F32)
     with pytest.raises(ValueError, match="unknown head op"):
         cpu.head(x, w, None, "tanh")
+    with pytest.raises(ValueError, match="unknown head isa"):
+        cpu.head(x, w, None, "softmax", isa="sse9")
     with pytest.raises(ValueError, match="at most 256 classes"):
         cpu.head(x, w, None, "argmax", out=torch.empty(1, 4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match="head weight expects"):

@@ -3,7 +3,7 @@ windows, odd sizes, batch > 1, written into a slot of a poisoned buffer."""
 
 import pytest
 import torch
-from cpu_testutil import BATCHES, SIZES, assert_close, assert_outside_slot_untouched, poisoned_slot
+from cpu_testutil import BATCHES, ISAS, SIZES, assert_close, assert_outside_slot_untouched, poisoned_slot
 
 from unet_fast.kernels import cpu, spec
 from unet_fast.kernels.spec import InputView, Resample
@@ -27,11 +27,12 @@ def views_for(n: int, hw: tuple[int, int], mode: str, ac: bool) -> list[InputVie
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("hw", SIZES)
 @pytest.mark.parametrize("mode,ac", MODES)
-def test_upsample_concat_views_into_slot(n: int, hw: tuple[int, int], mode: str, ac: bool) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_upsample_concat_views_into_slot(n: int, hw: tuple[int, int], mode: str, ac: bool, isa: str) -> None:
     views = views_for(n, hw, mode, ac)
     buf, slot = poisoned_slot((n, *hw, 3 + 5 + 37))
-    cpu.upsample_concat(views, out=slot)
-    assert_close(slot, spec.upsample_concat(views), f"upsample_concat {mode} ac={ac}")
+    cpu.upsample_concat(views, out=slot, isa=isa)
+    assert_close(slot, spec.upsample_concat(views), f"upsample_concat {mode} ac={ac} {isa}")
     assert_outside_slot_untouched(buf, 2, 3)
 
 
