@@ -11,7 +11,7 @@ import torch
 import unet_fast
 from unet_fast import _ext
 from unet_fast.kernels import cpu as cpu_ops
-from unet_fast.kernels import cpu_winograd, spec
+from unet_fast.kernels import cpu_isa, spec
 
 
 def test_cpu_extension_built() -> None:
@@ -38,7 +38,7 @@ def test_cpu_avx2_kernels_run_on_avx2_cpus() -> None:
     """isa="auto" picks the AVX2+FMA build of the C++ kernels on any CPU torch reports as AVX2 or better
     (the head and upsample once had `target_clones("arch=haswell")`, which GCC picks by CPU model, so their
     AVX2 code never ran on AMD or on Intel cores after Haswell)."""
-    isas = cpu_winograd.available_isas()
+    isas = cpu_isa.available_isas()
     assert "portable" in isas
     if platform.machine() == "x86_64" and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
         assert "avx2" in isas

@@ -37,8 +37,9 @@ def _triton_status() -> tuple[bool, str]:
 
 def _cpu_kernels() -> dict[str, Any]:
     """The builds of the C++ CPU kernel bodies this CPU can run, and the one isa="auto" picks."""
-    ext = _ext.cpu_ext
-    isas = list(ext.winograd_isas()) if hasattr(ext, "winograd_isas") else []
+    from unet_fast.kernels.cpu_isa import available_isas
+
+    isas = list(available_isas())
     return {"isas": isas, "auto": "avx2" if "avx2" in isas else "portable"}
 
 

@@ -1,9 +1,12 @@
 // unet_fast._C: the C++ CPU ops. Each op file defines register_<op>(m); add one line per op here.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+
+#include "unet_fast/cpu_isa.h"
 
 namespace py = pybind11;
 
@@ -46,6 +49,8 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "unet_fast C++ CPU ops (raw pointers; the Python launchers in unet_fast.kernels.cpu check arguments)";
   m.def("build_info", &build_info, "Compile-time metadata: compiler, OpenMP version, git commit.");
   m.def("omp_max_threads", &omp_max_threads, "omp_get_max_threads() as seen by this module's OpenMP runtime.");
+  m.def("cpu_isas", &unet_fast::available_isas,
+        "Builds of the kernel bodies this CPU can run (the ops' `isa`): 'portable', and 'avx2' with AVX2+FMA.");
   unet_fast::register_activation(m);
   unet_fast::register_maxpool2x2(m);
   unet_fast::register_upsample_concat(m);

@@ -57,8 +57,6 @@ void conv_transpose2x2_f32(const DescArgs& x_desc, std::uintptr_t panels_ptr, st
   UF_CHECK_POSITIVE(cout);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
-  UF_CHECK(isa >= 0 && isa <= 2, "unknown isa " << isa);
-  UF_CHECK(isa != static_cast<int>(Isa::kAvx2) || has_avx2(), "the avx2 path needs a CPU with AVX2 and FMA");
   UF_CHECK(out.n == x.n && out.h == 2 * x.h && out.w == 2 * x.w && out.c == cout,
            "out must be [N, 2H, 2W, Cout] for x [N, H, W, Cin]");
   const std::int64_t ncb = (cout + 15) / 16;

@@ -140,10 +140,11 @@ __attribute__((target("avx2,fma"))) UF_NO_TRAP void head_row_avx2(const HeadArgs
 #endif
 
 HeadRowFn pick_head_row(int isa) {
+  const bool avx2 = use_avx2(isa);  // checks isa too
 #ifdef UF_CPU_X86
-  if (use_avx2(isa)) return head_row_avx2;
+  if (avx2) return head_row_avx2;
 #endif
-  (void)isa;
+  (void)avx2;
   return head_row_portable;
 }
 
@@ -177,8 +178,6 @@ void head_f32(const DescArgs& x_desc, std::uintptr_t w_ptr, std::uintptr_t bias_
   UF_CHECK_POSITIVE(num_classes);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(op >= 0 && op <= 3, "unknown head op index " << op);
-  UF_CHECK(isa >= 0 && isa <= 2, "unknown isa " << isa);
-  UF_CHECK(isa != static_cast<int>(Isa::kAvx2) || has_avx2(), "the avx2 path needs a CPU with AVX2 and FMA");
   const HeadRowFn row = pick_head_row(isa);
   std::vector<float> zeros;
   const float* bias = reinterpret_cast<const float*>(bias_ptr);

@@ -95,10 +95,11 @@ __attribute__((target("avx2,fma"))) void gather_row_avx2(const Nhwc<const float>
 #endif
 
 GatherRowFn pick_gather_row(int isa) {
+  const bool avx2 = use_avx2(isa);  // checks isa too
 #ifdef UF_CPU_X86
-  if (use_avx2(isa)) return gather_row_avx2;
+  if (avx2) return gather_row_avx2;
 #endif
-  (void)isa;
+  (void)avx2;
   return gather_row_portable;
 }
 
@@ -111,8 +112,6 @@ void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mod
   const Nhwc<float> dst = make_nhwc<float>(dst_desc, "dst", /*output=*/true);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
-  UF_CHECK(isa >= 0 && isa <= 2, "unknown isa " << isa);
-  UF_CHECK(isa != static_cast<int>(Isa::kAvx2) || has_avx2(), "the avx2 path needs a CPU with AVX2 and FMA");
   const GatherRowFn gather_row_fn = pick_gather_row(isa);
   UF_CHECK(dst.n == src.n && dst.c == src.c, "dst must have src's batch and channels");
   const auto m = static_cast<ResampleMode>(mode);

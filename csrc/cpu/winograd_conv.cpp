@@ -69,8 +69,6 @@ void winograd_conv3x3_f32(const std::vector<std::int64_t>& views, int n, int h, 
            "strides come as (N, H, W) triples");
   UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
   UF_CHECK_POSITIVE(num_threads);
-  UF_CHECK(isa >= 0 && isa <= 2, "unknown isa " << isa);
-  UF_CHECK(isa != static_cast<int>(Isa::kAvx2) || has_avx2(), "the avx2 path needs a CPU with AVX2 and FMA");
   UF_CHECK_NONNEG(tile_block);
   UF_CHECK_NONNEG(cout_chunk);
 
@@ -153,7 +151,6 @@ void register_winograd(py::module_& m) {
         py::arg("negative_slope"), py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"),
         py::arg("cout_chunk"),
         "Winograd F(4x4,3x3) conv, stride 1, NHWC fp32, fused epilogue. isa: 0 auto, 1 portable, 2 avx2.");
-  m.def("winograd_isas", &available_isas, "Winograd kernel variants this CPU can run.");
 }
 
 }  // namespace unet_fast

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unet_fast._ext import require_cpu
-from unet_fast.kernels import checks, cpu_winograd
+from unet_fast.kernels import checks, cpu_isa, cpu_winograd
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView
 
 # The C++ ops compute and store fp32 only; fp16/bf16 are rejected with a ValueError naming this tuple.
@@ -104,7 +104,7 @@ def _scratch(role: str, shape: tuple[int, ...]) -> Tensor:
 
 def _isa(isa: str, op: str) -> int:
     """The C++ `isa` argument: which build of a kernel body runs (portable, or AVX2+FMA where the CPU has it)."""
-    return cpu_winograd.isa_index(isa, env=None, what=op)
+    return cpu_isa.isa_index(isa, what=op)
 
 
 def _ptr(t: Tensor | None) -> int:

@@ -12,18 +12,17 @@ variable UNET_FAST_WINOGRAD_ISA (auto | portable | avx2) forces one, so tests ch
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from unet_fast._ext import cpu_ext, require_cpu
+from unet_fast._ext import require_cpu
 from unet_fast.kernels.checks import check_conv2d
+from unet_fast.kernels.cpu_isa import available_isas, isa_index
 from unet_fast.kernels.spec import InputView, as_view, pair
 
-ISAS: tuple[str, ...] = ("auto", "portable", "avx2")  # index = the C++ `isa` argument
 ISA_ENV = "UNET_FAST_WINOGRAD_ISA"
 _BLOCK = 16  # output channels per packed weight block (the microkernel's width)
 _RESAMPLE_MODES = {"nearest": 1, "bilinear": 2}
@@ -66,13 +65,6 @@ def pack_winograd_weight(weight: Tensor) -> WinogradWeight:
     u = torch.nn.functional.pad(u, (0, cout_pad - cout))
     u = u.reshape(36, cin, cout_pad // _BLOCK, _BLOCK).permute(0, 2, 1, 3)
     return WinogradWeight(u.float().contiguous(), int(cout), int(cin))
-
-
-def available_isas() -> tuple[str, ...]:
-    """Kernel variants this CPU can run ('portable' always, 'avx2' with AVX2+FMA); () if not built."""
-    if cpu_ext is None or not hasattr(cpu_ext, "winograd_isas"):
-        return ()
-    return tuple(cpu_ext.winograd_isas())
 
 
 def _logical_shape(weight: Tensor | WinogradWeight) -> tuple[int, ...]:
@@ -120,18 +112,6 @@ def should_use(
     return is_supported(inputs, weight, **kwargs) and _logical_shape(weight)[1] >= MIN_PROFITABLE_CIN
 
 
-def isa_index(isa: str | None, *, env: str | None = ISA_ENV, what: str = "Winograd") -> int:
-    """The C++ `isa` argument for `isa` (else the environment variable `env`, else auto), checked against
-    this CPU. Shared by the CPU kernels built portable + AVX2 (Winograd, conv_transpose2x2)."""
-    name = (isa or (os.environ.get(env) if env else None) or "auto").lower()
-    where = f" (argument or {env})" if env else ""
-    if name not in ISAS:
-        raise ValueError(f"unknown {what} isa {name!r}; expected one of {ISAS}{where}")
-    if name != "auto" and name not in available_isas():
-        raise ValueError(f"{what} isa {name!r} is not available on this CPU (have {available_isas()})")
-    return ISAS.index(name)
-
-
 def _strides(t: Tensor | None) -> list[int]:
     return [0, 0, 0] if t is None else [int(s) for s in t.stride()[:3]]
 
@@ -171,7 +151,7 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         raise ValueError(f"bias must be a float32 CPU tensor, got {bias.dtype} on {bias.device}")
     if tile_block < 0 or cout_chunk < 0:
         raise ValueError(f"tile_block and cout_chunk must be >= 0, got {tile_block}, {cout_chunk}")
-    isa_arg = isa_index(isa)
+    isa_arg = isa_index(isa, env=ISA_ENV, what="Winograd")
     bias_c = None if bias is None else bias.contiguous()
     fields: list[int] = []
     for v in geo.views:

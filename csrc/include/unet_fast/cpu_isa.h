@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "unet_fast/checks.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define UF_CPU_X86 1
@@ -31,8 +33,11 @@ inline std::vector<std::string> available_isas() {
   return isas;
 }
 
-// The AVX2 body for kAvx2, or for kAuto on a CPU that has it; the caller has checked `isa` is in range.
+// The AVX2 body for kAvx2, or for kAuto on a CPU that has it. Checks `isa` first (every op taking it calls
+// this before releasing the GIL, so a bad value is a ValueError).
 inline bool use_avx2(int isa) {
+  UF_CHECK(isa >= 0 && isa <= 2, "unknown isa " << isa);
+  UF_CHECK(isa != static_cast<int>(Isa::kAvx2) || has_avx2(), "the avx2 path needs a CPU with AVX2 and FMA");
   return isa == static_cast<int>(Isa::kAvx2) || (isa == static_cast<int>(Isa::kAuto) && has_avx2());
 }
 

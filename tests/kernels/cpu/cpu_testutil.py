@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from unet_fast.kernels import cpu_winograd
+from unet_fast.kernels import cpu_isa
 from unet_fast.kernels.spec import TOLERANCES
 
 NAN = float("nan")
 BATCHES = (1, 3)
 SIZES = ((17, 23), (33, 47))  # odd, not a multiple of any block
 # The builds of the C++ kernel bodies this CPU runs ("portable", and "avx2" where it can): tests run each.
-ISAS = cpu_winograd.available_isas()
+ISAS = cpu_isa.available_isas()
 CHANNELS = (3, 5, 37)
 
 

@@ -3,13 +3,19 @@ variants (portable, AVX2), written into a slot of a poisoned concat buffer, read
 
 import pytest
 import torch
-from cpu_testutil import BATCHES, assert_close, assert_outside_slot_untouched, conv_weight, poisoned_slot
+from cpu_testutil import (
+    BATCHES,
+    ISAS,
+    assert_close,
+    assert_outside_slot_untouched,
+    conv_weight,
+    poisoned_slot,
+)
 
-from unet_fast.kernels import cpu, cpu_winograd, spec
+from unet_fast.kernels import cpu, spec
 from unet_fast.kernels.spec import ACTIVATIONS
 
 F32 = torch.float32
-ISAS = cpu_winograd.available_isas()  # the variants this CPU runs: "portable", and "avx2" where it can
 
 
 # W = 9, 11, 17, 23: never a whole number of 6-pixel tiles. Cout 5, 3: one partial 16-channel block;
