@@ -60,16 +60,21 @@ UF_NO_TRAP inline void exp_nonpositive_n(float* v, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) v[i] = exp_nonpositive(v[i]);
 }
 
+// sigmoid(x) into *pos and sigmoid(-x) = 1 - sigmoid(x) into *neg, both without cancellation: e = exp(-|x|)
+// <= 1 never overflows, and x >= 0 ? 1 / (1 + e) : e / (1 + e) is a select, not a branch. NaN stays NaN.
+UF_NO_TRAP inline void sigmoid_pair(float x, float* pos, float* neg) {
+  const float e = exp_nonpositive(x > 0.f ? -x : x);
+  const float r = 1.f / (1.f + e);
+  *pos = x >= 0.f ? r : e * r;
+  *neg = x >= 0.f ? e * r : r;
+}
+
 UF_NO_TRAP inline void softmax_rows(float* v, std::int64_t pixels, int k) {
-  if (k == 2) {  // two classes: [1, e] / (1 + e) with e = exp(-|s0 - s1|), ordered by which is larger
+  if (k == 2) {  // two classes: softmax(s0, s1) = (sigmoid(s0 - s1), sigmoid(s1 - s0))
     for (std::int64_t p = 0; p < pixels; ++p) {
       // + (m - m): NaN when the larger score is infinite, as the max-subtracting form (and torch) gives.
       const float m = v[2 * p] > v[2 * p + 1] ? v[2 * p] : v[2 * p + 1];
-      const float d = (v[2 * p] - v[2 * p + 1]) + (m - m);
-      const float e = exp_nonpositive(d > 0.f ? -d : d);
-      const float r = 1.f / (1.f + e);
-      v[2 * p] = d >= 0.f ? r : e * r;
-      v[2 * p + 1] = d >= 0.f ? e * r : r;
+      sigmoid_pair((v[2 * p] - v[2 * p + 1]) + (m - m), &v[2 * p], &v[2 * p + 1]);
     }
     return;
   }
@@ -88,14 +93,11 @@ UF_NO_TRAP inline void softmax_rows(float* v, std::int64_t pixels, int k) {
     for (int i = 0; i < k; ++i) q[i] *= inv;
   }
 }
-// In place: v[i] <- sigmoid(v[i]) over n scores, with the same vectorisable exp: e = exp(-|x|) <= 1
-// never overflows, and x >= 0 ? 1 / (1 + e) : e / (1 + e) is a select, not a branch. NaN stays NaN.
+// In place: v[i] <- sigmoid(v[i]) over n scores (sigmoid_pair; the unused half folds away).
 UF_NO_TRAP inline void sigmoid_n(float* v, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) {
-    const float x = v[i];
-    const float e = exp_nonpositive(x > 0.f ? -x : x);
-    const float r = 1.f / (1.f + e);
-    v[i] = x >= 0.f ? r : e * r;
+    float unused;
+    sigmoid_pair(v[i], &v[i], &unused);
   }
 }
 #endif
