@@ -76,6 +76,20 @@ class Step:
     fused: list[str] = field(default_factory=list, init=False)  # what was folded in, for the report
 
 
+class _OneInOneOut:
+    """reads() / writes() of a step with one `input` slice and one `out` slice. Not a dataclass: its
+    annotations are for type checkers only, so each step's dataclass fields (and their order) are its own."""
+
+    input: Slice
+    out: Slice
+
+    def reads(self) -> list[Slice]:
+        return [self.input]
+
+    def writes(self) -> list[Slice]:
+        return [self.out]
+
+
 @dataclass
 class Conv(Step):
     inputs: list[Slice]
@@ -98,7 +112,7 @@ class Conv(Step):
 
 
 @dataclass
-class ConvTranspose2x2(Step):
+class ConvTranspose2x2(_OneInOneOut, Step):
     input: Slice
     weight: Tensor  # IOHW [Cin, Cout, 2, 2] fp32
     bias: Tensor | None
@@ -106,23 +120,11 @@ class ConvTranspose2x2(Step):
     negative_slope: float
     out: Slice
 
-    def reads(self) -> list[Slice]:
-        return [self.input]
-
-    def writes(self) -> list[Slice]:
-        return [self.out]
-
 
 @dataclass
-class Pool(Step):
+class Pool(_OneInOneOut, Step):
     input: Slice
     out: Slice
-
-    def reads(self) -> list[Slice]:
-        return [self.input]
-
-    def writes(self) -> list[Slice]:
-        return [self.out]
 
 
 @dataclass
@@ -144,18 +146,12 @@ class Concat(Step):
 
 
 @dataclass
-class Head(Step):
+class Head(_OneInOneOut, Step):
     input: Slice
     weight: Tensor  # [K, C] fp32
     bias: Tensor | None
     op: str
     out: Slice
-
-    def reads(self) -> list[Slice]:
-        return [self.input]
-
-    def writes(self) -> list[Slice]:
-        return [self.out]
 
 
 @dataclass
