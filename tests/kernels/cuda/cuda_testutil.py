@@ -102,21 +102,14 @@ def slot_of(buf: Tensor, before: int, c: int) -> Tensor:
     return buf[..., before : before + c]
 
 
-def build_views(case: ConvCase, dtype: torch.dtype, device: str) -> list[InputView]:
-    """Inputs as channel slots of bigger NHWC buffers (so strides are not those of a dense tensor)."""
+def build_views(case: ConvCase, dtype: torch.dtype, device: str, aligned: bool = False) -> list[InputView]:
+    """Inputs as channel slots of bigger NHWC buffers (so strides are not those of a dense tensor); with
+    `aligned`, slots start on 8-channel boundaries of 8-aligned buffers (the cp.async path)."""
+    lead, extra = (8, 16) if aligned else (1, 3)
     views = []
     for c, (h, w), resample, offset, window in case.parts:
-        buf = torch.randn(case.batch, h, w, c + 3, device=device).to(dtype)
-        views.append(InputView(buf[..., 1 : 1 + c], resample, offset, window))
-    return views
-
-
-def aligned_views(case: ConvCase, dtype: torch.dtype, device: str) -> list[InputView]:
-    """Like build_views, but slots start on 8-channel boundaries of 8-aligned buffers (the cp.async path)."""
-    views = []
-    for c, (h, w), resample, offset, window in case.parts:
-        buf = torch.randn(case.batch, h, w, c + 16, device=device).to(dtype)
-        views.append(InputView(buf[..., 8 : 8 + c], resample, offset, window))
+        buf = torch.randn(case.batch, h, w, c + extra, device=device).to(dtype)
+        views.append(InputView(buf[..., lead : lead + c], resample, offset, window))
     return views
 
 
@@ -145,7 +138,7 @@ class ConvRun:
 
 
 def make_conv_run(case: ConvCase, dtype: torch.dtype, device: str, aligned: bool = False) -> ConvRun:
-    views = (aligned_views if aligned else build_views)(case, dtype, device)
+    views = build_views(case, dtype, device, aligned)
     cin = sum(v.channels for v in views)
     kh, kw = case.kernel
     weight = round_to(torch.randn(case.cout, cin, kh, kw) / (cin * kh * kw) ** 0.5, dtype).to(device)
