@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from unet_fast.export.prepare import ClassMapHead, default_threshold, export_form
+from unet_fast.model_guard import eval_model
 from unet_fast.models.unet import UNet
 
 DYNAMIC_AXES = ("batch", "height", "width")
@@ -212,7 +213,8 @@ def onnxruntime_parity(path: str | PathLike, reference: nn.Module, inputs: Seque
 
     from unet_fast.parity import compare
 
-    ref_model = ClassMapHead(reference, threshold).eval() if class_map else reference.eval()
+    reference = eval_model(reference)  # the caller's model keeps its mode and BN statistics
+    ref_model = ClassMapHead(reference, threshold).eval() if class_map else reference
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     runtime = f"onnxruntime {ort.__version__} CPU"
@@ -257,6 +259,8 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
       where axes are dynamic) and record the figures in the file's metadata (skipped, and said so, without
       onnxruntime).
     The file passes `onnx.checker` (full check). Returns an `OnnxExport` with the metadata and parity.
+    The caller's model is never changed: a model (or any submodule) in training mode is exported in eval
+    mode from a private copy, and stays in training mode with its BN statistics as they were.
     """
     onnx = _require_onnx()
     dyn = _check_args(model, example_input, dynamic, opset)
@@ -267,8 +271,9 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
     path.parent.mkdir(parents=True, exist_ok=True)
     if any(t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()]):
         # Export and the onnxruntime check run on CPU; the caller's model stays where it is.
-        model = copy.deepcopy(model).cpu()
-    model = model.eval()
+        model = copy.deepcopy(model).cpu().eval()
+    else:
+        model = eval_model(model)  # never model.eval(): that would change the caller's model
     example_input = example_input.detach().cpu()
     with torch.no_grad():
         reference_out = model(example_input)  # validates the input size for the model, before any export
