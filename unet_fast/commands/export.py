@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--fp16", action="store_true",
                    help="fp16 weights and activations (softmax kept fp32; fp32 input/output), for strongly typed TensorRT")  # fmt: skip
     o.add_argument("--no-parity", action="store_true", help="skip the onnxruntime parity check")
+    o.add_argument("--allow-mismatch", action="store_true",
+                   help="keep the file even when parity is out of tolerance (default: fail, exit 1, no file)")  # fmt: skip
     o.add_argument("--max-abs", type=float, default=None,
                    help="fail (exit 1) if a parity max abs error exceeds this (default: 1e-4 fp32, 2e-3 --fp16, "
                    "from unet_fast.kernels.spec.TOLERANCES)")  # fmt: skip
@@ -75,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--timing-cache", default=None, help="timing cache file, read and updated")
     t.add_argument("--strongly-typed", choices=("auto", "yes", "no"), default="auto",
                    help="precision from an fp16 ONNX graph (yes) or builder flags (no); auto: what TensorRT has")  # fmt: skip
+    t.add_argument("--allow-mismatch", action="store_true",
+                   help="build even when the ONNX parity check is out of tolerance (default: fail, exit 1)")  # fmt: skip
     t.add_argument("--no-keep-fp32", action="store_true",
                    help="let softmax/normalisation layers run in fp16 (default: pinned to fp32)")  # fmt: skip
     _model_args(t)
@@ -107,6 +111,17 @@ def build_model(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from unet_fast.export.onnx import ExportParityError
+
+    try:
+        return _run(args)
+    except ExportParityError as e:
+        print(f"unet-fast export {args.target}: error: {e}".replace("allow_mismatch=True (CLI: --allow-mismatch)",
+                                                                     "--allow-mismatch"), file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     if args.target == "onnx":
@@ -120,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         x = torch.randn(args.input_shape, generator=torch.Generator().manual_seed(args.seed))
         result = to_onnx(model, args.out, x, dynamic=() if args.static else ("batch", "height", "width"),
                          opset=args.opset, class_map=args.class_map, check_parity=not args.no_parity,
-                         precision="fp16" if args.fp16 else "fp32")  # fmt: skip
+                         precision="fp16" if args.fp16 else "fp32",
+                         allow_mismatch=args.allow_mismatch)  # fmt: skip
         print(result.summary())
         from unet_fast.kernels.spec import TOLERANCES
 
@@ -142,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
         build = to_tensorrt(source, args.out, precision=args.precision, min_shape=args.min_shape,
                             opt_shape=args.opt_shape, max_shape=args.max_shape, workspace=args.workspace,
                             timing_cache=args.timing_cache, keep_fp32=not args.no_keep_fp32,
-                            strongly_typed={"auto": None, "yes": True, "no": False}[args.strongly_typed])  # fmt: skip
+                            strongly_typed={"auto": None, "yes": True, "no": False}[args.strongly_typed],
+                            allow_mismatch=args.allow_mismatch)  # fmt: skip
     except TensorRTUnavailable as e:
         print(f"unet-fast export tensorrt: {e}", file=sys.stderr)
         return 1
