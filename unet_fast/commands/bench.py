@@ -16,6 +16,8 @@ EXIT_CODES = """exit codes:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 QUICK = {"workload": "unet-small", "size": (64, 64), "repeats": 2, "warmup": 1}
+# The workloads of the README's table (benchmarks/run_all.sh runs these).
+README_WORKLOADS = ("unet-small", "unet64-256", "unet64-512", "unet-bilinear", "unet-original")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -135,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from unet_fast.bench import load
     from unet_fast.bench import results as res
     from unet_fast.bench.machine import default_machine_name, machine_record
     from unet_fast.bench.runner import RunConfig, resolve_threads, run_workload
@@ -163,11 +166,16 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(threads)
     machine = machine_record()  # at the start: the commit and load that the numbers belong to
+    load_start = load.snapshot()
+    if load.start_warning(load_start):
+        progress(load.start_warning(load_start))
     results = []
     for w in workloads:
         cfg = RunConfig(w, args.batch, size, dtype, threads, device, repeats, args.warmup, args.seed, names)
         results.append(run_workload(cfg, progress).as_dict())
+    busy = load.assess(load_start, load.snapshot())
     machine["threads"] = threads
+    machine["load"] = busy.as_dict()
     machine_name = args.machine_name or default_machine_name()
     settings = {"device": device, "dtype": args.dtype, "threads": threads, "repeats": repeats, "warmup": args.warmup,
                 "seed": args.seed, "batch": args.batch, "size": size, "quick": args.quick}  # fmt: skip
@@ -181,14 +189,22 @@ def run(args: argparse.Namespace) -> int:
           f"{' (uncommitted changes)' if machine['dirty'] else ''}; load average {machine['load_average_1min']}")  # fmt: skip
     print("reference: pytorch eager, fp32, NCHW, on CPU; parity of every row is against it")
     print(res.format_text_table(doc["rows"]) if doc["rows"] else "(no contender ran)")
+    for line in res.peer_ratio_lines(doc["rows"]):
+        print(line)
     for line in res.format_unavailable(results):
         print(line)
     if args.quick and names is not None and "compile" not in names and args.contenders is None:
         print("compile not run: --quick leaves torch.compile out (name it with --contenders to include it)")
-    for name, why in extra["workloads_unavailable"].items():
-        print(f"workload {name} skipped: {why}")
     if any("not installed" in line for line in res.format_unavailable(results)):
         print('to install the missing peers: pip install -e ".[bench]"')
+    if set(workloads) != set(README_WORKLOADS):
+        print(f"this run: {', '.join(workloads)}. The README's table ({len(README_WORKLOADS)} workloads, every peer, "
+              "median of 5 interleaved rounds, roofline): benchmarks/run_all.sh MACHINE_NAME from a source "
+              "checkout (or unet-fast bench --workload " + ",".join(README_WORKLOADS) + " --roofline)")  # fmt: skip
+    for line in busy.warning_lines():
+        print(line)
+    if not busy.busy:
+        print(f"load: {busy.summary()}")
     if args.roofline:
         print(extra["roofline_markdown"])
     if not args.no_write:
