@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--workload", default=None,
                    help="workload name, or several comma-separated (default unet64-256; --list shows all)")  # fmt: skip
     b.add_argument("--batch", type=int, default=None, help="batch size (default: the workload's)")
-    b.add_argument("--size", default=None, help="input HxW instead of the workload's, e.g. 128x128")
+    b.add_argument("--size", default=None, help="input HxW instead of the workload's, e.g. 128x128 (default: the workload's)")
     b.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (parity is vs fp32)")
     b.add_argument(
         "--threads", type=int, default=None, help="CPU threads for every contender (default: all cores)"
@@ -36,12 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--contenders", default=None,
                    help="comma-separated contenders to run (default: all usable here; --list shows them)")  # fmt: skip
     b.add_argument("--backends", default=None,
-                   help="comma-separated unet_fast backends to include (torch,cpu,triton,cuda; 'none' for none)")  # fmt: skip
+                   help="comma-separated unet_fast backends to include (torch,cpu,triton,cuda; 'none' for none) "
+                   "(default: every usable one)")  # fmt: skip
     b.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported (default 5)")
     b.add_argument("--warmup", type=int, default=1, help="untimed warm-up calls per contender (default 1)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random input")
     b.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if visible"
+        "--device", default="auto", choices=("auto", "cpu", "cuda"),
+        help="where the contenders run (default: auto, cuda if visible)"
     )
     b.add_argument("--quick", action="store_true",
                    help="CI-size smoke run: unet-small at 64x64, 2 rounds, no torch.compile unless named")  # fmt: skip
@@ -50,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--machine-name", default=None, help="label for the results files (default from the CPU/GPU)"
     )
-    b.add_argument("--note", default="", help="conditions to record beside the numbers, e.g. 'under load'")
+    b.add_argument("--note", default="", help="conditions to record beside the numbers, e.g. 'under load' (default: none; the measured "
+                   "load is recorded anyway)")
     b.add_argument("--roofline", action="store_true", help="also print the roofline model of each workload")
     b.add_argument(
         "--list", action="store_true", help="list workloads and contenders (and why some cannot run)"

@@ -49,16 +49,18 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="input channels (default: from the card or the checkpoint, else 3; 1 for original)")  # fmt: skip
     g.add_argument("--classes", type=int, default=None,
                    help="output classes (default: from the card or the checkpoint, else 2)")  # fmt: skip
-    g.add_argument("--base-channels", type=int, default=None, help="UNet width (default: card, else 64)")
-    g.add_argument("--depth", type=int, default=None, help="UNet levels (default: card, else 4)")
-    g.add_argument("--norm", choices=("batch", "none"), default=None, help="(default: card, else batch)")
+    g.add_argument("--base-channels", type=int, default=None, help="UNet width of the first level (default: card, else 64)")
+    g.add_argument("--depth", type=int, default=None, help="UNet levels, 2x2 pools (default: card, else 4)")
+    g.add_argument("--norm", choices=("batch", "none"), default=None,
+                   help="normalisation after each conv (default: card, else batch)")  # fmt: skip
     g.add_argument("--upsample", choices=("transpose", "bilinear", "nearest"), default=None,
-                   help="(default: card, else transpose)")  # fmt: skip
+                   help="decoder upsampling (default: card, else transpose)")  # fmt: skip
     g.add_argument("--align-corners", choices=("true", "false"), default=None,
                    help="bilinear only (default: card, else true)")  # fmt: skip
-    g.add_argument("--padding", choices=("same", "valid"), default=None, help="(default: card, else same)")
+    g.add_argument("--padding", choices=("same", "valid"), default=None,
+                   help="conv padding: same keeps the size, valid shrinks it (default: card, else same)")  # fmt: skip
     g.add_argument("--head", choices=("softmax", "sigmoid", "logits"), default=None,
-                   help="(default: card, else softmax)")  # fmt: skip
+                   help="output activation (default: card, else softmax)")  # fmt: skip
     g.add_argument("--encoder", default="resnet34", help="smp encoder name (default: resnet34)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights and test inputs (default: 0)")
 
@@ -91,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = targets.add_parser("tensorrt", help="build a serialized TensorRT engine (needs TensorRT and a GPU)")
     t.add_argument("--out", required=True, help="engine file to write (a .json sidecar is written beside it)")
     t.add_argument("--onnx", default=None, help="build from this ONNX file instead of exporting the model")
-    t.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="(default: fp16)")
+    t.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="engine precision (default: fp16)")
     t.add_argument("--opt-shape", type=_shape, default=None,
                    help="shape TensorRT tunes for (default: like onnx --input-shape, from the model or the ONNX input)")  # fmt: skip
     t.add_argument("--min-shape", type=_shape, default=None, help="smallest input (default: opt)")
