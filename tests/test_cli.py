@@ -102,3 +102,30 @@ def test_triton_is_an_extra_and_its_absence_degrades_cleanly() -> None:
                           env={**__import__("os").environ, "TRITON_INTERPRET": "0"})  # fmt: skip
     backend, why = proc.stdout.strip().split(" | ")
     assert backend == "cpu" and 'pip install "unet_fast[gpu]"' in why
+
+
+def test_readme_and_docs_show_what_the_commands_print() -> None:
+    """The snippets the README and docs quote are what the code prints (bench ratio line, busy warning,
+    segment legend, the run_all.sh hint)."""
+    from pathlib import Path
+
+    from unet_fast.bench.load import LoadReport
+    from unet_fast.bench.results import add_peer_ratios, peer_ratio_lines
+    from unet_fast.demo import bundled
+    from unet_fast.inference.legend import format_legend
+    from unet_fast.inference.model_card import read_card
+
+    root = Path(__file__).resolve().parents[1]
+    readme, demo_doc = (root / "README.md").read_text(), (root / "docs" / "demo.md").read_text()
+    rows = [{"workload": "unet64-256", "input_shape": [1, 3, 256, 256], "dtype": "float32", "device": "cpu",
+             "contender": c, "median_ms": ms, "parity_ok": True}
+            for c, ms in (("onnxruntime", 555.0), ("openvino", 599.0), ("unet_fast-cpu", 272.0))]  # fmt: skip
+    add_peer_ratios(rows)
+    (line,) = peer_ratio_lines(rows)
+    assert line in readme and "| 555 | 599 | **272** | 0.49x |" in readme  # the table's own row
+    busy = LoadReport(2, 10.0, 2.4, 2.6, 1.4, [], True, ["x"]).warning_lines()
+    assert busy[1].startswith("WARNING: BUSY MACHINE: ") and "`WARNING: BUSY MACHINE: ...`" in readme
+    legend = format_legend(read_card(bundled.require(bundled.DEMO_WEIGHTS).with_suffix(".json")))
+    quoted = "legend (mask value" + demo_doc.split("`legend (mask value")[1].split(", ...`")[0]
+    assert legend.startswith(quoted) and quoted.endswith("1 cell #e6194b")
+    assert (root / "benchmarks" / "run_all.sh").is_file() and "benchmarks/run_all.sh MACHINE_NAME" in readme
