@@ -152,6 +152,9 @@ def _segment(model, tmp_path) -> None:
         seg.segment(image)
     runner = make_runner(model, torch.randn(2, 3, 16, 16), "reference")
     runner.predict(torch.randn(2, 3, 16, 16))
+    from unet_fast.inference.sliding_window import sliding_window_inference
+
+    sliding_window_inference(torch.randn(1, 3, 21, 30), model, 16, batch_size=2)
 
 
 ENTRY_POINTS: dict[str, Callable] = {

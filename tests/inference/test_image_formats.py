@@ -188,3 +188,27 @@ def test_other_colour_models_read_as_rgb(tmp_path) -> None:
     Image.new("LAB", (3, 2)).save(tmp_path / "lab.tif", compression="tiff_lzw")  # LZW: read by Pillow
     assert read_image(tmp_path / "c.jpg").shape == (2, 3, 3)
     assert read_image(tmp_path / "lab.tif").shape == (2, 3, 3)
+
+
+class _PillowTiff:
+    """What _pillow_tiff_is_exact reads of a Pillow TIFF: its mode and tags (BitsPerSample, SampleFormat)."""
+
+    def __init__(self, mode: str, tags: dict) -> None:
+        self.mode, self.tag_v2 = mode, tags
+
+
+@pytest.mark.parametrize(("mode", "tags", "exact"), [
+    ("RGB", {258: (16, 16, 16)}, False),  # 16-bit RGB: Pillow narrows to 8 bits
+    ("RGBA", {258: (16, 16, 16, 16)}, False),
+    ("I;16B", {258: (16,)}, True),
+    ("RGB", {258: (8, 8, 8)}, True),
+    ("I", {258: (32,), 339: (1,)}, False),  # uint32 read as int32
+    ("I", {258: (32,), 339: (2,)}, True),
+    ("F", {258: (32,), 339: (3,)}, True),
+])  # fmt: skip
+def test_compressed_tiffs_pillow_would_narrow_are_refused(mode: str, tags: dict, exact: bool) -> None:
+    """LZW/JPEG TIFFs need imagecodecs in tifffile; Pillow reads them, except where it would narrow the
+    samples: there read_image says to install imagecodecs (no such file can be written here without it)."""
+    from unet_fast.inference.image_io import _pillow_tiff_is_exact
+
+    assert _pillow_tiff_is_exact(_PillowTiff(mode, tags)) is exact

@@ -70,7 +70,7 @@ def _read_tiff(path: Path) -> np.ndarray:
             axes, array = series.axes, series.asarray()
     except ValueError as e:
         if "imagecodecs" in str(e):  # LZW, JPEG, ... without the optional codec package: Pillow has them
-            return _read_with_pillow(path)
+            return _read_with_pillow(path, tiff_codec_error=str(e))
         raise ValueError(f"cannot read {path} as a TIFF image: {e}") from None
     except (OSError, IndexError, tifffile.TiffFileError) as e:
         raise ValueError(f"cannot read {path} as a TIFF image: {e}") from None
@@ -94,10 +94,11 @@ def _tiff_to_hwc(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
 
 
 def _png_needs_pypng(path: Path) -> bool:
-    """16-bit colour PNGs (IHDR bit depth 16, colour type 2, 4 or 6), which Pillow narrows to 8 bits."""
+    """16-bit PNGs (IHDR bit depth 16): Pillow narrows the colour ones to 8 bits, and older Pillows open
+    16-bit gray as 32-bit 'I' (whose unit would then be 2^31 - 1, not 65535)."""
     with path.open("rb") as f:
         head = f.read(26)
-    return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16 and head[25] in (2, 4, 6)
+    return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16
 
 
 def _read_png16(path: Path) -> np.ndarray:
@@ -111,11 +112,24 @@ def _read_png16(path: Path) -> np.ndarray:
     return array.reshape(height, width, info["planes"])
 
 
-def _read_with_pillow(path: Path) -> np.ndarray:
+def _pillow_tiff_is_exact(im: Image.Image) -> bool:
+    """Whether Pillow decodes this TIFF without narrowing: it reads 16-bit colour as 8-bit RGB and unsigned
+    32-bit as signed 'I'."""
+    tags = getattr(im, "tag_v2", {})
+    bits = tags.get(258, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    unsigned32 = max(bits) == 32 and tags.get(339, (1,)) in (1, (1,)) and im.mode == "I"
+    return not ((max(bits) > 8 and im.mode not in _PILLOW_16BIT and im.mode not in ("I", "F")) or unsigned32)
+
+
+def _read_with_pillow(path: Path, tiff_codec_error: str = "") -> np.ndarray:
     try:
         with Image.open(path) as im:
             if getattr(im, "n_frames", 1) > 1:
                 raise ValueError(f"{path} holds {im.n_frames} frames (a stack); expected a single 2-D image")
+            if tiff_codec_error and not _pillow_tiff_is_exact(im):
+                raise ValueError(f"{path}: tifffile {tiff_codec_error} for this compression, and Pillow would "
+                                 f"narrow its {im.tag_v2.get(258)}-bit samples: pip install imagecodecs")  # fmt: skip
             if im.mode == "P":  # palette images: their colours are the image
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             elif im.mode == "PA":
