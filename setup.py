@@ -99,8 +99,32 @@ def _inputs_mtime() -> float:
     return max(p.stat().st_mtime for p in files)
 
 
+# Macros whose value changes with every commit: part of a source's key only where the source names them
+# (the bindings), or every commit would recompile every kernel.
+_VOLATILE_MACROS = ("UNET_FAST_GIT_COMMIT",)
+
+
 def _command_key(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _source_key(base: str, src: Path) -> str:
+    """`base` (the command without volatile macro values) plus the volatile macros the source names."""
+    try:
+        text = src.read_text(errors="replace")
+    except OSError:
+        return base
+    named = [m for m in _VOLATILE_MACROS if m in text]
+    return _command_key(base, named, GIT_COMMIT) if named else base
+
+
+def _stable(args: object) -> object:
+    """Compile arguments with the volatile macros' values taken out (see _VOLATILE_MACROS)."""
+    if isinstance(args, (list, tuple)):
+        return [_stable(a) for a in args]
+    if isinstance(args, str) and any(f"-D{m}=" in args for m in _VOLATILE_MACROS):
+        return args.split("=", 1)[0]
+    return args
 
 
 def _is_fresh(obj: Path, src: Path, key: str, inputs_mtime: float) -> bool:
@@ -122,19 +146,21 @@ def cached_compile(compiler, compiler_version: str, log=print):  # distutils' co
 
     def compile(sources, output_dir=None, macros=None, include_dirs=None, debug=False, extra_preargs=None,
                 extra_postargs=None, depends=None):  # fmt: skip
-        key = _command_key(getattr(compiler, "compiler_so", compiler.compiler_type), compiler_version,
-                           pybind11.__version__, macros, include_dirs, debug, extra_preargs, extra_postargs)
+        stable_macros = [m for m in (macros or []) if m[0] not in _VOLATILE_MACROS]
+        base = _command_key(getattr(compiler, "compiler_so", compiler.compiler_type), compiler_version,
+                            pybind11.__version__, stable_macros, include_dirs, debug, extra_preargs, extra_postargs)
         objects = compiler.object_filenames(sources, strip_dir=False, output_dir=output_dir)
+        keys = {s: _source_key(base, ROOT / s) for s in sources}
         stale = [(s, o) for s, o in zip(sources, objects, strict=True)
-                 if not _is_fresh(Path(o), ROOT / s, key, inputs_mtime)]  # fmt: skip
+                 if not _is_fresh(Path(o), ROOT / s, keys[s], inputs_mtime)]  # fmt: skip
         if len(stale) < len(sources):
             log(f"unet_fast: build cache: {len(sources) - len(stale)} of {len(sources)} objects up to date "
                 f"in {output_dir} (UNET_FAST_BUILD_CACHE=0 to rebuild all)")  # fmt: skip
         if stale:
             original([s for s, _ in stale], output_dir, macros, include_dirs, debug, extra_preargs,
                      extra_postargs, depends)  # fmt: skip
-            for _, o in stale:
-                _record(Path(o), key)
+            for src, o in stale:
+                _record(Path(o), keys[src])
         return objects
 
     compiler.compile = compile
@@ -196,11 +222,12 @@ class BuildExt(build_ext):
             *gencode, *macros,
         ]  # fmt: skip
 
-        key = _command_key(flags, nvcc_version)
+        base_key = _command_key(_stable(flags), nvcc_version)
         inputs_mtime = _inputs_mtime()
 
         def compile_one(src: str) -> tuple[str, str]:
             obj = build_temp / (Path(src).stem + ".o")
+            key = _source_key(base_key, ROOT / src)
             log = obj.with_name(obj.name + ".log")  # ptxas --resource-usage output, read from the cache too
             if _cache_enabled() and log.is_file() and _is_fresh(obj, ROOT / src, key, inputs_mtime):
                 return str(obj), log.read_text()

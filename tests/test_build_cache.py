@@ -88,3 +88,18 @@ def test_cache_folder_is_per_python_and_platform_and_can_be_switched_off(setup_m
     assert not setup_module["_cache_enabled"]()
     monkeypatch.delenv("UNET_FAST_BUILD_CACHE")
     assert setup_module["_cache_enabled"]()
+
+
+def test_the_commit_macro_recompiles_only_the_sources_that_use_it(setup_module: dict, tmp_path, monkeypatch) -> None:
+    """The commit hash is a -D macro of every source; only the bindings print it. A new commit must not
+    recompile every kernel, and must recompile the bindings (or build_info() would name an old commit)."""
+    uses, plain = tmp_path / "bindings.cpp", tmp_path / "kernel.cpp"
+    uses.write_text('const char* commit() { return UNET_FAST_GIT_COMMIT; }\n')
+    plain.write_text("int kernel() { return 7; }\n")
+    key = setup_module["_source_key"]
+    before = (key("base", uses), key("base", plain))
+    monkeypatch.setitem(key.__globals__, "GIT_COMMIT", "another-commit")
+    after = (key("base", uses), key("base", plain))
+    assert before[0] != after[0] and before[1] == after[1] == "base"
+    stable = setup_module["_stable"](["-O3", '-DUNET_FAST_GIT_COMMIT="abc"', "-DOTHER=1"])
+    assert stable == ["-O3", "-DUNET_FAST_GIT_COMMIT", "-DOTHER=1"]
