@@ -14,6 +14,7 @@ COMMANDS = ("info", "bench", "export", "segment", "train_demo")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unet-fast", description="A fused-kernel U-Net inference engine.")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -23,7 +24,33 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # not written yet
         module.register(sub)
+    _say_defaults(p)
     return p
+
+
+def _version() -> str:
+    import torch
+
+    import unet_fast
+
+    return f"unet-fast {unet_fast.__version__} (torch {torch.__version__}, Python {sys.version.split()[0]})"
+
+
+def _say_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option of every command says its default in --help: options whose help does not mention one
+    get "(default: X)" appended (flags are off unless given; required options have none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _say_defaults(child)
+            continue
+        quiet = (argparse._HelpAction, argparse._VersionAction, argparse._StoreTrueAction, argparse._StoreFalseAction)
+        if not action.option_strings or action.required or isinstance(action, quiet):
+            continue
+        text = action.help or ""
+        if "default" not in text.lower():
+            shown = "none" if action.default is None else action.default
+            action.help = f"{text} (default: {shown})".strip()
 
 
 def main(argv: list[str] | None = None) -> int:

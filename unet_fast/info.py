@@ -25,7 +25,7 @@ def _version(module: str) -> str | None:
 
 def _triton_status() -> tuple[bool, str]:
     if _version("triton") is None:
-        return False, "triton is not installed"
+        return False, 'triton is not installed (pip install "unet_fast[gpu]"; CUDA builds of torch bring it)'
     if torch.cuda.is_available():
         return True, "GPU"
     import os

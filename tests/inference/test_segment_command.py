@@ -67,7 +67,7 @@ def test_glob_and_progress(tiny_model, capsys) -> None:
     err = capsys.readouterr().err
     assert "runs on: reference PyTorch model" in err and "2/2" in err
     assert sorted(p.name for p in (tiny_model / "out").iterdir()) == [
-        "gray_mask.png", "gray_overlay.png", "rgb_mask.png", "rgb_overlay.png"]  # fmt: skip
+        "gray_mask.png", "gray_overlay.png", "legend.json", "legend.png", "rgb_mask.png", "rgb_overlay.png"]  # fmt: skip
 
 
 def test_small_model_direct_inference_agrees_for_one_patch(tiny_model) -> None:
@@ -171,3 +171,25 @@ def test_unwritable_output_is_exit_1(tiny_model, capsys) -> None:
     argv[argv.index("--out") + 1] = str(tiny_model / "blocker" / "out")
     assert main(argv) == 1
     assert "cannot create --out" in capsys.readouterr().err
+
+
+def test_legend_is_printed_and_written_beside_the_masks(tiny_model, capsys) -> None:
+    """Which mask value is which class, in which overlay colour (issue 12, fault 8)."""
+    import json
+
+    assert main(args(tiny_model, str(tiny_model / "images" / "gray.png"))) == 0
+    out = capsys.readouterr().out
+    palette = ModelCard(config=CONFIG, mean=[0.4], std=[0.25], class_names=["bg", "a", "b"]).palette
+    hexes = ["#{:02x}{:02x}{:02x}".format(*c) for c in palette]
+    assert (f"legend (mask value: class, overlay colour): 0 bg {hexes[0]} (not tinted), 1 a {hexes[1]}, "
+            f"2 b {hexes[2]}") in out  # fmt: skip
+    legend = json.loads((tiny_model / "out" / "legend.json").read_text())
+    assert [(e["value"], e["name"], e["rgb"], e["tinted_in_overlay"]) for e in legend["classes"]] == [
+        (0, "bg", palette[0], False), (1, "a", palette[1], True), (2, "b", palette[2], True)]  # fmt: skip
+    with Image.open(tiny_model / "out" / "legend.png") as im:
+        rgb = np.array(im.convert("RGB"))
+    for i, colour in enumerate(palette):  # the centre of each swatch (6 px margin, 24 px rows, 18 px boxes)
+        assert rgb[6 + 24 * i + 9, 6 + 9].tolist() == list(colour)
+    # the overlay uses exactly these colours for its tint
+    with Image.open(tiny_model / "out" / "gray_mask.png") as im:
+        assert im.getpalette()[:9] == [v for c in palette for v in c]

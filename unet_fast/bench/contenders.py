@@ -107,7 +107,7 @@ def _check_compile(s: Settings) -> str:
     if s.device == "cpu" and not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
         return "torch.compile on CPU needs a C++ compiler (g++/clang++) on PATH"
     if s.device == "cuda" and not _installed("triton"):
-        return "torch.compile on CUDA needs triton"
+        return 'torch.compile on CUDA needs triton (pip install -e ".[gpu]")'
     return ""
 
 

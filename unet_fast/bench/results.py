@@ -9,6 +9,46 @@ import math
 from pathlib import Path
 
 SCHEMA = 1
+# The peers unet_fast is measured against in the README's last column ("cpu / fastest peer"): the compilers
+# and runtimes. Eager PyTorch is the reference, not a peer.
+RATIO_PEERS = ("compile", "onnxruntime", "openvino", "tensorrt")
+
+
+def _group(row: dict) -> tuple:
+    return (row["workload"], tuple(row["input_shape"]), row["dtype"], row.get("device"))
+
+
+def add_peer_ratios(rows: list[dict]) -> None:
+    """Set `fastest_peer` and `vs_fastest_peer` (latency over the fastest peer's: < 1 is faster) on each
+    unet_fast row, per workload; the fastest peer is the quickest of RATIO_PEERS with parity ok."""
+    fastest: dict[tuple, dict] = {}
+    for r in rows:
+        if r["contender"] in RATIO_PEERS and r["parity_ok"]:
+            g = _group(r)
+            if g not in fastest or r["median_ms"] < fastest[g]["median_ms"]:
+                fastest[g] = r
+    for r in rows:
+        peer = fastest.get(_group(r))
+        if r["contender"].startswith("unet_fast-") and peer is not None:
+            r["fastest_peer"] = peer["contender"]
+            r["vs_fastest_peer"] = r["median_ms"] / peer["median_ms"]
+
+
+def peer_ratio_lines(rows: list[dict]) -> list[str]:
+    """The README's last column, one line per unet_fast row (or why there is none)."""
+    lines = []
+    for r in rows:
+        if not r["contender"].startswith("unet_fast-"):
+            continue
+        where = f"{r['workload']} {'x'.join(map(str, r['input_shape']))}"
+        if r.get("vs_fastest_peer") is None:
+            lines.append(f"{where}: {r['contender']} / fastest peer: - (no peer of {', '.join(RATIO_PEERS)} ran "
+                         "with parity ok)")  # fmt: skip
+            continue
+        peer = next(x for x in rows if x["contender"] == r["fastest_peer"] and _group(x) == _group(r))
+        lines.append(f"{where}: {r['contender']} / fastest peer ({r['fastest_peer']}, {peer['median_ms']:.1f} ms) = "
+                     f"{r['vs_fastest_peer']:.2f}x  (latency ratio: below 1 is faster)")  # fmt: skip
+    return lines
 
 
 def build_document(results: list[dict], machine: dict, machine_name: str, note: str = "",
@@ -20,6 +60,9 @@ def build_document(results: list[dict], machine: dict, machine_name: str, note: 
         for row in r["rows"]:
             rows.append({"machine": machine_name, "commit": machine.get("commit"), "torch": machine.get("torch"),
                          "load_note": note, **row})  # fmt: skip
+            if machine.get("load") is not None:
+                rows[-1]["machine_busy"] = machine["load"]["busy"]
+    add_peer_ratios(rows)
     return {
         "schema": SCHEMA,
         "machine_name": machine_name,
@@ -44,8 +87,8 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["workload", "contender", "median ms", "min-max ms", "vs eager", "max abs", "rel L2", "argmax agree",
-              "parity", "setup s", "note"]  # fmt: skip
+    header = ["workload", "contender", "median ms", "min-max ms", "vs eager", "/ fastest peer", "max abs", "rel L2",
+              "argmax agree", "parity", "setup s", "note"]  # fmt: skip
     body = []
     for r in rows:
         p = r["parity"]
@@ -53,6 +96,7 @@ def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             f"{r['workload']} {'x'.join(map(str, r['input_shape']))} {r['dtype']}", r["contender"],
             _fmt(r["median_ms"], ".1f"), f"{_fmt(r['min_ms'], '.1f')}-{_fmt(r['max_ms'], '.1f')}",
             _fmt(r.get("speedup_vs_eager"), ".2f") + ("x" if r.get("speedup_vs_eager") else ""),
+            _fmt(r.get("vs_fastest_peer"), ".2f") + ("x" if r.get("vs_fastest_peer") else ""),
             _fmt(p["max_abs"], ".2e"), _fmt(p["rel_l2"], ".2e"), f"{p['argmax_agreement']:.4%}",
             "ok" if r["parity_ok"] else "FAIL", _fmt(r.get("setup_s"), ".1f"), r.get("note", ""),
         ])  # fmt: skip
@@ -62,7 +106,7 @@ def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 def format_text_table(rows: list[dict]) -> str:
     header, body = table_rows(rows)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    right = {2, 3, 4, 5, 6, 7, 9}
+    right = {2, 3, 4, 5, 6, 7, 8, 10}
     lines = []
     for cells in [header, *body]:
         lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
@@ -104,20 +148,34 @@ def markdown_document(doc: dict) -> str:
     ]  # fmt: skip
     if doc.get("note"):
         lines.append(f"- conditions: {doc['note']}")
+    if m.get("load"):
+        from unet_fast.bench.load import CLEAN_HOWTO
+
+        busy = m["load"]["busy"]
+        lines.append(f"- load during the run: {'**' if busy else ''}{_load_summary(m['load'])}{'**' if busy else ''}")
+        if busy:
+            lines += ["", f"> **Warning: the machine was busy; these timings are not a clean figure.** {CLEAN_HOWTO}."]
     how = ("pytest-benchmark pedantic rounds, one contender after another" if doc.get("settings", {}).get("source")
            else "interleaved rounds (every contender once per round, so load bursts hit all alike)")  # fmt: skip
     lines += ["", f"Median of {how}, with min-max; parity against the fp32 PyTorch eager reference on the same "
-              "random input; 'vs eager' is eager NCHW's median over the row's.", "",
+              "random input; 'vs eager' is eager NCHW's median over the row's; '/ fastest peer' is a unet_fast "
+              f"row's median over the fastest of {', '.join(RATIO_PEERS)} (below 1 is faster).", "",
               format_markdown_table(doc["rows"])]  # fmt: skip
+    ratios = peer_ratio_lines(doc["rows"])
+    if ratios:
+        lines += ["", *[f"- {r}" for r in ratios]]
     unavailable = format_unavailable(doc["workloads"])
     if unavailable:
         lines += ["", "Not run here:", "", *[f"- {u}" for u in unavailable]]
-    for key, title in (("workloads_unavailable", "Workloads not run here"),):
-        if doc.get(key):
-            lines += ["", f"{title}:", "", *[f"- {k}: {v}" for k, v in doc[key].items()]]
     if doc.get("roofline_markdown"):
         lines += ["", doc["roofline_markdown"]]
     return "\n".join(lines) + "\n"
+
+
+def _load_summary(load: dict) -> str:
+    from unet_fast.bench.load import LoadReport
+
+    return LoadReport(**load).summary()
 
 
 def plot_latency(rows: list[dict], path: Path, title: str) -> Path | None:

@@ -16,6 +16,8 @@ EXIT_CODES = """exit codes:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARITY, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 QUICK = {"workload": "unet-small", "size": (64, 64), "repeats": 2, "warmup": 1}
+# The workloads of the README's table (benchmarks/run_all.sh runs these).
+README_WORKLOADS = ("unet-small", "unet64-256", "unet64-512", "unet-bilinear", "unet-original")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--workload", default=None,
                    help="workload name, or several comma-separated (default unet64-256; --list shows all)")  # fmt: skip
     b.add_argument("--batch", type=int, default=None, help="batch size (default: the workload's)")
-    b.add_argument("--size", default=None, help="input HxW instead of the workload's, e.g. 128x128")
+    b.add_argument("--size", default=None, help="input HxW instead of the workload's, e.g. 128x128 (default: the workload's)")
     b.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (parity is vs fp32)")
     b.add_argument(
         "--threads", type=int, default=None, help="CPU threads for every contender (default: all cores)"
@@ -34,12 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--contenders", default=None,
                    help="comma-separated contenders to run (default: all usable here; --list shows them)")  # fmt: skip
     b.add_argument("--backends", default=None,
-                   help="comma-separated unet_fast backends to include (torch,cpu,triton,cuda; 'none' for none)")  # fmt: skip
+                   help="comma-separated unet_fast backends to include (torch,cpu,triton,cuda; 'none' for none) "
+                   "(default: every usable one)")  # fmt: skip
     b.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is reported (default 5)")
     b.add_argument("--warmup", type=int, default=1, help="untimed warm-up calls per contender (default 1)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random input")
     b.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if visible"
+        "--device", default="auto", choices=("auto", "cpu", "cuda"),
+        help="where the contenders run (default: auto, cuda if visible)"
     )
     b.add_argument("--quick", action="store_true",
                    help="CI-size smoke run: unet-small at 64x64, 2 rounds, no torch.compile unless named")  # fmt: skip
@@ -48,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--machine-name", default=None, help="label for the results files (default from the CPU/GPU)"
     )
-    b.add_argument("--note", default="", help="conditions to record beside the numbers, e.g. 'under load'")
+    b.add_argument("--note", default="", help="conditions to record beside the numbers, e.g. 'under load' (default: none; the measured "
+                   "load is recorded anyway)")
     b.add_argument("--roofline", action="store_true", help="also print the roofline model of each workload")
     b.add_argument(
         "--list", action="store_true", help="list workloads and contenders (and why some cannot run)"
@@ -135,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from unet_fast.bench import load
     from unet_fast.bench import results as res
     from unet_fast.bench.machine import default_machine_name, machine_record
     from unet_fast.bench.runner import RunConfig, resolve_threads, run_workload
@@ -163,11 +169,16 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(threads)
     machine = machine_record()  # at the start: the commit and load that the numbers belong to
+    load_start = load.snapshot()
+    if load.start_warning(load_start):
+        progress(load.start_warning(load_start))
     results = []
     for w in workloads:
         cfg = RunConfig(w, args.batch, size, dtype, threads, device, repeats, args.warmup, args.seed, names)
         results.append(run_workload(cfg, progress).as_dict())
+    busy = load.assess(load_start, load.snapshot())
     machine["threads"] = threads
+    machine["load"] = busy.as_dict()
     machine_name = args.machine_name or default_machine_name()
     settings = {"device": device, "dtype": args.dtype, "threads": threads, "repeats": repeats, "warmup": args.warmup,
                 "seed": args.seed, "batch": args.batch, "size": size, "quick": args.quick}  # fmt: skip
@@ -181,14 +192,22 @@ def run(args: argparse.Namespace) -> int:
           f"{' (uncommitted changes)' if machine['dirty'] else ''}; load average {machine['load_average_1min']}")  # fmt: skip
     print("reference: pytorch eager, fp32, NCHW, on CPU; parity of every row is against it")
     print(res.format_text_table(doc["rows"]) if doc["rows"] else "(no contender ran)")
+    for line in res.peer_ratio_lines(doc["rows"]):
+        print(line)
     for line in res.format_unavailable(results):
         print(line)
     if args.quick and names is not None and "compile" not in names and args.contenders is None:
         print("compile not run: --quick leaves torch.compile out (name it with --contenders to include it)")
-    for name, why in extra["workloads_unavailable"].items():
-        print(f"workload {name} skipped: {why}")
     if any("not installed" in line for line in res.format_unavailable(results)):
         print('to install the missing peers: pip install -e ".[bench]"')
+    if set(workloads) != set(README_WORKLOADS):
+        print(f"this run: {', '.join(workloads)}. The README's table ({len(README_WORKLOADS)} workloads, every peer, "
+              "median of 5 interleaved rounds, roofline): benchmarks/run_all.sh MACHINE_NAME from a source "
+              "checkout (or unet-fast bench --workload " + ",".join(README_WORKLOADS) + " --roofline)")  # fmt: skip
+    for line in busy.warning_lines():
+        print(line)
+    if not busy.busy:
+        print(f"load: {busy.summary()}")
     if args.roofline:
         print(extra["roofline_markdown"])
     if not args.no_write:

@@ -7,7 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="versions, extensions and backends usable here, and why not")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON (default: text for people)")
     p.set_defaults(func=run)
 
 

@@ -16,7 +16,7 @@ GLOB_CHARS = set("*?[")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment",
-        help="segment images: <name>_mask.png (class indices) and <name>_overlay.png per image",
+        help="segment images: <name>_mask.png (class indices) and <name>_overlay.png per image, legend.json/png",
         description="Segment images with a U-Net (the bundled demo model unless --weights is given). "
         "IMAGE may be a file (PNG, TIFF, JPEG, BMP, .npy), a folder (its images, sorted) or a glob. "
         "Images larger than the patch size go through sliding-window inference with Gaussian blending.",
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto",
                    help="engine backend for unet_fast.optimize (auto, cpu, triton, cuda, torch), or "
                    "'reference' for the plain PyTorch model; auto falls back to reference (default: auto)")  # fmt: skip
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="engine storage dtype; float16/bfloat16 need a GPU backend (default: float32)")  # fmt: skip
     p.add_argument("--patch-size", type=int, default=None, help="sliding-window patch (default: the card's)")
     p.add_argument(
         "--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)"
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     from unet_fast.demo import bundled
     from unet_fast.inference.image_io import overlay, read_image, write_mask, write_rgb
+    from unet_fast.inference.legend import format_legend, write_legend
     from unet_fast.inference.progress import Progress
     from unet_fast.inference.segmenter import Segmenter
 
@@ -140,7 +142,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"unet-fast segment: error: cannot write the outputs for {path}: {e}", file=sys.stderr)
             return 1
         bar.update(i + 1, f"{path.name} {image.shape[0]}x{image.shape[1]}")
+    try:
+        legend = write_legend(seg.card, out_dir)
+    except OSError as e:
+        print(f"unet-fast segment: error: cannot write the legend: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {2 * len(images)} files for {len(images)} image(s) to {out_dir} ({seg.runner.note})")
+    print(format_legend(seg.card))
+    print(f"legend written to {', '.join(str(p) for p in legend)}")
     return 0
 
 

@@ -16,7 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     from unet_fast.demo.train import add_arguments
 
     add_arguments(p)
+    for action in p._actions:  # what the options without their own help text mean
+        if action.help is None and action.dest in _HELP:
+            action.help = _HELP[action.dest]
     p.set_defaults(func=run)
+
+
+_HELP = {
+    "batch_size": "training images per optimizer step",
+    "train_images": "procedural training images (seeded, generated once)",
+    "val_images": "validation images (seeded apart from the training images)",
+    "base_channels": "width of the U-Net's first level",
+    "depth": "U-Net levels (2x2 pools)",
+    "log_every": "print the loss every this many steps",
+}
 
 
 def run(args: argparse.Namespace) -> int:

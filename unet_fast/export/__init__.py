@@ -10,6 +10,7 @@ _LAZY = {
     "to_onnx": "unet_fast.export.onnx",
     "read_metadata": "unet_fast.export.onnx",
     "OnnxExport": "unet_fast.export.onnx",
+    "ExportParityError": "unet_fast.export.onnx",
     "fold_batchnorm": "unet_fast.export.prepare",
     "to_tensorrt": "unet_fast.export.tensorrt",
     "TensorRTModule": "unet_fast.export.tensorrt",

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from unet_fast.export.prepare import ClassMapHead, default_threshold, export_form
+from unet_fast.model_guard import eval_model
 from unet_fast.models.unet import UNet
 
 DYNAMIC_AXES = ("batch", "height", "width")
@@ -49,9 +50,13 @@ class OnnxExport:
     parity: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"wrote {self.path} (opset {self.metadata['export']['opset']}, "
-                 f"dynamic {self.metadata['export']['dynamic'] or 'none'})"]  # fmt: skip
+        exp = self.metadata["export"]
+        lines = [f"wrote {self.path} (opset {exp['opset']}, dynamic {exp['dynamic'] or 'none'})"]
+        lines.append(f"BatchNorm: {exp['bn_folded']} folded into convolutions, {len(exp['bn_left'])} left as is")
+        lines += [f"  fold dropped: {r}" for r in exp.get("bn_fold_rejected", [])]
         lines += [_parity_line(p) for p in self.parity] or ["parity: not measured"]
+        if self.parity and not self.metadata.get("parity_ok", True):
+            lines.append("parity: OUT OF TOLERANCE (kept because allow_mismatch=True): " + _failures_text(self))
         return "\n".join(lines)
 
 
@@ -60,6 +65,44 @@ def _parity_line(p: dict[str, Any]) -> str:
         return f"  {p['runtime']} {p['input_shape']}: ERROR {p['error']}"
     return (f"  {p['runtime']} vs PyTorch, input {tuple(p['input_shape'])}: max_abs={p['max_abs']:.3g} "
             f"rel_l2={p['rel_l2']:.3g} argmax agreement={p['argmax_agreement']:.5%}")  # fmt: skip
+
+
+# What the export's own parity check accepts, per graph precision: onnxruntime against the PyTorch model
+# on the same input. fp32 is the same math in another order (observed rel-L2 ~1e-7); fp16 rounds every
+# layer at 2^-11. A class-map output is compared by agreement (pixels whose two top scores are within that
+# rounding may flip).
+PARITY_LIMITS: dict[str, dict[str, float]] = {
+    "fp32": {"rel_l2": 1e-4, "argmax_agreement": 0.999},
+    "fp16": {"rel_l2": 1e-2, "argmax_agreement": 0.99},
+}
+
+
+class ExportParityError(RuntimeError):
+    """The exported file does not compute what the model computes (the export's own parity check)."""
+
+
+def parity_failures(rows: Sequence[dict[str, Any]], precision: str, class_map: bool) -> list[str]:
+    """One line per checked input size that is out of tolerance (or could not be run), naming the size."""
+    lim = PARITY_LIMITS[precision]
+    bad = []
+    for p in rows:
+        size = "x".join(str(d) for d in p["input_shape"])
+        if "error" in p:
+            bad.append(f"input {size}: {p['error']}")
+        elif p["nonfinite"]:
+            bad.append(f"input {size}: {p['nonfinite']} NaN/inf values where PyTorch gives finite ones")
+        elif class_map and p["argmax_agreement"] < lim["argmax_agreement"]:
+            bad.append(f"input {size}: class-map agreement {p['argmax_agreement']:.4%} < "
+                       f"{lim['argmax_agreement']:.2%}")  # fmt: skip
+        elif not class_map and not p["rel_l2"] <= lim["rel_l2"]:
+            bad.append(f"input {size}: rel_l2 {p['rel_l2']:.3g} > {lim['rel_l2']:g} "
+                       f"(max_abs {p['max_abs']:.3g})")  # fmt: skip
+    return bad
+
+
+def _failures_text(r: OnnxExport) -> str:
+    exp = r.metadata["export"]
+    return "; ".join(parity_failures(r.parity, exp["precision"], exp["class_map"]))
 
 
 def _require_onnx() -> Any:
@@ -212,7 +255,8 @@ def onnxruntime_parity(path: str | PathLike, reference: nn.Module, inputs: Seque
 
     from unet_fast.parity import compare
 
-    ref_model = ClassMapHead(reference, threshold).eval() if class_map else reference.eval()
+    reference = eval_model(reference)  # the caller's model keeps its mode and BN statistics
+    ref_model = ClassMapHead(reference, threshold).eval() if class_map else reference
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     runtime = f"onnxruntime {ort.__version__} CPU"
@@ -241,10 +285,12 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
             dynamic: Sequence[str] | None = DYNAMIC_AXES, opset: int = MIN_OPSET, *, class_map: bool = False,
             class_map_threshold: float | None = None, exact_resize: bool = True, check_parity: bool = True,
             parity_tensors: Sequence[Tensor] | None = None, precision: str = "fp32",
-            keep_fp32: bool = True) -> OnnxExport:  # fmt: skip
+            keep_fp32: bool = True, allow_mismatch: bool = False) -> OnnxExport:  # fmt: skip
     """Export `model` to ONNX at `path`.
 
-    - BatchNorm is folded into the preceding convolutions (unet_fast.graph.bn_fold) before tracing.
+    - BatchNorm is folded into the preceding convolutions (unet_fast.graph.bn_fold) before tracing; the
+      folded copy is first run against the model on `example_input`, and a fold that changes the output
+      (a symbolic trace drops `isinstance` branches) is dropped, named in metadata["export"]["bn_fold_rejected"].
     - `dynamic`: which of ("batch", "height", "width") stay symbolic; `opset` >= 17.
     - `class_map=True` appends an argmax head: the output is the int32 (N, H, W) class map
       (one-channel models: score > `class_map_threshold`, known from our UNet's head, else required).
@@ -255,8 +301,12 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
       fp32 there (unet_fast.export.half).
     - `check_parity`: run onnxruntime against `model` on random inputs (the example's size and others
       where axes are dynamic) and record the figures in the file's metadata (skipped, and said so, without
-      onnxruntime).
+      onnxruntime). Out of tolerance (PARITY_LIMITS) at any size, or not runnable, is an
+      ExportParityError naming each size and its error, and the file is removed; `allow_mismatch=True`
+      keeps the file anyway (a warning, and metadata["parity_ok"] = False).
     The file passes `onnx.checker` (full check). Returns an `OnnxExport` with the metadata and parity.
+    The caller's model is never changed: a model (or any submodule) in training mode is exported in eval
+    mode from a private copy, and stays in training mode with its BN statistics as they were.
     """
     onnx = _require_onnx()
     dyn = _check_args(model, example_input, dynamic, opset)
@@ -267,8 +317,9 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
     path.parent.mkdir(parents=True, exist_ok=True)
     if any(t.device.type != "cpu" for t in [*model.parameters(), *model.buffers()]):
         # Export and the onnxruntime check run on CPU; the caller's model stays where it is.
-        model = copy.deepcopy(model).cpu()
-    model = model.eval()
+        model = copy.deepcopy(model).cpu().eval()
+    else:
+        model = eval_model(model)  # never model.eval(): that would change the caller's model
     example_input = example_input.detach().cpu()
     with torch.no_grad():
         reference_out = model(example_input)  # validates the input size for the model, before any export
@@ -281,7 +332,7 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
             "the model has one output channel: give class_map_threshold (0.5 after a sigmoid, 0 on logits)"
         )
 
-    form, fold = export_form(model)
+    form, fold = export_form(model, example_input)
     if class_map:
         form = ClassMapHead(form, threshold).eval()
     output_name = "class_map" if class_map else "output"
@@ -303,7 +354,8 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
         "source_model": _source_description(model),
         "export": {"opset": opset, "dynamic": list(dyn), "class_map": class_map, "threshold": threshold,
                    "input": INPUT_NAME, "output": output_name, "example_shape": list(example_input.shape),
-                   "bn_folded": len(fold.folded), "bn_left": fold.left + bn_nodes, "resize": resizes,
+                   "bn_folded": len(fold.folded), "bn_left": fold.left + bn_nodes,
+                   "bn_fold_rejected": fold.rejected, "resize": resizes,
                    "precision": precision, "fp32_nodes": fp32_nodes,
                    "torch": torch.__version__},
     }  # fmt: skip
@@ -324,6 +376,19 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
             )
             parity = onnxruntime_parity(path, model, inputs, class_map, threshold)
             metadata["parity"] = parity
+            metadata["parity_limits"] = PARITY_LIMITS[precision]
+            failures = parity_failures(parity, precision, class_map)
+            metadata["parity_ok"] = not failures
+            if failures and not allow_mismatch:
+                path.unlink(missing_ok=True)
+                raise ExportParityError(
+                    f"the ONNX export does not compute what the model computes (onnxruntime vs PyTorch, "
+                    f"{precision}): {'; '.join(failures)}. The file was not kept; pass allow_mismatch=True "
+                    "(CLI: --allow-mismatch) to keep it anyway, or check_parity=False to skip the check"
+                )
+            if failures:
+                warnings.warn(f"{path}: kept although parity is out of tolerance: {'; '.join(failures)}",
+                              stacklevel=2)  # fmt: skip
         _write_metadata(onnx, proto, metadata, path)
     return OnnxExport(path, metadata, parity)
 

@@ -25,9 +25,12 @@ class FoldReport:
 
     folded: list[tuple[str, str]] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
+    # Folds tried and dropped because the folded copy did not compute what the model computes on the
+    # example input (one line each: which fold, and the difference or error seen).
+    rejected: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"folded": len(self.folded), "left": list(self.left)}
+        return {"folded": len(self.folded), "left": list(self.left), "rejected": list(self.rejected)}
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -108,16 +111,92 @@ def _fold_fx(model: nn.Module, report: FoldReport, prefix: str = "") -> nn.Modul
     return gm
 
 
-def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, FoldReport]:
+# A folded copy may differ from the model by rounding only (the fold is computed in float64 and stored in
+# the model's dtype): relative L2 ~1e-7 in fp32. Anything above these limits is a different computation.
+FOLD_REL_L2 = {torch.float32: 1e-5, torch.float64: 1e-10}
+FOLD_REL_L2_OTHER = 1e-2  # fp16 / bf16 models
+
+
+def _outputs(out: object) -> list[Tensor]:
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _outputs(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _outputs(v)]
+    return []
+
+
+def _difference(candidate: nn.Module, reference: object, example: Tensor) -> str:
+    """'' when `candidate(example)` matches `reference` (the model's output) up to rounding, else why not."""
+    try:
+        with torch.no_grad():
+            got = candidate(example)
+    except Exception as e:  # e.g. a channel mismatch: the trace dropped a branch that feeds a conv
+        return f"raises {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    want, have = _outputs(reference), _outputs(got)
+    if len(want) != len(have) or any(a.shape != b.shape for a, b in zip(want, have, strict=True)):
+        return (f"returns shapes {[tuple(t.shape) for t in have]}, the model "
+                f"{[tuple(t.shape) for t in want]}")  # fmt: skip
+    for a, b in zip(want, have, strict=True):
+        if not a.is_floating_point():
+            if not torch.equal(a, b):
+                return "returns different integer values"
+            continue
+        ref, out = a.detach().double(), b.detach().double()
+        if not torch.isfinite(out).all() and torch.isfinite(ref).all():
+            return "returns NaN/inf where the model does not"
+        norm = ref.norm().item()
+        rel = (out - ref).norm().item() / norm if norm > 0 else (out - ref).norm().item()
+        if not rel <= FOLD_REL_L2.get(a.dtype, FOLD_REL_L2_OTHER):
+            return f"relative L2 difference {rel:.3g} from the model"
+    return ""
+
+
+def _fold_copy(model: nn.Module, use_fx: bool) -> tuple[nn.Module, FoldReport]:
+    folded = copy.deepcopy(model).eval()
+    report = FoldReport()
+    _fold_sequentials(folded, report)
+    if use_fx:
+        folded = _fold_fx(folded, report)
+    return folded, report
+
+
+def fold_batchnorm(model: nn.Module, example_input: Tensor | None = None) -> tuple[nn.Module, FoldReport]:
     """A deep copy of `model` in eval mode with every foldable Conv2d/ConvTranspose2d -> BatchNorm2d pair
     folded (math: unet_fast.graph.bn_fold.fold_bn, in float64). BatchNorms that could not be folded are
-    named in the report; they still export correctly (as BatchNormalization nodes)."""
-    model = copy.deepcopy(model).eval()
-    report = FoldReport()
-    _fold_sequentials(model, report)
-    model = _fold_fx(model, report)
-    report.left = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
-    return model, report
+    named in the report; they still export correctly (as BatchNormalization nodes).
+
+    Pairs inside an nn.Sequential are found structurally; other pairs in a torch.fx symbolic trace. A
+    symbolic trace can compute something else than the model (Python checks such as `isinstance(x, Tensor)`
+    or `torch.jit.isinstance` see a Proxy there, so a branch is dropped), so with `example_input`
+    (N, C, H, W) the folded copy is run against the model: a copy that raises or differs by more than
+    rounding is dropped for one with Sequential folds only, then for the unfolded model, and the report's
+    `rejected` says why. Without `example_input` nothing is verified (to_onnx always passes one).
+    The caller's model is not changed."""
+    original = copy.deepcopy(model).eval()
+    if example_input is None:
+        folded, report = _fold_copy(original, use_fx=True)
+        report.left = [n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)]
+        return folded, report
+    reference: object = None  # the model's output, computed once and only when there is a fold to check
+    rejected: list[str] = []
+    for what, use_fx in (("Sequential and torch.fx folds", True), ("Sequential folds", False)):
+        folded, report = _fold_copy(original, use_fx)
+        if not report.folded:
+            continue
+        if reference is None:
+            with torch.no_grad():
+                reference = original(example_input)
+        why = _difference(folded, reference, example_input)
+        if not why:
+            report.rejected = rejected
+            report.left = [n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)]
+            return folded, report
+        rejected.append(f"{what} ({len(report.folded)} BatchNorms): the folded copy {why}")
+    report = FoldReport(rejected=rejected)
+    report.left = [n for n, m in original.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    return original, report
 
 
 class UNetExportForm(nn.Module):
@@ -163,9 +242,10 @@ def default_threshold(model: nn.Module) -> float | None:
     return None
 
 
-def export_form(model: nn.Module) -> tuple[nn.Module, FoldReport]:
-    """BN-folded copy of `model` in the form that traces correctly at every size."""
-    folded, report = fold_batchnorm(model)
+def export_form(model: nn.Module, example_input: Tensor | None = None) -> tuple[nn.Module, FoldReport]:
+    """BN-folded copy of `model` in the form that traces correctly at every size (folds verified on
+    `example_input` when given: see fold_batchnorm)."""
+    folded, report = fold_batchnorm(model, example_input)
     if isinstance(folded, UNet):
         return UNetExportForm(folded).eval(), report
     return folded, report

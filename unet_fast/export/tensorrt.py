@@ -272,7 +272,8 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
                 max_shape: Sequence[int] | None = None, workspace: int = 1 << 30,
                 timing_cache: str | PathLike | None = None, keep_fp32: bool = True,
                 int8_calibrator: Any = None, onnx_path: str | PathLike | None = None,
-                strongly_typed: bool | None = None, verbose: bool = False) -> TensorRTBuild:  # fmt: skip
+                strongly_typed: bool | None = None, verbose: bool = False, check_parity: bool = True,
+                allow_mismatch: bool = False) -> TensorRTBuild:  # fmt: skip
     """Build a serialized TensorRT engine at `path` and return what was built.
 
     `model_or_onnx`: an nn.Module (exported first with `to_onnx`, dynamic batch/H/W, to `onnx_path` or
@@ -286,6 +287,9 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
     `strongly_typed`: None picks what the installed TensorRT supports (weakly typed where it has the
     precision flags, TensorRT 10; strongly typed otherwise, TensorRT 11); fp16 strongly typed builds from an
     fp16 ONNX graph (written here, `<path>.fp16.onnx` when given an fp32 ONNX file).
+    `check_parity` / `allow_mismatch` (model input only): the ONNX export's own onnxruntime check (see
+    `to_onnx`); out of tolerance raises ExportParityError naming the size before any engine is built,
+    unless `allow_mismatch=True`. The caller's model is not changed.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -314,7 +318,8 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
         onnx_file = Path(onnx_path) if onnx_path is not None else path.with_suffix(".onnx")
         x = example_input if example_input is not None else torch.randn(profile.opt)
         exported = to_onnx(model_or_onnx, onnx_file, x, dynamic=("batch", "height", "width"),
-                           precision="fp16" if half_graph else "fp32", keep_fp32=keep_fp32)  # fmt: skip
+                           precision="fp16" if half_graph else "fp32", keep_fp32=keep_fp32,
+                           check_parity=check_parity, allow_mismatch=allow_mismatch)  # fmt: skip
         pinned = list(exported.metadata["export"]["fp32_nodes"])
     else:
         onnx_file = Path(model_or_onnx)

@@ -21,6 +21,7 @@ import unet_fast
 from unet_fast.inference.image_io import match_channels, normalize
 from unet_fast.inference.model_card import ModelCard, load_model
 from unet_fast.inference.sliding_window import sliding_window_inference
+from unet_fast.model_guard import eval_model
 from unet_fast.models.unet import UNet
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -42,6 +43,7 @@ def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str 
     cannot take this model (the note says why). An explicit engine backend that fails is an error."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {tuple(DTYPES)}")
+    model = eval_model(model)  # the caller's model keeps its mode and BN statistics
     if backend == REFERENCE:
         if dtype != "float32":
             raise ValueError(f"the reference backend runs float32 only, not {dtype}")
@@ -87,7 +89,7 @@ class Segmenter:
             raise ValueError(
                 "sliding-window segmentation needs a 'same'-padded UNet (output size = input size)"
             )
-        self.model, self.card = model.eval(), card
+        self.model, self.card = eval_model(model), card  # never model.eval(): the caller's model stays
         self.patch = int(patch_size or card.patch_size)
         model.output_size(self.patch, self.patch)  # ValueError naming valid sizes if the model cannot take it
         if not 0 <= overlap < 1:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unet_fast.model_guard import eval_model
+
 Predictor = Callable[[Tensor], Tensor]
 BlendMode = Literal["gaussian", "constant"]
 
@@ -105,6 +107,8 @@ def sliding_window_inference(image: Tensor, predictor: Predictor, patch_size: in
     after each batch. Each image of the batch N is windowed on its own."""
     if image.dim() != 4:
         raise ValueError(f"sliding_window_inference expects [N, C, H, W], got shape {tuple(image.shape)}")
+    if isinstance(predictor, torch.nn.Module):  # a model in training mode: run an eval copy, never .eval() it
+        predictor = eval_model(predictor)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if blend not in ("gaussian", "constant"):
