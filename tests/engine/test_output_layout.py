@@ -3,6 +3,8 @@ input, on every backend and output mode; another layout only when asked (output_
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from engine_helpers import randomize_bn
@@ -10,7 +12,10 @@ from engine_helpers import randomize_bn
 import unet_fast
 from unet_fast import UNet
 
-BACKENDS = ["torch", "cpu"]
+# the layout is decided at the module boundary, the same code for every backend; triton runs only under the
+# interpreter on CPU (TRITON_INTERPRET=1 before import, as tests/backends does)
+BACKENDS = ["torch", "cpu", pytest.param("triton", marks=pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton interpreter on CPU"))]  # fmt: skip
 MODES = ["model", "logits", "probabilities", "classes"]
 
 

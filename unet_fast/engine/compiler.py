@@ -87,7 +87,11 @@ def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozen
         g, guards = capture_dynamic(target, example)
         symbols = {d: str(g.input.shape[d]) for d in (0, 2, 3) if is_symbolic(g.input.shape[d])}
         sym = SymbolicGraph(g, symbols, guards, tuple(example.shape))
-        sym.drop_pad_guards()
+        if isinstance(target, _TraceSafe):
+            # `_join` evaluates `dh or dw` before `always_pad`: guards on whether a pad amount is zero, though
+            # both sides pad (by zero or more). Only here, where the code is known: another model's branch on
+            # the same value could do something else on each side.
+            sym.drop_pad_guards()
         lines = run_shape_free_passes(sym.graph, output, passes)
         sym.instantiate(tuple(example.shape))  # every size expression evaluates (no data-dependent sizes)
         return Capture(sym, lines, reason, dynamic=True)

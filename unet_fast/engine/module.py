@@ -221,7 +221,10 @@ class FusedUNet(nn.Module):
         fin = input_format(x)
         fmt = self._formats.get(fin)
         if fmt is None:
-            fmt = self._formats[fin] = eager_output_format(self._source, tuple(x.shape), fin, self.config.output)
+            mode = self.config.output
+            if mode == "probabilities" and "as the model" in self._captures[0].pass_lines[0]:
+                mode = "model"  # the model's own softmax / sigmoid: its own output format
+            fmt = self._formats[fin] = eager_output_format(self._source, tuple(x.shape), fin, mode)
         return fmt
 
     def warmup(self, shapes: Iterable[tuple[int, ...]]) -> FusedUNet:

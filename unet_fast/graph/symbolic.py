@@ -108,10 +108,10 @@ class SymbolicGraph:
             return False
 
     def drop_pad_guards(self, samples: int = 24) -> int:
-        """Drop guards that only say whether a zero-pad amount is 0 (`F.pad` decides it while tracing): a
-        window step pads by any amount >= 0, so both sides of such a branch give the same graph. A guard
-        `E == 0` / `E != 0` is dropped when E equals a pad amount of the graph at `samples` shapes around the
-        example. Returns how many were dropped."""
+        """Drop guards that only say whether a zero-pad amount is 0, for a model known to pad on both sides of
+        such a branch (our UNet's `_join`; the engine calls this for it only): a window step pads by any
+        amount >= 0, so both sides give the same graph. A guard `E == 0` / `E != 0` is dropped when E equals
+        a pad amount of the graph at `samples` shapes around the example. Returns how many were dropped."""
         pads = [p for n in self.graph.nodes if n.op == "window" for p in n.attrs.get("pad", ()) if is_symbolic(p)]
         if not pads or not self.guards:
             return 0

@@ -37,20 +37,13 @@ def run_passes(
 def run_shape_free_passes(
     g: OpGraph, output: str = "model", enabled: frozenset[str] | set[str] | None = None
 ) -> list[str]:
-    """The passes that never look at a size (output mode, BN folding: the costly float64 math): run once on
-    a shape-generic capture, so the folded weights exist once and every shape's graph shares them."""
+    """The passes that never look at a size (output mode, BN folding, activation / residual / head fusion):
+    run once on a shape-generic capture, so the folded weights exist once and every shape's graph shares
+    them (and a new shape does not pay for them)."""
     on = _enabled(enabled)
     lines = [set_output(g, output)]
     if "fold_bn" in on:
         lines.append(f"fold_bn: {fold_batch_norm(g)} BatchNorm folded into convolutions")
-    return lines
-
-
-def run_shape_passes(g: OpGraph, enabled: frozenset[str] | set[str] | None = None) -> list[str]:
-    """The passes whose decisions depend on concrete sizes (2x2 pool of an odd map, concat slots of equal
-    sizes): run per input shape on a concrete graph. Cheap (structural only)."""
-    on = _enabled(enabled)
-    lines: list[str] = []
     if "fuse_activation" in on:
         n = fuse_activations(g)
         if "fuse_residual" in on:
@@ -63,6 +56,14 @@ def run_shape_passes(g: OpGraph, enabled: frozenset[str] | set[str] | None = Non
     if "fuse_head" in on:
         lines.append("fuse_head: " + ("final 1x1 conv + op fused into a Head step" if fuse_head(g)
                                       else "not applicable (the output is not a 1x1 conv [+ softmax/sigmoid/argmax])"))  # fmt: skip
+    return lines
+
+
+def run_shape_passes(g: OpGraph, enabled: frozenset[str] | set[str] | None = None) -> list[str]:
+    """The passes whose decisions depend on concrete sizes (2x2 pool of an odd map, concat slots of equal
+    sizes): run per input shape on a concrete graph. Cheap (they only mark nodes)."""
+    on = _enabled(enabled)
+    lines: list[str] = []
     if "fuse_pool" in on:
         lines.append(f"fuse_pool: {fuse_pools(g)} 2x2 max-pools written by their conv's epilogue")
     if "eliminate_concat" in on:
