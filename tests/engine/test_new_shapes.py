@@ -189,3 +189,25 @@ def test_valid_unet_size_error_is_closed_form() -> None:
     with pytest.raises(ValueError, match="nearest valid sizes are 92 or 100"):
         fast(torch.randn(1, 1, 96, 92))
     assert len(fast.captures) == 1  # no capture was tried for the impossible size
+
+
+class DataDependent(nn.Module):
+    """torch.export cannot take it (a branch on the data): captured per size, as one PyTorch fallback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 2, 3, padding=1), nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) if bool(x.mean() > 0) else self.b(x)
+
+
+def test_static_captures_are_bounded_too() -> None:
+    m = DataDependent().eval()
+    fast = unet_fast.optimize(m, torch.randn(1, 3, 8, 8), backend="torch", max_cached_shapes=2)
+    for h in range(9, 15):
+        x = torch.randn(2, 3, h, 7).abs() * (1 if h % 2 else -1)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), m(x))
+    assert len(fast.captures) == 3  # the first + max_cached_shapes re-captures
+    assert "static, one per input size" in fast.report() and "oldest dropped" in fast.report()

@@ -30,18 +30,28 @@ class WeightStore:
     def get(self, role: str, source: Any, make: Callable[[], Any]) -> Any:
         """The prepared form of `source` for `role` (e.g. "conv", "bias"), made by `make()` the first time."""
         key = (role, *_identity(source))
-        item = self._items.get(key)
-        if item is None:
+        entry = self._items.get(key)
+        if entry is None:
             with self._lock:
-                item = self._items.get(key)
-                if item is None:
-                    item = self._items[key] = make()
-        return item
+                entry = self._items.get(key)
+                if entry is None:
+                    # the source is kept alive with its prepared form: its data pointer cannot be reused by
+                    # another tensor while the key exists
+                    entry = self._items[key] = (source, make())
+        return entry[1]
+
+    def forget(self, sources: list[Any]) -> None:
+        """Drop the prepared forms of `sources` (a capture that was evicted; executors still holding them
+        keep them until they go too)."""
+        ids = {_identity(s) for s in sources}
+        with self._lock:
+            for key in [k for k in self._items if tuple(k[1:]) in ids]:
+                del self._items[key]
 
     def nbytes(self) -> int:
         """Bytes held by prepared tensors (packed weights report theirs through `.nbytes` or tensors inside)."""
         total = 0
-        for v in self._items.values():
+        for _, v in list(self._items.values()):
             total += _nbytes(v)
         return total
 

@@ -41,6 +41,11 @@ class Capture:
     def matches(self, shape: tuple[int, ...]) -> bool:
         return self.graph.matches(shape)
 
+    def tensors(self) -> list:
+        """The weight tensors of this capture (what a WeightStore prepares from them)."""
+        return [t for n in self.graph.graph.nodes for t in (n.attrs.get("weight"), n.attrs.get("bias"))
+                if isinstance(t, torch.Tensor)]  # fmt: skip
+
 
 @dataclass
 class CompiledPlan:

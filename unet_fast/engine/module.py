@@ -182,17 +182,23 @@ class FusedUNet(nn.Module):
         for cap in reversed(self._captures):
             if cap.matches(shape):
                 return cap
-        # a guard of every capture fails here (the model's code branches on this size): capture again
+        # no capture serves this shape: a guard (the model's code branches on this size) or a static capture
         example = torch.randn(shape)
-        reason = f"re-captured at {_fmt(shape)}: a guard of the earlier capture(s) fails there"
+        why = "a guard of the earlier capture(s) fails there" if self._captures[0].dynamic else "static captures"
         try:
-            cap = capture_model(self._source, example, self.config.output, self.config.passes, reason)
+            cap = capture_model(self._source, example, self.config.output, self.config.passes,
+                                f"re-captured at {_fmt(shape)}: {why}")  # fmt: skip
             compile_plan(cap, shape, self.config.passes)
         except ValueError:
             raise
         except Exception as e:
             raise ValueError(size_error(self._source, shape, e)) from e
         self._captures.append(cap)
+        # the first capture stays; re-captures are bounded like the shapes (their weights go with them)
+        while len(self._captures) > 1 + self.config.max_cached_shapes:
+            old = self._captures.pop(1)
+            self._weights.forget(old.tensors())
+            self.__dict__["_dropped_captures"] = self.__dict__.get("_dropped_captures", 0) + 1
         return cap
 
     # -- run -------------------------------------------------------------------------------------------

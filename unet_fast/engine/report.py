@@ -22,8 +22,13 @@ def report(m: FusedUNet) -> str:
         lines.append(f"  {m.backend.name} kernels missing: {', '.join(missing)} (those steps run the "
                      "torch reference)")  # fmt: skip
     caps = m.captures
-    recaptures = len(caps) - 1
-    lines.append(f"captures: {len(caps)} ({recaptures} re-captures due to guards)")
+    dropped = m.__dict__.get("_dropped_captures", 0)
+    if caps[0].dynamic:
+        lines.append(f"captures: {len(caps)} ({len(caps) - 1 + dropped} re-captures due to guards"
+                     f"{f', {dropped} oldest dropped' if dropped else ''})")  # fmt: skip
+    else:
+        lines.append(f"captures: {len(caps)} static, one per input size (the dynamic export failed)"
+                     f"{f'; {dropped} oldest dropped' if dropped else ''}")  # fmt: skip
     for c in caps:
         kind = "shape-generic (dynamic N, H, W)" if c.dynamic else "static"
         lines.append(f"  {kind}, {len(c.graph.guards)} guards: {c.reason}")
