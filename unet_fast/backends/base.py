@@ -7,6 +7,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -26,6 +27,10 @@ class BackendUnavailable(RuntimeError):
     """The backend cannot run here; the message says why and what to do."""
 
 
+def _takes_all(step: Any, km: ModuleType) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
@@ -33,9 +38,22 @@ class Backend:
     description: str
     unavailable_reason: Callable[[torch.device | None], str]  # '' when usable on that device
     default_device: Callable[[], torch.device]
+    # (step, kernel module) -> '' when the kernels take the step, else why not: decided when a plan is
+    # prepared, so running never has to rewrite a step (a kernel module may also offer its own supports())
+    limits: Callable[[Any, ModuleType], str] = _takes_all
 
     def kernels(self) -> ModuleType:
         return importlib.import_module(self.kernels_module)
+
+    def supports(self, step: Any) -> str:
+        """'' when this backend's kernels run `step` (a graph.ir Step), else the reason the reference runs it."""
+        km = self.kernels()
+        why = self.limits(step, km)
+        own = getattr(km, "supports", None)
+        if not why and callable(own):
+            verdict = own(step)
+            why = "" if verdict is True or verdict == "" or verdict is None else (verdict or "refused")
+        return why
 
     def missing_functions(self) -> list[str]:
         """Interface functions the kernel module does not (yet) provide: those steps run the torch reference."""

@@ -1,9 +1,15 @@
 """The one executor: walks a Plan and calls a kernel module (the backend interface of kernels/spec.py).
 
-Weights are packed once per (device, dtype). Activations live in an arena (graph/planner.py) per thread and
-batch size, reused across calls; the output is allocated per call. A step kind the kernel module lacks, or a
-call the kernel refuses with NotImplementedError, runs the torch reference (kernels/spec.py) for that step
-only, and the report says so.
+Weights come from a WeightStore (backends/weights.py): packed once per (backend, device, dtype) and shared by
+the executors of every input shape. Activations live in an arena (graph/planner.py) per thread and batch
+size, reused across calls and freed with the thread (threading.local) or with the executor (evicted from the
+engine's plan cache); the output is allocated per call.
+
+Which module runs a step is decided when the plan is prepared: a step kind the kernel module lacks, or a step
+the backend's `supports(step)` rule turns down (a kernel limit such as the CUDA conv's number of concat
+views), runs the torch reference (kernels/spec.py) for that step only, and the report says so. Running never
+changes the prepared steps: a kernel that still raises NotImplementedError gets that one call run by the
+reference (and the report names it), so threads can share one executor without a lock.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import copy
 import inspect
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -19,6 +26,7 @@ import torch
 from torch import Tensor
 
 from unet_fast.backends.base import KERNEL_FUNCTIONS
+from unet_fast.backends.weights import WeightStore
 from unet_fast.graph.ir import Concat, Conv, ConvTranspose2x2, Fallback, Head, Plan, Pool, Slice, Step
 from unet_fast.graph.lower import NodeFn
 from unet_fast.graph.opgraph import AtenCall, Node
@@ -38,48 +46,44 @@ class _Prepared:
 
 class Executor:
     def __init__(self, plan: Plan, buffers: BufferPlan, kernels: ModuleType, backend_name: str,
-                 device: torch.device, dtype: torch.dtype, *, exact: bool = False) -> None:  # fmt: skip
+                 device: torch.device, dtype: torch.dtype, *, exact: bool = False,
+                 weights: WeightStore | None = None,
+                 supports: Callable[[Step], str] | None = None) -> None:  # fmt: skip
+        """`weights`: the store shared by every plan of one model on this (backend, device, dtype); a private
+        one when None. `supports(step)`: '' when the backend's kernels take the step, else why not."""
         self.plan, self.buffers, self.kernels = plan, buffers, kernels
         self.backend_name, self.device, self.dtype = backend_name, device, dtype
         self.exact = exact  # passed to pack_conv_weight where a backend has approximate algorithms
         self.poison = False  # tests: fill buffers with NaN before each run so an unwritten element shows
+        self.weights = weights if weights is not None else WeightStore(backend_name, device, dtype, exact)
+        self._supports = supports
         self._local = threading.local()
+        self._refused: dict[int, str] = {}  # step index -> a kernel's NotImplementedError (report only)
         self.prepared = [self._prepare(s) for s in plan.steps]
 
-    # -- optimize time ---------------------------------------------------------------------------------
+    # -- prepare time ----------------------------------------------------------------------------------
     def _kernels_for(self, step: Step) -> tuple[ModuleType, str]:
         if isinstance(step, Fallback) or self.kernels is spec:
             return spec, ""
         missing = [f for f in KERNEL_FUNCTIONS[step.kind] if not hasattr(self.kernels, f)]
         if missing:
             return spec, f"{self.backend_name} kernels lack {', '.join(missing)}: torch reference"
+        why = self._supports(step) if self._supports is not None else ""
+        if why:
+            return spec, f"{self.backend_name} kernels do not support this step ({why}): torch reference"
         return self.kernels, ""
 
     def _prepare(self, step: Step) -> _Prepared:
         km, note = self._kernels_for(step)
-        p = _Prepared(step, km, note=note)
-        dev = self.device
-        if isinstance(step, Conv):
-            kw = (
-                {"exact": True}
-                if self.exact and "exact" in inspect.signature(km.pack_conv_weight).parameters
-                else {}
-            )
-            p.weight = km.pack_conv_weight(step.weight.to(dev), self.dtype, **kw)
-        elif isinstance(step, ConvTranspose2x2):
-            p.weight = km.pack_conv_transpose_weight(step.weight.to(dev), self.dtype)
-        elif isinstance(step, Head):
-            p.weight = km.pack_head_weight(step.weight.to(dev), self.dtype)
-        elif isinstance(step, Fallback):
-            p.weight = _fn_on_device(
-                step.fn, dev
-            )  # constants moved once, not per call (and not in a CUDA graph)
-        b = getattr(step, "bias", None)
-        p.bias = None if b is None else b.to(device=dev, dtype=torch.float32)
-        return p
+        return _prepare_with(step, km, note, self.weights, self.device, self.dtype, self.exact)
 
     def step_notes(self) -> list[str]:
-        return [p.note for p in self.prepared]
+        return [self._refused.get(i, p.note) for i, p in enumerate(self.prepared)]
+
+    def arena_bytes(self) -> dict[int, int]:
+        """batch -> bytes of this thread's arena for that batch (0 entries before the first call)."""
+        arenas = getattr(self._local, "arenas", {})
+        return {n: a.numel() * a.element_size() for n, a in arenas.items()}
 
     def step_algorithms(self) -> list[str]:
         """A packed weight that names its algorithm (the cpu backend's Winograd) shows it in the report."""
@@ -139,21 +143,14 @@ class Executor:
             except NotImplementedError as e:
                 if p.kernels is spec:
                     raise
-                # the kernel refuses this configuration: the reference runs this step from now on
-                self.prepared[i] = q = self._fallback_to_reference(p, e)
+                # a limit the backend's supports() did not foresee: this call runs the reference for the
+                # step; nothing shared changes (the note is for the report only, a plain dict store)
+                self._refused[i] = f"{self.backend_name} kernel refused ({e}): torch reference for this call"
+                q = _prepare_with(p.step, spec, "", WeightStore("torch", self.device, self.dtype), self.device,
+                                  self.dtype, False)  # fmt: skip
                 self._run_step(q, bufs, raw)
         out = self.plan.output
         return raw[out] if isinstance(out, str) else _view(bufs, out)
-
-    def _fallback_to_reference(self, p: _Prepared, e: Exception) -> _Prepared:
-        q = _Prepared(p.step, spec, note=f"{self.backend_name} kernel refused ({e}): torch reference")
-        s = p.step
-        w = getattr(s, "weight", None)
-        q.weight = None if w is None else w.to(self.device)
-        q.bias = p.bias
-        if isinstance(s, Head):
-            q.weight = spec.pack_head_weight(s.weight.to(self.device), self.dtype)
-        return q
 
     def _run_step(self, p: _Prepared, bufs: dict[str, Tensor], raw: dict[str, Any]) -> None:
         s, km = p.step, p.kernels
@@ -175,6 +172,30 @@ class Executor:
             _run_fallback(s, p.weight, bufs, raw)
         else:
             raise AssertionError(f"unknown step {s.kind}")
+
+
+def _prepare_with(step: Step, km: ModuleType, note: str, store: WeightStore, dev: torch.device,
+                  dtype: torch.dtype, exact: bool) -> _Prepared:  # fmt: skip
+    p = _Prepared(step, km, note=note)
+    role = "spec" if km is spec else "kernels"  # the reference and the backend pack differently
+    if isinstance(step, Conv):
+        kw = {"exact": True} if exact and "exact" in inspect.signature(km.pack_conv_weight).parameters else {}
+        p.weight = store.get(f"conv-{role}", step.weight,
+                             lambda: km.pack_conv_weight(step.weight.to(dev), dtype, **kw))  # fmt: skip
+    elif isinstance(step, ConvTranspose2x2):
+        p.weight = store.get(f"convT-{role}", step.weight,
+                             lambda: km.pack_conv_transpose_weight(step.weight.to(dev), dtype))  # fmt: skip
+    elif isinstance(step, Head):
+        p.weight = store.get(f"head-{role}", step.weight, lambda: km.pack_head_weight(step.weight.to(dev), dtype))
+    elif isinstance(step, Fallback):
+        # constants moved once, not per call (and not in a CUDA graph); a whole-model fallback's module
+        # is copied to the device once per store, an ATen call's few constants once per plan
+        fn = step.fn
+        p.weight = (store.get("module", fn, lambda: _fn_on_device(fn, dev)) if isinstance(fn, torch.nn.Module)
+                    else _fn_on_device(fn, dev))  # fmt: skip
+    b = getattr(step, "bias", None)
+    p.bias = None if b is None else store.get("bias", b, lambda: b.to(device=dev, dtype=torch.float32))
+    return p
 
 
 def _view(bufs: dict[str, Tensor], s: Slice) -> Tensor:

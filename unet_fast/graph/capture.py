@@ -1,4 +1,9 @@
-"""Capture: torch.export a model at one input shape, then normalise the ATen graph into an OpGraph.
+"""Capture: torch.export a model, then normalise the ATen graph into an OpGraph.
+
+`capture_dynamic` exports once with a dynamic batch, height and width (torch.export.Dim.AUTO): every size in the
+graph (node shapes, pad amounts, crop offsets, resample targets) is then a sympy expression of the input's
+(N, H, W) symbols, which graph/symbolic.py evaluates for a concrete input shape in microseconds. `capture`
+exports at one static shape (the fallback when a dynamic export fails).
 
 Known ATen patterns become the small op vocabulary of graph/opgraph.py; anything else becomes a `fallback`
 node that calls the same ATen op, so an unknown layer costs speed, never correctness.
@@ -60,6 +65,18 @@ def export(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
         return torch.export.export(model, (example,), strict=False)
 
 
+def export_dynamic(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
+    """torch.export with batch, height and width dynamic (Dim.AUTO: sizes the model's code branches on become
+    guards, see ExportedProgram._guards_code, instead of errors). A size of 1 would be specialised (0/1
+    specialisation), so the example's batch is made 2."""
+    check_eval_mode(model)
+    if example.shape[0] == 1:
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    auto = torch.export.Dim.AUTO
+    with torch.no_grad():
+        return torch.export.export(model, (example,), dynamic_shapes=({0: auto, 2: auto, 3: auto},), strict=False)
+
+
 def capture(model: nn.Module, example: Tensor) -> OpGraph:
     """Export `model` at `example`'s shape and normalise it. Raises ValueError for training mode."""
     try:
@@ -69,6 +86,13 @@ def capture(model: nn.Module, example: Tensor) -> OpGraph:
     except Exception as e:
         return whole_model_fallback(model, example, f"torch.export failed: {type(e).__name__}: {e}"[:300])
     return from_exported(ep)
+
+
+def capture_dynamic(model: nn.Module, example: Tensor) -> tuple[OpGraph, list[str]]:
+    """One shape-generic capture: (graph whose sizes are sympy expressions, guard expressions as Python source
+    over `L['x'].size()`). Raises what torch.export raises (the caller falls back to a static capture)."""
+    ep = export_dynamic(model, example)
+    return from_exported(ep), list(getattr(ep, "_guards_code", []) or [])
 
 
 def whole_model_fallback(model: nn.Module, example: Tensor, reason: str) -> OpGraph:
@@ -84,11 +108,26 @@ def whole_model_fallback(model: nn.Module, example: Tensor, reason: str) -> OpGr
     return OpGraph([x, fb], x, fb)
 
 
-def _tensor_shape(fx: FxNode) -> tuple[int, ...] | None:
+def _size(s: Any) -> Any:
+    """An int, or the sympy expression of a symbolic size (never guarded on: int() of a SymInt would
+    specialise the capture to the example's size)."""
+    if isinstance(s, torch.SymInt):
+        e = s.node.expr
+        return int(e) if e.is_Integer else e
+    return int(s)
+
+
+def _tensor_shape(fx: FxNode) -> tuple[Any, ...] | None:
     v = fx.meta.get("val")
     if isinstance(v, Tensor) and v.dim() == 4 and v.is_floating_point():
-        return tuple(int(s) for s in v.shape)
+        return tuple(_size(s) for s in v.shape)
     return None
+
+
+def _is_size_value(fx: FxNode) -> bool:
+    """sym_size / floordiv / sub ... nodes computing a (symbolic) integer: kept as expressions, not ops."""
+    v = fx.meta.get("val")
+    return isinstance(v, (torch.SymInt, int)) and not isinstance(v, bool)
 
 
 def from_exported(ep: torch.export.ExportedProgram) -> OpGraph:
@@ -117,6 +156,8 @@ def from_exported(ep: torch.export.ExportedProgram) -> OpGraph:
                 nodes.append(env[fx])
         elif fx.op == "get_attr":
             env[fx] = getattr(ep.graph_module, str(fx.target))
+        elif fx.op == "call_function" and _is_size_value(fx):
+            env[fx] = _size(fx.meta["val"])
         elif fx.op == "call_function":
             node = _convert(fx, env)
             env[fx] = node
@@ -151,9 +192,15 @@ def _convert(fx: FxNode, env: dict[FxNode, Any]) -> Any:
     t = fx.target
     shape = _tensor_shape(fx)
 
+    def resolve(v: Any) -> Any:
+        if isinstance(v, FxNode):
+            return env[v]
+        if isinstance(v, (list, tuple)):
+            return type(v)(resolve(e) for e in v)
+        return v
+
     def val(i: int, name: str, default: Any = None) -> Any:
-        v = _arg(fx, i, name, default)
-        return env[v] if isinstance(v, FxNode) else v
+        return resolve(_arg(fx, i, name, default))
 
     def node(op: str, inputs: list[Node], **attrs: Any) -> Node:
         return Node(op, inputs, attrs, shape, fx.name)
@@ -226,7 +273,8 @@ def _convert(fx: FxNode, env: dict[FxNode, Any]) -> Any:
                 pad = pad + [0, 0] * ((4 - len(pad)) // 2)
                 left, right, top, bottom = pad
                 return node("window", [x], offset=(-top, -left),
-                            size=(x.shape[2] + top + bottom, x.shape[3] + left + right))  # fmt: skip
+                            size=(x.shape[2] + top + bottom, x.shape[3] + left + right),
+                            pad=(left, right, top, bottom))  # fmt: skip
         if t is aten.slice.Tensor and isinstance(x, Node) and x.shape and shape:
             dim, start, step = val(1, "dim", 0), val(2, "start", None), val(4, "step", 1)
             dim = dim % 4
@@ -234,7 +282,7 @@ def _convert(fx: FxNode, env: dict[FxNode, Any]) -> Any:
                 return x
             if step == 1 and dim in (2, 3):
                 start = 0 if start is None else start
-                start = start + x.shape[dim] if start < 0 else start
+                start = start + x.shape[dim] if isinstance(start, int) and start < 0 else start
                 off = (start, 0) if dim == 2 else (0, start)
                 return node("window", [x], offset=off, size=(shape[2], shape[3]))
         if t is aten.cat.default and shape:

@@ -39,7 +39,10 @@ class _Lowering:
         self.slices: dict[int, Slice] = {}  # materialised value -> where it lives
         self.raw: dict[int, str] = {}  # non-activation values -> env name
         self.steps: list[Step] = []
-        self.users = {id(n): g.users(n) for n in g.nodes}
+        self.users: dict[int, list[Node]] = {id(n): [] for n in g.nodes}  # one pass, not one scan per node
+        for n in g.nodes:
+            for i in dict.fromkeys(map(id, n.inputs)):
+                self.users.setdefault(i, []).append(n)
         self.materialised: dict[int, Slice] = {}  # views materialised by a Concat step
 
     def new_buffer(self, name: str, channels: int, size: tuple[int, int], index: bool = False) -> Slice:

@@ -16,17 +16,31 @@ from unet_fast.graph.passes.output_mode import OUTPUT_MODES, set_output
 PASSES = ("fold_bn", "fuse_activation", "fuse_residual", "fuse_pool", "eliminate_concat", "fuse_upsample",
           "fuse_head")  # fmt: skip
 
-__all__ = ["OUTPUT_MODES", "PASSES", "run_passes"]
+__all__ = ["OUTPUT_MODES", "PASSES", "run_passes", "run_shape_free_passes", "run_shape_passes"]
+
+
+def _enabled(enabled: frozenset[str] | set[str] | None) -> set[str]:
+    on = set(PASSES) if enabled is None else set(enabled)
+    unknown = on - set(PASSES)
+    if unknown:
+        raise ValueError(f"unknown passes {sorted(unknown)}; choose from {PASSES}")
+    return on
 
 
 def run_passes(
     g: OpGraph, output: str = "model", enabled: frozenset[str] | set[str] | None = None
 ) -> list[str]:
     """Rewrite `g` in place; returns report lines, one per pass."""
-    on = set(PASSES) if enabled is None else set(enabled)
-    unknown = on - set(PASSES)
-    if unknown:
-        raise ValueError(f"unknown passes {sorted(unknown)}; choose from {PASSES}")
+    return run_shape_free_passes(g, output, enabled) + run_shape_passes(g, enabled)
+
+
+def run_shape_free_passes(
+    g: OpGraph, output: str = "model", enabled: frozenset[str] | set[str] | None = None
+) -> list[str]:
+    """The passes that never look at a size (output mode, BN folding, activation / residual / head fusion):
+    run once on a shape-generic capture, so the folded weights exist once and every shape's graph shares
+    them (and a new shape does not pay for them)."""
+    on = _enabled(enabled)
     lines = [set_output(g, output)]
     if "fold_bn" in on:
         lines.append(f"fold_bn: {fold_batch_norm(g)} BatchNorm folded into convolutions")
@@ -42,6 +56,14 @@ def run_passes(
     if "fuse_head" in on:
         lines.append("fuse_head: " + ("final 1x1 conv + op fused into a Head step" if fuse_head(g)
                                       else "not applicable (the output is not a 1x1 conv [+ softmax/sigmoid/argmax])"))  # fmt: skip
+    return lines
+
+
+def run_shape_passes(g: OpGraph, enabled: frozenset[str] | set[str] | None = None) -> list[str]:
+    """The passes whose decisions depend on concrete sizes (2x2 pool of an odd map, concat slots of equal
+    sizes): run per input shape on a concrete graph. Cheap (they only mark nodes)."""
+    on = _enabled(enabled)
+    lines: list[str] = []
     if "fuse_pool" in on:
         lines.append(f"fuse_pool: {fuse_pools(g)} 2x2 max-pools written by their conv's epilogue")
     if "eliminate_concat" in on:

@@ -1,0 +1,161 @@
+"""The plan compiler (pure: no device, no backend): capture a model once, then derive a Plan for any input
+shape from that capture by rules.
+
+`capture_model` exports the model once with a dynamic batch/height/width (graph/capture.py) and runs the
+passes that never look at a size (output mode, BN folding) on the shape-generic graph. `compile_plan` turns
+it into one shape's Plan: evaluate the graph's size expressions (graph/symbolic.py), run the size-dependent
+passes, lower, plan the buffers: milliseconds, no export. Where the model's code branches on a size the
+export recorded a guard; a shape failing one is captured again (`Capture.reason` says why, the report lists
+it). When a dynamic export fails the model is captured at each shape, as a static graph.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from unet_fast.graph.capture import BATCH_AGNOSTIC_FALLBACKS, capture, capture_dynamic
+from unet_fast.graph.ir import Plan
+from unet_fast.graph.lower import lower
+from unet_fast.graph.opgraph import OpGraph
+from unet_fast.graph.passes import PASSES, run_shape_free_passes, run_shape_passes
+from unet_fast.graph.planner import BufferPlan, plan_buffers
+from unet_fast.graph.symbolic import SymbolicGraph, is_symbolic
+from unet_fast.models.unet import UNet
+
+__all__ = ["Capture", "CompiledPlan", "capture_model", "compile_plan", "size_error"]
+
+
+@dataclass
+class Capture:
+    """One capture of the model: shape-generic, or static (one H x W) when a dynamic export failed."""
+
+    graph: SymbolicGraph
+    pass_lines: list[str]  # report lines of the shape-free passes
+    reason: str  # why this capture exists ("optimize", "a guard failed at ...", ...)
+    dynamic: bool
+
+    def matches(self, shape: tuple[int, ...]) -> bool:
+        return self.graph.matches(shape)
+
+    def tensors(self) -> list:
+        """The weight tensors of this capture (what a WeightStore prepares from them)."""
+        return [t for n in self.graph.graph.nodes for t in (n.attrs.get("weight"), n.attrs.get("bias"))
+                if isinstance(t, torch.Tensor)]  # fmt: skip
+
+
+@dataclass
+class CompiledPlan:
+    shape: tuple[int, ...]
+    plan: Plan
+    buffers: BufferPlan
+    pass_lines: list[str]
+    capture: Capture
+    notes: list[str] = field(default_factory=list)
+
+
+class _TraceSafe(nn.Module):
+    """Our UNet captured through `run_layers(trace_safe=True)`: the decoder's pad is always in the graph (zero
+    where nothing was floored), so one capture serves even and odd sizes without a guard on `if dh or dw`.
+    Input sizes are checked by the closed form `UNet.output_size` instead (see `check_size`)."""
+
+    def __init__(self, model: UNet) -> None:
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.run_layers(x, trace_safe=True)
+
+
+def _target(model: nn.Module) -> nn.Module:
+    if isinstance(model, UNet) and type(model).forward is UNet.forward:
+        return _TraceSafe(model)
+    return model
+
+
+def check_size(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """Closed-form size check where the model has one (our UNet: ValueError naming the nearest valid sizes)."""
+    if isinstance(model, UNet):
+        model.output_size(int(shape[2]), int(shape[3]))
+
+
+def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozenset[str] | None,
+                  reason: str) -> Capture:  # fmt: skip
+    """Capture `model` (a private eval-mode copy) around `example`. Raises ValueError for models the engine
+    cannot take (training mode, several inputs/outputs)."""
+    target = _target(model)
+    try:
+        g, guards = capture_dynamic(target, example)
+        symbols = {d: str(g.input.shape[d]) for d in (0, 2, 3) if is_symbolic(g.input.shape[d])}
+        sym = SymbolicGraph(g, symbols, guards, tuple(example.shape))
+        if isinstance(target, _TraceSafe):
+            # `_join` evaluates `dh or dw` before `always_pad`: guards on whether a pad amount is zero, though
+            # both sides pad (by zero or more). Only here, where the code is known: another model's branch on
+            # the same value could do something else on each side.
+            sym.drop_pad_guards()
+        lines = run_shape_free_passes(sym.graph, output, passes)
+        sym.instantiate(tuple(example.shape))  # every size expression evaluates (no data-dependent sizes)
+        return Capture(sym, lines, reason, dynamic=True)
+    except ValueError as e:
+        if "training mode" in str(e) or type(e).__name__ == "CaptureError":
+            raise
+        why = f"{type(e).__name__}: {e}"
+    except Exception as e:  # the dynamic export failed: capture at this shape only
+        why = f"{type(e).__name__}: {e}"
+    g = capture(target, example)
+    agnostic = all(_batch_agnostic(n) for n in g.nodes if n.op == "fallback")
+    sym = SymbolicGraph(g, {}, [], tuple(example.shape), batch_free=agnostic)
+    lines = run_shape_free_passes(sym.graph, output, passes)
+    return Capture(sym, lines, f"{reason}; static (dynamic export failed: {why[:200]})", dynamic=False)
+
+
+def compile_plan(cap: Capture, shape: tuple[int, ...], passes: frozenset[str] | None) -> CompiledPlan:
+    """The Plan and buffer plan of one input shape, from a capture that matches it."""
+    g: OpGraph = cap.graph.instantiate(shape)
+    lines = cap.pass_lines + run_shape_passes(g, passes)
+    on = set(PASSES) if passes is None else set(passes)
+    plan = lower(g, fuse_reads="fuse_upsample" in on, virtual_concat="eliminate_concat" in on)
+    return CompiledPlan(tuple(shape), plan, plan_buffers(plan), lines, cap)
+
+
+def _batch_agnostic(n) -> bool:
+    """A static capture serves every batch when no fallback bakes the batch into its arguments."""
+    if n.attrs.get("fn") is not None and isinstance(n.attrs["fn"], nn.Module):
+        return True  # the whole model run by PyTorch
+    return str(n.attrs.get("target", "")) in BATCH_AGNOSTIC_FALLBACKS
+
+
+def size_error(model: nn.Module, shape: tuple[int, ...], err: Exception) -> str:
+    """Name the nearest input sizes the model accepts (tried on the meta device: no compute). Only for
+    models without a closed form (check_size), on the error path."""
+    _, c, h, w = shape
+    meta = copy.deepcopy(model).to("meta")
+
+    def ok(hh: int, ww: int) -> bool:
+        try:
+            with torch.no_grad():
+                meta(torch.empty(1, c, hh, ww, device="meta"))
+            return True
+        except Exception:
+            return False
+
+    def nearest(size: int, other: int, axis: int) -> str:
+        found = []
+        for d in range(1, 65):
+            for s in (size - d, size + d):
+                if s >= 1 and (ok(s, other) if axis == 0 else ok(other, s)):
+                    found.append(s)
+            if found:
+                break
+        return " or ".join(map(str, sorted(found))) if found else "none within 64"
+
+    msg = f"the model cannot take an input of {h}x{w} ({type(err).__name__}: {str(err)[:200]})"
+    if not ok(h, w):
+        hint_h = nearest(h, w, 0) if not ok(h, h if h == w else w) else str(h)
+        hint_w = nearest(w, h, 1)
+        msg += f"; nearest valid height: {hint_h}, width: {hint_w}"
+    return msg

@@ -1,0 +1,299 @@
+"""`optimize(model, example_input, ...)` -> `FusedUNet`: the module boundary (input checks, layout, dtype,
+`.to()`, pickling) over the plan compiler, the plan cache and an executor.
+
+The model is captured once (engine/compiler.py), from a private eval-mode copy, so the caller's model may
+change or go away after optimize. Weights are prepared at optimize time, once per (backend, device, dtype),
+and shared by every input shape and thread. A new input shape costs a plan derived by rules (milliseconds)
+and an activation arena, both in a bounded LRU (`max_cached_shapes`).
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from unet_fast.backends import resolve_backend
+from unet_fast.backends.executor import Executor
+from unet_fast.backends.weights import WeightStore
+from unet_fast.engine import report as _report
+from unet_fast.engine.compiler import (
+    Capture,
+    CompiledPlan,
+    capture_model,
+    check_size,
+    compile_plan,
+    size_error,
+)
+from unet_fast.engine.cuda_graphs import CudaGraphRunner
+from unet_fast.engine.layout import MEMORY_FORMATS, eager_output_format, input_format, to_format
+from unet_fast.engine.plan_cache import DEFAULT_MAX_CACHED_SHAPES, PlanCache
+from unet_fast.graph.capture import check_eval_mode
+from unet_fast.graph.ir import Plan
+from unet_fast.graph.passes import OUTPUT_MODES, PASSES
+
+__all__ = ["EngineConfig", "FusedUNet", "optimize"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything optimize() was asked for (picklable)."""
+
+    backend: str = "auto"
+    dtype: torch.dtype | None = None  # None: the example input's dtype
+    output: str = "model"  # model | logits | probabilities | classes
+    cuda_graphs: bool = False
+    check_finite: bool = False  # raise on NaN/Inf input (a full pass over the input: off by default)
+    passes: frozenset[str] | None = None  # None: all of graph.passes.PASSES (tests switch single passes off)
+    exact: bool = False  # refuse approximate algorithms (the cpu backend's Winograd): direct convolution only
+    max_cached_shapes: int = DEFAULT_MAX_CACHED_SHAPES  # per-shape plans + arenas kept (LRU)
+    output_memory_format: str = "model"  # model | contiguous | channels_last
+
+
+def optimize(model: nn.Module, example_input: Tensor, backend: str = "auto", dtype: torch.dtype | None = None, *,
+             output: str = "model", cuda_graphs: bool = False, check_finite: bool = False,
+             passes: set[str] | frozenset[str] | None = None, exact: bool = False,
+             max_cached_shapes: int = DEFAULT_MAX_CACHED_SHAPES,
+             output_memory_format: str = "model") -> FusedUNet:  # fmt: skip
+    """Capture `model` once, fuse it into a shape-generic plan and return a FusedUNet running it.
+
+    example_input: a 4-D float (N, C, H, W) tensor; its device and dtype are the engine's defaults. Any other
+        N, H, W works later without capturing again (a model that branches on a size is captured again when
+        the branch changes; the report says so).
+    backend: "auto" (best available here, named in the report) | "torch" | "cpu" | "triton" | "cuda".
+    dtype: storage dtype inside the engine (accumulation is fp32); default: the example's dtype.
+    output: "model" (what the model returns) | "logits" | "probabilities" | "classes" (argmax class map).
+    cuda_graphs: capture and replay each input shape as a CUDA graph (CUDA devices only).
+    check_finite: raise ValueError on NaN/Inf input (costs a pass over the input; off by default).
+    exact: direct convolution only. By default the cpu backend runs 3x3 stride-1 convs with >= 16 input
+        channels by Winograd F(4x4, 3x3): ~2.5x faster, rel-L2 error ~1e-6 per layer instead of ~1e-7.
+    max_cached_shapes: how many input shapes keep their plan and activation arenas (least recently used
+        dropped first); weights are shared by all shapes and never dropped.
+    output_memory_format: "model" (default: the memory format the model returns for the same input:
+        contiguous for a contiguous input) | "contiguous" | "channels_last" (saves the NHWC -> NCHW copy).
+    Raises ValueError for bad arguments or a model in training mode, BackendUnavailable for a backend that
+    cannot run here.
+    """
+    cfg = EngineConfig(backend, dtype, output, cuda_graphs, check_finite,
+                       None if passes is None else frozenset(passes), exact, max_cached_shapes,
+                       output_memory_format)  # fmt: skip
+    return FusedUNet(model, example_input, cfg)
+
+
+@dataclass
+class _Entry:
+    """One input shape in the plan cache: its plan, its executor (arenas per thread) and CUDA graph."""
+
+    compiled: CompiledPlan
+    executor: Executor
+    runner: CudaGraphRunner | None
+
+
+class FusedUNet(nn.Module):
+    """A U-Net compiled into a fused plan. Call it like the model; `report()` says what was fused."""
+
+    def __init__(self, model: nn.Module, example_input: Tensor, config: EngineConfig) -> None:
+        super().__init__()
+        _check_example(example_input)
+        if config.output not in OUTPUT_MODES:
+            raise ValueError(f"output={config.output!r} is not one of {OUTPUT_MODES}")
+        if config.passes is not None and not set(config.passes) <= set(PASSES):
+            raise ValueError(
+                f"unknown passes {sorted(set(config.passes) - set(PASSES))}; choose from {PASSES}"
+            )
+        if config.output_memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"output_memory_format={config.output_memory_format!r} is not one of {MEMORY_FORMATS}")
+        PlanCache(config.max_cached_shapes)  # validates max_cached_shapes
+        check_eval_mode(model)
+        self.config = config
+        # a private CPU copy, not a submodule: captures never touch the caller's model, and it stays out of
+        # state_dict()
+        self.__dict__["_source"] = copy.deepcopy(model).to("cpu").eval()
+        self.in_channels = int(example_input.shape[1])
+        self._example_shape = tuple(example_input.shape)
+        first = capture_model(self._source, torch.randn(self._example_shape), config.output, config.passes,
+                              f"optimize at {_fmt(self._example_shape)}")  # fmt: skip
+        self.__dict__["_captures"] = [first]
+        self.__dict__["_formats"] = {}  # input memory format -> the model's output format
+        self._setup(example_input.device, config.dtype or example_input.dtype)
+
+    # -- state -----------------------------------------------------------------------------------------
+    def _setup(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Resolve the backend for (device, dtype), prepare every weight once (through the example shape's
+        plan, which names them all) and start an empty plan cache."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        backend, why = resolve_backend(self.config.backend, device, dtype)
+        supported = backend.supported_dtypes()
+        if dtype not in supported:
+            raise ValueError(f"backend {backend.name!r} supports dtypes {supported}, not {dtype}")
+        if self.config.cuda_graphs and device.type != "cuda":
+            raise ValueError("cuda_graphs=True needs a CUDA device; the model/input is on " + str(device))
+        self.device, self.dtype = device, dtype
+        self.backend, self.backend_reason = backend, why
+        self.__dict__["_lock"] = threading.RLock()
+        self.__dict__["_weights"] = WeightStore(backend.name, device, dtype, self.config.exact)
+        self.__dict__["_cache"] = PlanCache(self.config.max_cached_shapes)
+        self._entry(self._example_shape)  # weights packed now, not on the first call
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for k in ("_lock", "_cache", "_weights", "backend", "_formats"):
+            state.pop(k, None)
+        state["device"] = str(self.device)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__["_formats"] = {}
+        self._setup(torch.device(state["device"]), state["dtype"])
+
+    def _apply(self, fn, recurse: bool = True):
+        """.to(device / dtype), .cuda(), .half(): prepare the weights for the new device or dtype (the
+        captures are device-independent and stay)."""
+        probe = fn(torch.zeros(1, device=self.device, dtype=torch.float32))
+        dtype = probe.dtype if probe.dtype != torch.float32 else self.dtype
+        if probe.device != self.device or dtype != self.dtype:
+            with self._lock:
+                self._setup(probe.device, dtype)
+        return self
+
+    # -- per-shape state -------------------------------------------------------------------------------
+    def _entry(self, shape: tuple[int, ...]) -> _Entry:
+        key = (int(shape[0]), int(shape[2]), int(shape[3]))
+        return self._cache.get(key, lambda: self._build(tuple(int(s) for s in shape)))
+
+    def _build(self, shape: tuple[int, ...]) -> _Entry:
+        compiled = compile_plan(self._capture_for(shape), shape, self.config.passes)
+        ex = Executor(compiled.plan, compiled.buffers, self.backend.kernels(), self.backend.name, self.device,
+                      self.dtype, exact=self.config.exact, weights=self._weights,
+                      supports=self.backend.supports)  # fmt: skip
+        runner = CudaGraphRunner(ex, self.device) if self.config.cuda_graphs else None
+        return _Entry(compiled, ex, runner)
+
+    def _capture_for(self, shape: tuple[int, ...]) -> Capture:
+        check_size(self._source, shape)
+        for cap in reversed(self._captures):
+            if cap.matches(shape):
+                return cap
+        # no capture serves this shape: a guard (the model's code branches on this size) or a static capture
+        example = torch.randn(shape)
+        why = "a guard of the earlier capture(s) fails there" if self._captures[0].dynamic else "static captures"
+        try:
+            cap = capture_model(self._source, example, self.config.output, self.config.passes,
+                                f"re-captured at {_fmt(shape)}: {why}")  # fmt: skip
+            compile_plan(cap, shape, self.config.passes)
+        except ValueError:
+            raise
+        except Exception as e:
+            raise ValueError(size_error(self._source, shape, e)) from e
+        self._captures.append(cap)
+        # the first capture stays; re-captures are bounded like the shapes (their weights go with them)
+        while len(self._captures) > 1 + self.config.max_cached_shapes:
+            old = self._captures.pop(1)
+            self._weights.forget(old.tensors())
+            self.__dict__["_dropped_captures"] = self.__dict__.get("_dropped_captures", 0) + 1
+        return cap
+
+    # -- run -------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        e = self._entry(tuple(x.shape))
+        xn = x.permute(0, 2, 3, 1)
+        if xn.dtype != self.dtype:
+            xn = xn.to(self.dtype)
+        if xn.shape[3] > 1 and xn.stride(3) != 1:
+            xn = xn.contiguous()
+        out = e.runner.run(xn) if e.runner is not None else e.executor.run(xn)
+        return self._finish(e.compiled.plan, out, x)
+
+    def _finish(self, plan: Plan, out: Any, x: Tensor) -> Any:
+        if plan.output_kind == "activation":
+            fmt = self.config.output_memory_format
+            if fmt == "model":
+                fmt = self._output_format(x)
+            out = to_format(out, fmt)
+            if out.dtype != x.dtype:
+                out = out.to(x.dtype)
+        return out
+
+    def _output_format(self, x: Tensor) -> str:
+        fin = input_format(x)
+        fmt = self._formats.get(fin)
+        if fmt is None:
+            mode = self.config.output
+            if mode == "probabilities" and "as the model" in self._captures[0].pass_lines[0]:
+                mode = "model"  # the model's own softmax / sigmoid: its own output format
+            fmt = self._formats[fin] = eager_output_format(self._source, tuple(x.shape), fin, mode)
+        return fmt
+
+    def warmup(self, shapes: Iterable[tuple[int, ...]]) -> FusedUNet:
+        """Derive the plan of every (N, C, H, W) in `shapes` and run it once on zeros in this thread, so the
+        first real call at those sizes costs what later ones do. At most `max_cached_shapes` stay cached."""
+        for shape in shapes:
+            shape = tuple(int(s) for s in shape)
+            self(torch.zeros(shape, device=self.device, dtype=self.dtype))
+        return self
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"FusedUNet expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"FusedUNet expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"FusedUNet expects {self.in_channels} input channels, got {x.shape[1]} "
+                             f"(shape {tuple(x.shape)})")  # fmt: skip
+        if not x.is_floating_point():
+            raise ValueError(f"FusedUNet expects a floating-point input, got {x.dtype}")
+        if x.device != self.device:
+            raise ValueError(f"the input is on {x.device} but this FusedUNet runs on {self.device}; move the "
+                             f"input there, or the module with .to({str(x.device)!r})")  # fmt: skip
+        if x.numel() == 0:
+            raise ValueError(f"FusedUNet got an empty input (shape {tuple(x.shape)})")
+        if self.config.check_finite and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"the input contains {bad} NaN/Inf values (check_finite=True)")
+
+    # -- introspection ---------------------------------------------------------------------------------
+    def report(self) -> str:
+        return _report.report(self)
+
+    def with_backend(self, backend: str, dtype: torch.dtype | None = None) -> FusedUNet:
+        """The same captures on another backend (and/or dtype), without capturing again."""
+        other = copy.copy(self)
+        other.__dict__["config"] = replace(self.config, backend=backend, dtype=dtype or self.dtype)
+        other.__dict__["_formats"] = dict(self._formats)
+        other._setup(self.device, dtype or self.dtype)
+        return other
+
+    @property
+    def captures(self) -> list[Capture]:
+        """Every capture of the model: one, plus one per guard change (see report())."""
+        return list(self._captures)
+
+    def cached_shapes(self) -> list[tuple[int, int, int]]:
+        """(N, H, W) of the plans in the cache, least recently used first."""
+        return [k for k, _ in self._cache.items()]
+
+    def plans(self) -> dict[tuple[int, ...], Plan]:
+        return {k: e.compiled.plan for k, e in self._cache.items()}
+
+    def executor_for(self, shape: tuple[int, ...]) -> Executor:
+        """The executor that runs inputs of `shape` (tests poison its buffers)."""
+        return self._entry(tuple(shape)).executor
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _check_example(x: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        got = f"shape {tuple(x.shape)}, {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"example_input must be a 4-D float (N, C, H, W) tensor, got {got}")
