@@ -17,7 +17,7 @@ def interpreting() -> bool:
 
 def _reason(device: torch.device | None) -> str:
     if importlib.util.find_spec("triton") is None:
-        return "the triton package is not installed (`pip install triton`)"
+        return 'the triton package is not installed (`pip install "unet_fast[gpu]"`)'
     if device is not None and device.type == "cpu" and not interpreting():
         return ("Triton kernels need a CUDA device; on CPU they run only under the interpreter "
                 "(set TRITON_INTERPRET=1 before importing unet_fast; slow, for testing)")  # fmt: skip
