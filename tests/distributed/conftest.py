@@ -21,7 +21,7 @@ def ray_cluster():
             from ray import serve
 
             serve.shutdown()
-        except Exception:  # noqa: BLE001 - Serve never started in this session
+        except Exception:  # Serve never started in this session
             pass
         ray.shutdown()
 

@@ -41,7 +41,9 @@ def mixed(tmp_path_factory):
 def test_ray_outputs_are_byte_identical_manifest_complete_and_rerun_skips(mixed, ray_cluster, capsys) -> None:
     root, reference = mixed
     out = root / "ray"
-    assert main(["segment", str(root / "images"), "--out", str(out), "--ray", "--workers", "2", "--quiet"]) == 0
+    assert (
+        main(["segment", str(root / "images"), "--out", str(out), "--ray", "--workers", "2", "--quiet"]) == 0
+    )
     assert "12 ok, 0 failed, 0 already done" in capsys.readouterr().out
     assert _outputs(out) == reference  # same file names, same bytes
 

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="HTTP segmentation server on Ray Serve (POST /segment), batching concurrent requests",
-        description="Serve a U-Net over HTTP on Ray Serve (pip install \"unet_fast[ray]\"). POST an image "
+        description='Serve a U-Net over HTTP on Ray Serve (pip install "unet_fast[ray]"). POST an image '
         "(PNG, TIFF, JPEG, BMP or .npy bytes) to /segment: the reply is the class-map PNG (pixel value = "
         "class index), or JSON class fractions with ?format=json. GET /health, GET /stats (batch sizes). "
         "Bad images get 400 with the reason, bodies over --max-bytes or images over --max-pixels 413. "
@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", help="engine backend, or 'reference' (default: auto)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--patch-size", type=int, default=None, help="sliding-window patch (default: the card's)")
-    p.add_argument("--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)")
+    p.add_argument(
+        "--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)"
+    )
     p.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
     p.add_argument("--max-bytes", type=int, default=None, help="largest request body (default 64 MiB)")
     p.add_argument("--max-pixels", type=int, default=None,

@@ -32,7 +32,7 @@ def header_pixels(path: str | Path) -> int | None:
                 return int(im.size[0]) * int(im.size[1])
     except Image.DecompressionBombError as e:  # Pillow refuses > 2x its own limit already at open
         raise ImageTooLargeError(f"{path}: {e}") from None
-    except Exception:  # noqa: BLE001 - unreadable headers are the decoder's to report, with its message
+    except Exception:  # unreadable headers are the decoder's to report, with its message
         return None
 
 

@@ -82,7 +82,7 @@ def read_rows(out_dir: Path) -> list[dict]:
     for f in files:
         try:
             rows += pq.read_table(f).to_pylist()
-        except Exception:  # noqa: BLE001 - a torn file from a killed run: its inputs are simply redone
+        except Exception:  # a torn file from a killed run: its inputs are simply redone
             continue
     return rows
 
@@ -106,8 +106,12 @@ def write_manifest(out_dir: Path, rows: list[dict], class_names: list[str]) -> P
 def reusable(row: dict, out_dir: Path, weights: str, settings: str, overlay: bool) -> bool:
     """A previous row counts as done when it succeeded with the same weights and settings and its
     outputs are still there."""
-    if row.get("status") != "ok" or row.get("weights_hash") != weights or row.get("settings_hash") != settings:
+    if (
+        row.get("status") != "ok"
+        or row.get("weights_hash") != weights
+        or row.get("settings_hash") != settings
+    ):
         return False
     if not row.get("mask") or not (out_dir / row["mask"]).is_file():
         return False
-    return not overlay or bool(row.get("overlay")) and (out_dir / row["overlay"]).is_file()
+    return not overlay or (bool(row.get("overlay")) and (out_dir / row["overlay"]).is_file())

@@ -14,7 +14,7 @@ MAX_EXIT = 100
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("Ray (pip install \"unet_fast[ray]\"; docs/distributed.md)")
+    g = p.add_argument_group('Ray (pip install "unet_fast[ray]"; docs/distributed.md)')
     g.add_argument("--ray", action="store_true",
                    help="run on Ray Data: an actor pool, one engine per actor; bad inputs become manifest rows "
                    "(manifest.parquet in --out) and the exit code is the number that failed")  # fmt: skip
@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     for path, error in report.failures[:20]:
         print(f"unet-fast segment: failed: {path}: {error}", file=sys.stderr)
     if report.failed > 20:
-        print(f"unet-fast segment: ... and {report.failed - 20} more (see {report.manifest})", file=sys.stderr)
+        print(
+            f"unet-fast segment: ... and {report.failed - 20} more (see {report.manifest})", file=sys.stderr
+        )
     print(f"segmented {report.total} image(s) on Ray ({report.workers} workers): {report.ok} ok, "
           f"{report.failed} failed, {report.resumed} already done; {report.seconds:.1f}s; manifest "
           f"{report.manifest}")  # fmt: skip

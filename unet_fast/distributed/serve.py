@@ -1,14 +1,13 @@
 """`unet-fast serve` as a library: build the Ray Serve application, or run it until interrupted.
 
-    from unet_fast.distributed.serve import build_app
-    from ray import serve
-    serve.run(build_app("model.pt", replicas=2, max_batch=8))   # POST http://127.0.0.1:8000/segment
+from unet_fast.distributed.serve import build_app
+from ray import serve
+serve.run(build_app("model.pt", replicas=2, max_batch=8))   # POST http://127.0.0.1:8000/segment
 """
 
 from __future__ import annotations
 
 import signal
-
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,8 +40,9 @@ def build_app(weights: str | Path, card: str | Path | None = None, *, replicas: 
     if max_pixels is not None and max_pixels < 1:
         raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels}")
     model, model_card = load_model(weights, card)
-    Segmenter(model, model_card, backend="reference", patch_size=patch_size, overlap=overlap,
-              batch_size=batch_size)  # fmt: skip - validates the geometry, builds no engine
+    Segmenter(
+        model, model_card, backend="reference", patch_size=patch_size, overlap=overlap, batch_size=batch_size
+    )  # fmt: skip - validates the geometry, builds no engine
     from unet_fast.distributed.serve_app import SegmentDeployment
 
     kwargs = {"backend": backend, "dtype": dtype, "patch_size": patch_size, "overlap": overlap,
@@ -62,7 +62,7 @@ def run_server(app, *, host: str = "127.0.0.1", port: int = 8000, address: str |
     `stop()` returns True). A local Ray started here is shut down after; on a cluster joined with
     `address` (or one this process had already joined), only this application is deleted."""
     own_ray = address is None and not require_ray("serve").is_initialized()
-    with ray_session(address) as ray:
+    with ray_session(address):
         from ray import serve
 
         serve.start(http_options={"host": host, "port": port})

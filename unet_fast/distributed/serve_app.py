@@ -11,7 +11,6 @@ PNG, ?format=json -> class fractions), GET /health, GET /stats (this replica's b
 Errors: 400 bad image (reason in the body), 413 body over `max_bytes` or image over `max_pixels`.
 """
 
-
 import asyncio
 import json
 import os
@@ -112,4 +111,3 @@ class SegmentDeployment:
         self.batch_sizes[len(images)] += 1
         self.model_calls += calls
         return [(m, len(images)) for m in masks]
-

@@ -82,7 +82,7 @@ def segment_one(seg, path: str, name: str, out_dir: Path, options: SegmentOption
         counts = np.bincount(mask.ravel(), minlength=seg.card.num_classes)
         row["class_fractions"] = (counts / mask.size).tolist()
         row["status"] = "ok"
-    except Exception as e:  # noqa: BLE001 - one bad input is a manifest row, never the end of the job
+    except Exception as e:  # one bad input is a manifest row, never the end of the job
         row["error"] = f"{type(e).__name__}: {e}"
     row["seconds"] = time.perf_counter() - start
     return row
