@@ -42,7 +42,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             kwargs["num_cpus"] = num_cpus
         else:
             kwargs["address"] = address
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as e:  # no cluster at that address: a runtime failure, said plainly
+            raise RuntimeError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
         started = True
     try:
         yield ray

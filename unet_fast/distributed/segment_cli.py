@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap, overlay=True,
             alpha=args.alpha, overwrite=args.overwrite, progress=not args.quiet,
         )  # fmt: skip
-    except RayMissingError as e:
+    except (RayMissingError, RuntimeError) as e:  # Ray missing, no cluster at --ray-address
         print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)
         return 1
     for path, error in report.failures[:20]:
