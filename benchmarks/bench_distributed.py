@@ -69,7 +69,9 @@ def _batch_rows(images: int, repeats: int, cores: int) -> list[dict]:
                 shutil.rmtree(out, ignore_errors=True)
                 start = time.perf_counter()
                 if path == "single-process":
-                    code = cli_main(["segment", str(folder), "--out", str(out), "--quiet", "--threads", str(cpus)])
+                    code = cli_main(
+                        ["segment", str(folder), "--out", str(out), "--quiet", "--threads", str(cpus)]
+                    )
                     assert code == 0, code
                 else:
                     report = segment_dataset([folder], bundled.DEMO_WEIGHTS, out, workers=workers,
@@ -77,7 +79,9 @@ def _batch_rows(images: int, repeats: int, cores: int) -> list[dict]:
                     assert report.failed == 0, report.failures
                     import pyarrow.parquet as pq
 
-                    worker_seconds[i].append(statistics.mean(pq.read_table(report.manifest)["seconds"].to_pylist()))
+                    worker_seconds[i].append(
+                        statistics.mean(pq.read_table(report.manifest)["seconds"].to_pylist())
+                    )
                 walls[i].append(time.perf_counter() - start)
         rows = []
         for i, (path, workers, cpus) in enumerate(configs):
@@ -101,7 +105,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _load(url: str, bodies: list[bytes], requests: int, concurrency: int) -> tuple[list[float], list[int], float]:
+def _load(
+    url: str, bodies: list[bytes], requests: int, concurrency: int
+) -> tuple[list[float], list[int], float]:
     """`concurrency` threads post bodies back to back until `requests` are done: latencies (s), batch sizes."""
     latencies, sizes, lock, next_index = [], [], threading.Lock(), [0]
 
@@ -216,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-serve", action="store_true")
     args = p.parse_args(argv)
     machine = machine_record()
-    note = f"{args.note + '; ' if args.note else ''}1-min load average {machine['load_average_1min']} at start"
+    note = (
+        f"{args.note + '; ' if args.note else ''}1-min load average {machine['load_average_1min']} at start"
+    )
     rows = [] if args.skip_batch else _batch_rows(args.images, args.repeats, args.cores)
     if not args.skip_serve:
         rows += _serve_rows(args.requests, args.concurrency, args.cores)
