@@ -106,9 +106,10 @@ def test_bad_inputs_are_rows_the_job_goes_on_exit_code_counts_them(ray_cluster, 
     markers.mkdir()
     monkeypatch.setenv(CRASH_ENV, f"{markers}|poison=9")  # kills every process that touches it
     out = tmp_path / "out"
-    code = main(["segment", str(images), "--out", str(out), "--ray", "--workers", "2", "--quiet"])
+    code = main(["segment", str(images), "--out", str(out), "--ray", "--workers", "2"])  # with the bar
     err = capsys.readouterr().err
     assert code == 5
+    assert "6/6" in err and "img/s" in err and "failed=5" in err  # tqdm: done, rate, failures
     rows = {r["name"]: r for r in _manifest(out)}
     assert len(rows) == 6 and rows["good"]["status"] == "ok" and (out / "good_mask.png").is_file()
     expected = {"garbage": "cannot read", "empty": "cannot read", "five": "image with C in 1..4 channels, got shape (40, 40, 5)",
