@@ -4,9 +4,9 @@ bad inputs recorded while the job goes on. Ray jobs are few and small: each cost
 
 import numpy as np
 import pytest
+from distributed_helpers import write_mixed_images
 from PIL import Image
 
-from tests.distributed.conftest import write_mixed_images
 from unet_fast.cli import main
 from unet_fast.demo import bundled
 
