@@ -5,7 +5,7 @@ of `unet-fast serve` (Ray Serve) under a fixed concurrent load, on the bundled d
         [--requests 160] [--concurrency 8] [--repeats 2] [--skip-batch] [--skip-serve]
 
 Batch: `--images` copies of the demo image (320 x 384, 20 patches of 128 each) segmented with masks and
-overlays, by (a) the single-process `unet-fast segment` path in this process (torch threads = all cores),
+overlays, by (a) the single-process `unet-fast segment` path in this process with torch threads = all cores and = 1,
 (b) `segment_dataset` with 1 worker holding all cores, (c) with one 1-CPU worker per core. Wall time of
 the whole job from the call to the manifest, including building each worker's engine (that is what a
 user waits for); the local Ray cluster is started once before (its start-up time is recorded apart, a
@@ -58,9 +58,13 @@ def _batch_rows(images: int, repeats: int, cores: int) -> list[dict]:
         start = time.perf_counter()
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - start
-        configs = [("single-process", None, cores), ("ray", 1, cores), ("ray", cores, 1)]
-        if cores == 1:
-            configs = configs[:2]
+        configs = [
+            ("single-process", None, cores),
+            ("single-process", None, 1),
+            ("ray", 1, cores),
+            ("ray", cores, 1),
+        ]
+        configs = list(dict.fromkeys(configs))  # one core: the 1-thread rows are the same runs
         walls: dict[int, list[float]] = {i: [] for i in range(len(configs))}
         worker_seconds: dict[int, list[float]] = {i: [] for i in range(len(configs))}
         for _ in range(repeats):
