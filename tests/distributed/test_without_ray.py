@@ -50,6 +50,7 @@ def test_manifest_parts_are_read_back_and_later_rows_win(tmp_path) -> None:
     (tmp_path / manifest.PARTS / "part-000002.parquet").write_bytes(b"torn")  # a killed driver's last part
     rows = manifest.read_rows(tmp_path)
     assert [r["status"] for r in rows] == ["failed", "ok"] and rows[1]["class_fractions"] == [0.25, 0.75]
+    assert manifest.next_part_index(tmp_path) == 3  # a resumed run writes after the parts left behind
     path = manifest.write_manifest(tmp_path, rows[1:], ["bg", "fg"])
     assert not (tmp_path / manifest.PARTS).exists()
     import pyarrow.parquet as pq

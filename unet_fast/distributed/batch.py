@@ -141,10 +141,14 @@ def _run(todo, rows, out_dir, weights, card, address, workers, cpus_per_worker, 
         cpus = float(ray.cluster_resources().get("CPU", 1))
         n_workers = min(len(todo), workers or max(1, int(cpus // cpus_per_worker)))
         ctx = DataContext.get_current()
-        saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
-        # Our bar counts inputs; Ray's per-operator bars would draw a second one. A block that fails on
-        # every retry must not end the job: its inputs get error rows instead (segment_dataset).
-        ctx.enable_progress_bars, ctx.max_errored_blocks = False, -1
+        saved = (
+            ctx.enable_progress_bars,
+            ctx.max_errored_blocks,
+            getattr(ctx, "print_on_execution_start", True),
+        )
+        # Our bar counts inputs; Ray's per-operator bars (and its execution-plan banner) would draw over
+        # it. A block that fails on every retry must not end the job: its inputs get error rows instead.
+        ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.print_on_execution_start = False, -1, False
         # Ray Data's actor pools restart dead actors and retry their batches without limit by default
         # (max_restarts=-1, max_task_retries=-1); SegmentPredictor bounds the retries per input.
         crash = os.environ.get(CRASH_ENV)
@@ -163,7 +167,7 @@ def _run(todo, rows, out_dir, weights, card, address, workers, cpus_per_worker, 
         bar = tqdm(total=len(todo), unit="img", desc="segment", disable=not progress, file=sys.stderr,
                    dynamic_ncols=True)  # fmt: skip
         pending: list[dict] = []
-        part, flushed, failed = 0, time.monotonic(), 0
+        part, flushed, failed = manifest.next_part_index(out_dir), time.monotonic(), 0
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for text in batch["row"]:
@@ -180,5 +184,5 @@ def _run(todo, rows, out_dir, weights, card, address, workers, cpus_per_worker, 
             manifest.write_part(out_dir, part, pending)
             bar.close()
             shutil.rmtree(attempts_dir(out_dir), ignore_errors=True)
-            ctx.enable_progress_bars, ctx.max_errored_blocks = saved
+            ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.print_on_execution_start = saved
     return n_workers

@@ -71,6 +71,13 @@ def write_part(out_dir: Path, index: int, rows: list[dict]) -> None:
     os.replace(tmp, parts / f"part-{index:06d}.parquet")
 
 
+def next_part_index(out_dir: Path) -> int:
+    """The first unused part number: a run after a killed one must not overwrite the parts it left,
+    since the rows it reuses from them are written again only in the final manifest."""
+    parts = sorted((out_dir / PARTS).glob("part-*.parquet")) if (out_dir / PARTS).is_dir() else []
+    return int(parts[-1].stem.removeprefix("part-")) + 1 if parts else 0
+
+
 def read_rows(out_dir: Path) -> list[dict]:
     """Rows of a previous run: manifest.parquet, then any parts a killed run left (later rows win)."""
     import pyarrow.parquet as pq
