@@ -39,8 +39,9 @@ def server(ray_cluster):
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    # A long batch wait so that concurrent test clients surely meet in one batch.
-    app = build_app(bundled.DEMO_WEIGHTS, max_batch=8, batch_wait_ms=300, max_bytes=MAX_BYTES,
+    # A long batch wait (1 s) so that concurrent test clients meet in one batch even on a loaded machine;
+    # a full batch (8) leaves at once.
+    app = build_app(bundled.DEMO_WEIGHTS, max_batch=8, batch_wait_ms=1000, max_bytes=MAX_BYTES,
                     max_pixels=MAX_PIXELS)  # fmt: skip
     serve.run(app, name=APP_NAME, route_prefix="/")
     try:
