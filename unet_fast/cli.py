@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("info", "bench", "export", "segment", "train_demo")
+COMMANDS = ("info", "bench", "export", "segment", "serve", "train_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of class colours (default 0.5)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    from unet_fast.distributed import segment_cli  # --ray, --ray-address, --workers, --overwrite
+
+    segment_cli.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -84,6 +87,10 @@ def output_names(images: list[Path]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unet_fast.distributed import segment_cli
+
+    if segment_cli.wants_ray(args):
+        return segment_cli.run(args)
     import torch
 
     from unet_fast.demo import bundled

@@ -1,0 +1,249 @@
+"""Throughput of `segment --ray` (Ray Data) against the single-process `segment`, and latency / throughput
+of `unet-fast serve` (Ray Serve) under a fixed concurrent load, on the bundled demo model.
+
+    python benchmarks/bench_distributed.py --machine-name amd-epyc-zen4-2c [--note "..."] [--images 48]
+        [--requests 160] [--concurrency 8] [--repeats 2] [--skip-batch] [--skip-serve]
+
+Batch: `--images` copies of the demo image (320 x 384, 20 patches of 128 each) segmented with masks and
+overlays, by (a) the single-process `unet-fast segment` path in this process with torch threads = all cores and = 1,
+(b) `segment_dataset` with 1 worker holding all cores, (c) with one 1-CPU worker per core. Wall time of
+the whole job from the call to the manifest, including building each worker's engine (that is what a
+user waits for); the local Ray cluster is started once before (its start-up time is recorded apart, a
+real cluster is already up). Configurations alternate within each repeat; the best repeat is reported.
+
+Serve: one deployment at a time on 127.0.0.1, `--concurrency` client threads in this process sending
+`--requests` PNG tiles of 128 x 128 (one patch each: the case batching is for) back to back; latency per
+request (client side, HTTP included), p50/p99, and requests/s over the whole load. The clients, the HTTP
+proxy and the replicas share the machine's cores: on a small machine the load generator competes.
+
+Writes benchmarks/results/<machine>-<date>-distributed.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from unet_fast.bench.machine import library_version, machine_record
+from unet_fast.bench.results import results_stem
+from unet_fast.cli import main as cli_main
+from unet_fast.demo import bundled
+
+
+def _batch_rows(images: int, repeats: int, cores: int) -> list[dict]:
+    import ray
+
+    from unet_fast.distributed import segment_dataset
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
+    try:
+        folder = tmp / "images"
+        folder.mkdir()
+        for i in range(images):
+            shutil.copy(bundled.DEMO_IMAGE, folder / f"img{i:04d}.png")
+        start = time.perf_counter()
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+        ray_start = time.perf_counter() - start
+        configs = [
+            ("single-process", None, cores),
+            ("single-process", None, 1),
+            ("ray", 1, cores),
+            ("ray", cores, 1),
+        ]
+        configs = list(dict.fromkeys(configs))  # one core: the 1-thread rows are the same runs
+        walls: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+        worker_seconds: dict[int, list[float]] = {i: [] for i in range(len(configs))}
+        for _ in range(repeats):
+            for i, (path, workers, cpus) in enumerate(configs):
+                out = tmp / f"out{i}"
+                shutil.rmtree(out, ignore_errors=True)
+                start = time.perf_counter()
+                if path == "single-process":
+                    code = cli_main(
+                        ["segment", str(folder), "--out", str(out), "--quiet", "--threads", str(cpus)]
+                    )
+                    assert code == 0, code
+                else:
+                    report = segment_dataset([folder], bundled.DEMO_WEIGHTS, out, workers=workers,
+                                             cpus_per_worker=cpus, overlay=True, progress=False)  # fmt: skip
+                    assert report.failed == 0, report.failures
+                    import pyarrow.parquet as pq
+
+                    worker_seconds[i].append(
+                        statistics.mean(pq.read_table(report.manifest)["seconds"].to_pylist())
+                    )
+                walls[i].append(time.perf_counter() - start)
+        rows = []
+        for i, (path, workers, cpus) in enumerate(configs):
+            best = min(walls[i])
+            rows.append({"bench": "batch", "path": path, "workers": workers, "cpus_per_worker": cpus,
+                         "images": images, "image": "demo 320x384, 20 patches", "wall_s": best,
+                         "images_per_s": images / best, "wall_s_all": walls[i],
+                         "mean_worker_s_per_image": statistics.mean(worker_seconds[i]) if worker_seconds[i] else None,
+                         "ray_cluster_start_s": ray_start if path == "ray" else None})  # fmt: skip
+        return rows
+    finally:
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _load(
+    url: str, bodies: list[bytes], requests: int, concurrency: int
+) -> tuple[list[float], list[int], float]:
+    """`concurrency` threads post bodies back to back until `requests` are done: latencies (s), batch sizes."""
+    latencies, sizes, lock, next_index = [], [], threading.Lock(), [0]
+
+    def client() -> None:
+        while True:
+            with lock:
+                i = next_index[0]
+                next_index[0] += 1
+            if i >= requests:
+                return
+            request = urllib.request.Request(f"{url}/segment", data=bodies[i % len(bodies)], method="POST")
+            t = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=120) as r:
+                r.read()
+                size = int(r.headers["X-Batch-Size"])
+            with lock:
+                latencies.append(time.perf_counter() - t)
+                sizes.append(size)
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, sizes, time.perf_counter() - start
+
+
+def _serve_rows(requests: int, concurrency: int, cores: int) -> list[dict]:
+    import ray
+    from ray import serve
+
+    from unet_fast.distributed.serve import APP_NAME, build_app
+
+    rng = np.random.default_rng(0)
+    bodies = []
+    for _ in range(32):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(buf, format="PNG")
+        bodies.append(buf.getvalue())
+    # (replicas, threads per replica, max batch)
+    configs = [(1, cores, 1), (1, cores, 8)] + ([(cores, 1, 8)] if cores > 1 else [])
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        for replicas, threads, max_batch in configs:
+            serve.run(build_app(bundled.DEMO_WEIGHTS, replicas=replicas, threads=threads, max_batch=max_batch,
+                                batch_wait_ms=5), name=APP_NAME, route_prefix="/")  # fmt: skip
+            _load(url, bodies, 4 * concurrency, concurrency)  # warm-up: engines, connections, the proxy
+            latencies, sizes, wall = _load(url, bodies, requests, concurrency)
+            ms = np.array(latencies) * 1000
+            rows.append({"bench": "serve", "replicas": replicas, "threads_per_replica": threads,
+                         "max_batch": max_batch, "batch_wait_ms": 5, "concurrency": concurrency,
+                         "requests": requests, "payload": "PNG 128x128 gray (1 patch)",
+                         "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+                         "mean_ms": float(ms.mean()), "requests_per_s": requests / wall,
+                         "mean_batch_size_seen": float(np.mean(sizes))})  # fmt: skip
+            serve.delete(APP_NAME)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return rows
+
+
+def _markdown(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [f"# Distributed throughput: {doc['machine_name']}", "",
+             f"{m['cpu']}, {m['cores']} cores; torch {m['torch']}, ray {doc['ray']}; commit {m['commit']}"
+             f"{' (dirty tree)' if m.get('dirty') else ''}; {m['date_utc']}.", "",
+             f"**Machine state:** {doc['note']}", "", f"Command: `{doc['command']}`", ""]  # fmt: skip
+    batch = [r for r in doc["rows"] if r["bench"] == "batch"]
+    if batch:
+        lines += ["## Batch: `segment` vs `segment --ray` (demo model, masks + overlays)", "",
+                  "| path | workers x CPUs | images | wall s (best) | images/s | worker s/image | Ray start s |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for r in batch:
+            workers = "1 process" if r["workers"] is None else str(r["workers"])
+            per = "" if r["mean_worker_s_per_image"] is None else f"{r['mean_worker_s_per_image']:.3f}"
+            start = "" if r["ray_cluster_start_s"] is None else f"{r['ray_cluster_start_s']:.1f}"
+            lines.append(f"| {r['path']} | {workers} x {r['cpus_per_worker']} | {r['images']} | {r['wall_s']:.2f} "
+                         f"| {r['images_per_s']:.2f} | {per} | {start} |")  # fmt: skip
+        lines += ["", "Wall time includes building each worker's engine; `worker s/image` is the mean time one "
+                  "worker spent per image (read + segment + write), from the manifest.", ""]  # fmt: skip
+    serve_rows = [r for r in doc["rows"] if r["bench"] == "serve"]
+    if serve_rows:
+        lines += ["## Serve: `unet-fast serve` under a fixed concurrent load (128x128 PNG tiles)", "",
+                  "| replicas x threads | max batch | clients | requests | p50 ms | p99 ms | requests/s | mean batch |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for r in serve_rows:
+            lines.append(f"| {r['replicas']} x {r['threads_per_replica']} | {r['max_batch']} | {r['concurrency']} "
+                         f"| {r['requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.1f} "
+                         f"| {r['mean_batch_size_seen']:.2f} |")  # fmt: skip
+        lines += ["", "Latency is measured by the clients (HTTP through Serve's proxy included); the clients run "
+                  "on the same cores as the server.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--machine-name", required=True)
+    p.add_argument("--note", default="", help="what else ran on the machine")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--images", type=int, default=48)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--requests", type=int, default=160)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray (default: all)")
+    p.add_argument("--skip-batch", action="store_true")
+    p.add_argument("--skip-serve", action="store_true")
+    args = p.parse_args(argv)
+    machine = machine_record()
+    note = (
+        f"{args.note + '; ' if args.note else ''}1-min load average {machine['load_average_1min']} at start"
+    )
+    rows = [] if args.skip_batch else _batch_rows(args.images, args.repeats, args.cores)
+    if not args.skip_serve:
+        rows += _serve_rows(args.requests, args.concurrency, args.cores)
+    doc = {"machine_name": args.machine_name, "machine": machine, "note": note, "ray": library_version("ray"),
+           "command": "python benchmarks/bench_distributed.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "rows": rows}  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{results_stem(args.machine_name)}-distributed"
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(_markdown(doc) + "\n")
+    print(_markdown(doc))
+    print(f"wrote {stem}.json and .md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

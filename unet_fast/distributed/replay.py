@@ -1,0 +1,81 @@
+"""Several images through one stream of patch batches, for the server's dynamic batching.
+
+`Segmenter.segment` windows one image at a time and pads its last batch of patches with zeros, so N
+concurrent requests for 128 x 128 tiles would cost N model calls of 4 patches each, 3 of them filler.
+`segment_many` runs the exact `Segmenter.segment` code path for every image twice, with the runner
+swapped: pass 1 records the patches each image asks for (and answers zeros: that pass's output is thrown
+away), then all recorded patches go through the real runner in full batches of `batch_size` (the engine's
+one shape), then pass 2 replays each image's patch outputs in order, so the blending, crop and argmax are
+`Segmenter.segment`'s own. The masks equal `Segmenter.segment`'s bit for bit because a patch's output does
+not depend on which other patches share its batch (inference-mode conv nets; checked in the tests).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from unet_fast.inference.segmenter import Runner, Segmenter
+from unet_fast.inference.sliding_window import plan_windows
+
+
+class _Recorder:
+    """Keeps the first `real` patches it is given (the rest are the window's filler) and returns zeros."""
+
+    def __init__(self, real: int) -> None:
+        self.real, self.patches = real, []
+
+    def __call__(self, x: Tensor) -> Tensor:
+        take = min(x.shape[0], self.real - sum(p.shape[0] for p in self.patches))
+        self.patches.append(x[:take].clone())
+        return x.new_zeros((x.shape[0], 1, *x.shape[2:]))  # one channel: pass 1's blend is discarded
+
+
+class _Replayer:
+    """Answers each call with the next recorded outputs, zero rows for the window's filler."""
+
+    def __init__(self, outputs: Tensor) -> None:
+        self.outputs, self.used = outputs, 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = self.outputs[self.used : self.used + x.shape[0]]
+        self.used += out.shape[0]
+        if out.shape[0] < x.shape[0]:
+            out = torch.cat([out, out.new_zeros((x.shape[0] - out.shape[0], *out.shape[1:]))])
+        return out
+
+
+def _with_runner(seg: Segmenter, predict) -> Segmenter:
+    clone = copy.copy(seg)  # shares the model and card; only the runner differs
+    clone.runner = Runner(predict, seg.runner.backend, seg.runner.note)
+    return clone
+
+
+@torch.no_grad()
+def segment_many(seg: Segmenter, images: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """uint8 [H, W] class maps for [H, W, C] images (any sizes), equal to `seg.segment(image)` each, with
+    the patches of all images batched together. Returns (masks, number of model calls)."""
+    recorders = []
+    for image in images:
+        n = len(plan_windows(image.shape[:2], (seg.patch, seg.patch), seg.overlap).starts)
+        recorders.append(_Recorder(n))
+        _with_runner(seg, recorders[-1]).segment(image)
+    patches = torch.cat([p for r in recorders for p in r.patches])
+    outputs, calls, bs = [], 0, seg.batch_size
+    for i in range(0, patches.shape[0], bs):
+        chunk = patches[i : i + bs]
+        real = chunk.shape[0]
+        if real < bs:  # the engine is built for one batch shape, as in sliding_window_inference
+            chunk = torch.cat([chunk, chunk.new_zeros((bs - real, *chunk.shape[1:]))])
+        outputs.append(seg.runner.predict(chunk)[:real])
+        calls += 1
+    flat = torch.cat(outputs)
+    masks, start = [], 0
+    for image, rec in zip(images, recorders, strict=True):
+        n = rec.real
+        masks.append(_with_runner(seg, _Replayer(flat[start : start + n])).segment(image))
+        start += n
+    return masks, calls

@@ -1,0 +1,72 @@
+"""The `--ray` half of `unet-fast segment`: its options and the run over `segment_dataset`. Kept here so
+that unet_fast/commands/segment.py only registers the flags and hands over.
+
+Exit code of a `--ray` run: the number of inputs that failed, capped at 100 (0: all done); 1 also when Ray
+is missing or the job could not start, 2 for bad usage (as every command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+MAX_EXIT = 100
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group('Ray (pip install "unet_fast[ray]"; docs/distributed.md)')
+    g.add_argument("--ray", action="store_true",
+                   help="run on Ray Data: an actor pool, one engine per actor; bad inputs become manifest rows "
+                   "(manifest.parquet in --out) and the exit code is the number that failed")  # fmt: skip
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join this Ray cluster ('auto', 'ray://head:10001'; implies --ray; default: start a "
+                   "local Ray)")  # fmt: skip
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="Ray actors, each with --threads CPUs (default 1) (default: the cluster's CPUs / "
+                   "--threads)")  # fmt: skip
+    g.add_argument("--overwrite", action="store_true",
+                   help="with --ray: redo inputs a previous run finished with the same weights (default: skip "
+                   "them)")  # fmt: skip
+
+
+def wants_ray(args: argparse.Namespace) -> bool:
+    """True when this `segment` run is a Ray run; ValueError for Ray-only flags without --ray."""
+    if args.ray or args.ray_address:
+        return True
+    if args.workers is not None or args.overwrite:
+        raise ValueError("--workers and --overwrite need --ray (or --ray-address)")
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from unet_fast.demo import bundled
+    from unet_fast.distributed.ray_env import RayMissingError
+
+    if not args.images and not args.demo:
+        raise ValueError("no images given: pass IMAGE... (files, folders or globs), or --demo")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    images = ([str(bundled.require(bundled.DEMO_IMAGE))] if args.demo else []) + list(args.images)
+    weights = Path(args.weights) if args.weights else bundled.require(bundled.DEMO_WEIGHTS)
+    try:
+        from unet_fast.distributed.batch import segment_dataset
+
+        report = segment_dataset(
+            images, weights, args.out, card=args.card, address=args.ray_address, workers=args.workers,
+            cpus_per_worker=args.threads or 1, batch_size=args.batch_size, backend=args.backend,
+            dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap, overlay=True,
+            alpha=args.alpha, overwrite=args.overwrite, progress=not args.quiet,
+        )  # fmt: skip
+    except (RayMissingError, RuntimeError) as e:  # Ray missing, no cluster at --ray-address
+        print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)
+        return 1
+    for path, error in report.failures[:20]:
+        print(f"unet-fast segment: failed: {path}: {error}", file=sys.stderr)
+    if report.failed > 20:
+        print(
+            f"unet-fast segment: ... and {report.failed - 20} more (see {report.manifest})", file=sys.stderr
+        )
+    print(f"segmented {report.total} image(s) on Ray ({report.workers} workers): {report.ok} ok, "
+          f"{report.failed} failed, {report.resumed} already done; {report.seconds:.1f}s; manifest "
+          f"{report.manifest}")  # fmt: skip
+    return min(report.failed, MAX_EXIT)

@@ -1,0 +1,113 @@
+"""The Ray Serve deployment behind `unet-fast serve` (imports Ray: load it through unet_fast.distributed.serve,
+which says how to install Ray when it is missing).
+
+Each replica holds one Segmenter (one FusedUNet built once, torch threads = the replica's CPUs). Requests
+are decoded concurrently on the replica's event loop, then `@serve.batch` groups up to `max_batch` of them
+(waiting at most `batch_wait_ms` for the batch to fill) and `replay.segment_many` runs the patches of all
+of them through the engine in full batches of patches, whatever their image sizes.
+
+Routes: POST /segment (body: PNG / TIFF / JPEG / BMP / .npy bytes; ?format=png (default) -> the class-map
+PNG, ?format=json -> class fractions), GET /health, GET /stats (this replica's batch sizes).
+Errors: 400 bad image (reason in the body), 413 body over `max_bytes` or image over `max_pixels`.
+"""
+
+import asyncio
+import json
+import os
+from collections import Counter
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from unet_fast.distributed.http_io import decode, mask_png
+from unet_fast.distributed.limits import ImageTooLargeError
+from unet_fast.distributed.replay import segment_many
+
+app = FastAPI(title="unet_fast segmentation")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@serve.deployment(name="unet_fast")
+@serve.ingress(app)
+class SegmentDeployment:
+    def __init__(self, weights: str, card: str | None, segmenter_kwargs: dict, threads: int, max_batch: int,
+                 batch_wait_s: float, max_bytes: int, max_pixels: int | None) -> None:  # fmt: skip
+        import torch
+
+        from unet_fast.inference.segmenter import Segmenter
+
+        torch.set_num_threads(max(1, threads))
+        self.seg = Segmenter.from_files(weights, card, **segmenter_kwargs)
+        self.max_bytes, self.max_pixels = max_bytes, max_pixels
+        self._batch.set_max_batch_size(max_batch)
+        self._batch.set_batch_wait_timeout_s(batch_wait_s)
+        self.batch_sizes: Counter[int] = Counter()  # batch size -> how many batches had it
+        self.model_calls = 0
+        self.name = os.path.basename(weights)
+
+    @app.get("/health")
+    async def health(self) -> dict:
+        card = self.seg.card
+        return {"status": "ok", "model": self.name, "runs_on": self.seg.runner.note, "patch": self.seg.patch,
+                "in_channels": card.in_channels, "class_names": card.class_names}  # fmt: skip
+
+    @app.get("/stats")
+    async def stats(self) -> dict:
+        """This replica's batching so far: {"requests", "batches", "max_batch_size", "model_calls",
+        "batch_sizes": {size: count}}."""
+        return {"requests": sum(k * v for k, v in self.batch_sizes.items()), "batches": self.batch_sizes.total(),
+                "max_batch_size": max(self.batch_sizes, default=0), "model_calls": self.model_calls,
+                "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}}  # fmt: skip
+
+    @app.post("/segment")
+    async def segment(self, request: Request, format: str = "png") -> Response:
+        if format not in ("png", "json"):
+            return _error(400, f"format must be 'png' or 'json', got {format!r}")
+        try:
+            body = await self._read_body(request)
+        except _TooLarge as e:
+            return _error(413, str(e))
+        try:
+            image = await asyncio.to_thread(decode, body, self.seg.card.in_channels, self.max_pixels)
+        except ImageTooLargeError as e:
+            return _error(413, str(e))
+        except ValueError as e:
+            return _error(400, str(e))
+        mask, batch_size = await self._batch(image)
+        headers = {"X-Batch-Size": str(batch_size), "X-Backend": self.seg.runner.backend}
+        if format == "json":
+            counts = np.bincount(mask.ravel(), minlength=self.seg.card.num_classes)
+            body = {"height": int(mask.shape[0]), "width": int(mask.shape[1]),
+                    "class_names": self.seg.card.class_names, "class_fractions": (counts / mask.size).tolist(),
+                    "batch_size": batch_size}  # fmt: skip
+            return Response(json.dumps(body), media_type="application/json", headers=headers)
+        return Response(mask_png(mask, self.seg.card.palette), media_type="image/png", headers=headers)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            raise _TooLarge(f"the body has {declared} bytes, more than the limit of {self.max_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # no Content-Length (chunked): count while reading
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge(f"the body has more than the limit of {self.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)  # both reset from the options in __init__
+    async def _batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+        # The engine runs in a thread: the event loop keeps decoding requests (and forming the next batch).
+        masks, calls = await asyncio.to_thread(segment_many, self.seg, images)
+        self.batch_sizes[len(images)] += 1
+        self.model_calls += calls
+        return [(m, len(images)) for m in masks]
