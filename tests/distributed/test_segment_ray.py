@@ -19,7 +19,8 @@ from unet_fast.distributed.worker import CRASH_ENV  # noqa: E402
 
 
 def _outputs(folder) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+    """Every mask, overlay and the legend (legend.json, legend.png) by name."""
+    return {p.name: p.read_bytes() for p in sorted([*folder.glob("*.png"), *folder.glob("legend.json")])}
 
 
 def _manifest(out) -> list[dict]:
@@ -34,7 +35,7 @@ def mixed(tmp_path_factory):
     assert len(names) == 12
     assert main(["segment", str(root / "images"), "--out", str(root / "single"), "--quiet"]) == 0
     reference = _outputs(root / "single")
-    assert len(reference) == 24  # a mask and an overlay per image
+    assert len(reference) == 26  # a mask and an overlay per image, legend.json and legend.png
     return root, reference
 
 
@@ -62,10 +63,13 @@ def test_ray_outputs_are_byte_identical_manifest_complete_and_rerun_skips(mixed,
     assert len({r["worker"] for r in rows}) <= 2
     assert {r["input"] for r in rows} == {str(p.resolve()) for p in (root / "images").iterdir()}
 
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    def stamps_of_per_image_outputs() -> dict[str, int]:  # the legend is the model's, rewritten each run
+        return {p.name: p.stat().st_mtime_ns for p in out.glob("*_*.png")}
+
+    stamps = stamps_of_per_image_outputs()
     assert main(["segment", str(root / "images"), "--out", str(out), "--ray", "--quiet"]) == 0
     assert "12 ok, 0 failed, 12 already done" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps  # nothing rewritten
+    assert stamps_of_per_image_outputs() == stamps  # no mask or overlay rewritten
     assert all(r["resumed"] for r in _manifest(out)) and len(_manifest(out)) == 12
 
 

@@ -70,6 +70,7 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
     Raises FileNotFoundError (missing input, weights or card), ValueError (bad option, bad model card),
     RayMissingError (Ray not installed)."""
     from unet_fast.commands.segment import collect_images, output_names
+    from unet_fast.inference.legend import write_legend
     from unet_fast.inference.model_card import load_model
     from unet_fast.inference.segmenter import DTYPES, Segmenter
 
@@ -122,6 +123,7 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
                          "settings_hash": s_hash}  # fmt: skip
     ordered = [rows[key] for key in listed]
     path = manifest.write_manifest(out_dir, ordered, model_card.class_names)
+    write_legend(model_card, out_dir)  # the same legend.json/png as the single-process `segment`
     failures = [(r["input"], r["error"] or "") for r in ordered if r["status"] != "ok"]
     return SegmentReport(total=len(listed), ok=len(listed) - len(failures), failed=len(failures),
                          resumed=len(listed) - len(todo), seconds=time.perf_counter() - start,
