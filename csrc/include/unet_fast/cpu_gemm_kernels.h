@@ -40,6 +40,26 @@ __attribute__((noinline)) void gemm_tile(const float* a, std::int64_t lda, const
     for (int j = 0; j < NV; ++j) acc[i * NV + j].store(c + i * ldc + j * kL);
 }
 
+// The same product for `rows` < 16 rows (a block's last, partial micro-tile), as tiles of 8, 4, 2 and 1 rows:
+// no work on rows that do not exist (with 14-row tiles, a 16-tile layer would otherwise compute 28 rows).
+template <int NV>
+inline void gemm_rows(int rows, const float* a, std::int64_t lda, const float* b, float* c, std::int64_t ldc, int k,
+                      std::int64_t ka = 1) {
+  if (rows & 8) {
+    gemm_tile<8, NV>(a, lda, b, c, ldc, k, ka);
+    a += 8 * lda, c += 8 * ldc;
+  }
+  if (rows & 4) {
+    gemm_tile<4, NV>(a, lda, b, c, ldc, k, ka);
+    a += 4 * lda, c += 4 * ldc;
+  }
+  if (rows & 2) {
+    gemm_tile<2, NV>(a, lda, b, c, ldc, k, ka);
+    a += 2 * lda, c += 2 * ldc;
+  }
+  if (rows & 1) gemm_tile<1, NV>(a, lda, b, c, ldc, k, ka);
+}
+
 // y = act(acc + bias + residual) on kL lanes, the same math as unet_fast::epilogue (epilogue.h):
 // relu and leaky relu as selects (NaN takes the "not > 0" branch there too), SiLU lane by lane.
 inline Vec epilogue_v(const Vec& acc, const Vec& bias, const float* res, int nl, const Epilogue& e) {

@@ -12,6 +12,7 @@
 constexpr int kWinoMR = kWinoBlocking.mr, kWinoNR = kWinoBlocking.nr, kWinoNV = kWinoNR / kL;
 constexpr int kCtMR = kCtBlocking.mr, kCtNR = kCtBlocking.nr, kCtNV = kCtNR / kL;
 static_assert(kWinoNR % kL == 0 && kCtNR % kL == 0, "a GEMM block is whole vectors wide");
+static_assert(kWinoMR <= 16 && kCtMR <= 16, "gemm_rows finishes a partial micro-tile of up to 15 rows");
 
 #include "unet_fast/cpu_gemm_kernels.h"
 #include "unet_fast/winograd_kernels.h"

@@ -215,13 +215,17 @@ inline void gemm_output_chunk(const WinoConv& cv, const Plan& pl, std::int64_t b
   const int nc = (jb1 - jb0) * kWinoNR;
   const int njb = cv.cout_pad / kWinoNR;
   const std::int64_t vstride = pl.tpad * pl.ldv, mstride = static_cast<std::int64_t>(pl.tpad) * nc;
+  // Tiles of this block that exist: only their rows of M are computed (and read back below).
+  const int rows = static_cast<int>(pl.ntiles - b * pl.t < pl.t ? pl.ntiles - b * pl.t : pl.t);
   for (int p = 0; p < 36; ++p) {
     const float* a = v + p * vstride;
     for (int jb = jb0; jb < jb1; ++jb) {
       const float* u = cv.u + (static_cast<std::int64_t>(p) * njb + jb) * cv.cin * kWinoNR;
       float* c = m + p * mstride + (jb - jb0) * kWinoNR;
-      for (int i = 0; i < pl.tpad; i += kWinoMR)
+      int i = 0;
+      for (; i + kWinoMR <= rows; i += kWinoMR)
         gemm_tile<kWinoMR, kWinoNV>(a + i * pl.ldv, pl.ldv, u, c + i * nc, nc, cv.cin);
+      if (i < rows) gemm_rows<kWinoNV>(rows - i, a + i * pl.ldv, pl.ldv, u, c + i * nc, nc, cv.cin);
     }
   }
   const int c0 = jb0 * kWinoNR;
