@@ -3,6 +3,8 @@
 import json
 import platform
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,32 @@ def test_info_cli_json(capsys) -> None:
     assert "portable" in kernels["isas"] and kernels["auto"] in kernels["isas"]
     assert kernels["registered"] == [v.name for v in cpu_isa.registry()]
     assert set(info["backends"]) == {"torch", "cpu", "triton", "cuda", "tensorrt"}
+
+
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or shutil.which("objdump") is None, reason="needs x86-64 objdump"
+)
+def test_wide_vector_code_only_in_its_variant() -> None:
+    """Each variant is compiled under its own `#pragma GCC target`; code outside it (the baseline ops, the
+    registry, any template a variant file instantiates) must not use ymm / zmm registers, or a CPU without
+    AVX2 / AVX-512 would fault in a path the registry says it can run. Scans the module's disassembly."""
+    so = Path(_ext.cpu_ext.__file__)
+    asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", str(so)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    func, leaks, seen = "", set(), {"avx2": 0, "avx512": 0}
+    for line in asm.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if m:
+            func = m.group(1)
+            continue
+        zmm, ymm = "%zmm" in line, "%ymm" in line
+        if not (zmm or ymm):
+            continue
+        if "unet_fast::avx512::" in func:
+            seen["avx512"] += 1
+        elif ymm and not zmm and "unet_fast::avx2::" in func:
+            seen["avx2"] += 1
+        else:
+            leaks.add(func[:160])
+    assert not leaks, f"wide-vector instructions outside their variant: {sorted(leaks)[:10]}"
+    assert seen["avx2"] and seen["avx512"], seen  # the scan saw the variants' code at all
