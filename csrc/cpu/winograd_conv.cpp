@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -64,7 +65,8 @@ void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int 
   for (std::size_t i = 0; i < views.size(); ++i) {
     const auto& [desc, mode, rh, rw, align, off_y, off_x] = views[i];
     WinoView v;
-    v.src = make_nhwc<const float>(desc, "views[i]");
+    const std::string name = "views[" + std::to_string(i) + "]";
+    v.src = make_nhwc<const float>(desc, name.c_str());
     UF_CHECK(v.src.n == cv.out.n, "view " << i << " has batch " << v.src.n << ", out has " << cv.out.n);
     UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
     UF_CHECK(rh > 0 && rw > 0 && rh < (1 << 24) && rw < (1 << 24), "resampled size out of range");
