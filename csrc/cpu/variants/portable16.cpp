@@ -9,7 +9,7 @@ namespace portable16 {
 using Vec = VecP<16>;
 constexpr int kL = Vec::kLanes;
 // Keep equal to avx512.cpp's blocking: this variant is its portable twin.
-constexpr Blocking kWinoBlocking{14, 32};
+constexpr Blocking kWinoBlocking{8, 32};
 constexpr Blocking kCtBlocking{8, 32};
 struct ThreadState {};
 #include "unet_fast/cpu_kernel_body.h"
