@@ -41,7 +41,8 @@ __attribute__((noinline)) void gemm_tile(const float* a, std::int64_t lda, const
 }
 
 // The same product for `rows` < 16 rows (a block's last, partial micro-tile), as tiles of 8, 4, 2 and 1 rows:
-// no work on rows that do not exist (with 14-row tiles, a 16-tile layer would otherwise compute 28 rows).
+// no work on rows that do not exist (with 14-row tiles, a 16-tile layer would otherwise compute 28 rows;
+// with 6-row tiles, 18).
 template <int NV>
 inline void gemm_rows(int rows, const float* a, std::int64_t lda, const float* b, float* c, std::int64_t ldc, int k,
                       std::int64_t ka = 1) {

@@ -155,8 +155,8 @@ inline Plan make_plan(const WinoConv& cv) {
   pl.ntiles = static_cast<std::int64_t>(cv.n) * pl.tiles_hw;
   pl.ldv = round_up(cv.cin, kL);
   // A row stride that is a multiple of 2 KiB puts the micro-tile's rows of V in one or two L1 sets (64 sets
-  // of 64 B): 14 rows 4 KiB apart (Cin 1024) exceeded the 8 ways and made the AVX-512 14-row tile 1.6x
-  // slower on the 16 px layers. One extra cache line per row spreads them over distinct sets.
+  // of 64 B): 14 rows 4 KiB apart (Cin 1024) exceeded the 8 ways and made a 14-row AVX-512 tile 1.6x
+  // slower on the 16 px layers (8-row tiles fill the 8 ways exactly). One extra cache line per row spreads them over distinct sets.
   if (pl.ldv % 512 == 0) pl.ldv += 16;
   const int nthreads = cv.num_threads;
   const double weight_bytes = 36.0 * cv.cin * cv.cout_pad * sizeof(float);
