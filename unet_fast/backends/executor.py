@@ -83,11 +83,6 @@ class Executor:
     def step_notes(self) -> list[str]:
         return [self._refused.get(i, p.note) for i, p in enumerate(self.prepared)]
 
-    def arena_bytes(self) -> dict[int, int]:
-        """batch -> bytes of this thread's arena for that batch (0 entries before the first call)."""
-        arenas = getattr(self._local, "arenas", {})
-        return {n: a.numel() * a.element_size() for n, a in arenas.items()}
-
     def step_algorithms(self) -> list[str]:
         """A packed weight that names its algorithm (the cpu backend's Winograd) shows it in the report."""
         return [getattr(p.weight, "algorithm", "") for p in self.prepared]
