@@ -31,8 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="deploy on this Ray cluster ('auto', 'ray://head:10001'; default: a local Ray)")  # fmt: skip
     p.add_argument("--backend", default="auto", help="engine backend, or 'reference' (default: auto)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                   help="engine storage dtype; float16/bfloat16 need a GPU backend (default: float32)")  # fmt: skip
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--patch-size", type=int, default=None, help="sliding-window patch (default: the card's)")
     p.add_argument(
         "--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)"
