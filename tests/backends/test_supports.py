@@ -47,8 +47,12 @@ def test_a_kernel_refusing_at_run_time_changes_nothing_shared() -> None:
     ex = Executor(c.plan, c.buffers, fake, "fake", torch.device("cpu"), torch.float32)
     before = list(ex.prepared)
     xn = x.permute(0, 2, 3, 1).contiguous()
+    prepared_for_reference = []
     with torch.no_grad():
         for _ in range(2):
             torch.testing.assert_close(ex.run(xn).permute(0, 3, 1, 2), m(x), atol=1e-4, rtol=1e-4)
+            prepared_for_reference.append(len(ex._reference_weights))
+    # the refused step's reference weights are prepared on the first refusal and reused by the next call
+    assert prepared_for_reference[0] > 0 and prepared_for_reference[0] == prepared_for_reference[1]
     assert all(a is b for a, b in zip(before, ex.prepared, strict=True))
     assert any("refused" in n for n in ex.step_notes())

@@ -236,6 +236,22 @@ def test_module_behaviour(model: UNet, fast: unet_fast.FusedUNet) -> None:
     torch.testing.assert_close(f3(x), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_engine_is_in_eval_mode_and_run_as_is_by_sliding_window(model: UNet, fast: unet_fast.FusedUNet) -> None:
+    """The engine is an inference module: eval mode from the start, so sliding_window_inference (which
+    guards a training-mode model with a private copy) runs this engine, not a deep copy of it per call."""
+    from unet_fast.inference.sliding_window import sliding_window_inference
+    from unet_fast.model_guard import eval_model
+
+    assert fast.training is False and eval_model(fast) is fast
+    assert not any(k[1:] == (16, 24) for k in fast.cached_shapes())
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        got = sliding_window_inference(x, fast, (16, 24), overlap=0.5, batch_size=2)
+        want = sliding_window_inference(x, model, (16, 24), overlap=0.5, batch_size=2)
+    assert any(k[1:] == (16, 24) for k in fast.cached_shapes())  # this engine's plan cache took the patches
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_half_moves_the_storage_dtype(model: UNet) -> None:
     x = torch.randn(1, 3, 16, 16)
     f = unet_fast.optimize(model, x, backend="torch").half()

@@ -98,3 +98,19 @@ def test_load_weights_roundtrip_and_mismatch(tmp_path) -> None:
     no_bn = UNet(3, 2, 8, 3, norm=None)
     with pytest.raises(ValueError, match=r"unexpected keys: .*running_mean"):
         no_bn.load_weights(path)
+
+
+def test_load_state_dict_strict_names_mismatches_of_any_module_and_loads_nothing() -> None:
+    from unet_fast.models.unet import load_state_dict_strict
+
+    conv = torch.nn.Conv2d(3, 4, 3)
+    before = {k: v.clone() for k, v in conv.state_dict().items()}
+    state = {"weight": torch.randn(4, 2, 3, 3), "extra": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"do not fit the conv; missing keys: bias; unexpected keys: extra; "
+                                         r"shape mismatches: weight: checkpoint \(4, 2, 3, 3\) vs model \(4, 3, 3, 3\)"):
+        load_state_dict_strict(conv, state, "the conv")
+    for k, v in conv.state_dict().items():
+        assert torch.equal(v, before[k])
+    good = {"weight": torch.randn(4, 3, 3, 3), "bias": torch.randn(4)}
+    load_state_dict_strict(conv, good, "the conv")
+    assert torch.equal(conv.weight, good["weight"]) and torch.equal(conv.bias, good["bias"])

@@ -59,6 +59,9 @@ class Executor:
         self._supports = supports
         self._local = threading.local()
         self._refused: dict[int, str] = {}  # step index -> a kernel's NotImplementedError (report only)
+        # the reference's weights for steps a kernel refuses at run time: prepared on the first refusal, then
+        # reused by later calls (the store is thread-safe; the shared `weights` are only read when running)
+        self._reference_weights = WeightStore("torch", device, dtype)
         self.prepared = [self._prepare(s) for s in plan.steps]
 
     # -- prepare time ----------------------------------------------------------------------------------
@@ -79,11 +82,6 @@ class Executor:
 
     def step_notes(self) -> list[str]:
         return [self._refused.get(i, p.note) for i, p in enumerate(self.prepared)]
-
-    def arena_bytes(self) -> dict[int, int]:
-        """batch -> bytes of this thread's arena for that batch (0 entries before the first call)."""
-        arenas = getattr(self._local, "arenas", {})
-        return {n: a.numel() * a.element_size() for n, a in arenas.items()}
 
     def step_algorithms(self) -> list[str]:
         """A packed weight that names its algorithm (the cpu backend's Winograd) shows it in the report."""
@@ -146,8 +144,7 @@ class Executor:
                 # a limit the backend's supports() did not foresee: this call runs the reference for the
                 # step; nothing shared changes (the note is for the report only, a plain dict store)
                 self._refused[i] = f"{self.backend_name} kernel refused ({e}): torch reference for this call"
-                q = _prepare_with(p.step, spec, "", WeightStore("torch", self.device, self.dtype), self.device,
-                                  self.dtype, False)  # fmt: skip
+                q = _prepare_with(p.step, spec, "", self._reference_weights, self.device, self.dtype, False)
                 self._run_step(q, bufs, raw)
         out = self.plan.output
         return raw[out] if isinstance(out, str) else _view(bufs, out)

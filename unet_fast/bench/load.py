@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from unet_fast.bench.machine import load_average
+
 _PROC = Path("/proc")
 # Busy when other processes take this much CPU on average over the run (cores), or when the 1-min load
 # average at the start is this high: either steals time slices from the contenders.
@@ -63,11 +65,7 @@ def _read_procs() -> dict[int, tuple[int, str, int]]:
 
 
 def snapshot() -> Snapshot:
-    try:
-        load = round(os.getloadavg()[0], 2)
-    except OSError:
-        load = None
-    return Snapshot(time.monotonic(), load, _read_stat_busy(), _read_procs())
+    return Snapshot(time.monotonic(), load_average(), _read_stat_busy(), _read_procs())
 
 
 def start_warning(start: Snapshot, cores: int | None = None) -> str:

@@ -143,6 +143,7 @@ def build_source(args: argparse.Namespace):
     from unet_fast.bench.workloads import randomize_bn
     from unet_fast.export import sources as src
     from unet_fast.inference.model_card import card_path_for, load_model, read_card
+    from unet_fast.models.unet import load_state_dict_strict
 
     family = args.model or "unet"
     given = _given(args)
@@ -195,7 +196,7 @@ def build_source(args: argparse.Namespace):
             if isinstance(model, UNet):
                 model.load_weights(state)
             else:
-                src.load_strict(model, state, f"smp.Unet({args.encoder!r})")
+                load_state_dict_strict(model, state, f"smp.Unet({args.encoder!r})")
         except ValueError as e:
             hint = (f". No model card beside the weights ({card_path} not found): give the architecture "
                     "with the options above, --card CARD.json, or --model milesial|smp for those checkpoints"

@@ -89,7 +89,15 @@ def output_names(images: list[Path]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from unet_fast.distributed import segment_cli
 
-    if segment_cli.wants_ray(args):
+    # -- usage checks shared with the --ray path (ValueError / FileNotFoundError -> exit 2 in cli.main) ----
+    ray = segment_cli.wants_ray(args)
+    if not args.images and not args.demo:
+        raise ValueError("no images given: pass IMAGE... (files, folders or globs), or --demo")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if not 0 <= args.alpha <= 1:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if ray:
         return segment_cli.run(args)
     import torch
 
@@ -99,15 +107,9 @@ def run(args: argparse.Namespace) -> int:
     from unet_fast.inference.progress import Progress
     from unet_fast.inference.segmenter import Segmenter
 
-    # -- usage and input checks (ValueError / FileNotFoundError -> exit 2 in cli.main) ---------------
-    if not args.images and not args.demo:
-        raise ValueError("no images given: pass IMAGE... (files, folders or globs), or --demo")
+    # -- input checks (ValueError / FileNotFoundError -> exit 2 in cli.main) ----------------------------
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if not 0 <= args.alpha <= 1:
-        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     images = ([bundled.require(bundled.DEMO_IMAGE)] if args.demo else []) + collect_images(args.images)
     weights = Path(args.weights) if args.weights else bundled.require(bundled.DEMO_WEIGHTS)
     out_dir = Path(args.out)

@@ -42,10 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from unet_fast.demo import bundled
     from unet_fast.distributed.ray_env import RayMissingError
 
-    if not args.images and not args.demo:
-        raise ValueError("no images given: pass IMAGE... (files, folders or globs), or --demo")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    # usage (images given, --threads, --alpha) is checked by commands/segment.run before it hands over
     images = ([str(bundled.require(bundled.DEMO_IMAGE))] if args.demo else []) + list(args.images)
     weights = Path(args.weights) if args.weights else bundled.require(bundled.DEMO_WEIGHTS)
     try:

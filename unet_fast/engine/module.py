@@ -99,6 +99,10 @@ class FusedUNet(nn.Module):
 
     def __init__(self, model: nn.Module, example_input: Tensor, config: EngineConfig) -> None:
         super().__init__()
+        # an inference module (nothing in it depends on the mode): born in eval mode, so entry points that
+        # guard the caller's model (model_guard.eval_model, e.g. sliding_window_inference) take it as it is
+        # instead of deep-copying the engine, and rebuilding its weights, on every call
+        self.train(False)
         _check_example(example_input)
         if config.output not in OUTPUT_MODES:
             raise ValueError(f"output={config.output!r} is not one of {OUTPUT_MODES}")

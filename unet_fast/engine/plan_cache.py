@@ -51,9 +51,5 @@ class PlanCache(Generic[V]):
         with self._lock:
             return list(self._items.items())
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
     def __len__(self) -> int:
         return len(self._items)

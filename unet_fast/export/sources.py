@@ -131,18 +131,3 @@ def smp_unet(encoder: str, in_channels: int, classes: int) -> nn.Module:
         raise ValueError(f"--model smp needs segmentation_models_pytorch, which does not import here "
                          f"({type(e).__name__}: {e}); {SMP_INSTALL}") from None  # fmt: skip
     return smp.Unet(encoder, encoder_weights=None, in_channels=in_channels, classes=classes)
-
-
-def load_strict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
-    """load_state_dict(strict) with the mismatches named (a few of each kind)."""
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(state) if state[k].shape != own[k].shape)  # fmt: skip
-    if missing or unexpected or shapes:
-        parts = [f"the weights do not fit {what}"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes", shapes)):
-            if items:
-                parts.append(f"{title}: {', '.join(items[:5])}{f', ... ({len(items)} in all)' if len(items) > 5 else ''}")
-        raise ValueError("; ".join(parts))
-    model.load_state_dict(state)

@@ -160,23 +160,7 @@ class UNet(nn.Module):
         )
         if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
             state = state["state_dict"]
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                        for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape))  # fmt: skip
-        if missing or unexpected or shapes:
-            parts = [f"the weights do not fit this UNet config ({self.config})"]
-            for title, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", shapes),
-            ):
-                if items:
-                    shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                    parts.append(f"{title}: {shown}")
-            raise ValueError("; ".join(parts))
-        self.load_state_dict(state)
+        load_state_dict_strict(self, state, f"this UNet config ({self.config})")
         return self
 
     def config_dict(self) -> dict:
@@ -232,3 +216,22 @@ def _length_or_none(cfg: UNetConfig, size: int) -> int | None:
         if s < 1:
             return None
     return s
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """`model.load_state_dict(state)` (strict), after checking that `state` fits: a ValueError naming the
+    missing keys, unexpected keys and shape mismatches (up to 8 of each) says the weights do not fit `what`
+    (e.g. "this UNet config (...)"). Nothing is loaded when they do not fit."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape))  # fmt: skip
+    if missing or unexpected or shapes:
+        parts = [f"the weights do not fit {what}"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                parts.append(f"{title}: {shown}")
+        raise ValueError("; ".join(parts))
+    model.load_state_dict(state)
