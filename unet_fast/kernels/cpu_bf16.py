@@ -120,7 +120,11 @@ def tile_dot(a: Tensor, b: Tensor, c: Tensor, *, isa: str | None = None) -> Tens
         if not isinstance(t, Tensor) or t.dim() != 2 or t.dtype != dt or t.device.type != "cpu":
             raise ValueError(f"{name} must be a 2-D {dt} CPU tensor")
     m, n, kp = c.shape[0], c.shape[1], b.shape[0]
-    if tuple(a.shape) != (m, 2 * kp) or tuple(b.shape) != (kp, 2 * n) or not (0 < m <= 16 and 0 < n <= 16 and 0 < kp <= 16):
+    if (
+        tuple(a.shape) != (m, 2 * kp)
+        or tuple(b.shape) != (kp, 2 * n)
+        or not (0 < m <= 16 and 0 < n <= 16 and 0 < kp <= 16)
+    ):
         raise ValueError(f"shapes a {tuple(a.shape)}, b {tuple(b.shape)}, c {tuple(c.shape)}: need a [M, 2KP], "
                          "b [KP, 2N], c [M, N], each of M, KP, N in 1..16")  # fmt: skip
     backend = choose_backend(isa)
@@ -161,7 +165,9 @@ def pack_conv_weight(weight: Tensor) -> ConvWeightBF16:
     if not isinstance(weight, Tensor) or weight.dim() != 4 or not weight.is_floating_point():
         raise ValueError("weight must be a 4-D float tensor [Cout, Cin, KH, KW]")
     if weight.device.type != "cpu" or weight.numel() == 0:
-        raise ValueError(f"weight must be a non-empty CPU tensor, got {tuple(weight.shape)} on {weight.device}")
+        raise ValueError(
+            f"weight must be a non-empty CPU tensor, got {tuple(weight.shape)} on {weight.device}"
+        )
     cout, cin, kh, kw = weight.shape
     if kh > 16 or kw > 16:
         raise ValueError(f"kernel {kh}x{kw} is larger than 16x16")
@@ -196,7 +202,9 @@ def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, str
     """
     cpu = require_cpu()
     if not isinstance(weight, ConvWeightBF16):
-        raise ValueError(f"weight must be a ConvWeightBF16 from pack_conv_weight, got {type(weight).__name__}")
+        raise ValueError(
+            f"weight must be a ConvWeightBF16 from pack_conv_weight, got {type(weight).__name__}"
+        )
     checks.check_nhwc(x, "x", dtypes=(torch.bfloat16,))
     if x.device.type != "cpu":
         raise ValueError(f"x is on {x.device}; the bf16 tile conv needs CPU tensors")
@@ -209,7 +217,9 @@ def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, str
     if act not in ACTIVATIONS:
         raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
     if h + 2 * padding < weight.kh or w + 2 * padding < weight.kw:
-        raise ValueError(f"input {h}x{w} with padding {padding} is smaller than the {weight.kh}x{weight.kw} kernel")
+        raise ValueError(
+            f"input {h}x{w} with padding {padding} is smaller than the {weight.kh}x{weight.kw} kernel"
+        )
     hout, wout = conv_output_size((h, w), (weight.kh, weight.kw), stride, padding)
     shape = (n, hout, wout, weight.cout)
     if out_dtype not in OUT_DTYPES:
@@ -220,7 +230,11 @@ def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, str
         if tuple(residual.shape) != shape or residual.device.type != "cpu":
             raise ValueError(f"residual must be a CPU tensor of shape {shape}, got {tuple(residual.shape)}")
     if bias is not None:
-        if not isinstance(bias, Tensor) or tuple(bias.shape) != (weight.cout,) or not bias.is_floating_point():
+        if (
+            not isinstance(bias, Tensor)
+            or tuple(bias.shape) != (weight.cout,)
+            or not bias.is_floating_point()
+        ):
             raise ValueError(f"bias must be a float tensor of shape ({weight.cout},)")
         if bias.device.type != "cpu":
             raise ValueError(f"bias is on {bias.device}; the bf16 tile conv needs CPU tensors")
