@@ -129,3 +129,12 @@ def test_forcing_amx_without_it_is_a_clear_error() -> None:
         cpu_bf16.choose_backend("amx")
     with pytest.raises(ValueError, match="unknown bf16 tile isa"):
         cpu_bf16.choose_backend("avx9000")
+
+
+def test_info_names_the_tile_backends() -> None:
+    from unet_fast.info import collect
+
+    cpu = collect()["backends"]["cpu"]
+    names = [b["name"] for b in cpu["kernels"]["bf16_tiles"]]
+    assert names == [b.name for b in cpu_bf16.tile_backends()] and "portable" in names
+    assert "bf16 tiles: portable" in cpu["why"]
