@@ -113,8 +113,9 @@ def choose_backend(isa: str | None = None) -> TileBackend:
 
 def tile_dot(a: Tensor, b: Tensor, c: Tensor, *, isa: str | None = None) -> Tensor:
     """One TDPBF16PS on one tile: returns c + a . b with c [M, N] fp32, a [M, 2 KP] bf16, b [KP, 2 N] bf16 in
-    the K-pair interleaved layout (b[k, 2n + j] is B[2k + j, n]), M, KP, N <= 16:
-    out[m, n] = c[m, n] + sum_k a[m, 2k] b[k, 2n] + a[m, 2k + 1] b[k, 2n + 1], fp32, k in increasing order.
+    the K-pair interleaved layout (b[k, 2n + j] is B[2k + j, n]), M, KP, N <= 16, computed as the Intel SDM
+    states it: even = sum_k a[m, 2k] b[k, 2n] and odd = sum_k a[m, 2k + 1] b[k, 2n + 1] in two fp32 chains
+    (FMA steps in increasing k), then out[m, n] = c[m, n] + (even + odd); denormals read as zero and flush.
     For tests of the tile arithmetic. Raises ValueError on shapes / dtypes outside that."""
     for name, t, dt in (("a", a, torch.bfloat16), ("b", b, torch.bfloat16), ("c", c, torch.float32)):
         if not isinstance(t, Tensor) or t.dim() != 2 or t.dtype != dt or t.device.type != "cpu":

@@ -15,8 +15,21 @@ SHAPES = ((16, 16, 16), (5, 3, 7), (1, 1, 1), (16, 1, 9), (3, 16, 16))  # (M, KP
 
 
 def pseudocode(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """TDPBF16PS as Intel's pseudocode states it: per K pair in increasing order, two fp32 additions of the
-    (exact) bf16 x bf16 products."""
+    """TDPBF16PS as the Intel SDM's operation section states it: per output element, the even and the odd
+    products of the K pairs (in increasing k) summed in two fp32 chains from zero, then c + (even + odd).
+    In fp32 torch ops a bf16 x bf16 product is exact, so `chain + product` is the SDM's FMA step (these
+    operands have no denormals)."""
+    af, bf = a.float(), b.float()
+    even = torch.zeros_like(c)
+    odd = torch.zeros_like(c)
+    for k in range(b.shape[0]):
+        even = even + af[:, 2 * k, None] * bf[None, k, 0::2]
+        odd = odd + af[:, 2 * k + 1, None] * bf[None, k, 1::2]
+    return c + (even + odd)
+
+
+def intrinsics_guide_form(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The Intrinsics Guide's shorter pseudocode: one chain into c, even then odd product per K pair."""
     af, bf, acc = a.float(), b.float(), c.clone()
     for k in range(b.shape[0]):
         acc = acc + af[:, 2 * k, None] * bf[None, k, 0::2]
@@ -37,6 +50,13 @@ def test_portable_tile_dot_is_the_pseudocode_bit_for_bit(shape: tuple[int, int, 
     a, b, c = operands(*shape, seed=sum(shape))
     got = cpu_bf16.tile_dot(a, b, c, isa="portable")
     assert torch.equal(got, pseudocode(a, b, c)), (got - pseudocode(a, b, c)).abs().max()
+
+
+def test_the_two_pseudocodes_differ() -> None:
+    """Guards the test above: on random data the SDM's order and the Intrinsics Guide's one chain round
+    differently, so matching the SDM bit for bit is a real check of the order."""
+    a, b, c = operands(16, 16, 16, seed=1)
+    assert not torch.equal(pseudocode(a, b, c), intrinsics_guide_form(a, b, c))
 
 
 @pytest.mark.parametrize("isa", backend_params())

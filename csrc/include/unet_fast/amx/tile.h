@@ -62,33 +62,12 @@ inline EmuState& emu_state() {
   return s;
 }
 
-// The operation of TDPBF16PS in the order of Intel's pseudocode: per output element, the K pairs in
-// increasing order, each pair as two fp32 additions of exact bf16 x bf16 products (an 8-bit x 8-bit
-// significand product is exact in fp32), rounded to nearest even.
-inline void emu_dpbf16ps(EmuTile& c, const EmuTile& a, const EmuTile& b) {
-  const int m_rows = c.rows, n_cols = c.colsb / 4, k_pairs = a.colsb / 4;
-  float bf[kTileRows][32];  // b widened once: bf[k][2n + j]
-  for (int k = 0; k < k_pairs; ++k) {
-    std::uint16_t row[32];
-    std::memcpy(row, b.data + k * kTileColsB, sizeof row);
-    for (int j = 0; j < 2 * n_cols; ++j) bf[k][j] = bf16_daz(row[j]);
-  }
-  for (int m = 0; m < m_rows; ++m) {
-    std::uint16_t arow[32];
-    std::memcpy(arow, a.data + m * kTileColsB, sizeof arow);
-    float af[32];
-    for (int j = 0; j < 2 * k_pairs; ++j) af[j] = bf16_daz(arow[j]);
-    float* crow = reinterpret_cast<float*>(c.data + m * kTileColsB);
-    for (int n = 0; n < n_cols; ++n) {
-      float acc = crow[n];
-      for (int k = 0; k < k_pairs; ++k) {
-        acc = f32_ftz(acc + af[2 * k] * bf[k][2 * n]);
-        acc = f32_ftz(acc + af[2 * k + 1] * bf[k][2 * n + 1]);
-      }
-      crow[n] = acc;
-    }
-  }
-}
+// The operation of TDPBF16PS as the Intel SDM (vol. 2, "TDPBF16PS") states it, per output element
+// c[m][n]: two fp32 accumulators, starting at zero, take the even and the odd products of the K pairs in
+// increasing k, each step an FMA (DAZ = FTZ = 1, round to nearest even); then c += (even + odd), each
+// addition rounded and flushed. (The Intrinsics Guide's shorter form, one chain of alternating even/odd
+// additions into c, rounds differently.) Defined in csrc/cpu/amx/tile_emulator.cpp.
+void emu_dpbf16ps(EmuTile& c, const EmuTile& a, const EmuTile& b);
 
 struct TilesPortable {
   static constexpr const char* kName = "portable";
