@@ -135,6 +135,15 @@ def tile_dot(a: Tensor, b: Tensor, c: Tensor, *, isa: str | None = None) -> Tens
     return out
 
 
+def tile_peak(iters: int, *, isa: str | None = None) -> float:
+    """Run `iters` rounds of 4 TDPBF16PS (each 16 x 16 x 32 multiply-adds = 16384 FLOP) on resident tiles in
+    the calling thread; time it for the tile peak (benchmarks/bench_amx_bf16.py). Returns one element of
+    an accumulator, iters * 32 / 2^20 (all operands 2^-10), so the work is observable."""
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be a positive int, got {iters!r}")
+    return require_cpu().bf16_tile_peak(iters, choose_backend(isa).index)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Weight packing
 # ---------------------------------------------------------------------------------------------------

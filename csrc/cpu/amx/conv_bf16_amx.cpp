@@ -23,6 +23,7 @@ void conv_bf16_amx(const ConvBf16& cv) { native::conv_bf16(cv); }
 void tile_dot_amx(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n) {
   native::tile_dot(a, b, c, m, kp, n);
 }
+float tile_peak_amx(std::int64_t iters) { return native::tile_peak(iters); }
 
 }  // namespace amx
 }  // namespace unet_fast

@@ -30,15 +30,16 @@ struct TileBackend {
   std::string (*reason)();  // why not runnable ("" if it is)
   amx::ConvFn conv;
   amx::TileDotFn dot;
+  amx::TilePeakFn peak;
 };
 
 const std::vector<TileBackend>& tile_backends() {
   static const std::vector<TileBackend> table{
       {"portable", 0, [] { return true; }, [] { return std::string(); }, &amx::conv_bf16_portable,
-       &amx::tile_dot_portable},
+       &amx::tile_dot_portable, &amx::tile_peak_portable},
 #if defined(__x86_64__)
       {"amx", 1, [] { return amx::cpu_has_amx(); }, [] { return amx::amx_support().reason(); },
-       &amx::conv_bf16_amx, &amx::tile_dot_amx},
+       &amx::conv_bf16_amx, &amx::tile_dot_amx, &amx::tile_peak_amx},
 #endif
   };
   return table;
@@ -88,6 +89,13 @@ void bf16_tile_dot(std::uintptr_t a, std::uintptr_t b, std::uintptr_t c, int m, 
   py::gil_scoped_release release;
   be.dot(reinterpret_cast<const std::uint16_t*>(a), reinterpret_cast<const std::uint16_t*>(b),
          reinterpret_cast<float*>(c), m, kp, n);
+}
+
+float bf16_tile_peak(std::int64_t iters, int backend) {
+  UF_CHECK_POSITIVE(iters);
+  const TileBackend& be = backend_at(backend);
+  py::gil_scoped_release release;
+  return be.peak(iters);
 }
 
 amx::NhwcAny make_any(const DescArgs& d, bool f32, const char* name, bool output) {
@@ -155,6 +163,9 @@ void register_conv_bf16(py::module_& m) {
   m.def("bf16_tile_dot", &bf16_tile_dot, py::arg("a_ptr"), py::arg("b_ptr"), py::arg("c_ptr"), py::arg("m"),
         py::arg("kp"), py::arg("n"), py::arg("backend"),
         "One TDPBF16PS: c[m][n] (fp32, in place) += a[m][2kp] (bf16) . b[kp][2n] (bf16, K pairs interleaved).");
+  m.def("bf16_tile_peak", &bf16_tile_peak, py::arg("iters"), py::arg("backend"),
+        "iters rounds of 4 TDPBF16PS (16x16x32 multiply-adds each) on resident tiles, one thread: time it for "
+        "the tile peak. Returns one result element.");
   m.def("conv2d_bf16", &conv2d_bf16, py::arg("x"), py::arg("w_ptr"), py::arg("w_numel"), py::arg("kh"),
         py::arg("kw"), py::arg("stride"), py::arg("pad"), py::arg("cout"), py::arg("bias_ptr"), py::arg("residual"),
         py::arg("residual_f32"), py::arg("out"), py::arg("out_f32"), py::arg("act"), py::arg("negative_slope"),

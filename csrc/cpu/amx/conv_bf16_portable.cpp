@@ -18,6 +18,7 @@ void conv_bf16_portable(const ConvBf16& cv) { portable::conv_bf16(cv); }
 void tile_dot_portable(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n) {
   portable::tile_dot(a, b, c, m, kp, n);
 }
+float tile_peak_portable(std::int64_t iters) { return portable::tile_peak(iters); }
 
 }  // namespace amx
 }  // namespace unet_fast

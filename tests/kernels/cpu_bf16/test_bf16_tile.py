@@ -105,6 +105,13 @@ def test_native_matches_portable(isa: str) -> None:
     assert torch.equal(cpu_bf16.tile_dot(a, b, c, isa=isa), cpu_bf16.tile_dot(a, b, c, isa="portable"))
 
 
+@pytest.mark.parametrize("isa", backend_params())
+def test_tile_peak_loop_does_its_work(isa: str) -> None:
+    assert cpu_bf16.tile_peak(3, isa=isa) == 3 * 32 / 2**20
+    with pytest.raises(ValueError, match="iters"):
+        cpu_bf16.tile_peak(0, isa=isa)
+
+
 def test_tile_dot_rejects_bad_shapes() -> None:
     a, b, c = operands(4, 4, 4, seed=0)
     with pytest.raises(ValueError, match="shapes"):

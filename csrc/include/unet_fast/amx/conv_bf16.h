@@ -58,12 +58,16 @@ struct ConvBf16 {
 // contiguous), m, kp, n <= 16. For tests of the tile arithmetic itself.
 using TileDotFn = void (*)(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);
 using ConvFn = void (*)(const ConvBf16& cv);
+// `iters` rounds of 4 TDPBF16PS on resident tiles (the tile peak); returns one result element.
+using TilePeakFn = float (*)(std::int64_t iters);
 
 void conv_bf16_portable(const ConvBf16& cv);
 void tile_dot_portable(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);
+float tile_peak_portable(std::int64_t iters);
 #if defined(__x86_64__)
 void conv_bf16_amx(const ConvBf16& cv);
 void tile_dot_amx(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);
+float tile_peak_amx(std::int64_t iters);
 #endif
 
 }  // namespace amx

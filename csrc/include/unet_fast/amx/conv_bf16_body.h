@@ -137,3 +137,31 @@ inline void tile_dot(const std::uint16_t* a, const std::uint16_t* b, float* c, i
   Tiles::template dpbf16ps<0, 1, 2>();
   Tiles::template store<0>(c, 4 * n);
 }
+
+// A tight TDPBF16PS loop: 4 independent accumulators (the dot product's latency hidden), operands resident
+// in tiles, no memory traffic: the tile peak per-layer figures are measured against (benchmarks/
+// bench_amx_bf16.py). iters x 4 instructions x 16 x 16 x 32 multiply-adds. Returns an element of the
+// result so the work is observable.
+inline float tile_peak(std::int64_t iters) {
+  const TileConfig cfg = conv_tile_config();
+  const TileScope<Tiles> scope(cfg);
+  alignas(64) std::uint16_t ab[16 * 32];
+  for (int i = 0; i < 16 * 32; ++i) ab[i] = f32_to_bf16(1.f / 1024.f);
+  alignas(64) float c[16 * 16] = {};
+  Tiles::template zero<0>();
+  Tiles::template zero<1>();
+  Tiles::template zero<2>();
+  Tiles::template zero<3>();
+  Tiles::template load<4>(ab, kTileColsB);
+  Tiles::template load<5>(ab, kTileColsB);
+  Tiles::template load<6>(ab, kTileColsB);
+  Tiles::template load<7>(ab, kTileColsB);
+  for (std::int64_t i = 0; i < iters; ++i) {
+    Tiles::template dpbf16ps<0, 4, 6>();
+    Tiles::template dpbf16ps<1, 4, 7>();
+    Tiles::template dpbf16ps<2, 5, 6>();
+    Tiles::template dpbf16ps<3, 5, 7>();
+  }
+  Tiles::template store<3>(c, kTileColsB);
+  return c[0];
+}
