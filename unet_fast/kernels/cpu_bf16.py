@@ -51,12 +51,26 @@ def conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
     y = y.permute(0, 2, 3, 1)
     if residual is not None:
         y = y + residual.double()
+    return _act_reference(y, act, negative_slope)
+
+
+def conv_transpose2x2_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, act: str = "none",
+                                negative_slope: float = 0.01) -> Tensor:  # fmt: skip
+    """float64 act(conv_transpose2d(x, w, stride 2) + bias) of the bf16-rounded x [N, H, W, Cin] and
+    weight [Cin, Cout, 2, 2]. Returns float64 NHWC [N, 2H, 2W, Cout]."""
+    xd = x.to(torch.bfloat16).double().permute(0, 3, 1, 2)
+    wd = weight.to(torch.bfloat16).double()
+    y = F.conv_transpose2d(xd, wd, None if bias is None else bias.double(), stride=2).permute(0, 2, 3, 1)
+    return _act_reference(y, act, negative_slope)
+
+
+def _act_reference(y: Tensor, act: str, negative_slope: float) -> Tensor:
     if act == "relu":
-        y = torch.relu(y)
-    elif act == "leaky_relu":
-        y = F.leaky_relu(y, negative_slope)
-    elif act == "silu":
-        y = F.silu(y)
+        return torch.relu(y)
+    if act == "leaky_relu":
+        return F.leaky_relu(y, negative_slope)
+    if act == "silu":
+        return F.silu(y)
     return y
 
 
@@ -191,6 +205,31 @@ def pack_conv_weight(weight: Tensor) -> ConvWeightBF16:
     return ConvWeightBF16(packed, int(cout), int(cin), int(kh), int(kw))
 
 
+@dataclass(frozen=True)
+class ConvTransposeWeightBF16:
+    """A 2x2 stride-2 transposed-conv weight packed for conv_transpose2x2: the GEMM [pixels, Cin] x
+    [Cin, 4 Cout] as a 1x1 ConvWeightBF16 whose output channel (2a + b) Cout + c is w[:, c, a, b]."""
+
+    gemm: ConvWeightBF16
+    cin: int
+    cout: int
+
+    @property
+    def shape(self) -> torch.Size:
+        """The logical weight shape [Cin, Cout, 2, 2] (nn.ConvTranspose2d's)."""
+        return torch.Size((self.cin, self.cout, 2, 2))
+
+
+def pack_conv_transpose_weight(weight: Tensor) -> ConvTransposeWeightBF16:
+    """Round a ConvTranspose2d(kernel 2, stride 2) weight [Cin, Cout, 2, 2] to bf16 and pack it for
+    conv_transpose2x2. The caller's tensor is not changed. Raises ValueError for another shape."""
+    if not isinstance(weight, Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (2, 2):
+        raise ValueError("weight must be a [Cin, Cout, 2, 2] tensor (ConvTranspose2d, kernel 2)")
+    cin, cout = int(weight.shape[0]), int(weight.shape[1])
+    gemm = weight.detach().permute(2, 3, 1, 0).reshape(4 * cout, cin, 1, 1)  # [(a, b, c), ci]
+    return ConvTransposeWeightBF16(pack_conv_weight(gemm), cin, cout)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Convolution
 # ---------------------------------------------------------------------------------------------------
@@ -254,6 +293,52 @@ def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, str
         _desc(x), weight.packed.data_ptr(), weight.packed.numel(), weight.kh, weight.kw, stride, padding,
         weight.cout, 0 if bias is None else bias.data_ptr(),
         None if residual is None else _desc(residual), residual is not None and residual.dtype == torch.float32,
+        _desc(out), out.dtype == torch.float32, ACTIVATIONS.index(act), float(negative_slope), num_threads(),
+        backend.index,
+    )  # fmt: skip
+    return out
+
+
+def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor | None = None, *, act: str = "none",
+                      negative_slope: float = 0.01, out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
+                      isa: str | None = None) -> Tensor:  # fmt: skip
+    """bf16 2x2 stride-2 transposed convolution on tiles: out = act(conv_transpose2d(x, w, stride=2) + bias),
+    NHWC, one GEMM [N H W, Cin] x [Cin, 4 Cout] whose epilogue writes each result straight to its output
+    pixel (2i + a, 2j + b) (an upsampling into a concat slot costs no extra pass).
+
+    x: bf16 [N, H, W, Cin] (channel stride 1). weight: from pack_conv_transpose_weight. bias: [Cout] float
+    or None. act: one of spec.ACTIVATIONS. out: [N, 2H, 2W, Cout] bf16 or fp32 (a channel slot of a wider
+    buffer: only the slot is written), else a new tensor of out_dtype. isa: tile backend (choose_backend).
+    Returns out. Raises ValueError on any argument outside this.
+    """
+    cpu = require_cpu()
+    if not isinstance(weight, ConvTransposeWeightBF16):
+        raise ValueError(f"weight must come from pack_conv_transpose_weight, got {type(weight).__name__}")
+    checks.check_nhwc(x, "x", dtypes=(torch.bfloat16,))
+    if x.device.type != "cpu":
+        raise ValueError(f"x is on {x.device}; the bf16 tile conv needs CPU tensors")
+    n, h, w, cin = x.shape
+    if cin != weight.cin:
+        raise ValueError(f"x has {cin} channels, the weight expects {weight.cin}")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
+    out = checks.check_out(out, "out", (n, 2 * h, 2 * w, weight.cout), out_dtype, x.device, dtypes=OUT_DTYPES)
+    if bias is not None:
+        if (
+            not isinstance(bias, Tensor)
+            or tuple(bias.shape) != (weight.cout,)
+            or not bias.is_floating_point()
+        ):
+            raise ValueError(f"bias must be a float tensor of shape ({weight.cout},)")
+        if bias.device.type != "cpu":
+            raise ValueError(f"bias is on {bias.device}; the bf16 tile conv needs CPU tensors")
+        bias = bias.detach().to(torch.float32).contiguous()
+    backend = choose_backend(isa)
+    packed = weight.gemm.packed
+    cpu.conv_transpose2x2_bf16(
+        _desc(x), packed.data_ptr(), packed.numel(), weight.cout, 0 if bias is None else bias.data_ptr(),
         _desc(out), out.dtype == torch.float32, ACTIVATIONS.index(act), float(negative_slope), num_threads(),
         backend.index,
     )  # fmt: skip

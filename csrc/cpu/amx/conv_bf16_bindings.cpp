@@ -152,6 +152,37 @@ void conv2d_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_nu
   be.conv(cv);
 }
 
+void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_numel, int cout,
+                            std::uintptr_t bias_ptr, const DescArgs& out_desc, bool out_f32, int act,
+                            float negative_slope, int num_threads, int backend) {
+  amx::ConvBf16 cv{};
+  cv.x = make_nhwc<const std::uint16_t>(x_desc, "x");
+  cv.out = make_any(out_desc, out_f32, "out", /*output=*/true);
+  UF_CHECK_POSITIVE(cout);
+  UF_CHECK_POSITIVE(num_threads);
+  UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
+  UF_CHECK(w_ptr != 0, "packed weight is a null pointer");
+  cv.kh = cv.kw = cv.stride = 1, cv.pad = 0, cv.cin = static_cast<int>(cv.x.c), cv.cout = 4 * cout;
+  cv.kc = (cv.cin + amx::kChunkCin - 1) / amx::kChunkCin;
+  cv.nb = 2 * ((cv.cout + amx::kBlockCout - 1) / amx::kBlockCout);
+  UF_CHECK(w_numel == static_cast<std::int64_t>(cv.kc) * cv.nb * 512,
+           "packed weight has " << w_numel << " elements, the layout needs " << cv.kc * cv.nb * 512);
+  cv.w = reinterpret_cast<const std::uint16_t*>(w_ptr);
+  const std::int64_t on = out_f32 ? cv.out.f32.n : cv.out.b16.n, oh = out_f32 ? cv.out.f32.h : cv.out.b16.h,
+                     ow = out_f32 ? cv.out.f32.w : cv.out.b16.w, oc = out_f32 ? cv.out.f32.c : cv.out.b16.c;
+  UF_CHECK(on == cv.x.n && oh == 2 * cv.x.h && ow == 2 * cv.x.w && oc == cout,
+           "out must be [" << cv.x.n << ", " << 2 * cv.x.h << ", " << 2 * cv.x.w << ", " << cout << "]");
+  cv.hout = cv.x.h, cv.wout = cv.x.w;
+  cv.bias = reinterpret_cast<const float*>(bias_ptr);
+  cv.act = static_cast<Act>(act);
+  cv.negative_slope = negative_slope;
+  cv.num_threads = num_threads;
+  cv.scatter_cout = cout;
+  const TileBackend& be = backend_at(backend);
+  py::gil_scoped_release release;
+  be.conv(cv);
+}
+
 }  // namespace
 
 void register_conv_bf16(py::module_& m) {
@@ -172,6 +203,11 @@ void register_conv_bf16(py::module_& m) {
         py::arg("num_threads"), py::arg("backend"),
         "bf16 direct NHWC convolution on tiles with the fused epilogue (raw descriptors; use "
         "unet_fast.kernels.cpu_bf16.conv2d).");
+  m.def("conv_transpose2x2_bf16", &conv_transpose2x2_bf16, py::arg("x"), py::arg("w_ptr"), py::arg("w_numel"),
+        py::arg("cout"), py::arg("bias_ptr"), py::arg("out"), py::arg("out_f32"), py::arg("act"),
+        py::arg("negative_slope"), py::arg("num_threads"), py::arg("backend"),
+        "bf16 2x2 stride-2 transposed conv on tiles, scatter epilogue into the output slot (raw descriptors; use "
+        "unet_fast.kernels.cpu_bf16.conv_transpose2x2).");
 }
 
 }  // namespace unet_fast

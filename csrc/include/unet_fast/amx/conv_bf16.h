@@ -52,6 +52,10 @@ struct ConvBf16 {
   Act act;
   float negative_slope;
   int num_threads;
+  // The 2x2 stride-2 transposed conv: runs as the 1x1 conv above to cout = 4 Ct channels, GEMM column
+  // (2a + b) Ct + c, and the epilogue scatters that column to output pixel (2y + a, 2x + b), channel c.
+  // scatter_cout = Ct (0: a plain conv); out is then [N, 2 H, 2 W, Ct], hout x wout stays the input grid.
+  int scatter_cout = 0;
 };
 
 // One TDPBF16PS on tiles loaded from memory: c [m][n] fp32 += a [m][2 kp] bf16 . b [kp][2 n] bf16 (rows

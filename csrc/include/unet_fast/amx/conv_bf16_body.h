@@ -95,6 +95,14 @@ inline void conv_block(const ConvBf16& cv, std::int64_t n, std::int64_t p0, int 
   const Epilogue ep{cv.act, cv.negative_slope};
   for (int r = 0; r < kBlockPixels && p0 + r < npix; ++r) {
     const std::int64_t oy = (p0 + r) / cv.wout, ox = (p0 + r) % cv.wout;
+    if (cv.scatter_cout > 0) {  // transposed 2x2/s2: column (2a + b) Ct + c -> pixel (2 oy + a, 2 ox + b), channel c
+      for (int j = 0; j < cn; ++j) {
+        const int ab = (co0 + j) / cv.scatter_cout, c = (co0 + j) % cv.scatter_cout;
+        const float bias = cv.bias != nullptr ? cv.bias[c] : 0.f;
+        cv.out.put(n, 2 * oy + ab / 2, 2 * ox + ab % 2, c, epilogue(acc[r * kBlockCout + j], bias, 0.f, ep));
+      }
+      continue;
+    }
     for (int j = 0; j < cn; ++j) {
       const int co = co0 + j;
       const float bias = cv.bias != nullptr ? cv.bias[co] : 0.f;
