@@ -235,6 +235,17 @@ def pack_conv_transpose_weight(weight: Tensor) -> ConvTransposeWeightBF16:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _bias(bias: Tensor | None, cout: int) -> Tensor | None:
+    """The bias as a contiguous fp32 CPU vector [cout] (a copy when the caller's is not one), or None."""
+    if bias is None:
+        return None
+    if not isinstance(bias, Tensor) or tuple(bias.shape) != (cout,) or not bias.is_floating_point():
+        raise ValueError(f"bias must be a float tensor of shape ({cout},)")
+    if bias.device.type != "cpu":
+        raise ValueError(f"bias is on {bias.device}; the bf16 tile conv needs CPU tensors")
+    return bias.detach().to(torch.float32).contiguous()
+
+
 def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, stride: int = 1, padding: int = 0,
            act: str = "none", negative_slope: float = 0.01, residual: Tensor | None = None,
            out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
@@ -278,16 +289,7 @@ def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, str
         checks.check_nhwc(residual, "residual", dtypes=OUT_DTYPES)
         if tuple(residual.shape) != shape or residual.device.type != "cpu":
             raise ValueError(f"residual must be a CPU tensor of shape {shape}, got {tuple(residual.shape)}")
-    if bias is not None:
-        if (
-            not isinstance(bias, Tensor)
-            or tuple(bias.shape) != (weight.cout,)
-            or not bias.is_floating_point()
-        ):
-            raise ValueError(f"bias must be a float tensor of shape ({weight.cout},)")
-        if bias.device.type != "cpu":
-            raise ValueError(f"bias is on {bias.device}; the bf16 tile conv needs CPU tensors")
-        bias = bias.detach().to(torch.float32).contiguous()
+    bias = _bias(bias, weight.cout)
     backend = choose_backend(isa)
     cpu.conv2d_bf16(
         _desc(x), weight.packed.data_ptr(), weight.packed.numel(), weight.kh, weight.kw, stride, padding,
@@ -325,16 +327,7 @@ def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor |
     if out_dtype not in OUT_DTYPES:
         raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
     out = checks.check_out(out, "out", (n, 2 * h, 2 * w, weight.cout), out_dtype, x.device, dtypes=OUT_DTYPES)
-    if bias is not None:
-        if (
-            not isinstance(bias, Tensor)
-            or tuple(bias.shape) != (weight.cout,)
-            or not bias.is_floating_point()
-        ):
-            raise ValueError(f"bias must be a float tensor of shape ({weight.cout},)")
-        if bias.device.type != "cpu":
-            raise ValueError(f"bias is on {bias.device}; the bf16 tile conv needs CPU tensors")
-        bias = bias.detach().to(torch.float32).contiguous()
+    bias = _bias(bias, weight.cout)
     backend = choose_backend(isa)
     packed = weight.gemm.packed
     cpu.conv_transpose2x2_bf16(
