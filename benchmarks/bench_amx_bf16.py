@@ -28,8 +28,9 @@ from unet_fast.kernels import cpu_bf16
 
 
 def unet_convs(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, int, int, int, int]]:
-    """(name, H=W, Cin, Cout, K) of every conv of the reference U-Net at `size` (decoder convs read the
-    concat [skip, upsampled], so Cin = 2 Cout; the head is the 1x1 to 2 classes)."""
+    """(name, input H=W, Cin, Cout, K) of every conv of the reference U-Net at `size` (K = 2: the 2x2
+    stride-2 transposed conv; decoder convs read the concat [skip, upsampled], so Cin = 2 Cout; the head is
+    the 1x1 to 2 classes)."""
     layers, cin, hw = [], 3, size
     for lvl in range(depth + 1):
         c = base << lvl
@@ -38,6 +39,7 @@ def unet_convs(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, int
         cin, hw = c, hw // 2
     for lvl in reversed(range(depth)):
         c, hw = base << lvl, size >> lvl
+        layers.append((f"dec{lvl}.up", hw // 2, 2 * c, c, 2))  # the 2x2 stride-2 transposed conv, K = 2
         layers += [(f"dec{lvl}.conv1", hw, 2 * c, c, 3), (f"dec{lvl}.conv2", hw, c, c, 3)]
     layers.append(("head", size, base, 2, 1))
     return layers
@@ -46,6 +48,11 @@ def unet_convs(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, int
 def _onednn_conv_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int) -> torch.Tensor:
     """torch's bf16 conv + ReLU on channels_last tensors: oneDNN, on AMX where the CPU has it."""
     return torch.relu_(F.conv2d(x, w, b, padding=pad))
+
+
+def _onednn_up_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch's bf16 2x2 stride-2 transposed conv + ReLU on channels_last tensors."""
+    return torch.relu_(F.conv_transpose2d(x, w, b, stride=2))
 
 
 def tile_peak_gflops(isa: str, seconds: float) -> float:
@@ -93,27 +100,34 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for name, hw, cin, cout, k in unet_convs(args.size):
-        pad = k // 2
         x = torch.randn(args.batch, hw, hw, cin).bfloat16()
-        w = torch.randn(cout, cin, k, k) * (2.0 / (cin * k * k)) ** 0.5
-        b = 0.1 * torch.randn(cout)
-        packed = cpu_bf16.pack_conv_weight(w)
-        out = torch.empty(args.batch, hw, hw, cout, dtype=torch.bfloat16)
         x_cl = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory = channels_last
-        wb, bb = w.bfloat16().contiguous(memory_format=torch.channels_last), b.bfloat16()
-
-        tile = functools.partial(cpu_bf16.conv2d, x, packed, b, padding=pad, act="relu", out=out, isa=isa)
-        onednn = functools.partial(_onednn_conv_relu, x_cl, wb, bb, pad)
+        b = 0.1 * torch.randn(cout)
+        if k == 2:  # transposed 2x2/s2: weight [Cin, Cout, 2, 2], output 2H x 2W
+            w = torch.randn(cin, cout, 2, 2) * (2.0 / cin) ** 0.5
+            out = torch.empty(args.batch, 2 * hw, 2 * hw, cout, dtype=torch.bfloat16)
+            tile = functools.partial(cpu_bf16.conv_transpose2x2, x, cpu_bf16.pack_conv_transpose_weight(w), b,
+                                     act="relu", out=out, isa=isa)  # fmt: skip
+            onednn = functools.partial(_onednn_up_relu, x_cl, w.bfloat16(), b.bfloat16())
+            ref = cpu_bf16.conv_transpose2x2_reference(x, w, b, act="relu")
+            flop = 2 * args.batch * hw * hw * cin * cout * 4
+        else:
+            w = torch.randn(cout, cin, k, k) * (2.0 / (cin * k * k)) ** 0.5
+            out = torch.empty(args.batch, hw, hw, cout, dtype=torch.bfloat16)
+            tile = functools.partial(cpu_bf16.conv2d, x, cpu_bf16.pack_conv_weight(w), b, padding=k // 2,
+                                     act="relu", out=out, isa=isa)  # fmt: skip
+            wb = w.bfloat16().contiguous(memory_format=torch.channels_last)
+            onednn = functools.partial(_onednn_conv_relu, x_cl, wb, b.bfloat16(), k // 2)
+            ref = cpu_bf16.conv2d_reference(x, w, b, padding=k // 2, act="relu")
+            flop = 2 * args.batch * hw * hw * cin * cout * k * k
         with torch.inference_mode():
             t_tile, t_ref = [], []
             tile(), onednn()
             for _ in range(args.repeats):  # interleaved, so a busy machine slows both alike
                 t_tile.append(_timed(tile))
                 t_ref.append(_timed(onednn))
-            ref = cpu_bf16.conv2d_reference(x, w, b, padding=pad, act="relu")
             y_ref = onednn().permute(0, 2, 3, 1)
         mt, mr = statistics.median(t_tile), statistics.median(t_ref)
-        flop = 2 * args.batch * hw * hw * cin * cout * k * k
         row = dict(layer=name, hw=hw, cin=cin, cout=cout, k=k, tile_ms=mt * 1e3, tile_gflops=flop / mt / 1e9,
                    pct_peak=100 * flop / mt / 1e9 / peak, onednn_ms=mr * 1e3, ratio=mt / mr,
                    rel_l2_tile=rel_l2(out, ref), rel_l2_onednn=rel_l2(y_ref, ref))  # fmt: skip
