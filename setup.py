@@ -5,7 +5,7 @@ Neither module links libtorch: ops take raw pointers, shapes, strides and a stre
 Environment switches (read at build time):
   UNET_FAST_CUDA_BUILD   auto (default: build if nvcc is found) | 1 (force: fail without nvcc) | 0 (skip)
   UNET_FAST_CUDA_ARCHS   semicolon list of SM versions, default "80;90"; PTX is embedded for the last one
-  MAX_JOBS               parallel nvcc jobs (default: 2)
+  MAX_JOBS               parallel compile jobs, host compiler and nvcc (default: 2)
   UNET_FAST_BUILD_CACHE  1 (default): keep object files in build/cache-<python>-<platform>/ and recompile only
                          sources that changed (or whose headers, flags or compiler changed), so a repeated
                          `pip install -e .` relinks in seconds instead of recompiling for minutes;
@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pybind11
-from pybind11.setup_helpers import Pybind11Extension
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
@@ -167,6 +167,10 @@ def cached_compile(compiler, compiler_version: str, log=print):  # distutils' co
     return compiler
 
 
+# The host-compiled sources (one file per CPU kernel variant among them) compile in parallel: MAX_JOBS
+# jobs, default 2 (CI runners and these machines have 2 cores).
+ParallelCompile("MAX_JOBS", default=2).install()
+
 GIT_COMMIT = _git_commit()
 COMMON_MACROS = [("UNET_FAST_GIT_COMMIT", f'"{GIT_COMMIT}"')]
 
@@ -270,12 +274,14 @@ class BuildExt(build_ext):
 
 cpu_ext = Pybind11Extension(
     "unet_fast._C",
-    sources=_sources("bindings/cpu_module.cpp", "cpu/*.cpp"),
+    sources=_sources("bindings/cpu_module.cpp", "cpu/*.cpp", "cpu/variants/*.cpp", "cpu/amx/*.cpp"),
+    # an edited header rebuilds the module
+    depends=_sources("include/unet_fast/*.h", "include/unet_fast/amx/*.h", "cpu/variants/*.h"),
     include_dirs=[str(CSRC / "include")],
     cxx_std=17,
     define_macros=list(COMMON_MACROS),
-    # No -march=native: the wheel must run on any x86_64; fast paths use per-function targets and
-    # runtime CPU dispatch. torch's own libgomp.so.1 is already loaded when _C is imported, so the
+    # No -march=native: the wheel must run on any x86_64; each kernel variant (csrc/cpu/variants/, registry
+    # csrc/include/unet_fast/cpu_isa.h) is compiled under its own `#pragma GCC target` and picked at run time. torch's own libgomp.so.1 is already loaded when _C is imported, so the
     # loader binds us to the same OpenMP runtime (checked in tests/test_build.py).
     extra_compile_args=["-O3", "-fopenmp", "-Wall", "-Wextra", "-Werror"],
     extra_link_args=["-fopenmp"],

@@ -66,12 +66,12 @@ def bench_layer(
     cin = sum(cins)
     w = torch.randn(cout, cin, 3, 3) * (2.0 / (9 * cin)) ** 0.5
     b = 0.1 * torch.randn(cout)
-    packed = pack_winograd_weight(w)
+    packed = pack_winograd_weight(w, isa=isa)
     out = torch.empty(1, hw, hw, cout)
     x_cat = torch.cat(xs, dim=3).permute(0, 3, 1, 2)  # NCHW view of NHWC memory = channels_last
     ref = spec.conv2d([x.double() for x in xs], w.double(), b.double(), padding=1, act="relu")
     contenders = {
-        "winograd": lambda: conv3x3_winograd(xs, packed, b, padding=1, act="relu", out=out, isa=isa),
+        "winograd": lambda: conv3x3_winograd(xs, packed, b, padding=1, act="relu", out=out),
         "torch_cl": lambda: F.conv2d(x_cat, w, b, padding=1).relu_(),
     }
     err_w = rel_l2(contenders["winograd"](), ref)
@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--sgemm", type=int, default=4096, help="size of the sgemm that measures the peak")
-    ap.add_argument("--isa", choices=("auto", "portable", "avx2"), default=None)
+    ap.add_argument(
+        "--isa", default=None, help="CPU kernel variant (unet_fast.kernels.cpu_isa), default: auto"
+    )
     ap.add_argument(
         "--clock", choices=("wall", "thread"), default="wall", help="thread: CPU time, --threads 1"
     )
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.clock == "thread" and args.threads != 1:
         ap.error("--clock thread measures the calling thread only: use it with --threads 1")
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    if args.isa and args.isa != "auto" and args.isa not in available_isas():
+        ap.error(f"--isa {args.isa}: this CPU runs {available_isas()}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     size = int(args.workload.split("-")[1])

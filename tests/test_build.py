@@ -34,14 +34,37 @@ def test_build_info_file_matches_modules() -> None:
         assert cuda["reason"]
 
 
-def test_cpu_avx2_kernels_run_on_avx2_cpus() -> None:
-    """isa="auto" picks the AVX2+FMA build of the C++ kernels on any CPU torch reports as AVX2 or better
-    (the head and upsample once had `target_clones("arch=haswell")`, which GCC picks by CPU model, so their
-    AVX2 code never ran on AMD or on Intel cores after Haswell)."""
+def test_cpu_variant_detection_agrees_with_torch() -> None:
+    """The registry's detection (CPUID + XCR0 OS state) finds the vector variants torch's own dispatch uses:
+    AVX2+FMA on any CPU torch runs as AVX2 or better, AVX-512 where torch runs AVX512 (the head and upsample
+    once had `target_clones("arch=haswell")`, which GCC picks by CPU model, so their AVX2 code never ran on
+    AMD or on Intel cores after Haswell). isa="auto" is the best-ranked runnable variant."""
     isas = cpu_isa.available_isas()
-    assert "portable" in isas
-    if platform.machine() == "x86_64" and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        assert "avx2" in isas
+    assert "portable" in isas and "portable16" in isas  # the portable variants run everywhere
+    if platform.machine() == "x86_64":
+        cap = torch.backends.cpu.get_cpu_capability()
+        assert ("avx2" in isas) == (cap in ("AVX2", "AVX512")), (cap, isas)
+        assert ("avx512" in isas) == (cap == "AVX512"), (cap, isas)
+    assert (
+        cpu_isa.best().name == max((v for v in cpu_isa.registry() if v.runnable), key=lambda v: v.rank).name
+    )
+
+
+def test_cpu_variant_registry_is_consistent() -> None:
+    """Every registered variant reports its vector width and a blocking whose block is whole vectors, and
+    an unknown or unrunnable isa is a ValueError naming the choices."""
+    reg = cpu_isa.registry()
+    assert [v.index for v in reg] == list(range(len(reg)))
+    assert len({v.name for v in reg}) == len(reg) and len({v.rank for v in reg}) == len(reg)
+    for v in reg:
+        assert v.lanes in (8, 16) and v.winograd_nr % v.lanes == 0 and v.conv_transpose_nr % v.lanes == 0
+        assert v.winograd_mr > 0 and v.conv_transpose_mr > 0
+    with pytest.raises(ValueError, match="unknown CPU kernel isa 'sse9'"):
+        cpu_isa.choose("sse9")
+    for v in reg:
+        if not v.runnable:
+            with pytest.raises(ValueError, match="not available on this CPU"):
+                cpu_isa.choose(v.name)
 
 
 def test_single_openmp_runtime() -> None:
@@ -56,8 +79,12 @@ def test_single_openmp_runtime() -> None:
 def test_cpu_activation_matches_reference(act: str) -> None:
     x = torch.randn(1001) * 3
     out = torch.full_like(x, float("nan"))  # poisoned: an unwritten element fails
-    cpu_ops.activation(x, act, 0.1, out=out)
-    torch.testing.assert_close(out, spec.apply_activation(x, act, 0.1))
+    for isa in cpu_isa.available_isas():
+        out.fill_(float("nan"))
+        cpu_ops.activation(x, act, 0.1, out=out, isa=isa)
+        torch.testing.assert_close(
+            out, spec.apply_activation(x, act, 0.1), msg=lambda m, isa=isa: f"{isa}: {m}"
+        )
 
 
 def test_cpu_activation_bad_input() -> None:
@@ -97,5 +124,7 @@ def test_info_cli_json(capsys) -> None:
     info = json.loads(capsys.readouterr().out)
     assert info["backends"]["torch"]["usable"]
     assert info["backends"]["cpu"]["usable"]
-    assert "portable" in info["backends"]["cpu"]["kernels"]["isas"]
+    kernels = info["backends"]["cpu"]["kernels"]
+    assert "portable" in kernels["isas"] and kernels["auto"] in kernels["isas"]
+    assert kernels["registered"] == [v.name for v in cpu_isa.registry()]
     assert set(info["backends"]) == {"torch", "cpu", "triton", "cuda", "tensorrt"}

@@ -1,7 +1,7 @@
 // ConvTranspose2d(kernel 2, stride 2) + bias + activation, NHWC fp32, written straight into the output
 // (a concat slot is fine): a register-blocked GEMM whose tiles store their epilogue at the output pixels
-// (body: csrc/include/unet_fast/conv_transpose_kernels.h, compiled portable and AVX2+FMA, chosen at run
-// time like the Winograd conv). Launcher, argument checks and weight packing: unet_fast/kernels/cpu.py.
+// (body: csrc/include/unet_fast/conv_transpose_kernels.h, compiled once per CPU variant, cpu_isa.h; `isa` is
+// the variant the weight was packed for). Launcher, argument checks and packing: unet_fast/kernels/cpu.py.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -10,43 +10,15 @@
 #include <vector>
 
 #include "unet_fast/checks.h"
+#include "unet_fast/conv_transpose2x2.h"
 #include "unet_fast/cpu_isa.h"
 #include "unet_fast/cpu_tensor.h"
+#include "unet_fast/cpu_variant.h"
 #include "unet_fast/epilogue.h"
 
 namespace py = pybind11;
 
 namespace unet_fast {
-
-struct CtConv {
-  const float* x;                // NHWC input [n, h, w, cin]
-  std::int64_t xsn, xsh, xsw;
-  int n, h, w, cin, cout;
-  int ncb;                       // 16-channel blocks per tap: ceil(cout / 16)
-  const float* panels;           // [4 * ncb][cin][16]: tap (a, b) = 2a + b, channels zero-padded past cout
-  const float* bias;             // [cout] or nullptr
-  float* out;                    // NHWC [n, 2h, 2w, cout] (channel slot allowed)
-  std::int64_t osn, osh, osw;
-  Epilogue ep;
-  int num_threads;
-};
-
-namespace ct_portable {
-#include "unet_fast/cpu_vec_portable.h"
-#include "unet_fast/cpu_gemm_kernels.h"
-#include "unet_fast/conv_transpose_kernels.h"
-}  // namespace ct_portable
-
-#ifdef UF_CPU_X86
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace ct_avx2 {
-#include "unet_fast/cpu_vec_avx2.h"
-#include "unet_fast/cpu_gemm_kernels.h"
-#include "unet_fast/conv_transpose_kernels.h"
-}  // namespace ct_avx2
-#pragma GCC pop_options
-#endif
 
 void conv_transpose2x2_f32(const DescArgs& x_desc, std::uintptr_t panels_ptr, std::int64_t panels_numel,
                            std::int64_t cout, std::uintptr_t bias_ptr, const DescArgs& out_desc, int act,
@@ -59,27 +31,20 @@ void conv_transpose2x2_f32(const DescArgs& x_desc, std::uintptr_t panels_ptr, st
   UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
   UF_CHECK(out.n == x.n && out.h == 2 * x.h && out.w == 2 * x.w && out.c == cout,
            "out must be [N, 2H, 2W, Cout] for x [N, H, W, Cin]");
-  const std::int64_t ncb = (cout + 15) / 16;
-  UF_CHECK(panels_numel == 4 * ncb * x.c * 16, "packed weight holds " << panels_numel << " floats, expected "
-                                                                      << 4 * ncb * x.c * 16);
+  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
+  const int nr = ops.conv_transpose.nr;
+  const std::int64_t ncb = (cout + nr - 1) / nr;
+  UF_CHECK(panels_numel == 4 * ncb * x.c * nr, "packed weight holds " << panels_numel << " floats, expected "
+                                                                      << 4 * ncb * x.c * nr);
   UF_CHECK(x.n <= INT32_MAX && x.h <= INT32_MAX && x.w <= INT32_MAX && x.c <= INT32_MAX && cout <= INT32_MAX,
            "sizes must fit in int32");
   CtConv cv{x.p, x.sn, x.sh, x.sw,
             static_cast<int>(x.n), static_cast<int>(x.h), static_cast<int>(x.w), static_cast<int>(x.c),
-            static_cast<int>(cout), static_cast<int>(ncb), reinterpret_cast<const float*>(panels_ptr),
+            static_cast<int>(cout), nr, static_cast<int>(ncb), reinterpret_cast<const float*>(panels_ptr),
             reinterpret_cast<const float*>(bias_ptr), out.p, out.sn, out.sh, out.sw,
             Epilogue{static_cast<Act>(act), negative_slope}, num_threads};
-  const bool avx2 = use_avx2(isa);
   py::gil_scoped_release release;
-#ifdef UF_CPU_X86
-  if (avx2) {
-    ct_avx2::run(cv);
-    return;
-  }
-#else
-  (void)avx2;
-#endif
-  ct_portable::run(cv);
+  ops.conv_transpose2x2(cv);
 }
 
 void register_conv_transpose2x2(py::module_& m) {
@@ -87,7 +52,7 @@ void register_conv_transpose2x2(py::module_& m) {
         py::arg("panels_numel"), py::arg("cout"), py::arg("bias_ptr"), py::arg("out"), py::arg("act"),
         py::arg("negative_slope"), py::arg("num_threads"), py::arg("isa"),
         "out[n, 2i+a, 2j+b, :] = act(x[n, i, j, :] W[:, :, a, b] + bias) (fp32 NHWC descriptors; weight packed "
-        "by unet_fast.kernels.cpu.pack_conv_transpose_weight). isa: 0 auto, 1 portable, 2 avx2.");
+        "by unet_fast.kernels.cpu.pack_conv_transpose_weight for variant `isa`, an index into cpu_isa_table()).");
 }
 
 }  // namespace unet_fast

@@ -2,7 +2,8 @@
 // bilinear with either align_corners, PyTorch-exact coordinates from resample.h), then a window at
 // (off_y, off_x) of the slot's size; pixels outside the resampled image read as zero (crop and F.pad).
 // The Python launcher calls it once per view: upsample + concat into a slot, and the conv's gather of a
-// virtual concat into the contiguous NHWC scratch the convolution reads.
+// virtual concat into the contiguous NHWC scratch the convolution reads. The row body is in
+// csrc/include/unet_fast/cpu_kernel_body.h, compiled once per CPU variant (cpu_isa.h); `isa` picks one.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -11,22 +12,16 @@
 #include <vector>
 
 #include "unet_fast/checks.h"
+#include "unet_fast/cpu_gather.h"
 #include "unet_fast/cpu_isa.h"
 #include "unet_fast/cpu_tensor.h"
+#include "unet_fast/cpu_variant.h"
 #include "unet_fast/resample.h"
 
 namespace py = pybind11;
 
 namespace unet_fast {
 namespace {
-
-// Where one output column (or row) reads from: two source indices and weights (nearest and plain reads
-// use i0 with weight 1); `valid` is false where the window lies outside the resampled image.
-struct Tap {
-  bool valid;
-  std::int64_t i0, i1;
-  float w0, w1;
-};
 
 std::vector<Tap> make_taps(std::int64_t out_len, std::int64_t off, std::int64_t in_len, std::int64_t resampled_len,
                            ResampleMode mode, bool align_corners) {
@@ -51,58 +46,6 @@ std::vector<Tap> make_taps(std::int64_t out_len, std::int64_t off, std::int64_t 
   return taps;
 }
 
-// One output row. Always inlined into two row functions, baseline and AVX2+FMA (below), picked per call
-// (cpu_isa.h; `isa` forces one): the wheel has no -march=native, and the bilinear blend is the op's
-// arithmetic.
-__attribute__((always_inline)) inline void gather_row(const Nhwc<const float>& src, const Nhwc<float>& dst,
-                                                      const Tap& y, const Tap* tx, bool bilinear, std::int64_t n,
-                                                      std::int64_t oy) {
-  const std::int64_t c = dst.c;
-  for (std::int64_t ox = 0; ox < dst.w; ++ox) {
-    const Tap& x = tx[ox];
-    float* o = dst.pixel(n, oy, ox);
-    if (!y.valid || !x.valid) {
-      std::memset(o, 0, static_cast<std::size_t>(c) * sizeof(float));
-    } else if (!bilinear) {
-      std::memcpy(o, src.pixel(n, y.i0, x.i0), static_cast<std::size_t>(c) * sizeof(float));
-    } else {
-      const float* s00 = src.pixel(n, y.i0, x.i0);
-      const float* s01 = src.pixel(n, y.i0, x.i1);
-      const float* s10 = src.pixel(n, y.i1, x.i0);
-      const float* s11 = src.pixel(n, y.i1, x.i1);
-      // PyTorch's order: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d).
-#pragma omp simd
-      for (std::int64_t k = 0; k < c; ++k)
-        o[k] = y.w0 * (x.w0 * s00[k] + x.w1 * s01[k]) + y.w1 * (x.w0 * s10[k] + x.w1 * s11[k]);
-    }
-  }
-}
-
-using GatherRowFn = void (*)(const Nhwc<const float>&, const Nhwc<float>&, const Tap&, const Tap*, bool,
-                             std::int64_t, std::int64_t);
-
-void gather_row_portable(const Nhwc<const float>& src, const Nhwc<float>& dst, const Tap& y, const Tap* tx,
-                         bool bilinear, std::int64_t n, std::int64_t oy) {
-  gather_row(src, dst, y, tx, bilinear, n, oy);
-}
-
-#ifdef UF_CPU_X86
-__attribute__((target("avx2,fma"))) void gather_row_avx2(const Nhwc<const float>& src, const Nhwc<float>& dst,
-                                                         const Tap& y, const Tap* tx, bool bilinear, std::int64_t n,
-                                                         std::int64_t oy) {
-  gather_row(src, dst, y, tx, bilinear, n, oy);
-}
-#endif
-
-GatherRowFn pick_gather_row(int isa) {
-  const bool avx2 = use_avx2(isa);  // checks isa too
-#ifdef UF_CPU_X86
-  if (avx2) return gather_row_avx2;
-#endif
-  (void)avx2;
-  return gather_row_portable;
-}
-
 }  // namespace
 
 void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mode, std::int64_t resampled_h,
@@ -112,7 +55,7 @@ void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mod
   const Nhwc<float> dst = make_nhwc<float>(dst_desc, "dst", /*output=*/true);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
-  const GatherRowFn gather_row_fn = pick_gather_row(isa);
+  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
   UF_CHECK(dst.n == src.n && dst.c == src.c, "dst must have src's batch and channels");
   const auto m = static_cast<ResampleMode>(mode);
   if (m == ResampleMode::kNone) {
@@ -124,11 +67,10 @@ void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mod
   const std::vector<Tap> ty = make_taps(dst.h, off_y, src.h, resampled_h, m, align_corners);
   const std::vector<Tap> tx = make_taps(dst.w, off_x, src.w, resampled_w, m, align_corners);
   const std::int64_t rows = dst.n * dst.h;
-  const bool bilinear = m == ResampleMode::kBilinear;
+  const GatherArgs g{src, dst, ty.data(), tx.data(), m == ResampleMode::kBilinear};
   py::gil_scoped_release release;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (std::int64_t r = 0; r < rows; ++r)
-    gather_row_fn(src, dst, ty[static_cast<std::size_t>(r % dst.h)], tx.data(), bilinear, r / dst.h, r % dst.h);
+  for (std::int64_t r = 0; r < rows; ++r) ops.gather_row(g, r / dst.h, r % dst.h);
 }
 
 void register_upsample_concat(py::module_& m) {
@@ -136,7 +78,7 @@ void register_upsample_concat(py::module_& m) {
         py::arg("resampled_h"), py::arg("resampled_w"), py::arg("align_corners"), py::arg("off_y"),
         py::arg("off_x"), py::arg("num_threads"), py::arg("isa"),
         "dst = window (off_y, off_x, dst size) of src resampled to (resampled_h, resampled_w); 0 outside. "
-        "isa: 0 auto, 1 portable, 2 avx2.");
+        "isa: index into cpu_isa_table().");
 }
 
 }  // namespace unet_fast

@@ -1,107 +1,53 @@
 // Winograd F(4x4, 3x3) convolution, stride 1, padding 0 or 1, NHWC fp32, with the fused conv epilogue
 // (bias, residual, activation, channel-slot store, 2x2 max-pool) and virtual-concat / resample-on-read
-// inputs. Launcher and argument checks: unet_fast/kernels/cpu_winograd.py; design: docs/winograd.md.
-//
-// The kernel body (csrc/include/unet_fast/winograd_kernels.h) is compiled twice: a portable variant
-// (8-lane GCC vector extensions, lowered to the baseline x86-64 SSE2 / any target's SIMD) and an AVX2+FMA variant
-// under `#pragma GCC target`, chosen at run time with __builtin_cpu_supports (no -march=native: the wheel
-// must run anywhere). The `isa` argument forces one, so tests check both against the reference.
+// inputs. Launcher, weight packing and argument checks: unet_fast/kernels/cpu_winograd.py; design:
+// docs/winograd.md. The kernel body (csrc/include/unet_fast/winograd_kernels.h) is compiled once per CPU
+// variant (cpu_isa.h); `isa` is the variant the weight was packed for.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
-#include <cstring>
-#include <string>
+#include <optional>
+#include <tuple>
 #include <vector>
 
 #include "unet_fast/checks.h"
 #include "unet_fast/cpu_isa.h"
-#include "unet_fast/epilogue.h"
-#include "unet_fast/resample.h"
+#include "unet_fast/cpu_tensor.h"
+#include "unet_fast/cpu_variant.h"
 #include "unet_fast/winograd_conv.h"
 
 namespace py = pybind11;
 
 namespace unet_fast {
 
-namespace wino_portable {
-#include "unet_fast/cpu_vec_portable.h"
-#include "unet_fast/cpu_gemm_kernels.h"
-#include "unet_fast/winograd_kernels.h"
-}  // namespace wino_portable
+// (descriptor, resample mode, resampled H, resampled W, align_corners, window offset y, x): spec.InputView.
+using ViewArgs = std::tuple<DescArgs, int, std::int64_t, std::int64_t, bool, std::int64_t, std::int64_t>;
 
-#ifdef UF_CPU_X86
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace wino_avx2 {
-#include "unet_fast/cpu_vec_avx2.h"
-#include "unet_fast/cpu_gemm_kernels.h"
-#include "unet_fast/winograd_kernels.h"
-}  // namespace wino_avx2
-#pragma GCC pop_options
-#endif
-
-namespace {
-
-constexpr int kViewFields = 14;
-
-}  // namespace
-
-// views: kViewFields integers per view (see WinoView; base is a data pointer). Strides are in elements.
-void winograd_conv3x3_f32(const std::vector<std::int64_t>& views, int n, int h, int w, int cin, int cout,
-                          int cout_pad, int pad, std::uintptr_t u_ptr, std::uintptr_t bias_ptr,
-                          std::uintptr_t res_ptr, const std::vector<std::int64_t>& res_strides,
-                          std::uintptr_t out_ptr, const std::vector<std::int64_t>& out_strides,
-                          std::uintptr_t pool_ptr, const std::vector<std::int64_t>& pool_strides, int act,
-                          float negative_slope, int num_threads, int isa, int tile_block, int cout_chunk) {
-  UF_CHECK(!views.empty() && views.size() % kViewFields == 0,
-           "views must hold " << kViewFields << " integers per view, got " << views.size());
-  UF_CHECK_POSITIVE(n);
+void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int cin, int cout, int cout_pad,
+                          int pad, std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
+                          const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
+                          const std::optional<DescArgs>& pool_desc, int act, float negative_slope, int num_threads,
+                          int isa, int tile_block, int cout_chunk) {
+  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
+  UF_CHECK(!views.empty(), "at least one input view");
   UF_CHECK_POSITIVE(cin);
   UF_CHECK_POSITIVE(cout);
   UF_CHECK(pad == 0 || pad == 1, "padding must be 0 or 1, got " << pad);
-  UF_CHECK(h + 2 * pad >= 3 && w + 2 * pad >= 3, "input " << h << "x" << w << " too small for a 3x3 conv");
-  UF_CHECK(cout_pad % 16 == 0 && cout_pad >= cout, "cout_pad " << cout_pad << " must be a multiple of 16 >= "
-                                                             << cout);
+  UF_CHECK(h > 0 && w > 0 && h + 2 * pad >= 3 && w + 2 * pad >= 3, "input " << h << "x" << w << " too small for a 3x3 conv");
+  const int nr = ops.winograd.nr;
+  UF_CHECK(cout_pad % nr == 0 && cout_pad >= cout && cout_pad < cout + nr,
+           "cout_pad " << cout_pad << " must be " << cout << " rounded up to this variant's block of " << nr);
   UF_CHECK_PTR(u_ptr);
-  UF_CHECK_PTR(out_ptr);
-  UF_CHECK(res_strides.size() == 3 && out_strides.size() == 3 && pool_strides.size() == 3,
-           "strides come as (N, H, W) triples");
+  UF_CHECK(u_numel == 36LL * cout_pad * cin,
+           "packed weight holds " << u_numel << " floats, expected 36 x " << cout_pad << " x " << cin);
   UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK_NONNEG(tile_block);
   UF_CHECK_NONNEG(cout_chunk);
 
   WinoConv cv;
-  int c0 = 0;
-  for (std::size_t i = 0; i < views.size(); i += kViewFields) {
-    const std::int64_t* f = views.data() + i;
-    WinoView v;
-    v.base = reinterpret_cast<const float*>(static_cast<std::uintptr_t>(f[0]));
-    v.sn = f[1];
-    v.sh = f[2];
-    v.sw = f[3];
-    v.channels = static_cast<int>(f[4]);
-    v.c0 = c0;
-    v.src_h = static_cast<int>(f[5]);
-    v.src_w = static_cast<int>(f[6]);
-    v.mode = static_cast<int>(f[7]);
-    v.rh = static_cast<int>(f[8]);
-    v.rw = static_cast<int>(f[9]);
-    v.align_corners = f[10] != 0;
-    v.off_y = static_cast<int>(f[11]);
-    v.off_x = static_cast<int>(f[12]);
-    UF_CHECK(f[13] == 0, "reserved view field must be 0");
-    UF_CHECK_PTR(v.base);
-    UF_CHECK_POSITIVE(v.channels);
-    UF_CHECK(v.mode >= 0 && v.mode <= 2, "unknown resample mode " << v.mode);
-    UF_CHECK(v.src_h > 0 && v.src_w > 0 && v.rh > 0 && v.rw > 0, "view sizes must be positive");
-    UF_CHECK(v.mode != 0 || (v.rh == v.src_h && v.rw == v.src_w), "a view without resample keeps its size");
-    c0 += v.channels;
-    cv.views.push_back(v);
-  }
-  UF_CHECK(c0 == cin, "views carry " << c0 << " channels, the weight expects " << cin);
-  cv.n = n;
+  cv.out = make_nhwc<float>(out_desc, "out", /*output=*/true);
   cv.h = h;
   cv.w = w;
   cv.cin = cin;
@@ -110,47 +56,64 @@ void winograd_conv3x3_f32(const std::vector<std::int64_t>& views, int n, int h, 
   cv.pad = pad;
   cv.ho = h + 2 * pad - 2;
   cv.wo = w + 2 * pad - 2;
-  UF_CHECK(pool_ptr == 0 || (cv.ho >= 2 && cv.wo >= 2), "a 2x2 pool needs an output of at least 2x2");
+  UF_CHECK(cv.out.n <= INT32_MAX, "batch must fit in int32");
+  cv.n = static_cast<int>(cv.out.n);
+  UF_CHECK(cv.out.h == cv.ho && cv.out.w == cv.wo && cv.out.c == cout,
+           "out must be [" << cv.n << ", " << cv.ho << ", " << cv.wo << ", " << cout << "]");
+  int c0 = 0;
+  for (std::size_t i = 0; i < views.size(); ++i) {
+    const auto& [desc, mode, rh, rw, align, off_y, off_x] = views[i];
+    WinoView v;
+    v.src = make_nhwc<const float>(desc, "views[i]");
+    UF_CHECK(v.src.n == cv.out.n, "view " << i << " has batch " << v.src.n << ", out has " << cv.out.n);
+    UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
+    UF_CHECK(rh > 0 && rw > 0 && rh < (1 << 24) && rw < (1 << 24), "resampled size out of range");
+    UF_CHECK(mode != 0 || (rh == v.src.h && rw == v.src.w), "a view without resample keeps its size");
+    UF_CHECK(v.src.h < (1 << 24) && v.src.w < (1 << 24) && v.src.c <= INT32_MAX, "view too large");
+    UF_CHECK(off_y > -(1 << 24) && off_y < (1 << 24) && off_x > -(1 << 24) && off_x < (1 << 24),
+             "window offset out of range");
+    v.c0 = c0;
+    v.mode = mode;
+    v.rh = static_cast<int>(rh);
+    v.rw = static_cast<int>(rw);
+    v.align_corners = align;
+    v.off_y = static_cast<int>(off_y);
+    v.off_x = static_cast<int>(off_x);
+    c0 += static_cast<int>(v.src.c);
+    cv.views.push_back(v);
+  }
+  UF_CHECK(c0 == cin, "views carry " << c0 << " channels, the weight expects " << cin);
+  cv.residual = Nhwc<const float>{nullptr, 0, 0, 0, 0, 0, 0, 0};
+  if (residual_desc) {
+    cv.residual = make_nhwc<const float>(*residual_desc, "residual");
+    UF_CHECK(cv.residual.n == cv.out.n && cv.residual.h == cv.ho && cv.residual.w == cv.wo && cv.residual.c == cout,
+             "residual and out shapes differ");
+  }
+  cv.pool = Nhwc<float>{nullptr, 0, 0, 0, 0, 0, 0, 0};
+  if (pool_desc) {
+    UF_CHECK(cv.ho >= 2 && cv.wo >= 2, "a 2x2 pool needs an output of at least 2x2");
+    cv.pool = make_nhwc<float>(*pool_desc, "pool_out", /*output=*/true);
+    UF_CHECK(cv.pool.n == cv.out.n && cv.pool.h == cv.ho / 2 && cv.pool.w == cv.wo / 2 && cv.pool.c == cout,
+             "pool_out must be [" << cv.n << ", " << cv.ho / 2 << ", " << cv.wo / 2 << ", " << cout << "]");
+  }
   cv.u = reinterpret_cast<const float*>(u_ptr);
   cv.bias = reinterpret_cast<const float*>(bias_ptr);
-  cv.residual = reinterpret_cast<const float*>(res_ptr);
-  cv.rsn = res_strides[0];
-  cv.rsh = res_strides[1];
-  cv.rsw = res_strides[2];
-  cv.out = reinterpret_cast<float*>(out_ptr);
-  cv.osn = out_strides[0];
-  cv.osh = out_strides[1];
-  cv.osw = out_strides[2];
-  cv.pool = reinterpret_cast<float*>(pool_ptr);
-  cv.psn = pool_strides[0];
-  cv.psh = pool_strides[1];
-  cv.psw = pool_strides[2];
   cv.ep = Epilogue{static_cast<Act>(act), negative_slope};
   cv.num_threads = num_threads;
   cv.tile_block = tile_block;
   cv.cout_chunk = cout_chunk;
-
-  const bool avx2 = use_avx2(isa);
   py::gil_scoped_release release;
-#ifdef UF_CPU_X86
-  if (avx2) {
-    wino_avx2::run(cv);
-    return;
-  }
-#else
-  (void)avx2;
-#endif
-  wino_portable::run(cv);
+  ops.winograd_conv(cv);
 }
 
 void register_winograd(py::module_& m) {
-  m.def("winograd_conv3x3_f32", &winograd_conv3x3_f32, py::arg("views"), py::arg("n"), py::arg("h"),
-        py::arg("w"), py::arg("cin"), py::arg("cout"), py::arg("cout_pad"), py::arg("pad"), py::arg("u_ptr"),
-        py::arg("bias_ptr"), py::arg("res_ptr"), py::arg("res_strides"), py::arg("out_ptr"),
-        py::arg("out_strides"), py::arg("pool_ptr"), py::arg("pool_strides"), py::arg("act"),
+  m.def("winograd_conv3x3_f32", &winograd_conv3x3_f32, py::arg("views"), py::arg("h"), py::arg("w"),
+        py::arg("cin"), py::arg("cout"), py::arg("cout_pad"), py::arg("pad"), py::arg("u_ptr"), py::arg("u_numel"),
+        py::arg("bias_ptr"), py::arg("residual"), py::arg("out"), py::arg("pool_out"), py::arg("act"),
         py::arg("negative_slope"), py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"),
         py::arg("cout_chunk"),
-        "Winograd F(4x4,3x3) conv, stride 1, NHWC fp32, fused epilogue. isa: 0 auto, 1 portable, 2 avx2.");
+        "Winograd F(4x4,3x3) conv, stride 1, NHWC fp32 descriptors, fused epilogue. views: (descriptor, mode, "
+        "resampled H, W, align_corners, offset y, x) each; isa: index into cpu_isa_table() (the weight's variant).");
 }
 
 }  // namespace unet_fast

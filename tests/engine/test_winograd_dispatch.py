@@ -1,19 +1,33 @@
 """The cpu backend runs profitable 3x3 convs by Winograd, within issue 8's accuracy budget; exact=True
 refuses it; a call Winograd cannot take (stride 2) still runs, by direct convolution."""
 
+import pytest
 import torch
 
 import unet_fast
 from unet_fast.bench.workloads import randomize_bn
-from unet_fast.kernels import cpu, cpu_winograd, spec
+from unet_fast.kernels import cpu, cpu_isa, cpu_winograd, spec
 from unet_fast.parity import assert_parity
 
 
 def test_pack_chooses_winograd_only_where_profitable() -> None:
-    assert isinstance(cpu.pack_conv_weight(torch.randn(8, 16, 3, 3), torch.float32), cpu.WinogradConvWeight)
-    assert isinstance(cpu.pack_conv_weight(torch.randn(8, 15, 3, 3), torch.float32), torch.Tensor)  # Cin < 16
-    assert isinstance(cpu.pack_conv_weight(torch.randn(8, 32, 1, 1), torch.float32), torch.Tensor)
-    assert isinstance(cpu.pack_conv_weight(torch.randn(8, 16, 3, 3), torch.float32, exact=True), torch.Tensor)
+    """cpu_winograd.winograd_decision decides once, at pack time; the packed weight names its variant."""
+    f32 = torch.float32
+    wino = cpu.pack_conv_weight(torch.randn(8, 16, 3, 3), f32)
+    assert wino.winograd is not None and wino.algorithm == f"Winograd F(4x4,3x3), {cpu_isa.best().name}"
+    assert cpu.pack_conv_weight(torch.randn(8, 15, 3, 3), f32).winograd is None  # Cin < 16
+    assert cpu.pack_conv_weight(torch.randn(8, 32, 1, 1), f32).winograd is None
+    direct = cpu.pack_conv_weight(torch.randn(8, 16, 3, 3), f32, exact=True)
+    assert direct.winograd is None and direct.algorithm == ""
+    assert "exact=True" in cpu_winograd.winograd_decision((8, 16, 3, 3), exact=True)
+    assert "input channels" in cpu_winograd.winograd_decision((8, 15, 3, 3))
+
+
+@pytest.mark.parametrize("isa", cpu_isa.available_isas())
+def test_isa_is_chosen_at_pack_time(isa: str) -> None:
+    packed = cpu.pack_conv_weight(torch.randn(8, 16, 3, 3), torch.float32, isa=isa)
+    assert packed.isa == isa and packed.winograd is not None and packed.winograd.isa == isa
+    assert packed.algorithm.endswith(isa)
 
 
 def test_winograd_weight_on_a_stride_2_call_runs_direct() -> None:

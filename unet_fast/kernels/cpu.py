@@ -5,9 +5,13 @@ checking happens here (kernels/checks.py, plus this backend's own constraints: C
 C++ side re-checks only what could read or write out of bounds. Threads follow torch.get_num_threads().
 
 Design (docs/architecture.md, "The CPU backend"):
+- Every C++ op is compiled once per CPU kernel variant (kernels/cpu_isa.py: portable, portable16, avx2,
+  avx512, ...). Weight-bearing ops choose theirs when the weight is packed (`isa=`, else UNET_FAST_CPU_ISA,
+  else the best this CPU runs), because the packed layout is the variant's; the packed weight carries it.
+  Ops without weights take `isa=` per call (None: the same rule).
 - conv2d: 3x3 stride-1 convs with >= 16 input channels run the Winograd F(4x4, 3x3) kernel
   (kernels/cpu_winograd.py: 4x fewer multiplies, views and epilogue fused; pack with exact=True to refuse
-  it). Other convs: the views (virtual concat, resample-on-read, crop / pad window) are gathered by the C++
+  it; cpu_winograd.winograd_decision is the one place that decides). Other convs: the views (virtual concat, resample-on-read, crop / pad window) are gathered by the C++
   `gather_view` into one contiguous NHWC scratch (skipped when the input already is one), the convolution
   runs in PyTorch (oneDNN on a channels_last view of that NHWC memory, no bias), and one C++ epilogue pass
   writes act(acc + bias + residual) into the output slot and the 2x2 max-pool into pool_out.
@@ -102,8 +106,9 @@ def _scratch(role: str, shape: tuple[int, ...]) -> Tensor:
     return buf[:numel].view(shape)
 
 
-def _isa(isa: str, op: str) -> int:
-    """The C++ `isa` argument: which build of a kernel body runs (portable, or AVX2+FMA where the CPU has it)."""
+def _isa(isa: str | None, op: str) -> int:
+    """The C++ `isa` argument of an op without a packed weight: which variant of its body runs (None:
+    UNET_FAST_CPU_ISA, else the best this CPU runs; kernels/cpu_isa.py)."""
     return cpu_isa.isa_index(isa, what=op)
 
 
@@ -122,10 +127,10 @@ def _is_plain(view: InputView) -> bool:
 # ---------------------------------------------------------------------------------------------------
 
 
-def activation(
-    x: Tensor, act: str = "relu", negative_slope: float = 0.01, out: Tensor | None = None
-) -> Tensor:
-    """Elementwise activation of a contiguous fp32 CPU tensor (the extension's smoke-test op)."""
+def activation(x: Tensor, act: str = "relu", negative_slope: float = 0.01, out: Tensor | None = None, *,
+               isa: str | None = None) -> Tensor:  # fmt: skip
+    """Elementwise activation of a contiguous fp32 CPU tensor (the extension's smoke-test op); `isa` picks
+    the kernel variant (tests run each)."""
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
     if x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
@@ -135,7 +140,7 @@ def activation(
     if out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous() or out.device != x.device:
         raise ValueError(f"out must be a contiguous float32 CPU tensor of shape {tuple(x.shape)}")
     require_cpu().activation_f32(x.data_ptr(), out.data_ptr(), x.numel(), ACTIVATIONS.index(act),
-                                 float(negative_slope), num_threads())  # fmt: skip
+                                 float(negative_slope), num_threads(), _isa(isa, "activation"))  # fmt: skip
     return out
 
 
@@ -144,11 +149,12 @@ def activation(
 # ---------------------------------------------------------------------------------------------------
 
 
-def maxpool2x2(x: Tensor, out: Tensor | None = None) -> Tensor:
-    """2x2 stride-2 max-pool of NHWC `x` (floored) into `out` (allocated if None; a slot is fine)."""
+def maxpool2x2(x: Tensor, out: Tensor | None = None, *, isa: str | None = None) -> Tensor:
+    """2x2 stride-2 max-pool of NHWC `x` (floored) into `out` (allocated if None; a slot is fine). `isa`
+    picks the kernel variant (kernels/cpu_isa.py; tests run each)."""
     out = checks.check_maxpool2x2(x, out)
     _check_cpu({"x": x, "out": out})
-    require_cpu().maxpool2x2_f32(_desc(x), _desc(out), num_threads())
+    require_cpu().maxpool2x2_f32(_desc(x), _desc(out), num_threads(), _isa(isa, "maxpool2x2"))
     return out
 
 
@@ -157,7 +163,7 @@ def maxpool2x2(x: Tensor, out: Tensor | None = None) -> Tensor:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _gather(views: Sequence[InputView], out: Tensor, isa: str = "auto") -> Tensor:
+def _gather(views: Sequence[InputView], out: Tensor, isa: str | None = None) -> Tensor:
     """Write the views side by side along out's channels (each through its resample and window)."""
     ext, threads, isa_arg = require_cpu(), num_threads(), _isa(isa, "upsample_concat")
     c0 = 0
@@ -173,22 +179,22 @@ def _gather(views: Sequence[InputView], out: Tensor, isa: str = "auto") -> Tenso
 
 
 def upsample_concat(inputs: Sequence[Tensor | InputView], out: Tensor | None = None, *,
-                    isa: str = "auto") -> Tensor:  # fmt: skip
-    """Materialise the views side by side along channels into `out` (a channel slot is fine). `isa`
-    ("auto" | "portable" | "avx2") forces a kernel variant (tests run both)."""
+                    isa: str | None = None) -> Tensor:  # fmt: skip
+    """Materialise the views side by side along channels into `out` (a channel slot is fine). `isa` picks
+    the kernel variant (kernels/cpu_isa.py; tests run each)."""
     views, out = checks.check_upsample_concat(inputs, out)
     _check_cpu({f"inputs[{i}]": v.tensor for i, v in enumerate(views)} | {"out": out})
     return _gather(views, out, isa)
 
 
-def _dense_input(views: Sequence[InputView]) -> Tensor:
+def _dense_input(views: Sequence[InputView], isa: str | None) -> Tensor:
     """The views as one contiguous NHWC tensor: the input itself when it already is one, else a
     gathered scratch (virtual concat, resample, window, or a channel slice of a bigger buffer)."""
     if len(views) == 1 and _is_plain(views[0]) and views[0].tensor.is_contiguous():
         return views[0].tensor
     n = views[0].tensor.shape[0]
     h, w = views[0].out_size
-    return _gather(views, _scratch("gather", (n, h, w, sum(v.channels for v in views))))
+    return _gather(views, _scratch("gather", (n, h, w, sum(v.channels for v in views))), isa)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -197,32 +203,39 @@ def _dense_input(views: Sequence[InputView]) -> Tensor:
 
 
 @dataclass(frozen=True)
-class WinogradConvWeight:
-    """A 3x3 conv weight packed for both paths: Winograd, and OIHW for calls Winograd cannot take."""
+class ConvWeight:
+    """A conv weight packed for CPU kernel variant `isa`: OIHW fp32 for direct convolution (oneDNN, then the
+    variant's gather and epilogue), and, where cpu_winograd.winograd_decision chose it at pack time, the
+    Winograd-transformed weight in the variant's layout (calls Winograd cannot take still run direct)."""
 
     oihw: Tensor
-    winograd: cpu_winograd.WinogradWeight
-    algorithm = "Winograd F(4x4,3x3)"  # named per step in FusedUNet.report()
+    isa: str
+    winograd: cpu_winograd.WinogradWeight | None = None
+
+    @property
+    def algorithm(self) -> str:
+        """Named per step in FusedUNet.report(): the algorithm and the variant ('' for direct convolution)."""
+        return f"Winograd F(4x4,3x3), {self.isa}" if self.winograd is not None else ""
 
     @property
     def shape(self) -> torch.Size:
         return self.oihw.shape
 
 
-def pack_conv_weight(
-    weight: Tensor, dtype: torch.dtype, *, exact: bool = False
-) -> Tensor | WinogradConvWeight:
-    """OIHW fp32 -> the OIHW fp32 weight PyTorch's CPU convolution takes (contiguous, detached); a 3x3 weight
-    with enough input channels to profit is also Winograd-transformed, unless `exact` (direct conv only)."""
+def pack_conv_weight(weight: Tensor, dtype: torch.dtype, *, exact: bool = False,
+                     isa: str | None = None) -> ConvWeight:  # fmt: skip
+    """OIHW -> ConvWeight for kernel variant `isa` (None: UNET_FAST_CPU_ISA, else the best this CPU runs):
+    the contiguous, detached fp32 OIHW weight PyTorch's convolution takes, plus the Winograd transform where
+    cpu_winograd.winograd_decision picks it (3x3 with enough input channels to profit, not `exact`).
+    Raises ValueError for a dtype other than fp32, a weight that is not 4-D, or an unknown / unrunnable isa."""
     _check_dtype(dtype)
     if weight.dim() != 4:
         raise ValueError(f"conv weight must be OIHW [Cout, Cin, kH, kW], got shape {tuple(weight.shape)}")
+    variant = cpu_isa.choose(isa, what="conv2d")
     oihw = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
-    if exact or tuple(oihw.shape[2:]) != (3, 3) or oihw.shape[1] < cpu_winograd.MIN_PROFITABLE_CIN:
-        return oihw
-    if not cpu_winograd.available_isas():
-        return oihw
-    return WinogradConvWeight(oihw, cpu_winograd.pack_winograd_weight(oihw))
+    if cpu_winograd.winograd_decision(oihw.shape, exact=exact):
+        return ConvWeight(oihw, variant.name)
+    return ConvWeight(oihw, variant.name, cpu_winograd.pack_winograd_weight(oihw, isa=variant.name))
 
 
 def _check_packed(packed: Tensor, name: str, dim: int) -> None:
@@ -231,20 +244,23 @@ def _check_packed(packed: Tensor, name: str, dim: int) -> None:
     _check_cpu({name: packed})
 
 
-def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Tensor | None = None, *,
+def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: ConvWeight | Tensor, bias: Tensor | None = None, *,
            stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
            dilation: int | Sequence[int] = 1, act: str = "none", negative_slope: float = 0.01,
            residual: Tensor | None = None, out: Tensor | None = None,
            pool_out: Tensor | None = None) -> Tensor:  # fmt: skip
     """spec.conv2d on CPU: Winograd where the weight was packed for it and the call fits (stride 1, padding
-    0/1); otherwise gather (if needed) -> PyTorch conv into a scratch -> one fused C++ epilogue."""
-    if isinstance(packed_weight, WinogradConvWeight):
+    0/1: cpu_winograd.winograd_decision); otherwise gather (if needed) -> PyTorch conv into a scratch -> one
+    fused C++ epilogue. Runs on the weight's kernel variant (a plain OIHW tensor: direct, default variant)."""
+    isa = None
+    if isinstance(packed_weight, ConvWeight):
+        isa, wino = packed_weight.isa, packed_weight.winograd
         kw = dict(
             stride=stride, padding=padding, dilation=dilation, residual=residual, out=out, pool_out=pool_out
         )
-        if cpu_winograd.is_supported(inputs, packed_weight.winograd, **kw):
-            return cpu_winograd.conv3x3_winograd(inputs, packed_weight.winograd, bias, act=act,
-                                                 negative_slope=negative_slope, **kw)  # fmt: skip
+        if wino is not None and not cpu_winograd.winograd_decision(wino, inputs=inputs, **kw):
+            return cpu_winograd.conv3x3_winograd(inputs, wino, bias, act=act, negative_slope=negative_slope,
+                                                 **kw)  # fmt: skip
         packed_weight = packed_weight.oihw
     _check_packed(packed_weight, "packed_weight", 4)
     g = checks.check_conv2d(inputs, packed_weight, bias, stride=stride, padding=padding, dilation=dilation,
@@ -253,7 +269,7 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Te
     _check_cpu({f"inputs[{i}]": v.tensor for i, v in enumerate(g.views)}
                | {"residual": g.residual, "out": g.out, "pool_out": g.pool_out})  # fmt: skip
     bias = _vector(bias, "bias", g.out_channels)
-    x = _dense_input(g.views)
+    x = _dense_input(g.views, isa)
     # NHWC memory seen as a channels_last NCHW tensor: oneDNN's native layout, no copy; no bias here,
     # the epilogue adds it in the pass it makes anyway.
     acc = F.conv2d(x.permute(0, 3, 1, 2), packed_weight, None, g.stride, g.padding, g.dilation)
@@ -272,18 +288,17 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: Tensor, bias: Te
 # ---------------------------------------------------------------------------------------------------
 
 
-_PANEL = 16  # output channels per packed panel: the C++ microkernel's width (cpu_gemm_kernels.h kNR)
-
-
 @dataclass(frozen=True)
 class ConvTransposeWeight:
-    """An IOHW [Cin, Cout, 2, 2] weight packed for the C++ kernel: panels[(2a + b) * ncb + j] is the
-    [Cin, 16] block of output channels 16j .. 16j + 15 of kernel tap (a, b), zero past Cout
-    (ncb = ceil(Cout / 16))."""
+    """An IOHW [Cin, Cout, 2, 2] weight packed for CPU kernel variant `isa`: panels[(2a + b) * ncb + j] is
+    the [Cin, nr] block of output channels nr*j .. nr*j + nr - 1 of kernel tap (a, b), zero past Cout
+    (nr = the variant's conv_transpose_nr, ncb = ceil(Cout / nr))."""
 
     panels: Tensor
     cin: int
     cout: int
+    isa: str
+    nr: int
 
     @property
     def shape(self) -> torch.Size:
@@ -291,26 +306,31 @@ class ConvTransposeWeight:
         return torch.Size((self.cin, self.cout, 2, 2))
 
 
-def pack_conv_transpose_weight(weight: Tensor, dtype: torch.dtype) -> ConvTransposeWeight:
-    """IOHW [Cin, Cout, 2, 2] -> ConvTransposeWeight (16-channel panels per kernel tap, contiguous fp32)."""
+def pack_conv_transpose_weight(
+    weight: Tensor, dtype: torch.dtype, *, isa: str | None = None
+) -> ConvTransposeWeight:
+    """IOHW [Cin, Cout, 2, 2] -> ConvTransposeWeight for kernel variant `isa` (None: UNET_FAST_CPU_ISA, else
+    the best this CPU runs): nr-channel panels per kernel tap, contiguous fp32. Raises ValueError for a
+    dtype other than fp32, a weight that is not IOHW 2x2, or an unknown / unrunnable isa."""
     _check_dtype(dtype)
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (2, 2):
         raise ValueError(
             f"conv_transpose2x2 weight must be IOHW [Cin, Cout, 2, 2], got {tuple(weight.shape)}"
         )
+    variant = cpu_isa.choose(isa, what="conv_transpose2x2")
+    nr = variant.conv_transpose_nr
     w = weight.detach().to(device="cpu", dtype=torch.float32)
     cin, cout = w.shape[:2]
-    ncb = -(-cout // _PANEL)
-    taps = F.pad(w.permute(2, 3, 0, 1), (0, ncb * _PANEL - cout))  # [a, b, Cin, Cout padded]
-    panels = taps.reshape(4, cin, ncb, _PANEL).permute(0, 2, 1, 3).reshape(4 * ncb, cin, _PANEL)
-    return ConvTransposeWeight(panels.contiguous(), int(cin), int(cout))
+    ncb = -(-cout // nr)
+    taps = F.pad(w.permute(2, 3, 0, 1), (0, ncb * nr - cout))  # [a, b, Cin, Cout padded]
+    panels = taps.reshape(4, cin, ncb, nr).permute(0, 2, 1, 3).reshape(4 * ncb, cin, nr)
+    return ConvTransposeWeight(panels.contiguous(), int(cin), int(cout), variant.name, nr)
 
 
 def conv_transpose2x2(x: Tensor, packed: ConvTransposeWeight, bias: Tensor | None = None, *, act: str = "none",
-                      negative_slope: float = 0.01, out: Tensor | None = None,
-                      isa: str = "auto") -> Tensor:  # fmt: skip
-    """spec.conv_transpose2x2 on CPU: one C++ pass, GEMM tiles stored with their epilogue into `out`.
-    `isa` ("auto" | "portable" | "avx2") forces a kernel variant (tests run both)."""
+                      negative_slope: float = 0.01, out: Tensor | None = None) -> Tensor:  # fmt: skip
+    """spec.conv_transpose2x2 on CPU: one C++ pass, GEMM tiles stored with their epilogue into `out`, on the
+    kernel variant the weight was packed for."""
     if not isinstance(packed, ConvTransposeWeight):
         raise ValueError("packed must be what this backend's pack_conv_transpose_weight returns")
     out = checks.check_conv_transpose2x2(x, packed.panels, bias, out, weight_shape=tuple(packed.shape))
@@ -318,7 +338,7 @@ def conv_transpose2x2(x: Tensor, packed: ConvTransposeWeight, bias: Tensor | Non
         raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
     _check_cpu({"x": x, "out": out})
     bias = _vector(bias, "bias", packed.cout)
-    isa_arg = _isa(isa, "conv_transpose2x2")
+    isa_arg = cpu_isa.isa_index(packed.isa, env=None, what="conv_transpose2x2")
     require_cpu().conv_transpose2x2_f32(_desc(x), packed.panels.data_ptr(), packed.panels.numel(), packed.cout,
                                         _ptr(bias), _desc(out), ACTIVATIONS.index(act), float(negative_slope),
                                         num_threads(), isa_arg)  # fmt: skip
@@ -330,29 +350,48 @@ def conv_transpose2x2(x: Tensor, packed: ConvTransposeWeight, bias: Tensor | Non
 # ---------------------------------------------------------------------------------------------------
 
 
-def pack_head_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
-    """[K, C, 1, 1] or [K, C] -> contiguous fp32 [K, C]."""
+@dataclass(frozen=True)
+class HeadWeight:
+    """A head weight, contiguous fp32 [K, C], for CPU kernel variant `isa` (every variant reads this layout)."""
+
+    weight: Tensor
+    isa: str
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.weight.shape
+
+
+def pack_head_weight(weight: Tensor, dtype: torch.dtype, *, isa: str | None = None) -> HeadWeight:
+    """[K, C, 1, 1] or [K, C] -> HeadWeight for kernel variant `isa` (None: UNET_FAST_CPU_ISA, else the best
+    this CPU runs). Raises ValueError for a dtype other than fp32, a bad shape or an unknown / unrunnable isa."""
     _check_dtype(dtype)
     if weight.dim() not in (2, 4) or (weight.dim() == 4 and tuple(weight.shape[2:]) != (1, 1)):
         raise ValueError(f"head weight must be [K, C] or [K, C, 1, 1], got {tuple(weight.shape)}")
-    return weight.detach().to(device="cpu", dtype=torch.float32).reshape(weight.shape[0], -1).contiguous()
+    variant = cpu_isa.choose(isa, what="head")
+    w = weight.detach().to(device="cpu", dtype=torch.float32).reshape(weight.shape[0], -1).contiguous()
+    return HeadWeight(w, variant.name)
 
 
-def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: str = "softmax",
-         out: Tensor | None = None, *, isa: str = "auto") -> Tensor:  # fmt: skip
-    """spec.head on CPU: per pixel K dot products + softmax / sigmoid / argmax / logits, one C++ pass.
-    `isa` ("auto" | "portable" | "avx2") forces a kernel variant (tests run both)."""
-    _check_packed(packed, "packed", 2)
-    view, out = checks.check_head(x, packed, bias, op, out)  # packed [K, C] is a valid logical shape
+def head(x: Tensor | InputView, packed: HeadWeight, bias: Tensor | None = None, op: str = "softmax",
+         out: Tensor | None = None) -> Tensor:  # fmt: skip
+    """spec.head on CPU: per pixel K dot products + softmax / sigmoid / argmax / logits, one C++ pass, on
+    the kernel variant the weight was packed for."""
+    if not isinstance(packed, HeadWeight):
+        raise ValueError("packed must be what this backend's pack_head_weight returns (a HeadWeight)")
+    isa = packed.isa
+    packed_w = packed.weight
+    _check_packed(packed_w, "packed.weight", 2)
+    view, out = checks.check_head(x, packed_w, bias, op, out)  # packed [K, C] is a valid logical shape
     _check_cpu({"x": view.tensor})
     _check_cpu({"out": out}, float_only=op != "argmax")
-    bias = _vector(bias, "bias", packed.shape[0])
-    isa_arg = _isa(isa, "head")
+    bias = _vector(bias, "bias", packed_w.shape[0])
+    isa_arg = cpu_isa.isa_index(isa, env=None, what="head")
     xs = view.tensor
     if not _is_plain(view):
         xs = _gather([view], _scratch("gather", (xs.shape[0], *view.out_size, view.channels)), isa)
     index_kind = _INDEX_KINDS.index(out.dtype) if op == "argmax" else 0
-    w = packed.contiguous()  # held in a name: the pointer must outlive the call
+    w = packed_w.contiguous()  # held in a name: the pointer must outlive the call
     require_cpu().head_f32(_desc(xs), w.data_ptr(), _ptr(bias), w.shape[0],
                            HEAD_OPS.index(op), _desc(out), index_kind, num_threads(), isa_arg)  # fmt: skip
     return out
@@ -361,6 +400,8 @@ def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: 
 __all__ = [
     "SUPPORTED_DTYPES",
     "ConvTransposeWeight",
+    "ConvWeight",
+    "HeadWeight",
     "activation",
     "conv2d",
     "conv_transpose2x2",

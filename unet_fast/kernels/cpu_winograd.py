@@ -4,10 +4,12 @@ Reference: `unet_fast.kernels.spec.conv2d` (stride 1, dilation 1, 3x3, padding 0
 weight once (`pack_winograd_weight`, the transform U = G g G^T in float64, then fp32) and launches the
 kernel (`conv3x3_winograd`), which takes the same arguments as spec.conv2d, views included: virtual
 concat, nearest/bilinear resample on read, windows/crops, residual, activation, channel-slot outputs and
-the fused 2x2 max-pool. `is_supported` says when it applies. Accuracy and design: docs/winograd.md.
+the fused 2x2 max-pool. `winograd_decision` is the one place that decides Winograd vs direct convolution.
+Accuracy and design: docs/winograd.md.
 
-The kernel variant follows the CPU (AVX2+FMA where present, else portable); `isa=` or the environment
-variable UNET_FAST_WINOGRAD_ISA (auto | portable | avx2) forces one, so tests check both.
+The kernel variant (kernels/cpu_isa.py) is chosen when the weight is packed, because each variant wants its
+own layout (its micro-GEMM's block width): `pack_winograd_weight(w, isa=...)` forces one (tests run every
+runnable variant), else UNET_FAST_CPU_ISA, else the best the CPU runs. The packed weight remembers it.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ import torch
 from torch import Tensor
 
 from unet_fast._ext import require_cpu
+from unet_fast.kernels import cpu_isa
 from unet_fast.kernels.checks import check_conv2d
-from unet_fast.kernels.cpu_isa import available_isas, isa_index
+from unet_fast.kernels.cpu_isa import available_isas
 from unet_fast.kernels.spec import InputView, as_view, pair
 
-ISA_ENV = "UNET_FAST_WINOGRAD_ISA"
-_BLOCK = 16  # output channels per packed weight block (the microkernel's width)
 _RESAMPLE_MODES = {"nearest": 1, "bilinear": 2}
 
 
@@ -40,38 +41,55 @@ def winograd_matrices(dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tenso
 
 @dataclass(frozen=True)
 class WinogradWeight:
-    """The transformed weight, [36, ceil(Cout/16), Cin, 16] fp32 (Cout zero-padded), plus its OIHW shape."""
+    """The transformed weight for CPU kernel variant `isa`: [36, ceil(Cout/nr), Cin, nr] fp32 (Cout
+    zero-padded; nr = the variant's Winograd block width), plus its OIHW shape."""
 
     data: Tensor
     out_channels: int
     in_channels: int
+    isa: str
+    nr: int
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return (self.out_channels, self.in_channels, 3, 3)
 
 
-def pack_winograd_weight(weight: Tensor) -> WinogradWeight:
-    """OIHW [Cout, Cin, 3, 3] -> WinogradWeight. Run once at optimize time: U = G g G^T in float64."""
+def pack_winograd_weight(weight: Tensor, *, isa: str | None = None) -> WinogradWeight:
+    """OIHW [Cout, Cin, 3, 3] -> WinogradWeight for variant `isa` (None: UNET_FAST_CPU_ISA, else the best
+    runnable one). Run once at optimize time: U = G g G^T in float64, rounded once to fp32. Raises
+    ValueError for a weight that is not a floating-point OIHW 3x3 tensor or an isa this CPU cannot run."""
     if not isinstance(weight, Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
         shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise ValueError(f"weight must be OIHW [Cout, Cin, 3, 3], got {shape}")
     if not weight.is_floating_point():
         raise ValueError(f"weight must be floating point, got {weight.dtype}")
+    variant = cpu_isa.choose(isa, what="Winograd")
+    nr = variant.winograd_nr
     cout, cin = weight.shape[:2]
     _, g, _ = winograd_matrices()
     u = torch.einsum("ak,oikl,bl->abio", g, weight.detach().cpu().double(), g).reshape(36, cin, cout)
-    cout_pad = -(-cout // _BLOCK) * _BLOCK
+    cout_pad = -(-cout // nr) * nr
     u = torch.nn.functional.pad(u, (0, cout_pad - cout))
-    u = u.reshape(36, cin, cout_pad // _BLOCK, _BLOCK).permute(0, 2, 1, 3)
-    return WinogradWeight(u.float().contiguous(), int(cout), int(cin))
+    u = u.reshape(36, cin, cout_pad // nr, nr).permute(0, 2, 1, 3)
+    return WinogradWeight(u.float().contiguous(), int(cout), int(cin), variant.name, nr)
 
 
-def _logical_shape(weight: Tensor | WinogradWeight) -> tuple[int, ...]:
+def _desc(t: Tensor) -> tuple[int, ...]:
+    """The C++ NHWC descriptor (kernels/cpu.py _desc; csrc/include/unet_fast/cpu_tensor.h)."""
+    n, h, w, c = t.shape
+    sn, sh, sw, _ = t.stride()
+    extent = t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
+    return (t.data_ptr(), n, h, w, c, sn, sh, sw, extent)
+
+
+def _logical_shape(weight: Tensor | WinogradWeight | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(weight, Sequence):
+        return tuple(weight)
     return weight.shape if isinstance(weight, WinogradWeight) else tuple(weight.shape)
 
 
-def unsupported_reason(inputs: Sequence[Tensor | InputView], weight: Tensor | WinogradWeight, *,
+def unsupported_reason(inputs: Sequence[Tensor | InputView], weight: Tensor | WinogradWeight | Sequence[int], *,
                        stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
                        dilation: int | Sequence[int] = 1, residual: Tensor | None = None,
                        out: Tensor | None = None, pool_out: Tensor | None = None, **_: object) -> str:  # fmt: skip
@@ -105,15 +123,31 @@ def is_supported(
 MIN_PROFITABLE_CIN = 16
 
 
+def winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, exact: bool = False,
+                      inputs: Sequence[Tensor | InputView] | None = None, **call: object) -> str:  # fmt: skip
+    """The one place that decides Winograd vs direct convolution: '' when Winograd runs this conv, else why
+    not. At pack time (`inputs` None) it judges the weight alone: exact=True forbids Winograd, and only 3x3
+    weights with >= MIN_PROFITABLE_CIN input channels profit. With `inputs` and spec.conv2d's keyword
+    arguments it also checks that the call fits the kernel (stride 1, padding 0/1, fp32 CPU tensors)."""
+    if exact:
+        return "exact=True: direct convolution only"
+    shape = _logical_shape(weight)
+    if len(shape) != 4 or tuple(shape[2:]) != (3, 3):
+        return f"needs a 3x3 kernel, got weight shape {shape}"
+    if shape[1] < MIN_PROFITABLE_CIN:
+        return f"{shape[1]} input channels < {MIN_PROFITABLE_CIN}: direct convolution is faster"
+    if not available_isas():
+        return "unet_fast._C has no Winograd kernel (not built)"
+    if inputs is None:
+        return ""
+    return unsupported_reason(inputs, weight, **call)  # type: ignore[arg-type]
+
+
 def should_use(
     inputs: Sequence[Tensor | InputView], weight: Tensor | WinogradWeight, **kwargs: object
 ) -> bool:
-    """is_supported, and measured faster than direct convolution on this layer's shape (Cin >= 16)."""
-    return is_supported(inputs, weight, **kwargs) and _logical_shape(weight)[1] >= MIN_PROFITABLE_CIN
-
-
-def _strides(t: Tensor | None) -> list[int]:
-    return [0, 0, 0] if t is None else [int(s) for s in t.stride()[:3]]
+    """is_supported, and measured faster than direct convolution on this layer's shape (winograd_decision)."""
+    return not winograd_decision(weight, inputs=inputs, **kwargs)
 
 
 def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeight | Tensor,
@@ -124,14 +158,22 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
                      cout_chunk: int = 0) -> Tensor:  # fmt: skip
     """spec.conv2d for stride 1, dilation 1, 3x3, padding 0/1, float32 CPU tensors, by Winograd F(4x4, 3x3).
 
-    `packed` comes from pack_winograd_weight (an OIHW tensor is packed on the fly: slow, for tests).
+    `packed` comes from pack_winograd_weight and runs on the variant it was packed for (an OIHW tensor is
+    packed on the fly for `isa`: slow, for tests; with a packed weight, `isa` must be None or its variant).
     `tile_block` (tiles per block) and `cout_chunk` (output channels per GEMM chunk) override the
     automatic blocking, for benchmarks; 0 = automatic. Returns `out` (allocated if None)."""
     if isinstance(packed, Tensor):
-        packed = pack_winograd_weight(packed)
+        packed = pack_winograd_weight(packed, isa=isa)
     if not isinstance(packed, WinogradWeight):
         raise ValueError(f"packed must be a WinogradWeight or an OIHW tensor, got {type(packed).__name__}")
-    expected = (36, -(-packed.out_channels // _BLOCK), packed.in_channels, _BLOCK)
+    if isa is not None and isa != packed.isa:
+        raise ValueError(f"the weight was packed for isa {packed.isa!r}, not {isa!r}: repack it")
+    variant = cpu_isa.choose(packed.isa, env=None, what="Winograd")
+    if variant.winograd_nr != packed.nr:
+        raise ValueError(
+            f"packed.nr {packed.nr} is not variant {packed.isa!r}'s block width {variant.winograd_nr}"
+        )
+    expected = (36, -(-packed.out_channels // packed.nr), packed.in_channels, packed.nr)
     d = packed.data
     if (
         tuple(d.shape) != expected
@@ -151,23 +193,19 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         raise ValueError(f"bias must be a float32 CPU tensor, got {bias.dtype} on {bias.device}")
     if tile_block < 0 or cout_chunk < 0:
         raise ValueError(f"tile_block and cout_chunk must be >= 0, got {tile_block}, {cout_chunk}")
-    isa_arg = isa_index(isa, env=ISA_ENV, what="Winograd")
     bias_c = None if bias is None else bias.contiguous()
-    fields: list[int] = []
+    views = []
     for v in geo.views:
-        t = v.tensor
         mode = _RESAMPLE_MODES[v.resample.mode] if v.resample is not None else 0
         rh, rw = v.source_size
-        align = int(v.resample is not None and v.resample.align_corners)
-        fields += [t.data_ptr(), *_strides(t), t.shape[3], t.shape[1], t.shape[2], mode, rh, rw, align,
-                   v.offset[0], v.offset[1], 0]  # fmt: skip
+        align = bool(v.resample is not None and v.resample.align_corners)
+        views.append((_desc(v.tensor), mode, rh, rw, align, v.offset[0], v.offset[1]))
     h, w = geo.in_size
+    d = packed.data
     require_cpu().winograd_conv3x3_f32(
-        fields, geo.batch, h, w, geo.in_channels, geo.out_channels, packed.data.shape[1] * _BLOCK,
-        geo.padding[0], packed.data.data_ptr(), 0 if bias_c is None else bias_c.data_ptr(),
-        0 if residual is None else residual.data_ptr(), _strides(residual), geo.out.data_ptr(),
-        _strides(geo.out), 0 if geo.pool_out is None else geo.pool_out.data_ptr(), _strides(geo.pool_out),
-        geo.act_index, float(negative_slope), max(1, torch.get_num_threads()), isa_arg, int(tile_block),
-        int(cout_chunk),
+        views, h, w, geo.in_channels, geo.out_channels, d.shape[1] * packed.nr, geo.padding[0], d.data_ptr(),
+        d.numel(), 0 if bias_c is None else bias_c.data_ptr(), None if residual is None else _desc(residual),
+        _desc(geo.out), None if geo.pool_out is None else _desc(geo.pool_out), geo.act_index,
+        float(negative_slope), max(1, torch.get_num_threads()), variant.index, int(tile_block), int(cout_chunk),
     )  # fmt: skip
     return geo.out

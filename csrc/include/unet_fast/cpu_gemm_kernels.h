@@ -1,74 +1,63 @@
 // The pieces of a register-blocked fp32 GEMM the CPU kernels share, written once over `Vec` and compiled
-// once per ISA: partial loads/stores, the 6x16 microkernel, the vector conv epilogue.
+// once per variant: partial loads/stores, the MR x (NV vectors) microkernel, the vector conv epilogue.
 //
-// No include guard on purpose: included inside a per-ISA namespace after cpu_vec_{portable,avx2}.h, like the
-// kernel bodies that use it (winograd_kernels.h, conv_transpose_kernels.h). It includes nothing itself: the
-// .cpp includes <cstdint> and unet_fast/epilogue.h first.
+// No include guard on purpose: included inside a variant's namespace by cpu_kernel_body.h, after the
+// variant's Vec (cpu_vec_*.h) and `kL`. It includes nothing itself: the variant file includes <cstdint> and
+// unet_fast/epilogue.h first.
 
-constexpr int kMR = 6;   // tiles per microkernel call: 6 x 2 accumulators + 2 B vectors + 1 broadcast
-constexpr int kNR = 16;  // output channels per microkernel call (two vectors; the packed weight's block)
-
-inline Vec load_n(const float* p, int n) {
-  if (n == kL) return Vec::load(p);
-  float t[kL] = {};
-  for (int i = 0; i < n; ++i) t[i] = p[i];
-  return Vec::load(t);
-}
+UF_VEC_INLINE Vec load_n(const float* p, int n) { return Vec::load_n(p, n); }
 
 // Partial stores never touch the lanes past n: the next view of a virtual concat lives there.
-inline void store_n(float* p, const Vec& v, int n) {
-  if (n == kL) {
-    v.store(p);
-    return;
+UF_VEC_INLINE void store_n(float* p, const Vec& v, int n) { v.store_n(p, n); }
+
+// C[MR x NV*kL] = A[MR x k] * B[k x NV*kL] (B packed, contiguous), A[r][kk] at a + r * lda + kk * ka: rows
+// lda apart (ka = 1), or a packed [k][MR] tile (lda = 1, ka = MR: one sequential stream for the broadcasts).
+// MR * NV accumulators + NV B vectors + 1 broadcast must fit the register file (16 ymm: 6 x 2; 32 zmm: up to
+// 14 x 2, 8 x 3, 6 x 4). The loops over MR and NV are fully unrolled, so the accumulator array is promoted
+// to registers (checked in the assembly: no stack traffic in the k loop). Not inlined: inside the block
+// loops the compiler ran out of integer registers and kept the row pointers on the stack.
+template <int MR, int NV>
+__attribute__((noinline)) void gemm_tile(const float* a, std::int64_t lda, const float* b, float* c,
+                                          std::int64_t ldc, int k, std::int64_t ka = 1) {
+  constexpr int NR = NV * kL;
+  Vec acc[MR * NV];
+#pragma GCC unroll 64
+  for (int i = 0; i < MR * NV; ++i) acc[i] = Vec::zero();
+  for (int kk = 0; kk < k; ++kk, a += ka, b += NR) {
+    Vec bv[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) bv[j] = Vec::load(b + j * kL);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const Vec x = Vec::bcast(a[i * lda]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[i * NV + j] = fmadd(x, bv[j], acc[i * NV + j]);
+    }
   }
-  float t[kL];
-  v.store(t);
-  for (int i = 0; i < n; ++i) p[i] = t[i];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) acc[i * NV + j].store(c + i * ldc + j * kL);
 }
 
-// C[kMR x 16] = A[kMR x k] * B[k x 16] (packed, contiguous), A[r][kk] at a + r * lda + kk * ka: rows lda
-// apart (ka = 1), or a packed [k][kMR] tile (lda = 1, ka = kMR: one sequential stream for the broadcasts).
-// Not inlined: inside the block loops the compiler ran out of integer registers and kept the row pointers
-// on the stack.
-__attribute__((noinline)) void gemm_6x16(const float* a, std::int64_t lda, const float* b, float* c,
-                                          std::int64_t ldc, int k, std::int64_t ka = 1) {
-  // Twelve named accumulators, not arrays: GCC zeroed accumulator arrays with `rep stos` on the stack
-  // (~10% of a Cin = 128 call) before promoting them to registers.
-  Vec c00 = Vec::zero(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  Vec c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  for (int kk = 0; kk < k; ++kk, a += ka, b += kNR) {
-    const Vec b0 = Vec::load(b), b1 = Vec::load(b + kL);
-    Vec x = Vec::bcast(a[0]);
-    c00 = fmadd(x, b0, c00);
-    c01 = fmadd(x, b1, c01);
-    x = Vec::bcast(a[lda]);
-    c10 = fmadd(x, b0, c10);
-    c11 = fmadd(x, b1, c11);
-    x = Vec::bcast(a[2 * lda]);
-    c20 = fmadd(x, b0, c20);
-    c21 = fmadd(x, b1, c21);
-    x = Vec::bcast(a[3 * lda]);
-    c30 = fmadd(x, b0, c30);
-    c31 = fmadd(x, b1, c31);
-    x = Vec::bcast(a[4 * lda]);
-    c40 = fmadd(x, b0, c40);
-    c41 = fmadd(x, b1, c41);
-    x = Vec::bcast(a[5 * lda]);
-    c50 = fmadd(x, b0, c50);
-    c51 = fmadd(x, b1, c51);
+// The same product for `rows` < 16 rows (a block's last, partial micro-tile), as tiles of 8, 4, 2 and 1 rows:
+// no work on rows that do not exist (with 14-row tiles, a 16-tile layer would otherwise compute 28 rows).
+template <int NV>
+inline void gemm_rows(int rows, const float* a, std::int64_t lda, const float* b, float* c, std::int64_t ldc, int k,
+                      std::int64_t ka = 1) {
+  if (rows & 8) {
+    gemm_tile<8, NV>(a, lda, b, c, ldc, k, ka);
+    a += 8 * lda, c += 8 * ldc;
   }
-  c00.store(c);
-  c01.store(c + kL);
-  c10.store(c + ldc);
-  c11.store(c + ldc + kL);
-  c20.store(c + 2 * ldc);
-  c21.store(c + 2 * ldc + kL);
-  c30.store(c + 3 * ldc);
-  c31.store(c + 3 * ldc + kL);
-  c40.store(c + 4 * ldc);
-  c41.store(c + 4 * ldc + kL);
-  c50.store(c + 5 * ldc);
-  c51.store(c + 5 * ldc + kL);
+  if (rows & 4) {
+    gemm_tile<4, NV>(a, lda, b, c, ldc, k, ka);
+    a += 4 * lda, c += 4 * ldc;
+  }
+  if (rows & 2) {
+    gemm_tile<2, NV>(a, lda, b, c, ldc, k, ka);
+    a += 2 * lda, c += 2 * ldc;
+  }
+  if (rows & 1) gemm_tile<1, NV>(a, lda, b, c, ldc, k, ka);
 }
 
 // y = act(acc + bias + residual) on kL lanes, the same math as unet_fast::epilogue (epilogue.h):
@@ -91,4 +80,3 @@ inline Vec epilogue_v(const Vec& acc, const Vec& bias, const float* res, int nl,
       return y;
   }
 }
-

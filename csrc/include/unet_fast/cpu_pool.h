@@ -10,8 +10,9 @@
 namespace unet_fast {
 
 // out[n, oy, :, :] = max over x[n, 2oy..2oy+1, 2ox..2ox+1, :]. Takes the descriptors by value so the
-// compiler sees no aliasing between them and the stores (it then vectorizes the channel loop).
-inline void maxpool2x2_row(const Nhwc<const float> x, const Nhwc<float> out, std::int64_t n, std::int64_t oy) {
+// compiler sees no aliasing between them and the stores (it then vectorizes the channel loop). Always
+// inlined, so each CPU variant's maxpool_row (cpu_kernel_body.h) compiles it for its own target.
+__attribute__((always_inline)) inline void maxpool2x2_row(const Nhwc<const float> x, const Nhwc<float> out, std::int64_t n, std::int64_t oy) {
   const std::int64_t c = out.c;
   for (std::int64_t ox = 0; ox < out.w; ++ox) {
     const float* a = x.pixel(n, 2 * oy, 2 * ox);

@@ -1,23 +1,39 @@
-// `Vec`: kL = 8 floats in an AVX register, with the interface of cpu_vec_portable.h (zero, bcast, load, store,
-// +, -, *, fmadd, select_pos, max_nan_v). No include guard: included inside a per-ISA namespace under
-// `#pragma GCC target("avx2,fma")`, after <immintrin.h> (unet_fast/cpu_isa.h).
-constexpr int kL = 8;
+// `Vec`: 8 floats in an AVX register, with the interface of cpu_vec_portable.h. No include guard: included
+// inside the avx2 variant's namespace under its target region (csrc/cpu/variants/avx2.cpp), after
+// <immintrin.h> and <cstring>.
+typedef float F8 __attribute__((vector_size(32)));
+
 struct Vec {
+  static constexpr int kLanes = 8;
   __m256 v;
-  static Vec zero() { return {_mm256_setzero_ps()}; }
-  static Vec bcast(float x) { return {_mm256_set1_ps(x)}; }
-  static Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
-  void store(float* p) const { _mm256_storeu_ps(p, v); }
+  UF_VEC_INLINE static Vec zero() { return {_mm256_setzero_ps()}; }
+  UF_VEC_INLINE static Vec bcast(float x) { return {_mm256_set1_ps(x)}; }
+  UF_VEC_INLINE static Vec load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  UF_VEC_INLINE void store(float* p) const { _mm256_storeu_ps(p, v); }
+  // Through a stack copy, as measured faster than vmaskmov on Zen 3 for the rare partial vectors.
+  UF_VEC_INLINE static Vec load_n(const float* p, int n) {
+    if (n == 8) return load(p);
+    float t[8] = {};
+    for (int i = 0; i < n; ++i) t[i] = p[i];
+    return load(t);
+  }
+  UF_VEC_INLINE void store_n(float* p, int n) const {
+    if (n == 8) return store(p);
+    float t[8];
+    store(t);
+    for (int i = 0; i < n; ++i) p[i] = t[i];
+  }
 };
-inline Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
-inline Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
-inline Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
-inline Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
-inline Vec select_pos(Vec x, Vec y) {
+UF_VEC_INLINE Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
+UF_VEC_INLINE Vec operator-(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
+UF_VEC_INLINE Vec operator*(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
+UF_VEC_INLINE Vec fmadd(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+UF_VEC_INLINE Vec select_pos(Vec x, Vec y) {
   return {_mm256_blendv_ps(y.v, x.v, _mm256_cmp_ps(x.v, _mm256_setzero_ps(), _CMP_GT_OQ))};
 }
 // max_nan (epilogue.h) per lane: a if a is NaN or a > b, else b (so a NaN in either propagates).
-inline Vec max_nan_v(Vec a, Vec b) {
+UF_VEC_INLINE Vec max_nan_v(Vec a, Vec b) {
   const __m256 take_a = _mm256_or_ps(_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q), _mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ));
   return {_mm256_blendv_ps(b.v, a.v, take_a)};
 }
+UF_VEC_INLINE void fold8(Vec a, F8* r) { *r = a.v; }

@@ -1,26 +1,27 @@
 // Winograd F(4x4, 3x3) convolution over NHWC fp32 (csrc/cpu/winograd_conv.cpp): the problem description
-// every ISA variant of the kernel (csrc/include/unet_fast/winograd_kernels.h) receives.
+// every variant of the kernel body (csrc/include/unet_fast/winograd_kernels.h) receives.
 //
 // Transforms (Lavin & Gray 2016, points 0, +-1, +-2, +-1/2): Y = A^T [(G g G^T) . (B^T d B)] A with a 6x6
 // input tile d and a 4x4 output tile Y. The weight side U = G g G^T is computed once, in float64, by the
-// Python launcher (unet_fast/kernels/cpu_winograd.py) and packed as U[p][cout/16][cin][16] for the 36
-// points p = 6 * row + col, Cout zero-padded to a multiple of 16.
+// Python launcher (unet_fast/kernels/cpu_winograd.py) and packed as U[p][cout/nr][cin][nr] for the 36
+// points p = 6 * row + col, Cout zero-padded to a multiple of nr (the variant's Winograd block width).
+//
+// Every tensor arrives as a bounds-checked NHWC descriptor (cpu_tensor.h): the binding checks that each
+// view, out, residual and pool lies inside its storage and has the shape the conv implies.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "unet_fast/cpu_tensor.h"
 #include "unet_fast/epilogue.h"
 
 namespace unet_fast {
 
 // One input of a virtual concat, read through an optional resample and a window (spec.InputView).
 struct WinoView {
-  const float* base;                 // element [0, 0, 0, 0] of the NHWC tensor
-  std::int64_t sn, sh, sw;           // strides in elements (channel stride is 1)
-  int channels;                      // channels of this view
+  Nhwc<const float> src;             // the tensor (its H, W are the source size of a resample)
   int c0;                            // its first channel in the concatenated input
-  int src_h, src_w;                  // tensor H, W
   int mode;                          // ResampleMode: 0 none, 1 nearest, 2 bilinear
   int rh, rw;                        // size after the resample (== src size without one)
   bool align_corners;
@@ -30,29 +31,18 @@ struct WinoView {
 struct WinoConv {
   std::vector<WinoView> views;
   int n, h, w;                       // batch, logical input size (the views' window size)
-  int cin, cout, cout_pad;           // cout_pad: Cout rounded up to 16 (the packed weight's layout)
+  int cin, cout, cout_pad;           // cout_pad: Cout rounded up to nr (the packed weight's layout)
   int pad;                           // 0 or 1 (same on all sides)
   int ho, wo;                        // output size
-  const float* u;                    // packed transformed weight [36][cout_pad/16][cin][16]
+  const float* u;                    // packed transformed weight [36][cout_pad/nr][cin][nr]
   const float* bias;                 // [cout] or nullptr
-  const float* residual;             // NHWC or nullptr
-  std::int64_t rsn, rsh, rsw;
-  float* out;                        // NHWC (channel slot allowed)
-  std::int64_t osn, osh, osw;
-  float* pool;                       // NHWC [n, ho/2, wo/2, cout] or nullptr
-  std::int64_t psn, psh, psw;
+  Nhwc<const float> residual;        // [n, ho, wo, cout]; p == nullptr: none
+  Nhwc<float> out;                   // [n, ho, wo, cout] (a channel slot is fine)
+  Nhwc<float> pool;                  // [n, ho/2, wo/2, cout]; p == nullptr: none
   Epilogue ep;
   int num_threads;
   int tile_block;                    // tiles per block, 0 = automatic
-  int cout_chunk;                    // output channels per GEMM chunk (multiple of 16), 0 = automatic
+  int cout_chunk;                    // output channels per GEMM chunk (multiple of nr), 0 = automatic
 };
-
-// The ISA variants (same source, compiled under different target options).
-namespace wino_portable {
-void run(const WinoConv& cv);
-}
-namespace wino_avx2 {
-void run(const WinoConv& cv);
-}
 
 }  // namespace unet_fast

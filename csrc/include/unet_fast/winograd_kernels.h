@@ -1,10 +1,9 @@
-// Winograd F(4x4, 3x3) kernel body, written once over a vector type and compiled once per ISA.
+// Winograd F(4x4, 3x3) kernel body, written once over a vector type and compiled once per variant.
 //
-// No include guard on purpose: csrc/cpu/winograd_conv.cpp includes this file several times, each time
-// inside its own namespace (wino_portable, wino_avx2) and under its own `#pragma GCC target`, after
-// unet_fast/cpu_vec_{portable,avx2}.h (`Vec`) and unet_fast/cpu_gemm_kernels.h (kMR x kNR microkernel,
-// load_n / store_n, epilogue_v). It includes nothing itself: the .cpp includes the standard headers and
-// unet_fast/{winograd_conv,epilogue,resample}.h first.
+// No include guard on purpose: cpu_kernel_body.h includes this file inside each variant's namespace, after
+// the variant's `Vec`, its Winograd blocking (kWinoMR tiles x kWinoNR = kWinoNV vectors of output channels)
+// and cpu_gemm_kernels.h (gemm_tile, load_n / store_n, epilogue_v). It includes nothing itself: the variant
+// file includes the standard headers and unet_fast/{winograd_conv,epilogue,resample}.h first.
 //
 // Work decomposition (docs/winograd.md): tiles are 4x4 output blocks, numbered over (n, tile_y, tile_x).
 // A block of T tiles is input-transformed into V[36][T][ldv] (the 36 points, channels contiguous), then,
@@ -59,7 +58,8 @@ inline void input_transform_tile(const float* const* ptr, int channels, float* d
 // Bilinear pixels are interpolated into scratch ([36][channels]); all others are pointers into the tensor.
 inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, int x0, const float** ptr,
                         float* scratch) {
-  const float* img = v.base + n * v.sn;
+  const Nhwc<const float>& s = v.src;
+  const float* img = s.p + n * s.sn;
   for (int i = 0; i < 6; ++i) {
     for (int j = 0; j < 6; ++j) {
       const int p = 6 * i + j, y = y0 + i, x = x0 + j;
@@ -68,18 +68,19 @@ inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, in
       if (y < 0 || y >= cv.h || x < 0 || x >= cv.w) continue;  // the conv's zero padding
       if (!view_to_resampled(y, x, v.off_y, v.off_x, v.rh, v.rw, &ry, &rx)) continue;  // window past edge
       if (v.mode == 0) {
-        ptr[p] = img + ry * v.sh + rx * v.sw;
+        ptr[p] = img + ry * s.sh + rx * s.sw;
       } else if (v.mode == 1) {
-        ptr[p] = img + nearest_source(ry, v.src_h, v.rh) * v.sh + nearest_source(rx, v.src_w, v.rw) * v.sw;
+        ptr[p] = img + nearest_source(ry, static_cast<int>(s.h), v.rh) * s.sh +
+                 nearest_source(rx, static_cast<int>(s.w), v.rw) * s.sw;
       } else {
-        const LinearTap ty = linear_source(ry, v.src_h, v.rh, v.align_corners);
-        const LinearTap tx = linear_source(rx, v.src_w, v.rw, v.align_corners);
-        const float* a = img + ty.i0 * v.sh + tx.i0 * v.sw;
-        const float* b = img + ty.i0 * v.sh + tx.i1 * v.sw;
-        const float* c = img + ty.i1 * v.sh + tx.i0 * v.sw;
-        const float* d = img + ty.i1 * v.sh + tx.i1 * v.sw;
-        float* o = scratch + static_cast<std::int64_t>(p) * v.channels;
-        for (int k = 0; k < v.channels; ++k)
+        const LinearTap ty = linear_source(ry, static_cast<int>(s.h), v.rh, v.align_corners);
+        const LinearTap tx = linear_source(rx, static_cast<int>(s.w), v.rw, v.align_corners);
+        const float* a = img + ty.i0 * s.sh + tx.i0 * s.sw;
+        const float* b = img + ty.i0 * s.sh + tx.i1 * s.sw;
+        const float* c = img + ty.i1 * s.sh + tx.i0 * s.sw;
+        const float* d = img + ty.i1 * s.sh + tx.i1 * s.sw;
+        float* o = scratch + p * s.c;
+        for (std::int64_t k = 0; k < s.c; ++k)
           o[k] = ty.w0 * (tx.w0 * a[k] + tx.w1 * b[k]) + ty.w1 * (tx.w0 * c[k] + tx.w1 * d[k]);
         ptr[p] = o;
       }
@@ -91,8 +92,8 @@ inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, in
 // m + p * pstride + cc holds point p of chunk channel cc; the tile's output starts at (oy0, ox0).
 inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64_t pstride, int n, int oy0,
                                   int ox0, int c0, int nvalid) {
-  float* out_img = cv.out + n * cv.osn;
-  const float* res_img = cv.residual ? cv.residual + n * cv.rsn : nullptr;
+  float* out_img = cv.out.p + n * cv.out.sn;
+  const float* res_img = cv.residual.p ? cv.residual.p + n * cv.residual.sn : nullptr;
   const int ni = cv.ho - oy0 < 4 ? cv.ho - oy0 : 4, nj = cv.wo - ox0 < 4 ? cv.wo - ox0 : 4;
   for (int cc = 0; cc < nvalid; cc += kL) {
     const int nl = nvalid - cc < kL ? nvalid - cc : kL;
@@ -111,18 +112,18 @@ inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64
     for (int i = 0; i < ni; ++i) {
       for (int j = 0; j < nj; ++j) {
         const std::int64_t oy = oy0 + i, ox = ox0 + j;
-        const float* r = res_img ? res_img + oy * cv.rsh + ox * cv.rsw + c : nullptr;
+        const float* r = res_img ? res_img + oy * cv.residual.sh + ox * cv.residual.sw + c : nullptr;
         y[4 * i + j] = epilogue_v(y[4 * i + j], bias, r, nl, cv.ep);
-        store_n(out_img + oy * cv.osh + ox * cv.osw + c, y[4 * i + j], nl);
+        store_n(out_img + oy * cv.out.sh + ox * cv.out.sw + c, y[4 * i + j], nl);
       }
     }
-    if (!cv.pool) continue;
+    if (!cv.pool.p) continue;
     // A 4x4 tile at an even origin holds exactly four 2x2 pool windows; a window exists (floor mode)
     // only when both its rows and columns are inside the output, and then all four values were computed.
     for (int pi = 0; pi < 2 && oy0 / 2 + pi < cv.ho / 2; ++pi) {
       for (int pj = 0; pj < 2 && ox0 / 2 + pj < cv.wo / 2; ++pj) {
         const Vec* q = y + 8 * pi + 2 * pj;
-        float* o = cv.pool + n * cv.psn + (oy0 / 2 + pi) * cv.psh + (ox0 / 2 + pj) * cv.psw + c;
+        float* o = cv.pool.p + n * cv.pool.sn + (oy0 / 2 + pi) * cv.pool.sh + (ox0 / 2 + pj) * cv.pool.sw + c;
         store_n(o, max_nan_v(max_nan_v(q[0], q[1]), max_nan_v(q[4], q[5])), nl);
       }
     }
@@ -132,9 +133,9 @@ inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64
 struct Plan {
   int tiles_w, tiles_hw;
   std::int64_t ntiles, nblocks;
-  int t, tpad;       // tiles per block, rounded up to kMR
+  int t, tpad;       // tiles per block, rounded up to kWinoMR
   std::int64_t ldv;  // V row length (Cin rounded up to kL)
-  int nc;            // output channels per chunk (multiple of kNR)
+  int nc;            // output channels per chunk (multiple of kWinoNR)
   bool shared;       // threads share one block and split its output channels (few tiles, big weights)
   int scratch;       // floats of bilinear scratch per thread
 };
@@ -162,27 +163,27 @@ inline Plan make_plan(const WinoConv& cv) {
     t = t < 24 && big ? 24 : (t > 144 ? 144 : t);
   }
   std::int64_t nblocks = (pl.ntiles + t - 1) / t;
-  pl.shared = nthreads > 1 && cv.cout_pad >= kNR * nthreads && (big || nblocks < 2 * nthreads);
-  if (cv.tile_block <= 0) {  // equal blocks, each a multiple of kMR tiles
-    t = round_up(static_cast<int>((pl.ntiles + nblocks - 1) / nblocks), kMR);
+  pl.shared = nthreads > 1 && cv.cout_pad >= kWinoNR * nthreads && (big || nblocks < 2 * nthreads);
+  if (cv.tile_block <= 0) {  // equal blocks, each a multiple of kWinoMR tiles
+    t = round_up(static_cast<int>((pl.ntiles + nblocks - 1) / nblocks), kWinoMR);
     nblocks = (pl.ntiles + t - 1) / t;
   }
   pl.t = t;
-  pl.tpad = round_up(t, kMR);
+  pl.tpad = round_up(t, kWinoMR);
   pl.nblocks = nblocks;
   int nc = cv.cout_chunk;
   if (nc <= 0) {
     nc = big ? 256 : 64;
     if (pl.shared) {  // at least two chunks per thread, for the dynamic schedule to balance
-      const int per = round_up((cv.cout_pad + 2 * nthreads - 1) / (2 * nthreads), kNR);
+      const int per = round_up((cv.cout_pad + 2 * nthreads - 1) / (2 * nthreads), kWinoNR);
       nc = per < nc ? per : nc;
     }
   }
-  nc = round_up(nc, kNR);
+  nc = round_up(nc, kWinoNR);
   pl.nc = nc < cv.cout_pad ? nc : cv.cout_pad;
   pl.scratch = 0;
   for (const WinoView& v : cv.views)
-    if (v.mode == 2 && 36 * v.channels > pl.scratch) pl.scratch = 36 * v.channels;
+    if (v.mode == 2 && 36 * static_cast<int>(v.src.c) > pl.scratch) pl.scratch = 36 * static_cast<int>(v.src.c);
   return pl;
 }
 
@@ -203,27 +204,32 @@ inline void input_block(const WinoConv& cv, const Plan& pl, std::int64_t b, int 
     const int y0 = 4 * (r / pl.tiles_w) - cv.pad, x0 = 4 * (r % pl.tiles_w) - cv.pad;
     for (const WinoView& view : cv.views) {
       gather_view(cv, view, n, y0, x0, ptr, scratch);
-      input_transform_tile(ptr, view.channels, row + view.c0, pstride);
+      input_transform_tile(ptr, static_cast<int>(view.src.c), row + view.c0, pstride);
     }
   }
 }
 
-// GEMMs and output transform of block b for output channel blocks [jb0, jb1) (16 channels each).
+// GEMMs and output transform of block b for output channel blocks [jb0, jb1) (kWinoNR channels each).
 inline void gemm_output_chunk(const WinoConv& cv, const Plan& pl, std::int64_t b, const float* v, float* m,
                               int jb0, int jb1) {
-  const int nc = (jb1 - jb0) * kNR;
-  const int njb = cv.cout_pad / kNR;
+  const int nc = (jb1 - jb0) * kWinoNR;
+  const int njb = cv.cout_pad / kWinoNR;
   const std::int64_t vstride = pl.tpad * pl.ldv, mstride = static_cast<std::int64_t>(pl.tpad) * nc;
+  // Tiles of this block that exist: only their rows of M are computed (and read back below).
+  const int rows = static_cast<int>(pl.ntiles - b * pl.t < pl.t ? pl.ntiles - b * pl.t : pl.t);
   for (int p = 0; p < 36; ++p) {
     const float* a = v + p * vstride;
     for (int jb = jb0; jb < jb1; ++jb) {
-      const float* u = cv.u + (static_cast<std::int64_t>(p) * njb + jb) * cv.cin * kNR;
-      float* c = m + p * mstride + (jb - jb0) * kNR;
-      for (int i = 0; i < pl.tpad; i += kMR) gemm_6x16(a + i * pl.ldv, pl.ldv, u, c + i * nc, nc, cv.cin);
+      const float* u = cv.u + (static_cast<std::int64_t>(p) * njb + jb) * cv.cin * kWinoNR;
+      float* c = m + p * mstride + (jb - jb0) * kWinoNR;
+      int i = 0;
+      for (; i + kWinoMR <= rows; i += kWinoMR)
+        gemm_tile<kWinoMR, kWinoNV>(a + i * pl.ldv, pl.ldv, u, c + i * nc, nc, cv.cin);
+      if (i < rows) gemm_rows<kWinoNV>(rows - i, a + i * pl.ldv, pl.ldv, u, c + i * nc, nc, cv.cin);
     }
   }
-  const int c0 = jb0 * kNR;
-  const int nvalid = (cv.cout < jb1 * kNR ? cv.cout : jb1 * kNR) - c0;
+  const int c0 = jb0 * kWinoNR;
+  const int nvalid = (cv.cout < jb1 * kWinoNR ? cv.cout : jb1 * kWinoNR) - c0;
   for (int t = 0; t < pl.t; ++t) {
     const std::int64_t g = b * pl.t + t;
     if (g >= pl.ntiles) break;
@@ -232,15 +238,16 @@ inline void gemm_output_chunk(const WinoConv& cv, const Plan& pl, std::int64_t b
   }
 }
 
-inline void run(const WinoConv& cv) {
+inline void winograd_conv(const WinoConv& cv) {
   const Plan pl = make_plan(cv);
-  const int njb = cv.cout_pad / kNR, jchunk = pl.nc / kNR;
+  const int njb = cv.cout_pad / kWinoNR, jchunk = pl.nc / kWinoNR;
   const int nchunks = (njb + jchunk - 1) / jchunk;
   const std::size_t vsize = static_cast<std::size_t>(36) * pl.tpad * pl.ldv;
   const std::size_t msize = static_cast<std::size_t>(36) * pl.tpad * pl.nc;
   if (!pl.shared) {
 #pragma omp parallel num_threads(cv.num_threads)
     {
+      [[maybe_unused]] const ThreadState state;
       std::vector<float> v(vsize), m(msize), scratch(pl.scratch);
 #pragma omp for schedule(dynamic, 1)
       for (std::int64_t b = 0; b < pl.nblocks; ++b) {
@@ -256,6 +263,7 @@ inline void run(const WinoConv& cv) {
   std::vector<float> v(vsize);
 #pragma omp parallel num_threads(cv.num_threads)
   {
+    [[maybe_unused]] const ThreadState state;
     std::vector<float> m(msize), scratch(pl.scratch);
     for (std::int64_t b = 0; b < pl.nblocks; ++b) {
 #pragma omp for schedule(static)

@@ -8,7 +8,7 @@ import torch
 from cpu_testutil import conv_weight
 
 from unet_fast._ext import require_cpu
-from unet_fast.kernels import cpu, spec
+from unet_fast.kernels import cpu, cpu_isa, cpu_winograd, spec
 from unet_fast.kernels.spec import InputView, Resample
 
 INTERFACE = ("pack_conv_weight", "conv2d", "pack_conv_transpose_weight", "conv_transpose2x2",
@@ -75,25 +75,65 @@ def test_cpp_rechecks_bounds() -> None:
     ext = require_cpu()
     x, out = torch.randn(1, 4, 4, 3), torch.empty(1, 2, 2, 3)
     with pytest.raises(ValueError, match="storage holds"):
-        ext.maxpool2x2_f32(_desc(x), _desc(out, extent=11), 1)
+        ext.maxpool2x2_f32(_desc(x), _desc(out, extent=11), 1, 0)
     with pytest.raises(ValueError, match="storage holds"):
-        ext.maxpool2x2_f32(_desc(x, h=6), _desc(out), 1)
+        ext.maxpool2x2_f32(_desc(x, h=6), _desc(out), 1, 0)
     with pytest.raises(ValueError, match="out must be"):
-        ext.maxpool2x2_f32(_desc(x), _desc(torch.empty(1, 2, 3, 3)), 1)
+        ext.maxpool2x2_f32(_desc(x), _desc(torch.empty(1, 2, 3, 3)), 1, 0)
     with pytest.raises(ValueError, match=r"overlaps its rows"):
-        ext.maxpool2x2_f32(_desc(x), _desc(out, sh=0), 1)
+        ext.maxpool2x2_f32(_desc(x), _desc(out, sh=0), 1, 0)
+    with pytest.raises(ValueError, match="unknown CPU kernel variant index"):
+        ext.maxpool2x2_f32(_desc(x), _desc(out), 1, 99)
     acc = torch.randn(1, 4, 4, 3)
     with pytest.raises(ValueError, match="pool_out must be"):
         ext.conv_epilogue_f32(_desc(acc), 0, None, _desc(torch.empty(1, 4, 4, 3)),
                               _desc(torch.empty(1, 3, 2, 3)), 0, 0.0, 1)  # fmt: skip
-    panels = cpu.pack_conv_transpose_weight(torch.randn(3, 5, 2, 2), torch.float32).panels
+    ct = cpu.pack_conv_transpose_weight(torch.randn(3, 5, 2, 2), torch.float32)
+    panels, ct_isa = ct.panels, cpu_isa.isa_index(ct.isa)
     with pytest.raises(ValueError, match="out must be"):
         ext.conv_transpose2x2_f32(_desc(acc), panels.data_ptr(), panels.numel(), 5, 0,
-                                  _desc(torch.empty(1, 8, 8, 3)), 0, 0.0, 1, 0)  # fmt: skip
+                                  _desc(torch.empty(1, 8, 8, 3)), 0, 0.0, 1, ct_isa)  # fmt: skip
     with pytest.raises(ValueError, match="packed weight holds"):  # a weight for fewer input channels
         ext.conv_transpose2x2_f32(_desc(acc), panels.data_ptr(), panels.numel() // 3, 5, 0,
-                                  _desc(torch.empty(1, 8, 8, 5)), 0, 0.0, 1, 0)  # fmt: skip
+                                  _desc(torch.empty(1, 8, 8, 5)), 0, 0.0, 1, ct_isa)  # fmt: skip
     with pytest.raises(ValueError, match="dst must have"):
         ext.gather_view_f32(_desc(x), _desc(torch.empty(1, 4, 4, 2)), 0, 4, 4, False, 0, 0, 1, 0)
     with pytest.raises(ValueError, match="out must be"):
         ext.head_f32(_desc(x), torch.randn(2, 3).data_ptr(), 0, 2, 1, _desc(torch.empty(1, 4, 4, 3)), 0, 1, 0)
+
+
+def test_cpp_rechecks_winograd_views_out_residual_pool() -> None:
+    """The Winograd binding takes bounds-checked descriptors for every tensor: a view, out, residual or pool
+    that lies outside its storage or has the wrong shape is a ValueError, not an out-of-bounds access."""
+    ext = require_cpu()
+    x, wt = torch.randn(1, 8, 8, 16), torch.randn(4, 16, 3, 3)
+    packed = cpu_winograd.pack_winograd_weight(wt)
+    isa, u = cpu_isa.isa_index(packed.isa), packed.data
+    cout_pad = u.shape[1] * packed.nr
+
+    y = torch.empty(1, 8, 8, 4)  # held in a name: the valid call writes into it
+
+    def call(view=None, out=None, residual=None, pool=None, u_numel=None):
+        view = view or _desc(x)
+        out = out or _desc(y)
+        ext.winograd_conv3x3_f32([(view, 0, 8, 8, False, 0, 0)], 8, 8, 16, 4, cout_pad, 1, u.data_ptr(),
+                                 u_numel or u.numel(), 0, residual, out, pool, 0, 0.0, 1, isa, 0, 0)  # fmt: skip
+
+    call()  # the valid call runs
+    torch.testing.assert_close(y, spec.conv2d([x], wt, None, padding=1), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="storage holds"):
+        call(view=_desc(x, extent=100))
+    with pytest.raises(ValueError, match="out must be"):
+        call(out=_desc(torch.empty(1, 8, 7, 4)))
+    with pytest.raises(ValueError, match="storage holds"):
+        call(out=_desc(torch.empty(1, 8, 8, 4), extent=200))
+    with pytest.raises(ValueError, match="residual and out shapes differ"):
+        call(residual=_desc(torch.empty(1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="storage holds"):
+        call(residual=_desc(torch.empty(1, 8, 8, 4), extent=10))
+    with pytest.raises(ValueError, match="pool_out must be"):
+        call(pool=_desc(torch.empty(1, 4, 3, 4)))
+    with pytest.raises(ValueError, match="packed weight holds"):
+        call(u_numel=u.numel() - 1)
+    with pytest.raises(ValueError, match="views carry"):
+        call(view=_desc(torch.randn(1, 8, 8, 12)))

@@ -6,6 +6,7 @@ import pytest
 import torch
 from cpu_testutil import (
     BATCHES,
+    ISAS,
     SIZES,
     assert_close,
     assert_outside_slot_untouched,
@@ -19,19 +20,22 @@ from unet_fast.kernels.spec import ACTIVATIONS, InputView, Resample
 F32 = torch.float32
 
 
-def run_both(inputs, w, bias, *, cout: int, pool: bool, **kw):
-    """Run the CPU kernel into poisoned slots and the reference; check values and untouched neighbours."""
+def run_both(inputs, w, bias, *, cout: int, pool: bool, isa: str | None = None, **kw):
+    """Run the CPU kernel (weight packed for `isa`) into poisoned slots and the reference; check values and
+    untouched neighbours."""
     views = [spec.as_view(v) for v in inputs]
     ho, wo = spec.conv_output_size(views[0].out_size, tuple(w.shape[2:]), kw.get("stride", 1),
                                    kw.get("padding", 0), kw.get("dilation", 1))  # fmt: skip
     n = views[0].tensor.shape[0]
     buf, slot = poisoned_slot((n, ho, wo, cout), before=3, after=1)
     pbuf, pslot = poisoned_slot((n, ho // 2, wo // 2, cout), before=1, after=2) if pool else (None, None)
-    got = cpu.conv2d(inputs, cpu.pack_conv_weight(w, F32), bias, out=slot, pool_out=pslot, **kw)
+    packed = cpu.pack_conv_weight(w, F32, isa=isa)
+    assert isa is None or packed.isa == isa
+    got = cpu.conv2d(inputs, packed, bias, out=slot, pool_out=pslot, **kw)
     assert got.data_ptr() == slot.data_ptr()
     ref_pool = torch.empty(n, ho // 2, wo // 2, cout) if pool else None
     ref = spec.conv2d(inputs, w, bias, pool_out=ref_pool, **kw)
-    assert_close(slot, ref, "conv2d out")
+    assert_close(slot, ref, f"conv2d out {isa}")
     assert_outside_slot_untouched(buf, 3, 1)
     if pool:
         assert_close(pslot, ref_pool, "conv2d pool_out")
@@ -42,11 +46,13 @@ def run_both(inputs, w, bias, *, cout: int, pool: bool, **kw):
 @pytest.mark.parametrize("hw", SIZES)
 @pytest.mark.parametrize("cin,cout", [(3, 5), (37, 3), (5, 37)])
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_conv2d_fused_epilogue(n: int, hw: tuple[int, int], cin: int, cout: int, act: str) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_conv2d_fused_epilogue(n: int, hw: tuple[int, int], cin: int, cout: int, act: str, isa: str) -> None:
+    """Cin 37 is packed for Winograd, Cin 3 and 5 run direct: both paths on every kernel variant."""
     x = torch.randn(n, *hw, cin)
     residual = torch.randn(n, *hw, cout)
     run_both([x], conv_weight(cout, cin, 3, 3), torch.randn(cout), cout=cout, pool=True, padding=1, act=act,
-             negative_slope=0.2, residual=residual)  # fmt: skip
+             negative_slope=0.2, residual=residual, isa=isa)  # fmt: skip
 
 
 @pytest.mark.parametrize("mode,ac", [("nearest", False), ("bilinear", False), ("bilinear", True)])
@@ -113,4 +119,6 @@ def test_conv2d_bad_input() -> None:
     with pytest.raises(ValueError, match=r"cpu backend supports"):
         cpu.pack_conv_weight(torch.randn(4, 5, 3, 3), torch.float16)
     with pytest.raises(ValueError, match="pack function"):
-        cpu.conv2d([x], w.half(), None)
+        cpu.conv2d([x], w.oihw.half(), None)
+    with pytest.raises(ValueError, match="unknown conv2d isa"):
+        cpu.pack_conv_weight(torch.randn(4, 5, 3, 3), F32, isa="sse9")

@@ -1,5 +1,6 @@
-"""CPU conv_transpose2x2 against spec.conv_transpose2x2: every activation, odd sizes, batch > 1, both kernel
-variants (portable, AVX2), written into a slot of a poisoned concat buffer, reading a channel slice."""
+"""CPU conv_transpose2x2 against spec.conv_transpose2x2: every activation, odd sizes, batch > 1, every kernel
+variant this CPU runs (weights packed per variant), written into a slot of a poisoned concat buffer,
+reading a channel slice."""
 
 import pytest
 import torch
@@ -18,8 +19,9 @@ from unet_fast.kernels.spec import ACTIVATIONS
 F32 = torch.float32
 
 
-# W = 9, 11, 17, 23: never a whole number of 6-pixel tiles. Cout 5, 3: one partial 16-channel block;
-# 37: two whole + 5; 24: one whole + 8 (the second vector of a block empty).
+# W = 9, 11, 17, 23: never a whole number of 6- or 8-pixel tiles. With 16-channel blocks (8 lanes): Cout 5,
+# 3 one partial block; 37 two whole + 5; 24 one whole + 8 (the second vector empty). With 32-channel blocks
+# (16 lanes): 37 one whole + 5; 24 one partial block whose second vector holds 8 of 16 lanes.
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("hw", [(9, 11), (17, 23)])
 @pytest.mark.parametrize("cin,cout", [(3, 5), (37, 3), (5, 37), (16, 24)])
@@ -29,8 +31,9 @@ def test_conv_transpose2x2_into_slot(n: int, hw: tuple[int, int], cin: int, cout
                                      isa: str) -> None:  # fmt: skip
     x, w, b = torch.randn(n, *hw, cin), conv_weight(cin, cout, 2, 2), torch.randn(cout)
     buf, slot = poisoned_slot((n, 2 * hw[0], 2 * hw[1], cout))
-    got = cpu.conv_transpose2x2(x, cpu.pack_conv_transpose_weight(w, F32), b, act=act, negative_slope=0.3,
-                                out=slot, isa=isa)  # fmt: skip
+    packed = cpu.pack_conv_transpose_weight(w, F32, isa=isa)
+    assert packed.isa == isa
+    got = cpu.conv_transpose2x2(x, packed, b, act=act, negative_slope=0.3, out=slot)
     assert got.data_ptr() == slot.data_ptr()
     assert_close(slot, spec.conv_transpose2x2(x, w, b, act=act, negative_slope=0.3), f"convT {act} {isa}")
     assert_outside_slot_untouched(buf, 2, 3)
@@ -45,7 +48,7 @@ def test_conv_transpose2x2_blocked(isa: str) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        cpu.conv_transpose2x2(x, cpu.pack_conv_transpose_weight(w, F32), b, act="relu", out=got, isa=isa)
+        cpu.conv_transpose2x2(x, cpu.pack_conv_transpose_weight(w, F32, isa=isa), b, act="relu", out=got)
     finally:
         torch.set_num_threads(threads)
     assert_close(got, spec.conv_transpose2x2(x, w, b, act="relu"), f"convT blocked {isa}")
@@ -73,4 +76,4 @@ def test_conv_transpose2x2_bad_input() -> None:
     with pytest.raises(ValueError, match="pack_conv_transpose_weight returns"):
         cpu.conv_transpose2x2(x, torch.randn(3, 20), None)
     with pytest.raises(ValueError, match="unknown conv_transpose2x2 isa"):
-        cpu.conv_transpose2x2(x, w, None, isa="sse9")
+        cpu.pack_conv_transpose_weight(torch.randn(3, 5, 2, 2), F32, isa="sse9")

@@ -21,7 +21,7 @@ F32 = torch.float32
 def test_head_scores_into_slot(n: int, hw: tuple[int, int], c: int, k: int, op: str, isa: str) -> None:
     x, w, b = torch.randn(n, *hw, c), torch.randn(k, c, 1, 1), torch.randn(k)
     buf, slot = poisoned_slot((n, *hw, k))
-    got = cpu.head(x, cpu.pack_head_weight(w, F32), b, op, out=slot, isa=isa)
+    got = cpu.head(x, cpu.pack_head_weight(w, F32, isa=isa), b, op, out=slot)
     assert got.data_ptr() == slot.data_ptr()
     assert_close(slot, spec.head(x, w, b, op), f"head {op} {isa}")
     assert_outside_slot_untouched(buf, 2, 3)
@@ -39,7 +39,7 @@ def test_head_argmax_class_map(
     # The class map is a window of a bigger poisoned map: W stride 1, H stride W + 3.
     buf = torch.full((n, hw[0], hw[1] + 3), 99, dtype=dtype)
     out = buf[:, :, 1 : hw[1] + 1]
-    cpu.head(x, cpu.pack_head_weight(w, F32), b, "argmax", out=out, isa=isa)
+    cpu.head(x, cpu.pack_head_weight(w, F32, isa=isa), b, "argmax", out=out)
     assert torch.equal(out, spec.head(x, w, b, "argmax").to(dtype))
     assert (buf[:, :, 0] == 99).all() and (buf[:, :, hw[1] + 1 :] == 99).all()
 
@@ -54,9 +54,9 @@ def test_head_softmax_sigmoid_extremes(k: int, isa: str) -> None:
     w[:, 0] = torch.tensor([1.0, -1.0, 0.5][:k])
     x[0, 0, :, 0] = torch.tensor([0.0, 1e3, -1e3, 90.0, -90.0, 1e30, -1e30, 5.0, -5.0, 30.0, -30.0])
     x[0, 1, :5, 0] = torch.tensor([float("inf"), float("-inf"), float("nan"), 1e-30, -1e-30])
-    packed = cpu.pack_head_weight(w, F32)
+    packed = cpu.pack_head_weight(w, F32, isa=isa)
     for op in ("softmax", "sigmoid"):
-        got, ref = cpu.head(x, packed, b, op, isa=isa), spec.head(x, w, b, op)
+        got, ref = cpu.head(x, packed, b, op), spec.head(x, w, b, op)
         assert torch.equal(got.isnan(), ref.isnan()), op
         keep = ~ref.isnan()
         torch.testing.assert_close(got[keep], ref[keep], atol=1e-6, rtol=1e-5)
@@ -91,7 +91,9 @@ def test_head_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown head op"):
         cpu.head(x, w, None, "tanh")
     with pytest.raises(ValueError, match="unknown head isa"):
-        cpu.head(x, w, None, "softmax", isa="sse9")
+        cpu.pack_head_weight(torch.randn(3, 3), F32, isa="sse9")
+    with pytest.raises(ValueError, match="pack_head_weight returns"):
+        cpu.head(x, torch.randn(3, 3), None, "softmax")
     with pytest.raises(ValueError, match="at most 256 classes"):
         cpu.head(x, w, None, "argmax", out=torch.empty(1, 4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match="head weight expects"):

@@ -2,7 +2,15 @@
 
 import pytest
 import torch
-from cpu_testutil import BATCHES, CHANNELS, NAN, assert_close, assert_outside_slot_untouched, poisoned_slot
+from cpu_testutil import (
+    BATCHES,
+    CHANNELS,
+    ISAS,
+    NAN,
+    assert_close,
+    assert_outside_slot_untouched,
+    poisoned_slot,
+)
 
 from unet_fast.kernels import cpu, spec
 
@@ -10,12 +18,13 @@ from unet_fast.kernels import cpu, spec
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("hw", [(17, 23), (33, 47), (2, 2), (3, 5), (6, 4)])
 @pytest.mark.parametrize("c", CHANNELS)
-def test_maxpool2x2_into_slot(n: int, hw: tuple[int, int], c: int) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_maxpool2x2_into_slot(n: int, hw: tuple[int, int], c: int, isa: str) -> None:
     x = torch.randn(n, *hw, c)
     buf, slot = poisoned_slot((n, hw[0] // 2, hw[1] // 2, c))
-    got = cpu.maxpool2x2(x, out=slot)
+    got = cpu.maxpool2x2(x, out=slot, isa=isa)
     assert got.data_ptr() == slot.data_ptr()
-    assert_close(slot, spec.maxpool2x2(x), "maxpool2x2")
+    assert_close(slot, spec.maxpool2x2(x), f"maxpool2x2 {isa}")
     assert_outside_slot_untouched(buf, 2, 3)
 
 

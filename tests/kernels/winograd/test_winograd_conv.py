@@ -1,7 +1,7 @@
 """Winograd F(4x4, 3x3) conv (unet_fast.kernels.cpu_winograd) against spec.conv2d in float64.
 
 Accuracy budget (issue 8): relative L2 <= 1e-4 against a float64 reference, per layer. Every case runs on
-both kernel variants (portable and AVX2, where the CPU has it), with odd sizes, batch > 1, channel counts
+every kernel variant this CPU runs (weights packed per variant), with odd sizes, batch > 1, channel counts
 that are not multiples of the vector width, and outputs written into poisoned (NaN) channel slots.
 """
 
@@ -25,7 +25,7 @@ from unet_fast.kernels.spec import InputView, Resample
 pytestmark = pytest.mark.skipif(
     not available_isas(), reason="unet_fast._C was built without the Winograd kernel"
 )
-ISAS = [i for i in ("portable", "avx2") if i in available_isas()] or ["portable"]
+ISAS = available_isas()
 REL_L2_BUDGET = 1e-4
 
 
@@ -87,8 +87,8 @@ def test_conv_matches_float64(
     ref = spec.conv2d([x.double()], wt.double(), b.double(), padding=pad, act=act, negative_slope=0.1)
     ho, wo = h + 2 * pad - 2, w + 2 * pad - 2
     buf, out = slot(n, ho, wo, cout)
-    got = conv3x3_winograd([x], pack_winograd_weight(wt), b, padding=pad, act=act, negative_slope=0.1,
-                           out=out, isa=isa)  # fmt: skip
+    got = conv3x3_winograd([x], pack_winograd_weight(wt, isa=isa), b, padding=pad, act=act, negative_slope=0.1,
+                           out=out)  # fmt: skip
     assert got.data_ptr() == out.data_ptr()
     assert_parity(got, ref, f"{isa} {n}x{h}x{w} {cin}->{cout} pad {pad} {act}")
     check_slot(buf, 3, cout)
@@ -105,8 +105,8 @@ def test_fused_pool_residual_and_slots(isa: str, h: int, w: int, pad: int) -> No
                       pool_out=(pool_ref := torch.empty(n, ho // 2, wo // 2, cout, dtype=torch.float64)))  # fmt: skip
     buf, out = slot(n, ho, wo, cout)
     pbuf, pool = slot(n, ho // 2, wo // 2, cout, (7, 2))
-    conv3x3_winograd([x], pack_winograd_weight(wt), b, padding=pad, act="relu", residual=res, out=out,
-                     pool_out=pool, isa=isa)  # fmt: skip
+    conv3x3_winograd([x], pack_winograd_weight(wt, isa=isa), b, padding=pad, act="relu", residual=res,
+                     out=out, pool_out=pool)  # fmt: skip
     assert_parity(out, ref, "conv output")
     assert_parity(pool, pool_ref, "pool output")
     check_slot(buf, 3, cout)
@@ -129,17 +129,18 @@ def test_virtual_concat_resample_and_windows(isa: str) -> None:
     wt, b = weight(cout, cin), torch.randn(cout)
     for pad in (0, 1):
         ref = spec.conv2d(as64(views), wt.double(), b.double(), padding=pad, act="relu")
-        got = conv3x3_winograd(views, pack_winograd_weight(wt), b, padding=pad, act="relu", isa=isa)
+        got = conv3x3_winograd(views, pack_winograd_weight(wt, isa=isa), b, padding=pad, act="relu")
         assert_parity(got, ref, f"virtual concat, pad {pad}")
 
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(("tile_block", "cout_chunk"), [(0, 0), (6, 16), (7, 32), (40, 48), (200, 0)])
 def test_blocking_does_not_change_results(isa: str, tile_block: int, cout_chunk: int) -> None:
-    """Tile blocks and output-channel chunks that split the work unevenly, shared and private schedules."""
+    """Tile blocks and output-channel chunks that split the work unevenly (chunks are rounded up to the
+    variant's block), shared and private schedules."""
     x, wt = torch.randn(2, 17, 19, 21), weight(50, 21)
     ref = spec.conv2d([x.double()], wt.double(), padding=1)
-    got = conv3x3_winograd([x], pack_winograd_weight(wt), padding=1, isa=isa, tile_block=tile_block,
+    got = conv3x3_winograd([x], pack_winograd_weight(wt, isa=isa), padding=1, tile_block=tile_block,
                            cout_chunk=cout_chunk)  # fmt: skip
     assert_parity(got, ref, f"tile_block {tile_block} cout_chunk {cout_chunk}")
 
@@ -168,14 +169,33 @@ def test_unet_layer_accuracy_budget(hw: int, cin: int, cout: int) -> None:
     assert_parity(got, ref, f"{hw}px {cin}->{cout}")
 
 
-def test_env_var_forces_portable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_var_forces_the_variant_at_pack_time(monkeypatch: pytest.MonkeyPatch) -> None:
     x, wt = torch.randn(1, 8, 8, 5), weight(6, 5)
-    monkeypatch.setenv("UNET_FAST_WINOGRAD_ISA", "portable")
-    got = conv3x3_winograd([x], wt, padding=1)
+    monkeypatch.setenv("UNET_FAST_CPU_ISA", "portable")
+    packed = pack_winograd_weight(wt)
+    assert packed.isa == "portable"
+    monkeypatch.delenv("UNET_FAST_CPU_ISA")  # the packed weight keeps its variant
+    got = conv3x3_winograd([x], packed, padding=1)
     assert_parity(got, spec.conv2d([x.double()], wt.double(), padding=1), "portable via env")
-    monkeypatch.setenv("UNET_FAST_WINOGRAD_ISA", "sse9")
+    monkeypatch.setenv("UNET_FAST_CPU_ISA", "sse9")
     with pytest.raises(ValueError, match="unknown Winograd isa"):
         conv3x3_winograd([x], wt, padding=1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_packed_layout_follows_the_variant(isa: str) -> None:
+    """Each variant packs U in blocks of its own micro-GEMM width; a weight runs only on its own variant."""
+    from unet_fast.kernels import cpu_isa
+
+    nr = next(v.winograd_nr for v in cpu_isa.registry() if v.name == isa)
+    packed = pack_winograd_weight(weight(37, 16), isa=isa)
+    assert packed.isa == isa and packed.nr == nr and tuple(packed.data.shape) == (36, -(-37 // nr), 16, nr)
+    tail = 37 - (packed.data.shape[1] - 1) * nr  # valid channels of the last block
+    assert (packed.data[:, -1, :, tail:] == 0).all() and packed.data[:, -1, :, :tail].abs().sum() > 0
+    other = next((v.name for v in cpu_isa.registry() if v.runnable and v.name != isa), None)
+    if other is not None:
+        with pytest.raises(ValueError, match="packed for isa"):
+            conv3x3_winograd([torch.randn(1, 6, 6, 16)], packed, padding=1, isa=other)
 
 
 def test_is_supported() -> None:
@@ -211,6 +231,6 @@ def test_bad_arguments_raise_value_errors() -> None:
     with pytest.raises(ValueError, match="OIHW"):
         pack_winograd_weight(torch.randn(6, 4, 5, 5))
     with pytest.raises(ValueError, match="pack_winograd_weight"):
-        conv3x3_winograd([x], WinogradWeight(packed.data[:, :, :3], 6, 4), padding=1)
+        conv3x3_winograd([x], WinogradWeight(packed.data[:, :, :3], 6, 4, packed.isa, packed.nr), padding=1)
     with pytest.raises(ValueError, match="too small"):
         conv3x3_winograd([torch.randn(1, 2, 2, 4)], packed, padding=0)
