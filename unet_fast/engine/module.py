@@ -10,6 +10,7 @@ and an activation arena, both in a bounded LRU (`max_cached_shapes`).
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -173,7 +174,7 @@ class FusedUNet(nn.Module):
         compiled = compile_plan(self._capture_for(shape), shape, self.config.passes)
         ex = Executor(compiled.plan, compiled.buffers, self.backend.kernels(), self.backend.name, self.device,
                       self.dtype, exact=self.config.exact, weights=self._weights,
-                      supports=self.backend.supports)  # fmt: skip
+                      supports=functools.partial(self.backend.supports, dtype=self.dtype))  # fmt: skip
         runner = CudaGraphRunner(ex, self.device) if self.config.cuda_graphs else None
         return _Entry(compiled, ex, runner)
 
