@@ -129,3 +129,14 @@ def test_dtypes_auto_and_errors() -> None:
         cpu.maxpool2x2(torch.zeros(1, 4, 4, 2, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="dtype"):
         cpu.pack_head_weight(torch.zeros(2, 4), torch.bfloat16)
+
+
+def test_to_switches_between_fp32_and_bf16() -> None:
+    model, shape = _model("milesial")
+    x = torch.randn(shape)
+    fast = unet_fast.optimize(model, x, backend="cpu")
+    assert fast.to(torch.bfloat16).dtype == torch.bfloat16
+    assert fast.to("cpu").dtype == torch.bfloat16  # a device move keeps the dtype
+    assert fast.float().dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)

@@ -160,6 +160,8 @@ class FusedUNet(nn.Module):
         captures are device-independent and stay)."""
         probe = fn(torch.zeros(1, device=self.device, dtype=torch.float32))
         dtype = probe.dtype if probe.dtype != torch.float32 else self.dtype
+        if dtype != torch.float32 and fn(torch.zeros(1, dtype=torch.float16)).dtype == torch.float32:
+            dtype = torch.float32  # .float() / .to(torch.float32): back to fp32 (an fp32 probe cannot tell)
         if probe.device != self.device or dtype != self.dtype:
             with self._lock:
                 self._setup(probe.device, dtype)
