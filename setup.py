@@ -274,8 +274,9 @@ class BuildExt(build_ext):
 
 cpu_ext = Pybind11Extension(
     "unet_fast._C",
-    sources=_sources("bindings/cpu_module.cpp", "cpu/*.cpp", "cpu/variants/*.cpp"),
-    depends=_sources("include/unet_fast/*.h", "cpu/variants/*.h"),  # an edited header rebuilds the module
+    sources=_sources("bindings/cpu_module.cpp", "cpu/*.cpp", "cpu/variants/*.cpp", "cpu/amx/*.cpp"),
+    # an edited header rebuilds the module
+    depends=_sources("include/unet_fast/*.h", "include/unet_fast/amx/*.h", "cpu/variants/*.h"),
     include_dirs=[str(CSRC / "include")],
     cxx_std=17,
     define_macros=list(COMMON_MACROS),

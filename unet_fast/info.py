@@ -38,19 +38,22 @@ def _triton_status() -> tuple[bool, str]:
 def _cpu_kernels() -> dict[str, Any]:
     """The C++ CPU kernel variants (the registry, kernels/cpu_isa.py): which this CPU and OS run, and the one
     packing picks by default (isa="auto", unless UNET_FAST_CPU_ISA says otherwise)."""
-    from unet_fast.kernels import cpu_isa
+    from unet_fast.kernels import cpu_bf16, cpu_isa
 
     reg = cpu_isa.registry()
     default = cpu_isa.choose(None, what="info").name if cpu_isa.available_isas() else None
     return {"isas": list(cpu_isa.available_isas()), "auto": cpu_isa.best().name if reg else None,
             "default": default, "registered": [v.name for v in reg],
-            "variants": [v.__dict__ for v in reg]}  # fmt: skip
+            "variants": [v.__dict__ for v in reg],
+            "bf16_tiles": [b.__dict__ for b in cpu_bf16.tile_backends()]}  # fmt: skip
 
 
 def _cpu_summary(kernels: dict[str, Any]) -> str:
     not_here = [n for n in kernels["registered"] if n not in kernels["isas"]]
     return (f"C++ kernels: {kernels['default']} variant (runnable here: {', '.join(kernels['isas'])}"
-            + (f"; not on this CPU: {', '.join(not_here)}" if not_here else "") + ")")  # fmt: skip
+            + (f"; not on this CPU: {', '.join(not_here)}" if not_here else "") + ")"
+            + "; bf16 tiles: " + ", ".join(b["name"] + ("" if b["runnable"] else f" (not here: {b['reason']})")
+                                           for b in kernels["bf16_tiles"]))  # fmt: skip
 
 
 def collect() -> dict[str, Any]:

@@ -19,6 +19,7 @@ void register_conv_epilogue(py::module_& m);
 void register_head(py::module_& m);
 void register_conv_transpose2x2(py::module_& m);
 void register_winograd(py::module_& m);
+void register_conv_bf16(py::module_& m);  // csrc/cpu/amx/
 }  // namespace unet_fast
 
 #ifndef UNET_FAST_GIT_COMMIT
@@ -85,4 +86,5 @@ PYBIND11_MODULE(_C, m) {
   unet_fast::register_head(m);
   unet_fast::register_conv_transpose2x2(m);
   unet_fast::register_winograd(m);
+  unet_fast::register_conv_bf16(m);
 }

@@ -4,6 +4,7 @@ dtype rules. One Executor (backends/executor.py) runs a Plan on any of them."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -45,13 +46,16 @@ class Backend:
     def kernels(self) -> ModuleType:
         return importlib.import_module(self.kernels_module)
 
-    def supports(self, step: Any) -> str:
-        """'' when this backend's kernels run `step` (a graph.ir Step), else the reason the reference runs it."""
+    def supports(self, step: Any, dtype: torch.dtype | None = None) -> str:
+        """'' when this backend's kernels run `step` (a graph.ir Step) in `dtype` (None: the kernel module's
+        default), else the reason the reference runs it."""
         km = self.kernels()
         why = self.limits(step, km)
         own = getattr(km, "supports", None)
         if not why and callable(own):
-            verdict = own(step)
+            # a module's supports(step, dtype) when its answer depends on the dtype (the cpu backend's bf16)
+            takes_dtype = len(inspect.signature(own).parameters) > 1
+            verdict = own(step, dtype) if takes_dtype and dtype is not None else own(step)
             why = "" if verdict is True or verdict == "" or verdict is None else (verdict or "refused")
         return why
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import is_dataclass
 from typing import Any
 
 import torch
@@ -66,7 +67,8 @@ def _nbytes(v: Any) -> int:
     if isinstance(v, Tensor):
         return v.numel() * v.element_size()
     if hasattr(v, "__dict__"):
-        return sum(_nbytes(x) for x in vars(v).values() if isinstance(x, Tensor))
+        # tensors inside, and inside a packed form that wraps another (the cpu backend's bf16 tile weights)
+        return sum(_nbytes(x) for x in vars(v).values() if isinstance(x, Tensor) or is_dataclass(x))
     if isinstance(v, (tuple, list)):
         return sum(_nbytes(x) for x in v)
     return 0

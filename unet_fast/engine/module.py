@@ -10,6 +10,7 @@ and an activation arena, both in a bounded LRU (`max_cached_shapes`).
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -163,6 +164,8 @@ class FusedUNet(nn.Module):
         captures are device-independent and stay)."""
         probe = fn(torch.zeros(1, device=self.device, dtype=torch.float32))
         dtype = probe.dtype if probe.dtype != torch.float32 else self.dtype
+        if dtype != torch.float32 and fn(torch.zeros(1, dtype=torch.float16)).dtype == torch.float32:
+            dtype = torch.float32  # .float() / .to(torch.float32): back to fp32 (an fp32 probe cannot tell)
         if probe.device != self.device or dtype != self.dtype:
             with self._lock:
                 self._setup(probe.device, dtype)
@@ -177,7 +180,7 @@ class FusedUNet(nn.Module):
         compiled = compile_plan(self._capture_for(shape), shape, self.config.passes)
         ex = Executor(compiled.plan, compiled.buffers, self.backend.kernels(), self.backend.name, self.device,
                       self.dtype, exact=self.config.exact, weights=self._weights,
-                      supports=self.backend.supports)  # fmt: skip
+                      supports=functools.partial(self.backend.supports, dtype=self.dtype))  # fmt: skip
         runner = CudaGraphRunner(ex, self.device) if self.config.cuda_graphs else None
         return _Entry(compiled, ex, runner)
 

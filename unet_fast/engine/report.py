@@ -69,10 +69,14 @@ def describe(c: CompiledPlan, ex: Executor) -> list[str]:
     fallbacks = [s for s in c.plan.steps if isinstance(s, Fallback)]
     lines.append(f"  fallbacks: {len(fallbacks)}" + (" (run by PyTorch)" if fallbacks else ""))
     algos = ex.step_algorithms()
-    if any(algos):
-        lines.append(
-            f"  algorithms: {sum(map(bool, algos))} convs by {next(a for a in algos if a)} (exact=True: none)"
-        )
+    for algo in dict.fromkeys(a for a in algos if a):  # each algorithm once, in plan order
+        exact = " (exact=True: none)" if algo.startswith("Winograd") else ""
+        lines.append(f"  algorithms: {algos.count(algo)} convs by {algo}{exact}")
+    refs = [s.kind for s, note in zip(c.plan.steps, ex.step_notes(), strict=True) if "torch reference" in note]
+    if refs:
+        kinds_ = ", ".join(f"{k} {refs.count(k)}" for k in dict.fromkeys(refs))
+        lines.append(f"  torch reference in {str(ex.dtype).replace('torch.', '')}: {len(refs)} steps ({kinds_}); "
+                     "the reason per step below")  # fmt: skip
     for i, (s, note, algo) in enumerate(zip(c.plan.steps, ex.step_notes(), algos, strict=True)):
         reads_ = ", ".join(r.describe() if not isinstance(r, str) else r for r in getattr(s, "inputs", [])
                            ) if hasattr(s, "inputs") else ", ".join(r.describe() for r in s.reads())  # fmt: skip

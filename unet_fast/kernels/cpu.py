@@ -26,6 +26,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,8 +36,11 @@ from unet_fast._ext import require_cpu
 from unet_fast.kernels import checks, cpu_isa, cpu_winograd
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView
 
-# The C++ ops compute and store fp32 only; fp16/bf16 are rejected with a ValueError naming this tuple.
-SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32,)
+# Engine dtypes: fp32 runs every op here; bf16 runs the convs on the bf16 tile kernels (kernels/cpu_bf16.py)
+# and the steps `supports` turns down on the torch reference. fp16 is rejected with a ValueError.
+SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+# What the fp32 C++ ops below read and write (a bf16 tensor passed to them is an error, not a reinterpretation)
+_FP32: tuple[torch.dtype, ...] = (torch.float32,)
 # Class-map dtypes of head(op="argmax"), in the C++ IndexKind order.
 _INDEX_KINDS = (torch.uint8, torch.int32, torch.int64)
 _RESAMPLE_MODES = {"nearest": 1, "bilinear": 2}
@@ -53,8 +57,9 @@ def num_threads() -> int:
 
 
 def _check_dtype(dtype: torch.dtype) -> None:
-    if dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f"the cpu backend supports dtypes {SUPPORTED_DTYPES}, got {dtype}")
+    if dtype not in _FP32:
+        raise ValueError(f"the cpu backend supports dtypes {_FP32} in this kernel, got {dtype} (a bf16 engine "
+                         "runs convs on kernels/cpu_bf16.py, the rest on the torch reference)")  # fmt: skip
 
 
 def _check_cpu(named: dict[str, Tensor | None], *, float_only: bool = True) -> None:
@@ -63,8 +68,9 @@ def _check_cpu(named: dict[str, Tensor | None], *, float_only: bool = True) -> N
             continue
         if t.device.type != "cpu":
             raise ValueError(f"{name} is on {t.device}; the cpu backend needs CPU tensors")
-        if float_only and t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"{name} has dtype {t.dtype}; the cpu backend supports {SUPPORTED_DTYPES}")
+        if float_only and t.dtype not in _FP32:
+            raise ValueError(f"{name} has dtype {t.dtype}; the cpu backend supports {_FP32} in this kernel "
+                             "(a bf16 engine runs it on the torch reference)")  # fmt: skip
 
 
 def _desc(t: Tensor) -> tuple[int, ...]:
@@ -227,7 +233,11 @@ def pack_conv_weight(weight: Tensor, dtype: torch.dtype, *, exact: bool = False,
     """OIHW -> ConvWeight for kernel variant `isa` (None: UNET_FAST_CPU_ISA, else the best this CPU runs):
     the contiguous, detached fp32 OIHW weight PyTorch's convolution takes, plus the Winograd transform where
     cpu_winograd.winograd_decision picks it (3x3 with enough input channels to profit, not `exact`).
-    Raises ValueError for a dtype other than fp32, a weight that is not 4-D, or an unknown / unrunnable isa."""
+    dtype bf16: the bf16 tile layout instead (TileConvWeight; `exact` and `isa` do not apply: direct, on the
+    tile backend chosen once here). Raises ValueError for a dtype other than fp32 / bf16, a weight that is
+    not 4-D, or an unknown / unrunnable isa."""
+    if dtype == torch.bfloat16:
+        return _pack_tiles(weight, "conv")
     _check_dtype(dtype)
     if weight.dim() != 4:
         raise ValueError(f"conv weight must be OIHW [Cout, Cin, kH, kW], got shape {tuple(weight.shape)}")
@@ -251,7 +261,12 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: ConvWeight | Ten
            pool_out: Tensor | None = None) -> Tensor:  # fmt: skip
     """spec.conv2d on CPU: Winograd where the weight was packed for it and the call fits (stride 1, padding
     0/1: cpu_winograd.winograd_decision); otherwise gather (if needed) -> PyTorch conv into a scratch -> one
-    fused C++ epilogue. Runs on the weight's kernel variant (a plain OIHW tensor: direct, default variant)."""
+    fused C++ epilogue. Runs on the weight's kernel variant (a plain OIHW tensor: direct, default variant).
+    A TileConvWeight (bf16) runs the bf16 tile conv, for the calls `supports` accepts."""
+    if isinstance(packed_weight, TileConvWeight):
+        return _conv2d_tiles(inputs, packed_weight, bias, stride=stride, padding=padding, dilation=dilation,
+                             act=act, negative_slope=negative_slope, residual=residual, out=out,
+                             pool_out=pool_out)  # fmt: skip
     isa = None
     if isinstance(packed_weight, ConvWeight):
         isa, wino = packed_weight.isa, packed_weight.winograd
@@ -310,8 +325,11 @@ def pack_conv_transpose_weight(
     weight: Tensor, dtype: torch.dtype, *, isa: str | None = None
 ) -> ConvTransposeWeight:
     """IOHW [Cin, Cout, 2, 2] -> ConvTransposeWeight for kernel variant `isa` (None: UNET_FAST_CPU_ISA, else
-    the best this CPU runs): nr-channel panels per kernel tap, contiguous fp32. Raises ValueError for a
-    dtype other than fp32, a weight that is not IOHW 2x2, or an unknown / unrunnable isa."""
+    the best this CPU runs): nr-channel panels per kernel tap, contiguous fp32; dtype bf16: the bf16 tile
+    layout (TileConvTransposeWeight). Raises ValueError for a dtype other than fp32 / bf16, a weight that is
+    not IOHW 2x2, or an unknown / unrunnable isa."""
+    if dtype == torch.bfloat16:
+        return _pack_tiles(weight, "conv_transpose")
     _check_dtype(dtype)
     if weight.dim() != 4 or tuple(weight.shape[2:]) != (2, 2):
         raise ValueError(
@@ -330,7 +348,12 @@ def pack_conv_transpose_weight(
 def conv_transpose2x2(x: Tensor, packed: ConvTransposeWeight, bias: Tensor | None = None, *, act: str = "none",
                       negative_slope: float = 0.01, out: Tensor | None = None) -> Tensor:  # fmt: skip
     """spec.conv_transpose2x2 on CPU: one C++ pass, GEMM tiles stored with their epilogue into `out`, on the
-    kernel variant the weight was packed for."""
+    kernel variant the weight was packed for (a TileConvTransposeWeight: the bf16 tile transposed conv)."""
+    if isinstance(packed, TileConvTransposeWeight):
+        from unet_fast.kernels import cpu_bf16
+
+        return cpu_bf16.conv_transpose2x2(x, packed.tiles, bias, act=act, negative_slope=negative_slope, out=out,
+                                          isa=packed.backend)  # fmt: skip
     if not isinstance(packed, ConvTransposeWeight):
         raise ValueError("packed must be what this backend's pack_conv_transpose_weight returns")
     out = checks.check_conv_transpose2x2(x, packed.panels, bias, out, weight_shape=tuple(packed.shape))
@@ -397,11 +420,129 @@ def head(x: Tensor | InputView, packed: HeadWeight, bias: Tensor | None = None, 
     return out
 
 
+# ---------------------------------------------------------------------------------------------------
+# bf16: convs on the tile kernels (kernels/cpu_bf16.py), the rest on the torch reference (issue 17)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileConvWeight:
+    """A conv weight packed once for the bf16 tile conv, with the tile backend chosen at pack time
+    ("portable" or "amx": cpu_bf16.choose_backend, so UNET_FAST_CPU_BF16_ISA is read once, not per call)."""
+
+    tiles: Any  # cpu_bf16.ConvWeightBF16
+    backend: str
+
+    @property
+    def algorithm(self) -> str:
+        """Named per step in FusedUNet.report()."""
+        return f"bf16 tiles ({self.backend})"
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.tiles.shape
+
+
+@dataclass(frozen=True)
+class TileConvTransposeWeight:
+    """A 2x2 stride-2 transposed-conv weight packed once for the bf16 tile transposed conv (see TileConvWeight)."""
+
+    tiles: Any  # cpu_bf16.ConvTransposeWeightBF16
+    backend: str
+
+    @property
+    def algorithm(self) -> str:
+        return f"bf16 tiles ({self.backend})"
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.tiles.shape
+
+
+def _pack_tiles(weight: Tensor, kind: str) -> TileConvWeight | TileConvTransposeWeight:
+    # imported here: cpu_bf16 imports this module's descriptors
+    from unet_fast.kernels import cpu_bf16
+
+    if not cpu_bf16.tile_backends():
+        raise ValueError("unet_fast._C was built without the bf16 tile ops; rebuild it "
+                         "(python setup.py build_ext --inplace)")  # fmt: skip
+    backend = cpu_bf16.choose_backend().name
+    w = weight.detach().to("cpu")
+    if kind == "conv":
+        return TileConvWeight(cpu_bf16.pack_conv_weight(w), backend)
+    return TileConvTransposeWeight(cpu_bf16.pack_conv_transpose_weight(w), backend)
+
+
+def _square(v: int | Sequence[int]) -> int | None:
+    """v as one int when it is the same in H and W, else None."""
+    a, b = (v, v) if isinstance(v, int) else tuple(v)
+    return int(a) if a == b else None
+
+
+def supports(step: Any, dtype: torch.dtype = torch.float32) -> str:
+    """'' when this module runs the plan step `step` (graph.ir) in `dtype`, else why not (the executor then
+    runs that step on the torch reference, decided at prepare time and named in the report). fp32: every
+    step. bf16: Conv on the tile conv when it reads one plain input (a channel slot is fine), has the same
+    stride and padding in H and W, dilation 1, a kernel of at most 16x16 and no fused max-pool output
+    (bias, activation and residual are fused); ConvTranspose2x2 on the tile transposed conv; no bf16 kernel
+    here yet for Head, Pool, Concat / Resample."""
+    if dtype != torch.bfloat16:
+        return ""
+    from unet_fast.kernels import cpu_bf16
+
+    if not cpu_bf16.tile_backends():
+        return "unet_fast._C was built without the bf16 tile ops"
+    kind = type(step).__name__
+    if kind == "Conv":
+        if len(step.inputs) != 1:
+            return f"bf16 tile conv reads one input, this step a virtual concat of {len(step.inputs)}"
+        if not step.inputs[0].plain:
+            return "bf16 tile conv has no resample / crop on read"
+        if step.residual is not None and not step.residual.plain:
+            return "bf16 tile conv reads the residual as is"
+        if step.pool_out is not None:
+            return "bf16 tile conv has no fused max-pool output"
+        if _square(step.stride) is None or _square(step.padding) is None:
+            return f"bf16 tile conv takes one stride / padding for H and W, not {step.stride} / {step.padding}"
+        if tuple(step.dilation) != (1, 1):
+            return f"bf16 tile conv has no dilation {tuple(step.dilation)}"
+        if max(step.weight.shape[2:]) > 16:
+            return f"bf16 tile conv takes kernels up to 16x16, not {tuple(step.weight.shape[2:])}"
+        return ""
+    if kind == "ConvTranspose2x2":
+        return "" if step.input.plain else "bf16 tile transposed conv reads its input as is"
+    return f"no bf16 {kind} kernel in the cpu backend yet"
+
+
+def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, bias: Tensor | None, *,
+                  stride: int | Sequence[int], padding: int | Sequence[int], dilation: int | Sequence[int],
+                  act: str, negative_slope: float, residual: Tensor | None, out: Tensor | None,
+                  pool_out: Tensor | None) -> Tensor:  # fmt: skip
+    """conv2d for a TileConvWeight. A call outside `supports` raises NotImplementedError (the executor then
+    runs the reference for that call and the report names it)."""
+    from unet_fast.kernels import cpu_bf16
+    from unet_fast.kernels.spec import as_view
+
+    views = [as_view(v) for v in inputs]
+    s, p = _square(stride), _square(padding)
+    if len(views) != 1 or not _is_plain(views[0]) or pool_out is not None or s is None or p is None \
+            or _square(dilation) != 1:  # fmt: skip
+        raise NotImplementedError("the bf16 tile conv takes one plain input, square stride / padding, "
+                                  "dilation 1 and no pool_out")  # fmt: skip
+    x = views[0].tensor
+    if x.stride(3) != 1:  # a 1-channel input seen through a permute
+        x = x.contiguous()
+    return cpu_bf16.conv2d(x, packed.tiles, bias, stride=s, padding=p, act=act, negative_slope=negative_slope,
+                           residual=residual, out=out, isa=packed.backend)  # fmt: skip
+
+
 __all__ = [
     "SUPPORTED_DTYPES",
     "ConvTransposeWeight",
     "ConvWeight",
     "HeadWeight",
+    "TileConvTransposeWeight",
+    "TileConvWeight",
     "activation",
     "conv2d",
     "conv_transpose2x2",
@@ -411,5 +552,6 @@ __all__ = [
     "pack_conv_transpose_weight",
     "pack_conv_weight",
     "pack_head_weight",
+    "supports",
     "upsample_concat",
 ]

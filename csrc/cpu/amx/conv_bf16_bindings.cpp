@@ -1,0 +1,213 @@
+// Bindings of the bf16 tile ops: the tile backend table (portable emulator, native AMX), one tile dot
+// product (tests of the arithmetic), and the bf16 direct convolution. The Python launcher
+// (unet_fast/kernels/cpu_bf16.py) checks every argument first; this re-checks what could touch memory out
+// of bounds or run AMX instructions where they fault.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "unet_fast/amx/conv_bf16.h"
+#include "unet_fast/amx/detect.h"
+#include "unet_fast/checks.h"
+#include "unet_fast/cpu_tensor.h"
+
+namespace py = pybind11;
+
+namespace unet_fast {
+namespace {
+
+// The bf16 tile backends, in `backend` index order. A separate list from the fp32 variant registry
+// (cpu_isa.h): an fp32 variant provides every fp32 op (Winograd, head, ...), a tile backend only the bf16
+// tile ops; see docs/amx_bf16.md.
+struct TileBackend {
+  const char* name;
+  int rank;  // the auto choice: highest runnable
+  bool (*runnable)();
+  std::string (*reason)();  // why not runnable ("" if it is)
+  amx::ConvFn conv;
+  amx::TileDotFn dot;
+  amx::TilePeakFn peak;
+};
+
+const std::vector<TileBackend>& tile_backends() {
+  static const std::vector<TileBackend> table{
+      {"portable", 0, [] { return true; }, [] { return std::string(); }, &amx::conv_bf16_portable,
+       &amx::tile_dot_portable, &amx::tile_peak_portable},
+#if defined(__x86_64__)
+      {"amx", 1, [] { return amx::cpu_has_amx(); }, [] { return amx::amx_support().reason(); },
+       &amx::conv_bf16_amx, &amx::tile_dot_amx, &amx::tile_peak_amx},
+#endif
+  };
+  return table;
+}
+
+const TileBackend& backend_at(int index) {
+  const auto& t = tile_backends();
+  UF_CHECK(index >= 0 && index < static_cast<int>(t.size()),
+           "unknown bf16 tile backend index " << index << " (there are " << t.size() << ")");
+  const TileBackend& b = t[static_cast<std::size_t>(index)];
+  UF_CHECK(b.runnable(), "bf16 tile backend '" << b.name << "' cannot run here: " << b.reason());
+  return b;
+}
+
+py::list bf16_tile_backends() {
+  py::list rows;
+  const auto& t = tile_backends();
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    py::dict row;
+    row["name"] = t[i].name;
+    row["index"] = static_cast<int>(i);
+    row["rank"] = t[i].rank;
+    row["runnable"] = t[i].runnable();
+    row["reason"] = t[i].reason();
+    rows.append(row);
+  }
+  return rows;
+}
+
+py::dict amx_support_info() {
+  const amx::AmxSupport& s = amx::amx_support();
+  py::dict d;
+  d["cpuid_amx_bf16"] = s.cpuid_amx_bf16;
+  d["cpuid_amx_tile"] = s.cpuid_amx_tile;
+  d["xcr0_tile_state"] = s.xcr0_tile_state;
+  d["os_permission"] = s.os_permission;
+  d["runnable"] = s.runnable();
+  d["reason"] = s.reason();
+  return d;
+}
+
+void bf16_tile_dot(std::uintptr_t a, std::uintptr_t b, std::uintptr_t c, int m, int kp, int n, int backend) {
+  UF_CHECK(a != 0 && b != 0 && c != 0, "null operand");
+  UF_CHECK(m >= 1 && m <= 16 && kp >= 1 && kp <= 16 && n >= 1 && n <= 16,
+           "tile shape m=" << m << " kp=" << kp << " n=" << n << " outside 1..16");
+  const TileBackend& be = backend_at(backend);
+  py::gil_scoped_release release;
+  be.dot(reinterpret_cast<const std::uint16_t*>(a), reinterpret_cast<const std::uint16_t*>(b),
+         reinterpret_cast<float*>(c), m, kp, n);
+}
+
+float bf16_tile_peak(std::int64_t iters, int backend) {
+  UF_CHECK_POSITIVE(iters);
+  const TileBackend& be = backend_at(backend);
+  py::gil_scoped_release release;
+  return be.peak(iters);
+}
+
+amx::NhwcAny make_any(const DescArgs& d, bool f32, const char* name, bool output) {
+  amx::NhwcAny t;
+  if (f32) {
+    t.elem = amx::Elem::kF32;
+    t.f32 = make_nhwc<float>(d, name, output);
+  } else {
+    t.elem = amx::Elem::kBf16;
+    t.b16 = make_nhwc<std::uint16_t>(d, name, output);
+  }
+  return t;
+}
+
+void conv2d_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_numel, int kh, int kw, int stride,
+                 int pad, int cout, std::uintptr_t bias_ptr, const std::optional<DescArgs>& residual_desc,
+                 bool residual_f32, const DescArgs& out_desc, bool out_f32, int act, float negative_slope,
+                 int num_threads, int backend) {
+  amx::ConvBf16 cv{};
+  cv.x = make_nhwc<const std::uint16_t>(x_desc, "x");
+  cv.out = make_any(out_desc, out_f32, "out", /*output=*/true);
+  UF_CHECK(kh >= 1 && kw >= 1 && kh <= 16 && kw <= 16, "kernel " << kh << "x" << kw);
+  UF_CHECK(stride >= 1 && pad >= 0, "stride " << stride << ", pad " << pad);
+  UF_CHECK_POSITIVE(cout);
+  UF_CHECK_POSITIVE(num_threads);
+  UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
+  UF_CHECK(w_ptr != 0, "packed weight is a null pointer");
+  cv.kh = kh, cv.kw = kw, cv.stride = stride, cv.pad = pad, cv.cin = static_cast<int>(cv.x.c), cv.cout = cout;
+  cv.kc = (cv.cin + amx::kChunkCin - 1) / amx::kChunkCin;
+  cv.nb = 2 * ((cout + amx::kBlockCout - 1) / amx::kBlockCout);
+  UF_CHECK(w_numel == static_cast<std::int64_t>(kh) * kw * cv.kc * cv.nb * 512,
+           "packed weight has " << w_numel << " elements, the layout needs " << kh * kw * cv.kc * cv.nb * 512);
+  cv.w = reinterpret_cast<const std::uint16_t*>(w_ptr);
+  const std::int64_t hout = (cv.x.h + 2 * pad - kh) / stride + 1, wout = (cv.x.w + 2 * pad - kw) / stride + 1;
+  UF_CHECK(cv.x.h + 2 * pad >= kh && cv.x.w + 2 * pad >= kw, "input smaller than the kernel");
+  const std::int64_t on = out_f32 ? cv.out.f32.n : cv.out.b16.n, oh = out_f32 ? cv.out.f32.h : cv.out.b16.h,
+                     ow = out_f32 ? cv.out.f32.w : cv.out.b16.w, oc = out_f32 ? cv.out.f32.c : cv.out.b16.c;
+  UF_CHECK(on == cv.x.n && oh == hout && ow == wout && oc == cout,
+           "out must be [" << cv.x.n << ", " << hout << ", " << wout << ", " << cout << "]");
+  cv.hout = hout, cv.wout = wout;
+  if (residual_desc) {
+    cv.residual = make_any(*residual_desc, residual_f32, "residual", /*output=*/false);
+    const auto& r = cv.residual;
+    const std::int64_t rn = residual_f32 ? r.f32.n : r.b16.n, rh = residual_f32 ? r.f32.h : r.b16.h,
+                       rw = residual_f32 ? r.f32.w : r.b16.w, rc = residual_f32 ? r.f32.c : r.b16.c;
+    UF_CHECK(rn == on && rh == oh && rw == ow && rc == oc, "residual and out shapes differ");
+  }
+  cv.bias = reinterpret_cast<const float*>(bias_ptr);
+  cv.act = static_cast<Act>(act);
+  cv.negative_slope = negative_slope;
+  cv.num_threads = num_threads;
+  const TileBackend& be = backend_at(backend);
+  py::gil_scoped_release release;
+  be.conv(cv);
+}
+
+void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_numel, int cout,
+                            std::uintptr_t bias_ptr, const DescArgs& out_desc, bool out_f32, int act,
+                            float negative_slope, int num_threads, int backend) {
+  amx::ConvBf16 cv{};
+  cv.x = make_nhwc<const std::uint16_t>(x_desc, "x");
+  cv.out = make_any(out_desc, out_f32, "out", /*output=*/true);
+  UF_CHECK_POSITIVE(cout);
+  UF_CHECK_POSITIVE(num_threads);
+  UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
+  UF_CHECK(w_ptr != 0, "packed weight is a null pointer");
+  cv.kh = cv.kw = cv.stride = 1, cv.pad = 0, cv.cin = static_cast<int>(cv.x.c), cv.cout = 4 * cout;
+  cv.kc = (cv.cin + amx::kChunkCin - 1) / amx::kChunkCin;
+  cv.nb = 2 * ((cv.cout + amx::kBlockCout - 1) / amx::kBlockCout);
+  UF_CHECK(w_numel == static_cast<std::int64_t>(cv.kc) * cv.nb * 512,
+           "packed weight has " << w_numel << " elements, the layout needs " << cv.kc * cv.nb * 512);
+  cv.w = reinterpret_cast<const std::uint16_t*>(w_ptr);
+  const std::int64_t on = out_f32 ? cv.out.f32.n : cv.out.b16.n, oh = out_f32 ? cv.out.f32.h : cv.out.b16.h,
+                     ow = out_f32 ? cv.out.f32.w : cv.out.b16.w, oc = out_f32 ? cv.out.f32.c : cv.out.b16.c;
+  UF_CHECK(on == cv.x.n && oh == 2 * cv.x.h && ow == 2 * cv.x.w && oc == cout,
+           "out must be [" << cv.x.n << ", " << 2 * cv.x.h << ", " << 2 * cv.x.w << ", " << cout << "]");
+  cv.hout = cv.x.h, cv.wout = cv.x.w;
+  cv.bias = reinterpret_cast<const float*>(bias_ptr);
+  cv.act = static_cast<Act>(act);
+  cv.negative_slope = negative_slope;
+  cv.num_threads = num_threads;
+  cv.scatter_cout = cout;
+  const TileBackend& be = backend_at(backend);
+  py::gil_scoped_release release;
+  be.conv(cv);
+}
+
+}  // namespace
+
+void register_conv_bf16(py::module_& m) {
+  m.def("bf16_tile_backends", &bf16_tile_backends,
+        "The bf16 tile backends (portable emulator, native AMX): name, index (the ops' `backend`), rank, "
+        "runnable, reason (why not runnable).");
+  m.def("amx_support", &amx_support_info,
+        "AMX detection: CPUID AMX-BF16/AMX-TILE bits, XCR0 tile state, Linux tile permission, runnable, reason.");
+  m.def("bf16_tile_dot", &bf16_tile_dot, py::arg("a_ptr"), py::arg("b_ptr"), py::arg("c_ptr"), py::arg("m"),
+        py::arg("kp"), py::arg("n"), py::arg("backend"),
+        "One TDPBF16PS: c[m][n] (fp32, in place) += a[m][2kp] (bf16) . b[kp][2n] (bf16, K pairs interleaved).");
+  m.def("bf16_tile_peak", &bf16_tile_peak, py::arg("iters"), py::arg("backend"),
+        "iters rounds of 4 TDPBF16PS (16x16x32 multiply-adds each) on resident tiles, one thread: time it for "
+        "the tile peak. Returns one result element.");
+  m.def("conv2d_bf16", &conv2d_bf16, py::arg("x"), py::arg("w_ptr"), py::arg("w_numel"), py::arg("kh"),
+        py::arg("kw"), py::arg("stride"), py::arg("pad"), py::arg("cout"), py::arg("bias_ptr"), py::arg("residual"),
+        py::arg("residual_f32"), py::arg("out"), py::arg("out_f32"), py::arg("act"), py::arg("negative_slope"),
+        py::arg("num_threads"), py::arg("backend"),
+        "bf16 direct NHWC convolution on tiles with the fused epilogue (raw descriptors; use "
+        "unet_fast.kernels.cpu_bf16.conv2d).");
+  m.def("conv_transpose2x2_bf16", &conv_transpose2x2_bf16, py::arg("x"), py::arg("w_ptr"), py::arg("w_numel"),
+        py::arg("cout"), py::arg("bias_ptr"), py::arg("out"), py::arg("out_f32"), py::arg("act"),
+        py::arg("negative_slope"), py::arg("num_threads"), py::arg("backend"),
+        "bf16 2x2 stride-2 transposed conv on tiles, scatter epilogue into the output slot (raw descriptors; use "
+        "unet_fast.kernels.cpu_bf16.conv_transpose2x2).");
+}
+
+}  // namespace unet_fast

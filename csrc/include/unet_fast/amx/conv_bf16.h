@@ -1,0 +1,78 @@
+// The bf16 direct convolution on tiles (NHWC): its problem descriptor, the packed weight layout, and the
+// entry points of the two tile backends (portable emulator, native AMX).
+//
+// Packed weight (built in Python, unet_fast/kernels/cpu_bf16.py::pack_conv_weight): bf16 as uint16,
+//   [KH*KW][KC][NB][16][16][2]      KC = ceil(Cin / 32), NB = 2 * ceil(Cout / 32)
+// one 1 KB B tile per (tap, 32-channel input chunk kc, 16-channel output block nb): row k (a K pair),
+// column n holds w[co = 16 nb + n][ci = 32 kc + 2k + j] for j = 0, 1 (the VNNI-2 interleave TDPBF16PS
+// reads); input / output channels past Cin / Cout are zeros.
+#pragma once
+
+#include <cstdint>
+
+#include "unet_fast/activation.h"
+#include "unet_fast/amx/bf16.h"
+#include "unet_fast/cpu_tensor.h"
+
+namespace unet_fast {
+namespace amx {
+
+constexpr int kBlockPixels = 32;   // output pixels per block (2 A tiles of 16 rows)
+constexpr int kBlockCout = 32;     // output channels per block (2 B tiles of 16 columns)
+constexpr int kChunkCin = 32;      // input channels per tile dot product (16 K pairs)
+
+enum class Elem : int { kNone = 0, kBf16 = 1, kF32 = 2 };
+
+// An NHWC tensor of bf16 (as uint16) or fp32: the output, or the residual (only read).
+struct NhwcAny {
+  Elem elem = Elem::kNone;
+  Nhwc<std::uint16_t> b16{};  // elem == kBf16
+  Nhwc<float> f32{};          // elem == kF32
+
+  float get(std::int64_t n, std::int64_t y, std::int64_t x, std::int64_t c) const {
+    return elem == Elem::kBf16 ? bf16_to_f32(b16.pixel(n, y, x)[c]) : f32.pixel(n, y, x)[c];
+  }
+  void put(std::int64_t n, std::int64_t y, std::int64_t x, std::int64_t c, float v) const {
+    if (elem == Elem::kBf16)
+      b16.pixel(n, y, x)[c] = f32_to_bf16(v);
+    else
+      f32.pixel(n, y, x)[c] = v;
+  }
+};
+
+struct ConvBf16 {
+  Nhwc<const std::uint16_t> x;   // input [N, H, W, Cin] bf16
+  const std::uint16_t* w;        // packed weight (layout above)
+  int kh, kw, stride, pad;
+  std::int64_t hout, wout;       // output size (= out's H, W)
+  int cin, cout, kc, nb;         // kc, nb: chunk / block counts of the packed weight
+  const float* bias;             // [Cout] fp32, or null
+  NhwcAny residual;              // [N, Hout, Wout, Cout] added before the activation, or elem == kNone
+  NhwcAny out;                   // [N, Hout, Wout, Cout], bf16 or fp32 (a channel slot is fine)
+  Act act;
+  float negative_slope;
+  int num_threads;
+  // The 2x2 stride-2 transposed conv: runs as the 1x1 conv above to cout = 4 Ct channels, GEMM column
+  // (2a + b) Ct + c, and the epilogue scatters that column to output pixel (2y + a, 2x + b), channel c.
+  // scatter_cout = Ct (0: a plain conv); out is then [N, 2 H, 2 W, Ct], hout x wout stays the input grid.
+  int scatter_cout = 0;
+};
+
+// One TDPBF16PS on tiles loaded from memory: c [m][n] fp32 += a [m][2 kp] bf16 . b [kp][2 n] bf16 (rows
+// contiguous), m, kp, n <= 16. For tests of the tile arithmetic itself.
+using TileDotFn = void (*)(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);
+using ConvFn = void (*)(const ConvBf16& cv);
+// `iters` rounds of 4 TDPBF16PS on resident tiles (the tile peak); returns one result element.
+using TilePeakFn = float (*)(std::int64_t iters);
+
+void conv_bf16_portable(const ConvBf16& cv);
+void tile_dot_portable(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);
+float tile_peak_portable(std::int64_t iters);
+#if defined(__x86_64__)
+void conv_bf16_amx(const ConvBf16& cv);
+void tile_dot_amx(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);
+float tile_peak_amx(std::int64_t iters);
+#endif
+
+}  // namespace amx
+}  // namespace unet_fast

@@ -1,0 +1,25 @@
+// Whether this CPU and OS can run AMX bf16 tiles (csrc/cpu/amx/detect.cpp). Three conditions, all needed:
+// CPUID.(7,0):EDX has AMX-BF16 (bit 22) and AMX-TILE (bit 24); XCR0 has TILECFG and TILEDATA (bits 17-18,
+// the OS saves the tile state); and Linux grants this process the tile data state
+// (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), asked once per process; without it the first tile
+// instruction raises SIGILL).
+#pragma once
+
+#include <string>
+
+namespace unet_fast {
+namespace amx {
+
+struct AmxSupport {
+  bool cpuid_amx_bf16 = false, cpuid_amx_tile = false, xcr0_tile_state = false, os_permission = false;
+  bool runnable() const { return cpuid_amx_bf16 && cpuid_amx_tile && xcr0_tile_state && os_permission; }
+  std::string reason() const;  // "" when runnable, else the first condition that failed
+};
+
+// Detected (and the permission requested) once per process; thread-safe.
+const AmxSupport& amx_support();
+
+inline bool cpu_has_amx() { return amx_support().runnable(); }
+
+}  // namespace amx
+}  // namespace unet_fast

@@ -1,0 +1,48 @@
+"""Helpers of the bf16 tile tests: the tile backends to run, and the per-dtype accuracy checks of issue 17
+(against a float64 reference computed from the same bf16-rounded inputs and weights)."""
+
+from __future__ import annotations
+
+import pytest
+from torch import Tensor
+
+from unet_fast.kernels import cpu_bf16
+
+U_BF16 = 2.0**-8  # unit roundoff of bf16 (8-bit significand): one rounding errs by at most U_BF16 |v|
+U_F32 = 2.0**-24
+F32_REL_L2 = 1e-5  # fp32 outputs: only accumulation error
+
+
+def backend_params() -> list:
+    """Every compiled tile backend as a pytest param; the ones this CPU cannot run skip with the reason
+    (e.g. "amx: the CPU has no AMX-TILE ..." on AMD Zen 4)."""
+    params = []
+    for b in cpu_bf16.tile_backends():
+        marks = () if b.runnable else (pytest.mark.skip(reason=f"{b.name}: {b.reason}"),)
+        params.append(pytest.param(b.name, id=b.name, marks=marks))
+    return params
+
+
+def assert_f32_close(got: Tensor, ref: Tensor, what: str) -> None:
+    nan = int(got.isnan().sum())
+    assert nan == 0, f"{what}: {nan} of {got.numel()} elements are NaN (unwritten or poisoned)"
+    err = ((got.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+    assert err <= F32_REL_L2, f"{what}: fp32 rel-L2 {err:.3e} > {F32_REL_L2:.0e}"
+
+
+def assert_bf16_one_rounding(got: Tensor, ref: Tensor, abs_ref: Tensor, terms: int, what: str) -> None:
+    """Every bf16 element within one bf16 rounding of the float64 reference, plus the worst-case fp32
+    accumulation error of `terms` products (terms * 2^-24 * sum |products|, Higham's gamma_n bound, from
+    `abs_ref` = the same conv on |x|, |w|): no error beyond the final store."""
+    nan = int(got.isnan().sum())
+    assert nan == 0, f"{what}: {nan} of {got.numel()} elements are NaN (unwritten or poisoned)"
+    acc_err = terms * U_F32 * abs_ref
+    tol = U_BF16 * ref.abs() + (1 + U_BF16) * acc_err
+    excess = (got.double() - ref).abs() - tol
+    bad = int((excess > 0).sum())
+    if bad:
+        i = int(excess.flatten().argmax())
+        raise AssertionError(
+            f"{what}: {bad} of {got.numel()} bf16 elements beyond one rounding; worst at flat index {i}: "
+            f"got {got.flatten()[i].item()!r}, reference {ref.flatten()[i].item()!r}, tolerance {tol.flatten()[i].item():.3e}"
+        )

@@ -1,0 +1,338 @@
+"""bf16 convolution on the CPU's matrix engine (AMX tiles), with a portable tile emulator beside it (issue 17).
+
+The C++ side (csrc/cpu/amx/, csrc/include/unet_fast/amx/) writes one direct NHWC convolution over a small
+tile interface (config, load, TDPBF16PS dot product, store, release) and compiles it twice: over native AMX
+instructions and over an emulator of exactly the same arithmetic. Which one runs is the *tile backend*
+("portable" or "amx"; `isa=` forces one, else the environment variable UNET_FAST_CPU_BF16_ISA, else the
+best this CPU runs). Results are the same on both (same blocking, same operation order), so every test of
+packing, edge tiles and epilogue runs on any CPU; docs/amx_bf16.md.
+
+Order of this file: the float64 reference, the tile backends, weight packing, the convolution launcher.
+
+Numerics: inputs and weights are bf16; products are exact in fp32 and accumulate in fp32 tiles; the
+epilogue (bias, residual, activation) runs in fp32 and the result is stored once as bf16 (or fp32).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unet_fast._ext import require_cpu
+from unet_fast.kernels import checks
+from unet_fast.kernels.cpu import _desc, num_threads
+from unet_fast.kernels.spec import ACTIVATIONS, conv_output_size
+
+ISA_ENV = "UNET_FAST_CPU_BF16_ISA"
+OUT_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32)
+_CHUNK_CIN = 32  # input channels per tile dot product (16 K pairs)
+_BLOCK_COUT = 32  # output channels per block (two 16-column B tiles)
+_TILE = 16
+
+# ---------------------------------------------------------------------------------------------------
+# Reference
+# ---------------------------------------------------------------------------------------------------
+
+
+def conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, padding: int = 0,
+                     act: str = "none", negative_slope: float = 0.01,
+                     residual: Tensor | None = None) -> Tensor:  # fmt: skip
+    """The exact result the bf16 conv approximates: float64 act(conv(x, w) + bias + residual) of the
+    bf16-rounded x [N, H, W, Cin] and weight [Cout, Cin, KH, KW] (both rounded here; bias and residual
+    taken as given). Returns float64 NHWC [N, Hout, Wout, Cout]."""
+    xd = x.to(torch.bfloat16).double().permute(0, 3, 1, 2)
+    wd = weight.to(torch.bfloat16).double()
+    y = F.conv2d(xd, wd, None if bias is None else bias.double(), stride=stride, padding=padding)
+    y = y.permute(0, 2, 3, 1)
+    if residual is not None:
+        y = y + residual.double()
+    return _act_reference(y, act, negative_slope)
+
+
+def conv_transpose2x2_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, act: str = "none",
+                                negative_slope: float = 0.01) -> Tensor:  # fmt: skip
+    """float64 act(conv_transpose2d(x, w, stride 2) + bias) of the bf16-rounded x [N, H, W, Cin] and
+    weight [Cin, Cout, 2, 2]. Returns float64 NHWC [N, 2H, 2W, Cout]."""
+    xd = x.to(torch.bfloat16).double().permute(0, 3, 1, 2)
+    wd = weight.to(torch.bfloat16).double()
+    y = F.conv_transpose2d(xd, wd, None if bias is None else bias.double(), stride=2).permute(0, 2, 3, 1)
+    return _act_reference(y, act, negative_slope)
+
+
+def _act_reference(y: Tensor, act: str, negative_slope: float) -> Tensor:
+    if act == "relu":
+        return torch.relu(y)
+    if act == "leaky_relu":
+        return F.leaky_relu(y, negative_slope)
+    if act == "silu":
+        return F.silu(y)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tile backends
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileBackend:
+    """One build of the bf16 tile ops. `index` is the C++ `backend` argument; `reason` says why it cannot
+    run here ('' when it can)."""
+
+    name: str
+    index: int
+    rank: int
+    runnable: bool
+    reason: str
+
+
+@cache
+def tile_backends() -> tuple[TileBackend, ...]:
+    """Every compiled tile backend ("portable", and "amx" on x86-64), in C++ index order; () if
+    unet_fast._C is not built."""
+    from unet_fast._ext import cpu_ext
+
+    if cpu_ext is None or not hasattr(cpu_ext, "bf16_tile_backends"):
+        return ()
+    return tuple(TileBackend(**row) for row in cpu_ext.bf16_tile_backends())
+
+
+def available_tile_backends() -> tuple[str, ...]:
+    """Names of the tile backends this CPU and OS can run."""
+    return tuple(b.name for b in tile_backends() if b.runnable)
+
+
+def choose_backend(isa: str | None = None) -> TileBackend:
+    """The tile backend for `isa` ("portable", "amx" or "auto"; None: UNET_FAST_CPU_BF16_ISA, else auto =
+    the best this CPU runs). Raises ValueError for an unknown name, or for "amx" on a CPU / OS without it
+    (the message says which check failed: CPUID, XCR0 or the Linux tile permission)."""
+    require_cpu()
+    name = (isa or os.environ.get(ISA_ENV) or "auto").lower()
+    backends = tile_backends()
+    if name == "auto":
+        return max((b for b in backends if b.runnable), key=lambda b: b.rank)
+    by_name = {b.name: b for b in backends}
+    if name not in by_name:
+        raise ValueError(f"unknown bf16 tile isa {name!r}; expected 'auto' or one of {tuple(by_name)} "
+                         f"(argument or {ISA_ENV})")  # fmt: skip
+    if not by_name[name].runnable:
+        raise ValueError(f"bf16 tile isa {name!r} cannot run on this machine: {by_name[name].reason}")
+    return by_name[name]
+
+
+def tile_dot(a: Tensor, b: Tensor, c: Tensor, *, isa: str | None = None) -> Tensor:
+    """One TDPBF16PS on one tile: returns c + a . b with c [M, N] fp32, a [M, 2 KP] bf16, b [KP, 2 N] bf16 in
+    the K-pair interleaved layout (b[k, 2n + j] is B[2k + j, n]), M, KP, N <= 16, computed as the Intel SDM
+    states it: even = sum_k a[m, 2k] b[k, 2n] and odd = sum_k a[m, 2k + 1] b[k, 2n + 1] in two fp32 chains
+    (FMA steps in increasing k), then out[m, n] = c[m, n] + (even + odd); denormals read as zero and flush.
+    For tests of the tile arithmetic. Raises ValueError on shapes / dtypes outside that."""
+    for name, t, dt in (("a", a, torch.bfloat16), ("b", b, torch.bfloat16), ("c", c, torch.float32)):
+        if not isinstance(t, Tensor) or t.dim() != 2 or t.dtype != dt or t.device.type != "cpu":
+            raise ValueError(f"{name} must be a 2-D {dt} CPU tensor")
+    m, n, kp = c.shape[0], c.shape[1], b.shape[0]
+    if (
+        tuple(a.shape) != (m, 2 * kp)
+        or tuple(b.shape) != (kp, 2 * n)
+        or not (0 < m <= 16 and 0 < n <= 16 and 0 < kp <= 16)
+    ):
+        raise ValueError(f"shapes a {tuple(a.shape)}, b {tuple(b.shape)}, c {tuple(c.shape)}: need a [M, 2KP], "
+                         "b [KP, 2N], c [M, N], each of M, KP, N in 1..16")  # fmt: skip
+    backend = choose_backend(isa)
+    out = c.contiguous().clone()
+    a, b = a.contiguous(), b.contiguous()
+    require_cpu().bf16_tile_dot(a.data_ptr(), b.data_ptr(), out.data_ptr(), m, kp, n, backend.index)
+    return out
+
+
+def tile_peak(iters: int, *, isa: str | None = None) -> float:
+    """Run `iters` rounds of 4 TDPBF16PS (each 16 x 16 x 32 multiply-adds = 16384 FLOP) on resident tiles in
+    the calling thread; time it for the tile peak (benchmarks/bench_amx_bf16.py). Returns one element of
+    an accumulator, iters * 32 / 2^20 (all operands 2^-10), so the work is observable."""
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be a positive int, got {iters!r}")
+    return require_cpu().bf16_tile_peak(iters, choose_backend(isa).index)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Weight packing
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvWeightBF16:
+    """A conv weight packed once into the tile layout (csrc/include/unet_fast/amx/conv_bf16.h):
+    `packed` is bf16 [KH*KW, KC, NB, 16, 16, 2], KC = ceil(Cin/32), NB = 2 ceil(Cout/32): per tap, 32-channel
+    input chunk and 16-channel output block one B tile whose row k, column n holds the pair
+    w[co, 2k], w[co, 2k + 1] of that chunk (VNNI-2); channels past Cin / Cout are zeros. The layout is the
+    same for both tile backends."""
+
+    packed: Tensor
+    cout: int
+    cin: int
+    kh: int
+    kw: int
+
+    @property
+    def shape(self) -> torch.Size:
+        """The logical weight shape [Cout, Cin, KH, KW]."""
+        return torch.Size((self.cout, self.cin, self.kh, self.kw))
+
+
+def pack_conv_weight(weight: Tensor) -> ConvWeightBF16:
+    """Round weight [Cout, Cin, KH, KW] (any float dtype, CPU) to bf16 and pack it for conv2d. The caller's
+    tensor is not changed. Raises ValueError for a non-4-D, non-float, empty or non-CPU weight."""
+    if not isinstance(weight, Tensor) or weight.dim() != 4 or not weight.is_floating_point():
+        raise ValueError("weight must be a 4-D float tensor [Cout, Cin, KH, KW]")
+    if weight.device.type != "cpu" or weight.numel() == 0:
+        raise ValueError(
+            f"weight must be a non-empty CPU tensor, got {tuple(weight.shape)} on {weight.device}"
+        )
+    cout, cin, kh, kw = weight.shape
+    if kh > 16 or kw > 16:
+        raise ValueError(f"kernel {kh}x{kw} is larger than 16x16")
+    kc, nb = -(-cin // _CHUNK_CIN), 2 * -(-cout // _BLOCK_COUT)
+    w = torch.zeros(nb * _TILE, kc * _CHUNK_CIN, kh, kw, dtype=torch.bfloat16)
+    with torch.no_grad():
+        w[:cout, :cin] = weight.detach().to(torch.bfloat16)
+    # [NB, 16 n, KC, 16 k, 2 j, KH, KW] -> [KH, KW, KC, NB, 16 k, 16 n, 2 j]
+    w = w.view(nb, _TILE, kc, _TILE, 2, kh, kw).permute(5, 6, 2, 0, 3, 1, 4)
+    packed = w.reshape(kh * kw, kc, nb, _TILE, _TILE, 2).contiguous()
+    return ConvWeightBF16(packed, int(cout), int(cin), int(kh), int(kw))
+
+
+@dataclass(frozen=True)
+class ConvTransposeWeightBF16:
+    """A 2x2 stride-2 transposed-conv weight packed for conv_transpose2x2: the GEMM [pixels, Cin] x
+    [Cin, 4 Cout] as a 1x1 ConvWeightBF16 whose output channel (2a + b) Cout + c is w[:, c, a, b]."""
+
+    gemm: ConvWeightBF16
+    cin: int
+    cout: int
+
+    @property
+    def shape(self) -> torch.Size:
+        """The logical weight shape [Cin, Cout, 2, 2] (nn.ConvTranspose2d's)."""
+        return torch.Size((self.cin, self.cout, 2, 2))
+
+
+def pack_conv_transpose_weight(weight: Tensor) -> ConvTransposeWeightBF16:
+    """Round a ConvTranspose2d(kernel 2, stride 2) weight [Cin, Cout, 2, 2] to bf16 and pack it for
+    conv_transpose2x2. The caller's tensor is not changed. Raises ValueError for another shape."""
+    if not isinstance(weight, Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (2, 2):
+        raise ValueError("weight must be a [Cin, Cout, 2, 2] tensor (ConvTranspose2d, kernel 2)")
+    cin, cout = int(weight.shape[0]), int(weight.shape[1])
+    gemm = weight.detach().permute(2, 3, 1, 0).reshape(4 * cout, cin, 1, 1)  # [(a, b, c), ci]
+    return ConvTransposeWeightBF16(pack_conv_weight(gemm), cin, cout)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------------------------------
+
+
+def _bias(bias: Tensor | None, cout: int) -> Tensor | None:
+    """The bias as a contiguous fp32 CPU vector [cout] (a copy when the caller's is not one), or None."""
+    if bias is None:
+        return None
+    if not isinstance(bias, Tensor) or tuple(bias.shape) != (cout,) or not bias.is_floating_point():
+        raise ValueError(f"bias must be a float tensor of shape ({cout},)")
+    if bias.device.type != "cpu":
+        raise ValueError(f"bias is on {bias.device}; the bf16 tile conv needs CPU tensors")
+    return bias.detach().to(torch.float32).contiguous()
+
+
+def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, stride: int = 1, padding: int = 0,
+           act: str = "none", negative_slope: float = 0.01, residual: Tensor | None = None,
+           out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
+           isa: str | None = None) -> Tensor:  # fmt: skip
+    """bf16 direct convolution on tiles: out = act(conv(x, w) + bias + residual), NHWC.
+
+    x: bf16 [N, H, W, Cin] (channel stride 1; a channel slice of a wider buffer is fine).
+    weight: from pack_conv_weight. bias: [Cout] fp32 or bf16 (used as fp32), or None.
+    stride, padding: ints (same in H and W); zero padding. act: one of spec.ACTIVATIONS.
+    residual: [N, Hout, Wout, Cout] bf16 or fp32, added before the activation, or None.
+    out: [N, Hout, Wout, Cout] bf16 or fp32 to write into (a channel slot of a wider buffer: only the slot
+    is written); else a new tensor of out_dtype. Accumulation is fp32; a bf16 output is one rounding of it.
+    isa: tile backend (choose_backend). Returns out. Raises ValueError on any argument outside this.
+    """
+    cpu = require_cpu()
+    if not isinstance(weight, ConvWeightBF16):
+        raise ValueError(
+            f"weight must be a ConvWeightBF16 from pack_conv_weight, got {type(weight).__name__}"
+        )
+    checks.check_nhwc(x, "x", dtypes=(torch.bfloat16,))
+    if x.device.type != "cpu":
+        raise ValueError(f"x is on {x.device}; the bf16 tile conv needs CPU tensors")
+    n, h, w, cin = x.shape
+    if cin != weight.cin:
+        raise ValueError(f"x has {cin} channels, the weight expects {weight.cin}")
+    for name, v, lo in (("stride", stride, 1), ("padding", padding, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+    if h + 2 * padding < weight.kh or w + 2 * padding < weight.kw:
+        raise ValueError(
+            f"input {h}x{w} with padding {padding} is smaller than the {weight.kh}x{weight.kw} kernel"
+        )
+    hout, wout = conv_output_size((h, w), (weight.kh, weight.kw), stride, padding)
+    shape = (n, hout, wout, weight.cout)
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
+    out = checks.check_out(out, "out", shape, out_dtype, x.device, dtypes=OUT_DTYPES)
+    if residual is not None:
+        checks.check_nhwc(residual, "residual", dtypes=OUT_DTYPES)
+        if tuple(residual.shape) != shape or residual.device.type != "cpu":
+            raise ValueError(f"residual must be a CPU tensor of shape {shape}, got {tuple(residual.shape)}")
+    bias = _bias(bias, weight.cout)
+    backend = choose_backend(isa)
+    cpu.conv2d_bf16(
+        _desc(x), weight.packed.data_ptr(), weight.packed.numel(), weight.kh, weight.kw, stride, padding,
+        weight.cout, 0 if bias is None else bias.data_ptr(),
+        None if residual is None else _desc(residual), residual is not None and residual.dtype == torch.float32,
+        _desc(out), out.dtype == torch.float32, ACTIVATIONS.index(act), float(negative_slope), num_threads(),
+        backend.index,
+    )  # fmt: skip
+    return out
+
+
+def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor | None = None, *, act: str = "none",
+                      negative_slope: float = 0.01, out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
+                      isa: str | None = None) -> Tensor:  # fmt: skip
+    """bf16 2x2 stride-2 transposed convolution on tiles: out = act(conv_transpose2d(x, w, stride=2) + bias),
+    NHWC, one GEMM [N H W, Cin] x [Cin, 4 Cout] whose epilogue writes each result straight to its output
+    pixel (2i + a, 2j + b) (an upsampling into a concat slot costs no extra pass).
+
+    x: bf16 [N, H, W, Cin] (channel stride 1). weight: from pack_conv_transpose_weight. bias: [Cout] float
+    or None. act: one of spec.ACTIVATIONS. out: [N, 2H, 2W, Cout] bf16 or fp32 (a channel slot of a wider
+    buffer: only the slot is written), else a new tensor of out_dtype. isa: tile backend (choose_backend).
+    Returns out. Raises ValueError on any argument outside this.
+    """
+    cpu = require_cpu()
+    if not isinstance(weight, ConvTransposeWeightBF16):
+        raise ValueError(f"weight must come from pack_conv_transpose_weight, got {type(weight).__name__}")
+    checks.check_nhwc(x, "x", dtypes=(torch.bfloat16,))
+    if x.device.type != "cpu":
+        raise ValueError(f"x is on {x.device}; the bf16 tile conv needs CPU tensors")
+    n, h, w, cin = x.shape
+    if cin != weight.cin:
+        raise ValueError(f"x has {cin} channels, the weight expects {weight.cin}")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
+    out = checks.check_out(out, "out", (n, 2 * h, 2 * w, weight.cout), out_dtype, x.device, dtypes=OUT_DTYPES)
+    bias = _bias(bias, weight.cout)
+    backend = choose_backend(isa)
+    packed = weight.gemm.packed
+    cpu.conv_transpose2x2_bf16(
+        _desc(x), packed.data_ptr(), packed.numel(), weight.cout, 0 if bias is None else bias.data_ptr(),
+        _desc(out), out.dtype == torch.float32, ACTIVATIONS.index(act), float(negative_slope), num_threads(),
+        backend.index,
+    )  # fmt: skip
+    return out
