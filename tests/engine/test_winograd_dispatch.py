@@ -1,6 +1,8 @@
 """The cpu backend runs profitable 3x3 convs by Winograd, within issue 8's accuracy budget; exact=True
 refuses it; a call Winograd cannot take (stride 2) still runs, by direct convolution."""
 
+import re
+
 import pytest
 import torch
 
@@ -58,3 +60,21 @@ def test_engine_uses_winograd_and_exact_refuses_it() -> None:
     with torch.no_grad():
         assert_parity(ref, fast(x), rel_l2=1e-4, min_agreement=0.999, what="cpu backend with Winograd")
         assert_parity(ref, exact(x), rel_l2=1e-5, min_agreement=0.999, what="cpu backend, exact=True")
+
+
+@pytest.mark.parametrize("isa", cpu_isa.available_isas())
+def test_report_names_the_kernel_variant_of_every_packed_step(isa: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variant is chosen once, when optimize packs the weights (here forced by UNET_FAST_CPU_ISA), and
+    report() names it on every step that holds a packed weight: Winograd convs in their algorithm, the
+    transposed convs and the head with `[variant ...]`."""
+    monkeypatch.setenv(cpu_isa.ISA_ENV, isa)
+    model = randomize_bn(unet_fast.UNet(3, 2, 16, 2, "batch", "transpose", head="softmax")).eval()
+    fast = unet_fast.optimize(model, torch.randn(1, 3, 32, 32), backend="cpu")
+    lines = fast.report().splitlines()
+    steps = [ln for ln in lines if re.match(r"\s+\d+ \w", ln)]  # "  12 Head  head: ..."
+    packed = [ln for ln in steps if any(k in ln for k in (" ConvTranspose2x2 ", " Head "))]
+    assert packed and all(f"[variant {isa}]" in ln for ln in packed)
+    assert any(f"Winograd F(4x4,3x3), {isa})" in ln for ln in steps)
+    assert any(ln.startswith("  kernel variant: ") and f"the {isa} build" in ln for ln in lines)
+    others = {v for v in cpu_isa.available_isas() if v != isa}
+    assert not any(f"[variant {v}]" in ln or f"F(4x4,3x3), {v})" in ln for ln in steps for v in others)

@@ -87,6 +87,11 @@ class Executor:
         """A packed weight that names its algorithm (the cpu backend's Winograd) shows it in the report."""
         return [getattr(p.weight, "algorithm", "") for p in self.prepared]
 
+    def step_variants(self) -> list[str]:
+        """The CPU kernel variant (kernels/cpu_isa.py) each step's packed weight was prepared for, chosen once
+        at pack time; '' for steps without a packed weight or on backends without variants."""
+        return [getattr(p.weight, "isa", "") for p in self.prepared]
+
     # -- run time --------------------------------------------------------------------------------------
     def _arena(self, batch: int) -> Tensor:
         arenas = getattr(self._local, "arenas", None)

@@ -77,12 +77,18 @@ def describe(c: CompiledPlan, ex: Executor) -> list[str]:
         kinds_ = ", ".join(f"{k} {refs.count(k)}" for k in dict.fromkeys(refs))
         lines.append(f"  torch reference in {str(ex.dtype).replace('torch.', '')}: {len(refs)} steps ({kinds_}); "
                      "the reason per step below")  # fmt: skip
-    for i, (s, note, algo) in enumerate(zip(c.plan.steps, ex.step_notes(), algos, strict=True)):
+    variants = ex.step_variants()
+    for v in dict.fromkeys(v for v in variants if v):
+        lines.append(f"  kernel variant: {variants.count(v)} steps packed for the {v} build of the C++ CPU kernels")
+    for i, (s, note, algo, variant) in enumerate(
+        zip(c.plan.steps, ex.step_notes(), algos, variants, strict=True)
+    ):
         reads_ = ", ".join(r.describe() if not isinstance(r, str) else r for r in getattr(s, "inputs", [])
                            ) if hasattr(s, "inputs") else ", ".join(r.describe() for r in s.reads())  # fmt: skip
         writes = ", ".join(w.describe() for w in s.writes())
         extra = f" FALLBACK: {s.reason}" if isinstance(s, Fallback) else ""
         extra += f" [{note}]" if note else ""
         extra += f" ({algo})" if algo else ""
+        extra += f" [variant {variant}]" if variant and variant not in algo else ""
         lines.append(f"  {i:3d} {s.kind:<16} {s.name}: {reads_} -> {writes}{extra}")
     return lines
