@@ -426,11 +426,11 @@ def head(x: Tensor | InputView, packed: HeadWeight, bias: Tensor | None = None, 
 
 
 @dataclass(frozen=True)
-class TileConvWeight:
-    """A conv weight packed once for the bf16 tile conv, with the tile backend chosen at pack time
-    ("portable" or "amx": cpu_bf16.choose_backend, so UNET_FAST_CPU_BF16_ISA is read once, not per call)."""
+class _TileWeight:
+    """A weight packed once for a bf16 tile kernel, with the tile backend chosen at pack time ("portable" or
+    "amx": cpu_bf16.choose_backend, so UNET_FAST_CPU_BF16_ISA is read once, not per call)."""
 
-    tiles: Any  # cpu_bf16.ConvWeightBF16
+    tiles: Any  # cpu_bf16.ConvWeightBF16 | cpu_bf16.ConvTransposeWeightBF16
     backend: str
 
     @property
@@ -444,19 +444,13 @@ class TileConvWeight:
 
 
 @dataclass(frozen=True)
-class TileConvTransposeWeight:
-    """A 2x2 stride-2 transposed-conv weight packed once for the bf16 tile transposed conv (see TileConvWeight)."""
+class TileConvWeight(_TileWeight):
+    """A conv weight packed for the bf16 tile conv (cpu_bf16.conv2d)."""
 
-    tiles: Any  # cpu_bf16.ConvTransposeWeightBF16
-    backend: str
 
-    @property
-    def algorithm(self) -> str:
-        return f"bf16 tiles ({self.backend})"
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.tiles.shape
+@dataclass(frozen=True)
+class TileConvTransposeWeight(_TileWeight):
+    """A 2x2 stride-2 transposed-conv weight packed for the bf16 tile transposed conv."""
 
 
 def _pack_tiles(weight: Tensor, kind: str) -> TileConvWeight | TileConvTransposeWeight:

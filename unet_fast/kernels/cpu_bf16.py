@@ -26,7 +26,7 @@ from torch import Tensor
 from unet_fast._ext import require_cpu
 from unet_fast.kernels import checks
 from unet_fast.kernels.cpu import _desc, num_threads
-from unet_fast.kernels.spec import ACTIVATIONS, conv_output_size
+from unet_fast.kernels.spec import ACTIVATIONS, apply_activation, conv_output_size
 
 ISA_ENV = "UNET_FAST_CPU_BF16_ISA"
 OUT_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32)
@@ -51,7 +51,7 @@ def conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, s
     y = y.permute(0, 2, 3, 1)
     if residual is not None:
         y = y + residual.double()
-    return _act_reference(y, act, negative_slope)
+    return apply_activation(y, act, negative_slope)
 
 
 def conv_transpose2x2_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, act: str = "none",
@@ -61,17 +61,7 @@ def conv_transpose2x2_reference(x: Tensor, weight: Tensor, bias: Tensor | None =
     xd = x.to(torch.bfloat16).double().permute(0, 3, 1, 2)
     wd = weight.to(torch.bfloat16).double()
     y = F.conv_transpose2d(xd, wd, None if bias is None else bias.double(), stride=2).permute(0, 2, 3, 1)
-    return _act_reference(y, act, negative_slope)
-
-
-def _act_reference(y: Tensor, act: str, negative_slope: float) -> Tensor:
-    if act == "relu":
-        return torch.relu(y)
-    if act == "leaky_relu":
-        return F.leaky_relu(y, negative_slope)
-    if act == "silu":
-        return F.silu(y)
-    return y
+    return apply_activation(y, act, negative_slope)
 
 
 # ---------------------------------------------------------------------------------------------------
