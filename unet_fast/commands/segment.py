@@ -26,16 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, help="state-dict file (default: the bundled demo U-Net)")
     p.add_argument("--card", default=None, help="model card JSON (default: the weights' name with .json)")
     p.add_argument("--out", default="segment-out", help="output folder (created; default: segment-out)")
-    p.add_argument("--backend", default="auto",
-                   help="engine backend for unet_fast.optimize (auto, cpu, triton, cuda, torch), or "
-                   "'reference' for the plain PyTorch model; auto falls back to reference (default: auto)")  # fmt: skip
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                   help="engine storage dtype; float16/bfloat16 need a GPU backend (default: float32)")  # fmt: skip
-    p.add_argument("--patch-size", type=int, default=None, help="sliding-window patch (default: the card's)")
-    p.add_argument(
-        "--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)"
-    )
-    p.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
+    add_engine_options(p)
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of class colours (default 0.5)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -84,6 +75,21 @@ def output_names(images: list[Path]) -> list[str]:
         else:
             seen[n] = 1
     return names
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """The engine and sliding-window options `segment` and `serve` share."""
+    p.add_argument("--backend", default="auto",
+                   help="engine backend for unet_fast.optimize (auto, cpu, triton, cuda, torch), or "
+                   "'reference' for the plain PyTorch model; auto falls back to reference (default: auto)")  # fmt: skip
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="engine storage dtype; float16 needs a GPU backend, bfloat16 runs on the GPU backends "
+                   "and on cpu (bf16 tile kernels) (default: float32)")  # fmt: skip
+    p.add_argument("--patch-size", type=int, default=None, help="sliding-window patch (default: the card's)")
+    p.add_argument(
+        "--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)"
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
 
 
 def run(args: argparse.Namespace) -> int:

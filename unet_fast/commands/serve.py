@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from unet_fast.commands.segment import add_engine_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,14 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="deploy on this Ray cluster ('auto', 'ray://head:10001'; default: a local Ray)")  # fmt: skip
-    p.add_argument("--backend", default="auto", help="engine backend, or 'reference' (default: auto)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                   help="engine storage dtype, as for `segment` (default: float32)")  # fmt: skip
-    p.add_argument("--patch-size", type=int, default=None, help="sliding-window patch (default: the card's)")
-    p.add_argument(
-        "--overlap", type=float, default=0.5, help="patch overlap fraction in [0, 1) (default 0.5)"
-    )
-    p.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
+    add_engine_options(p)
     p.add_argument("--max-bytes", type=int, default=None, help="largest request body (default 64 MiB)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="largest image, H*W (default 16777216 = 4096 x 4096)")  # fmt: skip

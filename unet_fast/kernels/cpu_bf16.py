@@ -236,6 +236,17 @@ def _bias(bias: Tensor | None, cout: int) -> Tensor | None:
     return bias.detach().to(torch.float32).contiguous()
 
 
+def _check_input(x: Tensor, cin: int) -> tuple[int, int, int]:
+    """(N, H, W) of a bf16 NHWC CPU input with the weight's `cin` channels; ValueError otherwise."""
+    checks.check_nhwc(x, "x", dtypes=(torch.bfloat16,))
+    if x.device.type != "cpu":
+        raise ValueError(f"x is on {x.device}; the bf16 tile conv needs CPU tensors")
+    n, h, w, c = x.shape
+    if c != cin:
+        raise ValueError(f"x has {c} channels, the weight expects {cin}")
+    return n, h, w
+
+
 def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, stride: int = 1, padding: int = 0,
            act: str = "none", negative_slope: float = 0.01, residual: Tensor | None = None,
            out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
@@ -255,12 +266,7 @@ def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, str
         raise ValueError(
             f"weight must be a ConvWeightBF16 from pack_conv_weight, got {type(weight).__name__}"
         )
-    checks.check_nhwc(x, "x", dtypes=(torch.bfloat16,))
-    if x.device.type != "cpu":
-        raise ValueError(f"x is on {x.device}; the bf16 tile conv needs CPU tensors")
-    n, h, w, cin = x.shape
-    if cin != weight.cin:
-        raise ValueError(f"x has {cin} channels, the weight expects {weight.cin}")
+    n, h, w = _check_input(x, weight.cin)
     for name, v, lo in (("stride", stride, 1), ("padding", padding, 0)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
@@ -306,12 +312,7 @@ def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor |
     cpu = require_cpu()
     if not isinstance(weight, ConvTransposeWeightBF16):
         raise ValueError(f"weight must come from pack_conv_transpose_weight, got {type(weight).__name__}")
-    checks.check_nhwc(x, "x", dtypes=(torch.bfloat16,))
-    if x.device.type != "cpu":
-        raise ValueError(f"x is on {x.device}; the bf16 tile conv needs CPU tensors")
-    n, h, w, cin = x.shape
-    if cin != weight.cin:
-        raise ValueError(f"x has {cin} channels, the weight expects {weight.cin}")
+    n, h, w = _check_input(x, weight.cin)
     if act not in ACTIVATIONS:
         raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
     if out_dtype not in OUT_DTYPES:
