@@ -4,6 +4,9 @@
 //
 //   g++ -O3 -std=c++17 -Icsrc/include benchmarks/kernels/gemm_tile_peak.cpp -o /tmp/gemm_tile_peak && /tmp/gemm_tile_peak
 //
+// The timing loop (gemm_tile_peak_run.inc) is written once and included in each ISA's namespace, as the
+// kernels include their bodies (csrc/include/unet_fast/cpu_kernel_body.h).
+//
 // k = the reduction length (Cin); packedA = A as a packed [k][MR] tile (the transposed conv) instead of MR rows
 // (Winograd's V).
 #include <cstdint>
@@ -20,20 +23,7 @@ namespace unet_fast { namespace z {
 #include "unet_fast/cpu_vec_avx512.h"
 constexpr int kL = 16;
 #include "unet_fast/cpu_gemm_kernels.h"
-template <int MR, int NV> double run(int k, int ntiles, bool packedA) {
-  constexpr int NR = NV * kL;
-  std::vector<float> a(ntiles * MR * k + 64, 1.0f), b(k * NR, 0.5f), c(ntiles * MR * NR);
-  double best = 1e9;
-  for (int rep = 0; rep < 5; ++rep) {
-    double t0 = now();
-    for (int it = 0; it < 200; ++it)
-      for (int t = 0; t < ntiles; ++t)
-        if (packedA) gemm_tile<MR, NV>(a.data() + t * MR * k, 1, b.data(), c.data() + t * MR * NR, NR, k, MR);
-        else gemm_tile<MR, NV>(a.data() + t * MR * k, k, b.data(), c.data() + t * MR * NR, NR, k, 1);
-    double dt = now() - t0; if (dt < best) best = dt;
-  }
-  return 2.0 * MR * NR * k * ntiles * 200 / best / 1e9;
-}
+#include "gemm_tile_peak_run.inc"
 }}
 UF_TARGET_END
 UF_TARGET_BEGIN(UF_TARGET_AVX2)
@@ -41,20 +31,7 @@ namespace unet_fast { namespace y {
 #include "unet_fast/cpu_vec_avx2.h"
 constexpr int kL = 8;
 #include "unet_fast/cpu_gemm_kernels.h"
-template <int MR, int NV> double run(int k, int ntiles, bool packedA) {
-  constexpr int NR = NV * kL;
-  std::vector<float> a(ntiles * MR * k + 64, 1.0f), b(k * NR, 0.5f), c(ntiles * MR * NR);
-  double best = 1e9;
-  for (int rep = 0; rep < 5; ++rep) {
-    double t0 = now();
-    for (int it = 0; it < 200; ++it)
-      for (int t = 0; t < ntiles; ++t)
-        if (packedA) gemm_tile<MR, NV>(a.data() + t * MR * k, 1, b.data(), c.data() + t * MR * NR, NR, k, MR);
-        else gemm_tile<MR, NV>(a.data() + t * MR * k, k, b.data(), c.data() + t * MR * NR, NR, k, 1);
-    double dt = now() - t0; if (dt < best) best = dt;
-  }
-  return 2.0 * MR * NR * k * ntiles * 200 / best / 1e9;
-}
+#include "gemm_tile_peak_run.inc"
 }}
 UF_TARGET_END
 int main() {
