@@ -17,7 +17,7 @@ from unet_fast.graph.passes.fuse_activation import fuse_activations
 from unet_fast.graph.passes.fuse_head import fuse_head
 from unet_fast.graph.passes.fuse_pool import fuse_pools
 from unet_fast.graph.passes.fuse_residual import fuse_residuals
-from unet_fast.graph.passes.output_mode import set_output
+from unet_fast.graph.passes.output_mode import model_gives_output, set_output
 
 
 class ConvBnAct(nn.Module):
@@ -290,6 +290,14 @@ def test_output_modes(mode: str, op: str) -> None:
         assert torch.equal(out, want)
     else:
         assert_close(out, want)
+
+
+@pytest.mark.parametrize("head", ["logits", "softmax", "sigmoid", "argmax"])
+def test_model_gives_output_names_which_modes_are_the_models_own(head: str) -> None:
+    g = graph_of(HeadNet(head).eval(), torch.randn(1, 3, 5, 6))
+    own = {mode: model_gives_output(g, mode) for mode in ("model", "logits", "probabilities", "classes")}
+    assert own == {"model": True, "logits": head == "logits", "probabilities": head in ("softmax", "sigmoid"),
+                   "classes": head == "argmax"}  # fmt: skip
 
 
 def test_probabilities_of_a_single_channel_model_is_sigmoid() -> None:

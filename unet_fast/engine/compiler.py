@@ -22,6 +22,7 @@ from unet_fast.graph.ir import Plan
 from unet_fast.graph.lower import lower
 from unet_fast.graph.opgraph import OpGraph
 from unet_fast.graph.passes import PASSES, run_shape_free_passes, run_shape_passes
+from unet_fast.graph.passes.output_mode import model_gives_output
 from unet_fast.graph.planner import BufferPlan, plan_buffers
 from unet_fast.graph.symbolic import SymbolicGraph, is_symbolic
 from unet_fast.models.unet import UNet
@@ -37,6 +38,7 @@ class Capture:
     pass_lines: list[str]  # report lines of the shape-free passes
     reason: str  # why this capture exists ("optimize", "a guard failed at ...", ...)
     dynamic: bool
+    model_output: bool = False  # the model's own final op already gives the requested output mode
 
     def matches(self, shape: tuple[int, ...]) -> bool:
         return self.graph.matches(shape)
@@ -97,9 +99,10 @@ def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozen
             # both sides pad (by zero or more). Only here, where the code is known: another model's branch on
             # the same value could do something else on each side.
             sym.drop_pad_guards()
+        own = model_gives_output(sym.graph, output)
         lines = run_shape_free_passes(sym.graph, output, passes)
         sym.instantiate(tuple(example.shape))  # every size expression evaluates (no data-dependent sizes)
-        return Capture(sym, lines, reason, dynamic=True)
+        return Capture(sym, lines, reason, dynamic=True, model_output=own)
     except ValueError as e:
         if "training mode" in str(e) or type(e).__name__ == "CaptureError":
             raise
@@ -109,8 +112,10 @@ def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozen
     g = capture(target, example)
     agnostic = all(_batch_agnostic(n) for n in g.nodes if n.op == "fallback")
     sym = SymbolicGraph(g, {}, [], tuple(example.shape), batch_free=agnostic)
+    own = model_gives_output(sym.graph, output)
     lines = run_shape_free_passes(sym.graph, output, passes)
-    return Capture(sym, lines, f"{reason}; static (dynamic export failed: {why[:200]})", dynamic=False)
+    return Capture(sym, lines, f"{reason}; static (dynamic export failed: {why[:200]})", dynamic=False,
+                   model_output=own)
 
 
 def compile_plan(cap: Capture, shape: tuple[int, ...], passes: frozenset[str] | None) -> CompiledPlan:

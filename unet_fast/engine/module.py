@@ -235,7 +235,7 @@ class FusedUNet(nn.Module):
         fmt = self._formats.get(fin)
         if fmt is None:
             mode = self.config.output
-            if mode == "probabilities" and "as the model" in self._captures[0].pass_lines[0]:
+            if mode == "probabilities" and self._captures[0].model_output:
                 mode = "model"  # the model's own softmax / sigmoid: its own output format
             fmt = self._formats[fin] = eager_output_format(self._source, tuple(x.shape), fin, mode)
         return fmt

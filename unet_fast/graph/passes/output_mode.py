@@ -10,6 +10,17 @@ OutputMode = Literal["model", "logits", "probabilities", "classes"]
 OUTPUT_MODES = ("model", "logits", "probabilities", "classes")
 
 
+def model_gives_output(g: OpGraph, mode: str) -> bool:
+    """Whether the model's own output already is `mode` (call before `set_output` rewrites the tail): its
+    own softmax / sigmoid for "probabilities", its own argmax for "classes", a last conv for "logits". The
+    engine then returns it in the memory format the model itself would."""
+    if mode == "model":
+        return True
+    last = g.output.op if g.output.op in ("softmax", "sigmoid", "argmax") else "logits"
+    return {"probabilities": last in ("softmax", "sigmoid"), "classes": last == "argmax",
+            "logits": last == "logits"}.get(mode, False)  # fmt: skip
+
+
 def set_output(g: OpGraph, mode: str) -> str:
     """Rewrite the graph's tail for `mode`; returns a line for the report."""
     if mode not in OUTPUT_MODES:
