@@ -332,7 +332,7 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
             "the model has one output channel: give class_map_threshold (0.5 after a sigmoid, 0 on logits)"
         )
 
-    form, fold = export_form(model, example_input)
+    form, fold = export_form(model, example_input, reference_out)
     if class_map:
         form = ClassMapHead(form, threshold).eval()
     output_name = "class_map" if class_map else "output"

@@ -162,7 +162,8 @@ def _fold_copy(model: nn.Module, use_fx: bool) -> tuple[nn.Module, FoldReport]:
     return folded, report
 
 
-def fold_batchnorm(model: nn.Module, example_input: Tensor | None = None) -> tuple[nn.Module, FoldReport]:
+def fold_batchnorm(model: nn.Module, example_input: Tensor | None = None,
+                   reference_output: Tensor | None = None) -> tuple[nn.Module, FoldReport]:  # fmt: skip
     """A deep copy of `model` in eval mode with every foldable Conv2d/ConvTranspose2d -> BatchNorm2d pair
     folded (math: unet_fast.graph.bn_fold.fold_bn, in float64). BatchNorms that could not be folded are
     named in the report; they still export correctly (as BatchNormalization nodes).
@@ -173,13 +174,14 @@ def fold_batchnorm(model: nn.Module, example_input: Tensor | None = None) -> tup
     (N, C, H, W) the folded copy is run against the model: a copy that raises or differs by more than
     rounding is dropped for one with Sequential folds only, then for the unfolded model, and the report's
     `rejected` says why. Without `example_input` nothing is verified (to_onnx always passes one).
-    The caller's model is not changed."""
+    `reference_output`: the model's output on `example_input` when the caller has it already (to_onnx
+    does), so the model is not run a second time. The caller's model is not changed."""
     original = copy.deepcopy(model).eval()
     if example_input is None:
         folded, report = _fold_copy(original, use_fx=True)
         report.left = [n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)]
         return folded, report
-    reference: object = None  # the model's output, computed once and only when there is a fold to check
+    reference: object = reference_output  # the model's output, computed once and only when a fold is checked
     rejected: list[str] = []
     for what, use_fx in (("Sequential and torch.fx folds", True), ("Sequential folds", False)):
         folded, report = _fold_copy(original, use_fx)
@@ -242,10 +244,11 @@ def default_threshold(model: nn.Module) -> float | None:
     return None
 
 
-def export_form(model: nn.Module, example_input: Tensor | None = None) -> tuple[nn.Module, FoldReport]:
+def export_form(model: nn.Module, example_input: Tensor | None = None,
+                reference_output: Tensor | None = None) -> tuple[nn.Module, FoldReport]:  # fmt: skip
     """BN-folded copy of `model` in the form that traces correctly at every size (folds verified on
-    `example_input` when given: see fold_batchnorm)."""
-    folded, report = fold_batchnorm(model, example_input)
+    `example_input` when given, against `reference_output` if given: see fold_batchnorm)."""
+    folded, report = fold_batchnorm(model, example_input, reference_output)
     if isinstance(folded, UNet):
         return UNetExportForm(folded).eval(), report
     return folded, report
