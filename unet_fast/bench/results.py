@@ -217,10 +217,11 @@ def markdown_document(doc: dict) -> str:
               f"row's median over the fastest of {', '.join(RATIO_PEERS)} (below 1 is faster)."]  # fmt: skip
     precisions = {row_precision(r) for r in doc["rows"]}
     if precisions - {"fp32"}:
-        lines[-1] += (" 'precision' is what each row computed in; a bf16 unet_fast row is compared with the fastest "
-                      f"bf16 peer ({', '.join(PEERS['bf16'])}) and, in '/ fastest fp32 peer', with the fastest fp32 "
-                      "row of those peers (ONNX Runtime and OpenVINO pinned f32 stay fp32 reference rows in a bf16 "
-                      "run); each row's parity is judged by its precision's limits.")  # fmt: skip
+        lines[-1] += (" 'precision' is what each row computed in, and each row's parity is judged by its precision's "
+                      "limits. A bf16 unet_fast row's '/ fastest peer' is against the fastest bf16 peer "
+                      f"({', '.join(PEERS['bf16'])}), its '/ fastest fp32 peer' against the fastest fp32 one of "
+                      f"{', '.join(PEERS['fp32'])} (in a bf16 run ONNX Runtime and OpenVINO pinned f32 are fp32 "
+                      "reference rows).")  # fmt: skip
     lines += ["", format_markdown_table(doc["rows"])]
     ratios = peer_ratio_lines(doc["rows"])
     if ratios:
