@@ -6,6 +6,10 @@ times it with pytest-benchmark's pedantic mode (fixed rounds, warm-up). Parity g
 extra_info and a case whose output is outside the parity limits FAILS after its timing is recorded.
 Contenders that cannot run here are skipped with the reason (see `-rs`).
 
+bf16 cases (test_unet64.py `*_bf16`): the bf16 comparison of issue 17 at whatever --bench-dtype says:
+unet_fast cpu bf16, eager and torch.compile bf16 channels_last, OpenVINO at its default precision, and the
+fp32 reference rows (ONNX Runtime, OpenVINO pinned f32); extra_info records each row's `precision`.
+
 Options: --bench-threads N (default: all cores, for every contender), --bench-rounds, --bench-warmup,
 --bench-contenders a,b, --bench-dtype, --bench-full (adds the batch-4 and other long cases),
 --bench-results DIR (write the rows as <machine>-<date>-suite.json/.md/.png there), --bench-machine NAME,
@@ -67,9 +71,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _MACHINE.update(machine_record())  # at the start: the commit and load that the numbers belong to
 
 
-def settings(config: pytest.Config, workload_key: str) -> Settings:
+def settings(config: pytest.Config, workload_key: str, dtype: torch.dtype | None = None) -> Settings:
+    """The case's settings: `dtype` when the case fixes one (the bf16 cases), else --bench-dtype."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, config.getoption("--bench-dtype"))
+    dtype = dtype or getattr(torch, config.getoption("--bench-dtype"))
     workdir = Path(_WORKDIR.name) / workload_key  # the ONNX export is shared by ORT/OpenVINO/TensorRT
     return Settings(device, dtype, torch.get_num_threads(), workdir)
 
@@ -86,15 +91,19 @@ def case(workload: str, batch: int | None) -> tuple:
 
 @pytest.fixture
 def run_case(benchmark, request):
-    """run_case(workload, contender, batch=None): prepare, check parity, time, record."""
+    """run_case(workload, contender, batch=None, dtype=None): prepare, check parity, time, record. dtype
+    None: --bench-dtype; a contender outside that dtype's default selection (openvino-default in an fp32
+    case: it would be a bf16 row) skips with the reason."""
     config = request.config
 
-    def run(workload: str, contender: str, batch: int | None = None) -> dict:
+    def run(workload: str, contender: str, batch: int | None = None, dtype: torch.dtype | None = None) -> dict:
         wanted = config.getoption("--bench-contenders")
         if wanted and contender not in wanted.split(","):
             pytest.skip(f"{contender} not selected (--bench-contenders)")
-        s = settings(config, f"{workload}-b{batch}")
+        s = settings(config, f"{workload}-b{batch}", dtype)
         c = get_contender(contender)
+        if not c.in_default(s.dtype):
+            pytest.skip(f"{contender}: not part of the {DTYPE_NAMES[s.dtype]} cases (it runs in the bf16 cases)")
         why = c.check(s)
         if why:
             pytest.skip(f"{contender}: {why}")
@@ -118,7 +127,7 @@ def run_case(benchmark, request):
         row = make_row(workload, tuple(x.shape), s.dtype, s.device, contender, s.threads, samples,
                        config.getoption("--bench-warmup"), p, parity, None)  # fmt: skip
         benchmark.extra_info.update(
-            {k: row[k] for k in ("parity", "parity_ok", "setup_s", "threads", "note")}
+            {k: row[k] for k in ("precision", "parity", "parity_ok", "setup_s", "threads", "note")}
         )
         _ROWS.append(row)
         lim_ok = row["parity_ok"]
@@ -135,14 +144,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from unet_fast.bench.machine import default_machine_name
     from unet_fast.bench.results import build_document, results_stem, write_results
 
-    eager = {
-        (r["workload"], tuple(r["input_shape"])): r["median_ms"] for r in _ROWS if r["contender"] == "eager"
-    }
+    def key(r: dict) -> tuple:  # eager's row of the same case and run dtype (not fp32 eager for a bf16 row)
+        return r["workload"], tuple(r["input_shape"]), r["dtype"]
+
+    eager = {key(r): r["median_ms"] for r in _ROWS if r["contender"] == "eager"}
     for r in _ROWS:
-        e = eager.get((r["workload"], tuple(r["input_shape"])))
+        e = eager.get(key(r))
         r["speedup_vs_eager"] = e / r["median_ms"] if e else None
     name = session.config.getoption("--bench-machine") or default_machine_name()
     doc = build_document([{"workload": "suite", "rows": _ROWS, "skipped": {}, "failed": {}}], _MACHINE, name,
                          session.config.getoption("--bench-note"), {"source": "pytest benchmarks/"})  # fmt: skip
-    paths = write_results(doc, Path(out), results_stem(name) + "-suite")
+    # a suite that ran only bf16 cases (run_all.sh --dtype bfloat16 --suite) gets its own file name
+    bf16_only = {r["dtype"] for r in _ROWS} == {"bfloat16"}
+    paths = write_results(doc, Path(out), results_stem(name) + ("-bf16-suite" if bf16_only else "-suite"))
     print("\nbenchmark suite results: " + ", ".join(map(str, paths.values())), file=os.sys.stderr)

@@ -135,6 +135,15 @@ def _bench(model, tmp_path) -> None:
         assert parity["rel_l2"] < 1e-3, f"{name} disagrees with the eval-mode reference: {parity}"
         ran.append(name)
     assert {"eager", "unet_fast-torch"} <= set(ran)
+    # the bf16 comparison's own paths (bf16 channels_last copies, OpenVINO at its default precision, the cpu
+    # backend's bf16 tiles with fp32 input)
+    s16 = Settings("cpu", torch.bfloat16, 1, tmp_path / "bf16")
+    for name in ("eager-cl", "openvino-default", "unet_fast-cpu"):
+        c = CONTENDERS[name]
+        if c.check(s16):
+            continue
+        parity = check_parity(prepare_for_device(c, model, X, s16), ref, 1)
+        assert parity["rel_l2"] < 5e-2, f"{name} (bf16) disagrees with the eval-mode reference: {parity}"
     roofline(model, X[:1])
 
 

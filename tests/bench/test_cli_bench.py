@@ -33,7 +33,7 @@ def test_quick_run_prints_table_and_writes_results(tmp_path, capsys) -> None:
         assert {"median_ms", "min_ms", "max_ms", "commit"} <= set(r)
         assert {"max_abs", "rel_l2", "argmax_agreement"} <= set(r["parity"])
     md = next(tmp_path.glob("test-box-*.md")).read_text()
-    assert "| workload | contender | median ms |" in md and "under test" in md
+    assert "| workload | contender | precision | median ms |" in md and "under test" in md
     pngs = list(tmp_path.glob("test-box-*.png"))
     try:
         import matplotlib  # noqa: F401
@@ -122,9 +122,13 @@ def test_contender_selection() -> None:
     from unet_fast.bench.contenders import CONTENDERS
     from unet_fast.commands.bench import _exit_code, contender_names
 
-    peers = [n for n in CONTENDERS if not n.startswith("unet_fast-")]
+    # openvino-default (OpenVINO at its own precision: bf16 on CPUs that have it) is a bf16 row: the fp32
+    # run leaves it out unless named, the bf16 run includes it
+    peers = [n for n in CONTENDERS if not n.startswith("unet_fast-") and n != "openvino-default"]
     assert contender_names(None, None, False) == (None, set())
-    assert contender_names(None, None, True)[0] == [n for n in CONTENDERS if n != "compile"]
+    assert contender_names(None, None, True)[0] == [n for n in CONTENDERS if n not in ("compile", "openvino-default")]
+    assert contender_names(None, None, True, "bfloat16")[0] == [n for n in CONTENDERS if n != "compile"]
+    assert contender_names(["openvino-default"], None, False) == (["openvino-default"], {"openvino-default"})
     names, named = contender_names(["eager", "unet_fast"], None, False)
     assert names == ["eager", "unet_fast-torch", "unet_fast-cpu", "unet_fast-triton", "unet_fast-cuda"]
     assert named == {"eager"}  # the group does not make triton/cuda mandatory on a CPU machine

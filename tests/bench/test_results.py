@@ -29,9 +29,9 @@ def test_tables() -> None:
     md = format_markdown_table(RESULT["rows"])
     lines = md.splitlines()
     assert len(lines) == 4 and lines[0].startswith(
-        "| workload | contender | median ms | min-max ms | vs eager"
+        "| workload | contender | precision | median ms | min-max ms | vs eager"
     )
-    assert "| 10.0 | 9.0-12.0 | 1.00x |" in lines[2] and "FAIL" in lines[3] and "5.00x" in lines[3]
+    assert "| eager | fp32 | 10.0 | 9.0-12.0 | 1.00x |" in lines[2] and "FAIL" in lines[3] and "5.00x" in lines[3]
     assert "n/ote" in lines[2]  # a '|' in a note cannot break the table
     text = format_text_table(RESULT["rows"]).splitlines()
     assert text[0].index("contender") == text[2].index("eager") == text[3].index("fast-but-wrong")  # aligned

@@ -5,12 +5,18 @@ the fix), and a `prepare(model, x, settings)` that does the one-time work (copy,
 and returns a `Prepared`: a zero-argument `run()` that performs one forward pass on the prepared input and
 returns the output. Every contender gets the same fp32 model and the same input; each one casts to the
 benchmark dtype and moves to the device itself, outside the timed call. Threads are set explicitly and
-identically for all: torch.set_num_threads, ORT intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS."""
+identically for all: torch.set_num_threads, ORT intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS.
+
+A row says the precision it computed in (`Prepared.precision`), which is not always the run's dtype: in a
+bfloat16 run ONNX Runtime and OpenVINO pinned to f32 stay fp32 reference rows (ORT has no bf16 convolution
+on CPU), and OpenVINO at its default precision reports what its CPU plugin picked (bf16 on CPUs with
+AVX512-BF16 or AMX, f32 elsewhere)."""
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -38,6 +44,7 @@ class Prepared:
     note: str = ""
     graphable: bool = False  # the call may be captured into a CUDA graph
     report: str = ""  # the contender's own description of what it ran (unet_fast's optimize report)
+    precision: str = ""  # what the row computed in ("fp32" | "bf16" | "fp16"); "" = the run's dtype
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,35 @@ class Contender:
     family: str  # "peer" | "unet_fast"
     check: Callable[[Settings], str]
     prepare: Callable[[nn.Module, Tensor, Settings], Prepared]
+    # The run dtypes whose default selection (no --contenders) includes this contender; None: every dtype.
+    # Named explicitly it runs at any dtype its check() accepts.
+    default_dtypes: tuple[torch.dtype, ...] | None = None
+
+    def in_default(self, dtype: torch.dtype) -> bool:
+        return self.default_dtypes is None or dtype in self.default_dtypes
 
 
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+# Short names for the precision a row computed in (the table's precision column).
+PRECISION_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+PRECISION_DTYPES = {v: k for k, v in PRECISION_NAMES.items()}
+# OpenVINO's element type names (ov.Type.get_type_name()) for the precisions above.
+_OPENVINO_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """'fp32' | 'fp16' | 'bf16' for a benchmark dtype (ValueError for any other)."""
+    try:
+        return PRECISION_NAMES[dtype]
+    except KeyError:
+        choices = ", ".join(DTYPE_NAMES.values())
+        raise ValueError(f"dtype {dtype} is not benchmarked; choose from {choices}") from None
+
+
+def openvino_precision(type_name: str) -> str:
+    """The table's precision name for an OpenVINO element type name ('f32' -> 'fp32', 'bf16' -> 'bf16',
+    'f16' -> 'fp16'); any other name is returned as OpenVINO spells it, so the row still says the truth."""
+    return _OPENVINO_PRECISIONS.get(type_name, type_name)
 
 
 def _installed(module: str) -> bool:
@@ -116,16 +149,24 @@ def _prepare_compile(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
 
     t0 = time.perf_counter()
     m, xs = _to_device(model, x, s)
+    # bf16 on CPU: channels_last model and input, the layout oneDNN's bf16 convolutions run in (the bf16
+    # peer of BENCHMARKING.md); the fp32 row stays as it was recorded (NCHW in, Inductor picks layouts)
+    channels_last = s.dtype == torch.bfloat16 and s.device == "cpu"
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
+        xs = xs.contiguous(memory_format=torch.channels_last)
     compiled = torch.compile(m)
 
     def run() -> Tensor:
         return compiled(xs)
 
     # freezing constant-folds the (frozen) weights, BN included, and lets Inductor pick weight layouts; it
-    # applies at compile time, which happens on the first call, under inference_mode.
+    # applies at compile time, which happens on the first call, under inference_mode. patch() sets the flag
+    # for that call only and restores the caller's value after it.
     with inductor_config.patch(freezing=True):
         setup = _first_call(run, s, t0)
-    return Prepared(run, setup, f"compile {setup:.0f} s (freezing)", graphable=True)
+    how = "freezing, channels_last" if channels_last else "freezing"
+    return Prepared(run, setup, f"compile {setup:.0f} s ({how})", graphable=True)
 
 
 # --- ONNX export shared by ONNX Runtime, OpenVINO and TensorRT ------------------------------------
@@ -162,7 +203,7 @@ def onnx_file(model: nn.Module, x: Tensor, s: Settings) -> tuple[Path, str]:
 def _check_ort(s: Settings) -> str:
     if not _installed("onnxruntime") or not _installed("onnx"):
         return f"onnxruntime/onnx are not installed ({INSTALL_HINT})"
-    if s.dtype != torch.float32:
+    if s.dtype == torch.float16 or (s.dtype == torch.bfloat16 and s.device != "cpu"):
         return "benchmarked at float32 only (an fp16 ONNX graph is a different model to export)"
     if s.device == "cuda":
         import onnxruntime as ort
@@ -190,7 +231,10 @@ def _prepare_ort(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
     def run() -> object:
         return sess.run(None, feed)[0]
 
-    return Prepared(run, _first_call(run, s, t0), f"all graph optimizations; {how}")
+    note = f"all graph optimizations; {how}"
+    if s.dtype != torch.float32:  # a bf16 run keeps ORT as an fp32 reference row: say so in the row
+        note = f"fp32 reference row (ONNX Runtime has no bf16 convolution on CPU); {note}"
+    return Prepared(run, _first_call(run, s, t0), note, precision="fp32")
 
 
 # --- OpenVINO -------------------------------------------------------------------------------------
@@ -201,32 +245,44 @@ def _check_openvino(s: Settings) -> str:
         return f"openvino is not installed ({INSTALL_HINT})"
     if s.device != "cpu":
         return "benchmarked on CPU only"
-    if s.dtype != torch.float32:
-        return "benchmarked at float32 only"
+    if s.dtype == torch.float16:
+        return "benchmarked at float32 (pinned f32) and bfloat16 (its default precision) only"
     return ""
 
 
-def _prepare_openvino(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
-    import openvino as ov
+def _prepare_openvino(pinned_f32: bool) -> Callable[[nn.Module, Tensor, Settings], Prepared]:
+    """OpenVINO's CPU plugin on the shared ONNX file, fp32 in and out. pinned_f32: INFERENCE_PRECISION_HINT
+    f32 (an fp32 row); else no hint, so the plugin runs at its default precision, which is bf16 on CPUs with
+    AVX512-BF16 or AMX. Either way the row's precision is what the compiled model reports it runs at."""
 
-    t0 = time.perf_counter()
-    path, how = onnx_file(model, x, s)
-    core = ov.Core()
-    config = {
-        "INFERENCE_NUM_THREADS": s.threads,
-        "PERFORMANCE_HINT": "LATENCY",
-        # OpenVINO silently runs fp32 models in bf16 on CPUs that have it: pin fp32 for an honest row.
-        "INFERENCE_PRECISION_HINT": "f32",
-    }
-    compiled = core.compile_model(ov.convert_model(str(path)), "CPU", config)
-    request = compiled.create_infer_request()
-    feed = {0: x.float().contiguous().numpy()}
-    output = compiled.output(0)
+    def prepare(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
+        import openvino as ov
 
-    def run() -> object:
-        return request.infer(feed)[output]
+        t0 = time.perf_counter()
+        path, how = onnx_file(model, x, s)
+        core = ov.Core()
+        config: dict[str, object] = {"INFERENCE_NUM_THREADS": s.threads, "PERFORMANCE_HINT": "LATENCY"}
+        if pinned_f32:
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = core.compile_model(ov.convert_model(str(path)), "CPU", config)
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: what the plugin resolved
+        ran_name = ran.get_type_name() if hasattr(ran, "get_type_name") else str(ran)
+        request = compiled.create_infer_request()
+        feed = {0: x.float().contiguous().numpy()}
+        output = compiled.output(0)
 
-    return Prepared(run, _first_call(run, s, t0), f"CPU plugin, f32 precision; {how}")
+        def run() -> object:
+            return request.infer(feed)[output]
+
+        if pinned_f32:
+            note = ("CPU plugin, f32 precision" if ran_name == "f32"
+                    else f"CPU plugin, pinned f32 but it reports {ran_name}")  # fmt: skip
+        else:
+            note = f"OpenVINO CPU (default: {ran_name})"
+        precision = openvino_precision(ran_name)
+        return Prepared(run, _first_call(run, s, t0), f"{note}; {how}", precision=precision)
+
+    return prepare
 
 
 # --- TensorRT (GPU, where installed) ---------------------------------------------------------------
@@ -317,7 +373,10 @@ def _prepare_unet_fast(backend: str) -> Callable[[nn.Module, Tensor, Settings], 
         import unet_fast
 
         t0 = time.perf_counter()
-        xs = x.to(device=s.device, dtype=s.dtype)
+        # bf16 on CPU takes the fp32 input and returns fp32 (casting at its boundary, as OpenVINO's default
+        # precision does); elsewhere the input is in the benchmark dtype, as the other contenders get it
+        fp32_io = s.device == "cpu" and s.dtype == torch.bfloat16
+        xs = x.to(device=s.device, dtype=torch.float32 if fp32_io else s.dtype)
         # the engine captures from a CPU copy of the fp32 model and runs where the example input lives; on
         # CUDA it replays its own CUDA graphs (the runner does not wrap it in a second one)
         graphs = {"cuda_graphs": True} if s.device == "cuda" else {}
@@ -335,12 +394,27 @@ def _prepare_unet_fast(backend: str) -> Callable[[nn.Module, Tensor, Settings], 
             except Exception as e:  # the report is informative only
                 report = f"report() failed: {type(e).__name__}: {e}"
         notes = ["engine CUDA graphs"] if graphs else []
+        if fp32_io:
+            notes += ["fp32 in/out", *_bf16_summary(report)]
         if "missing" in report or "Fallback" in report:  # say so in the table, not only in the JSON
             notes.append("some steps fall back to PyTorch (see the report in the JSON)")
         note = "; ".join(notes)
         return Prepared(run, _first_call(run, s, t0), note, report=report)
 
     return prepare
+
+
+def _bf16_summary(report: str) -> list[str]:
+    """From optimize's report: which conv algorithm ran (e.g. '18 convs by bf16 tiles (portable)': the
+    emulator, not AMX) and how many steps ran on the bf16 torch reference; [] when the report lacks them."""
+    out = []
+    algo = re.search(r"^\s*algorithms: (.+)$", report, re.MULTILINE)
+    if algo:
+        out.append(algo.group(1).strip())
+    ref = re.search(r"^\s*torch reference in \w+: (\d+) steps", report, re.MULTILINE)
+    if ref:
+        out.append(f"{ref.group(1)} steps on the torch reference")
+    return out
 
 
 def _unet_fast_contender(backend: str) -> Contender:
@@ -357,7 +431,9 @@ CONTENDERS: dict[str, Contender] = {
         Contender("compile", "torch.compile (Inductor, freezing, inference_mode)", "peer", _check_compile,
                   _prepare_compile),
         Contender("onnxruntime", "ONNX Runtime, all graph optimizations", "peer", _check_ort, _prepare_ort),
-        Contender("openvino", "OpenVINO CPU plugin", "peer", _check_openvino, _prepare_openvino),
+        Contender("openvino", "OpenVINO CPU plugin, pinned f32", "peer", _check_openvino, _prepare_openvino(True)),
+        Contender("openvino-default", "OpenVINO CPU plugin at its default precision (bf16 where the CPU has it)",
+                  "peer", _check_openvino, _prepare_openvino(False), default_dtypes=(torch.bfloat16,)),
         Contender("tensorrt", "TensorRT engine from ONNX", "peer", _check_tensorrt, _prepare_tensorrt),
         *[_unet_fast_contender(b) for b in UNET_FAST_BACKENDS],
     ]

@@ -12,42 +12,83 @@ SCHEMA = 1
 # The peers unet_fast is measured against in the README's last column ("cpu / fastest peer"): the compilers
 # and runtimes. Eager PyTorch is the reference, not a peer.
 RATIO_PEERS = ("compile", "onnxruntime", "openvino", "tensorrt")
+# The peers per precision a row computed in (its `precision`). At bf16/fp16 eager channels_last is a peer
+# (oneDNN's bf16 convolutions; the reference is the fp32 eager model, not it), and OpenVINO counts at its
+# default precision (the pinned-f32 row is an fp32 reference there). shared/BENCHMARKING.md lists them.
+PEERS = {
+    "fp32": RATIO_PEERS,
+    "bf16": ("eager-cl", "compile", "openvino-default", "tensorrt"),
+    "fp16": ("eager-cl", "compile", "tensorrt"),
+}
 
 
 def _group(row: dict) -> tuple:
     return (row["workload"], tuple(row["input_shape"]), row["dtype"], row.get("device"))
 
 
+# a run's dtype name -> the precision name of its rows (contenders.PRECISION_NAMES without importing torch:
+# `python -m unet_fast.bench.results` re-renders a results file quickly)
+_RUN_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def row_precision(row: dict) -> str:
+    """What the row computed in: its `precision`, or (rows written before that key existed) the run's dtype."""
+    return row.get("precision") or _RUN_PRECISION.get(row["dtype"], row["dtype"])
+
+
 def add_peer_ratios(rows: list[dict]) -> None:
     """Set `fastest_peer` and `vs_fastest_peer` (latency over the fastest peer's: < 1 is faster) on each
-    unet_fast row, per workload; the fastest peer is the quickest of RATIO_PEERS with parity ok."""
+    unet_fast row, per workload, against the fastest peer (PEERS) *of the row's own precision* with parity
+    ok; a bf16/fp16 unet_fast row also gets `fastest_fp32_peer` and `vs_fastest_fp32_peer` when fp32 peer
+    rows are in the same run (the bf16 run keeps ONNX Runtime and OpenVINO f32 as fp32 references)."""
     fastest: dict[tuple, dict] = {}
     for r in rows:
-        if r["contender"] in RATIO_PEERS and r["parity_ok"]:
-            g = _group(r)
-            if g not in fastest or r["median_ms"] < fastest[g]["median_ms"]:
-                fastest[g] = r
+        prec = row_precision(r)
+        if r["contender"] in PEERS.get(prec, ()) and r["parity_ok"]:
+            key = (_group(r), prec)
+            if key not in fastest or r["median_ms"] < fastest[key]["median_ms"]:
+                fastest[key] = r
     for r in rows:
-        peer = fastest.get(_group(r))
-        if r["contender"].startswith("unet_fast-") and peer is not None:
+        if not r["contender"].startswith("unet_fast-"):
+            continue
+        prec = row_precision(r)
+        peer = fastest.get((_group(r), prec))
+        if peer is not None:
             r["fastest_peer"] = peer["contender"]
             r["vs_fastest_peer"] = r["median_ms"] / peer["median_ms"]
+        fp32_peer = fastest.get((_group(r), "fp32")) if prec != "fp32" else None
+        if fp32_peer is not None:
+            r["fastest_fp32_peer"] = fp32_peer["contender"]
+            r["vs_fastest_fp32_peer"] = r["median_ms"] / fp32_peer["median_ms"]
+
+
+def _peer_row(rows: list[dict], r: dict, name: str) -> dict:
+    return next(x for x in rows if x["contender"] == name and _group(x) == _group(r))
 
 
 def peer_ratio_lines(rows: list[dict]) -> list[str]:
-    """The README's last column, one line per unet_fast row (or why there is none)."""
+    """The README's last column, one line per unet_fast row (or why there is none); a bf16/fp16 row gets a
+    line against the fastest peer of its precision and, where fp32 peers ran, one against the fastest fp32
+    peer. fp32 rows read exactly as before precisions were recorded (the README quotes one)."""
     lines = []
+    ratio_note = "(latency ratio: below 1 is faster)"
     for r in rows:
         if not r["contender"].startswith("unet_fast-"):
             continue
         where = f"{r['workload']} {'x'.join(map(str, r['input_shape']))}"
+        prec = row_precision(r)
+        who, of = (r["contender"], "") if prec == "fp32" else (f"{r['contender']} ({prec})", f"{prec} ")
         if r.get("vs_fastest_peer") is None:
-            lines.append(f"{where}: {r['contender']} / fastest peer: - (no peer of {', '.join(RATIO_PEERS)} ran "
-                         "with parity ok)")  # fmt: skip
-            continue
-        peer = next(x for x in rows if x["contender"] == r["fastest_peer"] and _group(x) == _group(r))
-        lines.append(f"{where}: {r['contender']} / fastest peer ({r['fastest_peer']}, {peer['median_ms']:.1f} ms) = "
-                     f"{r['vs_fastest_peer']:.2f}x  (latency ratio: below 1 is faster)")  # fmt: skip
+            lines.append(f"{where}: {who} / fastest {of}peer: - (no {of}peer of {', '.join(PEERS.get(prec, ()))} "
+                         "ran with parity ok)")  # fmt: skip
+        else:
+            peer = _peer_row(rows, r, r["fastest_peer"])
+            lines.append(f"{where}: {who} / fastest {of}peer ({r['fastest_peer']}, {peer['median_ms']:.1f} ms) = "
+                         f"{r['vs_fastest_peer']:.2f}x  {ratio_note}")  # fmt: skip
+        if r.get("vs_fastest_fp32_peer") is not None:
+            peer = _peer_row(rows, r, r["fastest_fp32_peer"])
+            lines.append(f"{where}: {who} / fastest fp32 peer ({r['fastest_fp32_peer']}, {peer['median_ms']:.1f} "
+                         f"ms) = {r['vs_fastest_fp32_peer']:.2f}x  {ratio_note}")  # fmt: skip
     return lines
 
 
@@ -86,27 +127,41 @@ def _fmt(v: float | None, spec: str) -> str:
     return format(v, spec)
 
 
+def _ratio_cell(r: dict, key: str) -> str:
+    ratio = r.get(f"vs_{key}")
+    return "-" if ratio is None else f"{ratio:.2f}x {r[key]}"
+
+
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["workload", "contender", "median ms", "min-max ms", "vs eager", "/ fastest peer", "max abs", "rel L2",
-              "argmax agree", "parity", "setup s", "note"]  # fmt: skip
+    """Header and cells. `precision` is what each row computed in; '/ fastest peer' is a unet_fast row's
+    ratio to the fastest peer of its own precision, naming it; '/ fastest fp32 peer' appears when a bf16 or
+    fp16 unet_fast row has an fp32 peer to compare with (the bf16 table's fp32 reference rows)."""
+    fp32_column = any(r.get("vs_fastest_fp32_peer") is not None for r in rows)
+    header = ["workload", "contender", "precision", "median ms", "min-max ms", "vs eager", "/ fastest peer",
+              *(["/ fastest fp32 peer"] if fp32_column else []), "max abs", "rel L2", "argmax agree", "parity",
+              "setup s", "note"]  # fmt: skip
     body = []
     for r in rows:
         p = r["parity"]
         body.append([
-            f"{r['workload']} {'x'.join(map(str, r['input_shape']))} {r['dtype']}", r["contender"],
+            f"{r['workload']} {'x'.join(map(str, r['input_shape']))} {r['dtype']}", r["contender"], row_precision(r),
             _fmt(r["median_ms"], ".1f"), f"{_fmt(r['min_ms'], '.1f')}-{_fmt(r['max_ms'], '.1f')}",
             _fmt(r.get("speedup_vs_eager"), ".2f") + ("x" if r.get("speedup_vs_eager") else ""),
-            _fmt(r.get("vs_fastest_peer"), ".2f") + ("x" if r.get("vs_fastest_peer") else ""),
+            _ratio_cell(r, "fastest_peer"), *([_ratio_cell(r, "fastest_fp32_peer")] if fp32_column else []),
             _fmt(p["max_abs"], ".2e"), _fmt(p["rel_l2"], ".2e"), f"{p['argmax_agreement']:.4%}",
             "ok" if r["parity_ok"] else "FAIL", _fmt(r.get("setup_s"), ".1f"), r.get("note", ""),
         ])  # fmt: skip
     return header, body
 
 
+_RIGHT = {"median ms", "min-max ms", "vs eager", "/ fastest peer", "/ fastest fp32 peer", "max abs", "rel L2",
+          "argmax agree", "setup s"}  # fmt: skip
+
+
 def format_text_table(rows: list[dict]) -> str:
     header, body = table_rows(rows)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    right = {2, 3, 4, 5, 6, 7, 8, 10}
+    right = {i for i, h in enumerate(header) if h in _RIGHT}
     lines = []
     for cells in [header, *body]:
         lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
@@ -159,8 +214,15 @@ def markdown_document(doc: dict) -> str:
            else "interleaved rounds (every contender once per round, so load bursts hit all alike)")  # fmt: skip
     lines += ["", f"Median of {how}, with min-max; parity against the fp32 PyTorch eager reference on the same "
               "random input; 'vs eager' is eager NCHW's median over the row's; '/ fastest peer' is a unet_fast "
-              f"row's median over the fastest of {', '.join(RATIO_PEERS)} (below 1 is faster).", "",
-              format_markdown_table(doc["rows"])]  # fmt: skip
+              f"row's median over the fastest of {', '.join(RATIO_PEERS)} (below 1 is faster)."]  # fmt: skip
+    precisions = {row_precision(r) for r in doc["rows"]}
+    if precisions - {"fp32"}:
+        lines[-1] += (" 'precision' is what each row computed in, and each row's parity is judged by its precision's "
+                      "limits. A bf16 unet_fast row's '/ fastest peer' is against the fastest bf16 peer "
+                      f"({', '.join(PEERS['bf16'])}), its '/ fastest fp32 peer' against the fastest fp32 one of "
+                      f"{', '.join(PEERS['fp32'])} (in a bf16 run ONNX Runtime and OpenVINO pinned f32 are fp32 "
+                      "reference rows).")  # fmt: skip
+    lines += ["", format_markdown_table(doc["rows"])]
     ratios = peer_ratio_lines(doc["rows"])
     if ratios:
         lines += ["", *[f"- {r}" for r in ratios]]
@@ -203,7 +265,10 @@ def plot_latency(rows: list[dict], path: Path, title: str) -> Path | None:
         err = [[r["median_ms"] - r["min_ms"] for r in g], [r["max_ms"] - r["median_ms"] for r in g]]
         colors = ["tab:red" if not r["parity_ok"] else ("tab:green" if r["contender"].startswith("unet_fast")
                                                          else "tab:blue") for r in g]  # fmt: skip
-        ax.barh([r["contender"] for r in g], med, xerr=err, color=colors, capsize=3)
+        # a row that computed in another precision than the run's says so in its label (bf16 run: fp32 refs)
+        labels = [r["contender"] if row_precision(r) == _RUN_PRECISION.get(r["dtype"]) else
+                  f"{r['contender']} ({row_precision(r)})" for r in g]  # fmt: skip
+        ax.barh(labels, med, xerr=err, color=colors, capsize=3)
         for i, r in enumerate(g):
             ax.text(r["max_ms"], i, f"  {r['median_ms']:.1f} ms", va="center", fontsize=8)
         ax.set_title(name, fontsize=10)

@@ -18,7 +18,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from unet_fast.bench.contenders import CONTENDERS, DTYPE_NAMES, Contender, Prepared, Settings, get_contender
+from unet_fast.bench.contenders import (
+    CONTENDERS,
+    DTYPE_NAMES,
+    PRECISION_DTYPES,
+    Contender,
+    Prepared,
+    Settings,
+    get_contender,
+    precision_name,
+)
 from unet_fast.bench.reference import REFERENCE_LABEL, reference_output
 from unet_fast.bench.timing import Timing, cuda_graph, timer_for
 from unet_fast.bench.workloads import get_workload
@@ -71,8 +80,11 @@ class WorkloadResult:
 def select_contenders(
     names: Sequence[str] | None, settings: Settings
 ) -> tuple[list[Contender], dict[str, str]]:
-    """The contenders to run (known names only; ValueError otherwise) and the skipped ones with reasons."""
-    chosen = [get_contender(n) for n in names] if names is not None else list(CONTENDERS.values())
+    """The contenders to run (known names only; ValueError otherwise) and the skipped ones with reasons.
+    names None: every contender whose default selection includes the run's dtype (openvino-default joins
+    the bfloat16 runs only: in an fp32 table it would be a bf16 row)."""
+    chosen = ([get_contender(n) for n in names] if names is not None
+              else [c for c in CONTENDERS.values() if c.in_default(settings.dtype)])  # fmt: skip
     run, skipped = [], {}
     for c in chosen:
         why = c.check(settings)
@@ -102,8 +114,9 @@ def _as_tensor(out: object) -> Tensor:
     return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
 
 
-def parity_ok(parity: dict, dtype: torch.dtype) -> bool:
-    lim = PARITY_LIMITS[dtype]
+def parity_ok(parity: dict, dtype: torch.dtype | str) -> bool:
+    """Within the whole-network limits of `dtype`: a torch dtype or a row's precision name ('bf16')."""
+    lim = PARITY_LIMITS[PRECISION_DTYPES[dtype] if isinstance(dtype, str) else dtype]
     return (parity["nonfinite"] == 0 and math.isfinite(parity["max_abs"]) and parity["rel_l2"] <= lim["rel_l2"]
             and parity["argmax_agreement"] >= lim["argmax_agreement"])  # fmt: skip
 
@@ -149,17 +162,20 @@ def run_workload(cfg: RunConfig, progress: Callable[[str], None] = print) -> Wor
 def make_row(workload: str, input_shape: tuple[int, ...], dtype: torch.dtype, device: str, contender: str,
              threads: int, samples_ms: list[float], warmup: int, prepared: Prepared, parity: dict,
              eager_median_ms: float | None) -> dict:  # fmt: skip
-    """One results row (the runner's and the pytest suite's share this shape; results.py reads it)."""
+    """One results row (the runner's and the pytest suite's share this shape; results.py reads it). `dtype`
+    is the run's; `precision` is what this row computed in (prepared.precision, else the run's), and its
+    parity is judged by that precision's limits (an fp32 reference row in a bf16 run by the fp32 ones)."""
     t = Timing.from_samples(samples_ms)
+    precision = prepared.precision or precision_name(dtype)
     return {
         "workload": workload, "input_shape": list(input_shape), "dtype": DTYPE_NAMES[dtype], "device": device,
-        "contender": contender, "description": CONTENDERS[contender].description if contender in CONTENDERS else "",
+        "contender": contender, "precision": precision, "description": CONTENDERS[contender].description if contender in CONTENDERS else "",
         "threads": threads, "median_ms": t.median_ms, "min_ms": t.min_ms, "max_ms": t.max_ms, "repeats": t.repeats,
         "warmup": warmup, "samples_ms": list(samples_ms),
         "speedup_vs_eager": (eager_median_ms / t.median_ms) if eager_median_ms else None,
         "setup_s": prepared.setup_s,
         "parity": {k: parity[k] for k in ("max_abs", "rel_l2", "argmax_agreement", "mean_iou", "nonfinite")},
-        "parity_ok": parity_ok(parity, dtype), "note": prepared.note, "report": prepared.report[:4000],
+        "parity_ok": parity_ok(parity, precision), "note": prepared.note, "report": prepared.report[:4000],
     }  # fmt: skip
 
 

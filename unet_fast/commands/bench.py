@@ -19,6 +19,20 @@ QUICK = {"workload": "unet-small", "size": (64, 64), "repeats": 2, "warmup": 1}
 # The workloads of the README's table (benchmarks/run_all.sh runs these).
 README_WORKLOADS = ("unet-small", "unet64-256", "unet64-512", "unet-bilinear", "unet-original")
 DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def dtype_arg(value: str) -> str:
+    """--dtype's parser: a name of DTYPES, or its short alias (bf16, fp16, fp32) mapped to that name; any
+    other string passes through for argparse's `choices` to reject (exit 2, listing the choices)."""
+    return DTYPE_ALIASES.get(value.lower(), value.lower())
+
+
+def results_suffix(dtype_name: str) -> str:
+    """The results files' stem suffix: '' for float32 (the recorded name), '-bf16' / '-fp16' otherwise, so a
+    bf16 run of the same machine and day does not overwrite the fp32 record."""
+    short = {v: k for k, v in DTYPE_ALIASES.items()}[dtype_name]
+    return "" if dtype_name == "float32" else f"-{short}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="workload name, or several comma-separated (default unet64-256; --list shows all)")  # fmt: skip
     b.add_argument("--batch", type=int, default=None, help="batch size (default: the workload's)")
     b.add_argument("--size", default=None, help="input HxW instead of the workload's, e.g. 128x128 (default: the workload's)")
-    b.add_argument("--dtype", default="float32", choices=DTYPES, help="compute dtype (parity is vs fp32)")
+    b.add_argument("--dtype", default="float32", choices=DTYPES, type=dtype_arg, metavar="{float32,float16,bfloat16}",
+                   help="compute dtype, parity is vs the fp32 reference (aliases fp32, fp16, bf16). bfloat16: unet_fast "
+                   "cpu bf16, eager and torch.compile bf16 channels_last, OpenVINO at its default precision and "
+                   "pinned f32, ONNX Runtime as an fp32 reference; the table's precision column says what each "
+                   "row computed in; files get a -bf16 suffix")  # fmt: skip
     b.add_argument(
         "--threads", type=int, default=None, help="CPU threads for every contender (default: all cores)"
     )
@@ -80,15 +98,21 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
     return h, w
 
 
-def contender_names(contenders: list[str] | None, backends: list[str] | None,
-                    quick: bool) -> tuple[list[str] | None, set[str]]:  # fmt: skip
-    """(the contenders to run, None = every one; the ones named one by one, which must then run here).
-    'unet_fast' in --contenders means every unet_fast backend, as a group: those skip quietly."""
+def contender_names(contenders: list[str] | None, backends: list[str] | None, quick: bool,
+                    dtype_name: str = "float32") -> tuple[list[str] | None, set[str]]:  # fmt: skip
+    """(the contenders to run, None = every one of the dtype's default selection; the ones named one by
+    one, which must then run here). 'unet_fast' in --contenders means every unet_fast backend, as a group:
+    those skip quietly. Lists built without --contenders hold the dtype's default selection only (no
+    openvino-default in a float32 run: it is a bf16 row)."""
+    import torch
+
     from unet_fast.bench.contenders import CONTENDERS, UNET_FAST_BACKENDS, get_contender
 
+    dtype = getattr(torch, dtype_name)
+    default = [n for n, c in CONTENDERS.items() if c.in_default(dtype)]
     if contenders is None and backends is None:
-        return ([n for n in CONTENDERS if n != "compile"] if quick else None), set()
-    names = list(CONTENDERS) if contenders is None else []
+        return ([n for n in default if n != "compile"] if quick else None), set()
+    names = list(default) if contenders is None else []
     named: set[str] = set()
     for c in contenders or []:
         if c == "unet_fast":
@@ -111,7 +135,7 @@ def contender_names(contenders: list[str] | None, backends: list[str] | None,
     return list(dict.fromkeys(names)), named
 
 
-def _list(device: str, threads: int) -> int:
+def _list(device: str, threads: int, dtype_name: str = "float32") -> int:
     import tempfile
     from pathlib import Path
 
@@ -125,13 +149,13 @@ def _list(device: str, threads: int) -> int:
         print(f"  {w.name:<14} {'x'.join(map(str, w.input_shape)):<12} {w.description}")
     for name, why in unavailable_workloads().items():
         print(f"  {name:<14} {'-':<12} NOT available: {why}")
-    s = Settings(device, torch.float32, threads, Path(tempfile.gettempdir()))
-    print(f"contenders ({device}, float32):")
+    dtype = getattr(torch, dtype_name)
+    s = Settings(device, dtype, threads, Path(tempfile.gettempdir()))
+    print(f"contenders ({device}, {dtype_name}):")
     for c in CONTENDERS.values():
         why = c.check(s)
-        print(
-            f"  {c.name:<16} {'usable' if not why else 'NOT usable':<11} {c.description}{'; ' + why if why else ''}"
-        )
+        status = "NOT usable" if why else ("usable" if c.in_default(dtype) else "if named")
+        print(f"  {c.name:<16} {status:<11} {c.description}{'; ' + why if why else ''}")
     return EXIT_OK
 
 
@@ -151,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     threads = resolve_threads(args.threads)
     if args.list:
-        return _list(device, threads)
+        return _list(device, threads, args.dtype)
     if args.batch is not None and args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.repeats < 1 or args.warmup < 0:
@@ -161,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         get_workload(w)  # unknown or unavailable names fail before any work (exit 2)
     size = _parse_size(args.size) or (QUICK["size"] if args.quick else None)
     repeats = min(args.repeats, QUICK["repeats"]) if args.quick else args.repeats
-    names, named = contender_names(_split(args.contenders), _split(args.backends), args.quick)
+    names, named = contender_names(_split(args.contenders), _split(args.backends), args.quick, args.dtype)
     dtype = getattr(torch, args.dtype)
 
     def progress(msg: str) -> None:
@@ -191,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
           f"for every contender; torch {machine['torch']}; commit {machine['commit']}"
           f"{' (uncommitted changes)' if machine['dirty'] else ''}; load average {machine['load_average_1min']}")  # fmt: skip
     print("reference: pytorch eager, fp32, NCHW, on CPU; parity of every row is against it")
+    if args.dtype == "bfloat16":
+        print(f"{args.dtype} run: the precision column says what each row computed in; fp32 rows are references "
+              "(ONNX Runtime has no bf16 convolution on CPU; OpenVINO pinned f32); each row's parity is judged by "
+              "its own precision's limits")  # fmt: skip
     print(res.format_text_table(doc["rows"]) if doc["rows"] else "(no contender ran)")
     for line in res.peer_ratio_lines(doc["rows"]):
         print(line)
@@ -213,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_write:
         from pathlib import Path
 
-        paths = res.write_results(doc, Path(args.out), res.results_stem(machine_name))
+        stem = res.results_stem(machine_name) + results_suffix(args.dtype)
+        paths = res.write_results(doc, Path(args.out), stem)
         print("results: " + ", ".join(str(p) for p in paths.values()))
         if "png" not in paths:
             print('no plot: matplotlib is not installed (pip install -e ".[bench]")')
