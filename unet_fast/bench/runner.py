@@ -36,12 +36,14 @@ from unet_fast.parity import compare
 # Whole-network parity limits per dtype, against the fp32 reference on the same input. These are looser
 # than the per-kernel TOLERANCES of kernels/spec.py on purpose: a U-Net is ~23 layers deep and every
 # contender reorders fp32 sums (Winograd, GEMM blocking, fused BN), so per-layer rounding compounds; the
-# fp16/bf16 limits allow one rounding per layer at 2^-11 / 2^-8. Argmax agreement is the user-visible
-# measure: pixels whose two top classes are within that error may flip, nothing else.
+# fp16 limits allow one rounding per layer at 2^-11; the bf16 limits are issue 17's end-to-end budget
+# (rel-L2 <= 2e-2, argmax >= 99.5%; eager bf16, torch.compile bf16 and OpenVINO's bf16 measured 1.0e-2 to
+# 1.3e-2 and 99.70-99.78% on unet64-256 there). Argmax agreement is the user-visible measure: pixels whose
+# two top classes are within that error may flip, nothing else.
 PARITY_LIMITS: dict[torch.dtype, dict[str, float]] = {
     torch.float32: {"rel_l2": 1e-3, "argmax_agreement": 0.999},
     torch.float16: {"rel_l2": 3e-2, "argmax_agreement": 0.99},
-    torch.bfloat16: {"rel_l2": 1e-1, "argmax_agreement": 0.97},
+    torch.bfloat16: {"rel_l2": 2e-2, "argmax_agreement": 0.995},
 }
 
 
