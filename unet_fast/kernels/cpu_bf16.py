@@ -27,7 +27,14 @@ from torch import Tensor
 from unet_fast._ext import require_cpu
 from unet_fast.kernels import checks
 from unet_fast.kernels.cpu import _desc, num_threads
-from unet_fast.kernels.spec import ACTIVATIONS, InputView, apply_activation, as_view, conv_output_size, read_view
+from unet_fast.kernels.spec import (
+    ACTIVATIONS,
+    InputView,
+    apply_activation,
+    as_view,
+    conv_output_size,
+    read_view,
+)
 
 ISA_ENV = "UNET_FAST_CPU_BF16_ISA"
 OUT_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32)

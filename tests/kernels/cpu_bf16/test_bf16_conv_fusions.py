@@ -229,11 +229,10 @@ def test_fp32_bilinear_blend_matches_f_interpolate(align_corners: bool) -> None:
         xf = x.float()
         _, y0, y1, wy0, wy1 = taps_y
         _, x0, x1, wx0, wx1 = taps_x
-
-        def blend(t: torch.Tensor) -> torch.Tensor:
-            return wx0[:, None] * t[:, :, x0] + wx1[:, None] * t[:, :, x1]
-
-        fp32 = wy0[:, None, None] * blend(xf[:, y0]) + wy1[:, None, None] * blend(xf[:, y1])
+        # along W (each product and the sum rounded in fp32), then along H
+        top = wx0[:, None] * xf[:, y0][:, :, x0] + wx1[:, None] * xf[:, y0][:, :, x1]
+        bottom = wx0[:, None] * xf[:, y1][:, :, x0] + wx1[:, None] * xf[:, y1][:, :, x1]
+        fp32 = wy0[:, None, None] * top + wy1[:, None, None] * bottom
         torch_fp32 = F.interpolate(xf.permute(0, 3, 1, 2), size=size, mode="bilinear",
                                    align_corners=align_corners).permute(0, 2, 3, 1)  # fmt: skip
         torch.testing.assert_close(fp32, torch_fp32, rtol=4 * U_F32, atol=4 * U_F32 * xf.abs().max().item())
