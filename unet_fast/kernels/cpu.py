@@ -476,10 +476,11 @@ def _square(v: int | Sequence[int]) -> int | None:
 def supports(step: Any, dtype: torch.dtype = torch.float32) -> str:
     """'' when this module runs the plan step `step` (graph.ir) in `dtype`, else why not (the executor then
     runs that step on the torch reference, decided at prepare time and named in the report). fp32: every
-    step. bf16: Conv on the tile conv when it reads one plain input (a channel slot is fine), has the same
-    stride and padding in H and W, dilation 1, a kernel of at most 16x16 and no fused max-pool output
-    (bias, activation and residual are fused); ConvTranspose2x2 on the tile transposed conv; no bf16 kernel
-    here yet for Head, Pool, Concat / Resample."""
+    step. bf16: Conv on the tile conv when it has the same stride and padding in H and W, dilation 1 and a
+    kernel of at most 16x16, with every fusion the fp32 conv has (a virtual concat of up to
+    cpu_bf16.MAX_INPUTS views, each a channel slot read plainly, through a window / crop or a nearest /
+    bilinear resample; bias, activation, residual, the 2x2 max-pool output); ConvTranspose2x2 on the tile
+    transposed conv; no bf16 kernel here yet for Head, Pool, Concat / Resample."""
     if dtype != torch.bfloat16:
         return ""
     from unet_fast.kernels import cpu_bf16
@@ -488,14 +489,10 @@ def supports(step: Any, dtype: torch.dtype = torch.float32) -> str:
         return "unet_fast._C was built without the bf16 tile ops"
     kind = type(step).__name__
     if kind == "Conv":
-        if len(step.inputs) != 1:
-            return f"bf16 tile conv reads one input, this step a virtual concat of {len(step.inputs)}"
-        if not step.inputs[0].plain:
-            return "bf16 tile conv has no resample / crop on read"
+        if len(step.inputs) > cpu_bf16.MAX_INPUTS:
+            return f"bf16 tile conv reads up to {cpu_bf16.MAX_INPUTS} input views, this step {len(step.inputs)}"
         if step.residual is not None and not step.residual.plain:
             return "bf16 tile conv reads the residual as is"
-        if step.pool_out is not None:
-            return "bf16 tile conv has no fused max-pool output"
         if _square(step.stride) is None or _square(step.padding) is None:
             return f"bf16 tile conv takes one stride / padding for H and W, not {step.stride} / {step.padding}"
         if tuple(step.dilation) != (1, 1):
@@ -512,22 +509,18 @@ def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, 
                   stride: int | Sequence[int], padding: int | Sequence[int], dilation: int | Sequence[int],
                   act: str, negative_slope: float, residual: Tensor | None, out: Tensor | None,
                   pool_out: Tensor | None) -> Tensor:  # fmt: skip
-    """conv2d for a TileConvWeight. A call outside `supports` raises NotImplementedError (the executor then
-    runs the reference for that call and the report names it)."""
+    """conv2d for a TileConvWeight: the views (virtual concat, resample / crop on read) and pool_out go to
+    the tile conv as they are. A call outside `supports` (a stride / padding that differs between H and W,
+    dilation) raises NotImplementedError (the executor then runs the reference for that call and the
+    report names it)."""
     from unet_fast.kernels import cpu_bf16
-    from unet_fast.kernels.spec import as_view
 
-    views = [as_view(v) for v in inputs]
     s, p = _square(stride), _square(padding)
-    if len(views) != 1 or not _is_plain(views[0]) or pool_out is not None or s is None or p is None \
-            or _square(dilation) != 1:  # fmt: skip
-        raise NotImplementedError("the bf16 tile conv takes one plain input, square stride / padding, "
-                                  "dilation 1 and no pool_out")  # fmt: skip
-    x = views[0].tensor
-    if x.stride(3) != 1:  # a 1-channel input seen through a permute
-        x = x.contiguous()
-    return cpu_bf16.conv2d(x, packed.tiles, bias, stride=s, padding=p, act=act, negative_slope=negative_slope,
-                           residual=residual, out=out, isa=packed.backend)  # fmt: skip
+    if s is None or p is None or _square(dilation) != 1:
+        raise NotImplementedError("the bf16 tile conv takes square stride / padding and dilation 1")
+    return cpu_bf16.conv2d(list(inputs), packed.tiles, bias, stride=s, padding=p, act=act,
+                           negative_slope=negative_slope, residual=residual, out=out, pool_out=pool_out,
+                           isa=packed.backend)  # fmt: skip
 
 
 __all__ = [

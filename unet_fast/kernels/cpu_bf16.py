@@ -16,7 +16,8 @@ epilogue (bias, residual, activation) runs in fp32 and the result is stored once
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import cache
 
 import torch
@@ -26,7 +27,14 @@ from torch import Tensor
 from unet_fast._ext import require_cpu
 from unet_fast.kernels import checks
 from unet_fast.kernels.cpu import _desc, num_threads
-from unet_fast.kernels.spec import ACTIVATIONS, apply_activation, conv_output_size
+from unet_fast.kernels.spec import (
+    ACTIVATIONS,
+    InputView,
+    apply_activation,
+    as_view,
+    conv_output_size,
+    read_view,
+)
 
 ISA_ENV = "UNET_FAST_CPU_BF16_ISA"
 OUT_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32)
@@ -39,12 +47,64 @@ _TILE = 16
 # ---------------------------------------------------------------------------------------------------
 
 
-def conv2d_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: int = 1, padding: int = 0,
-                     act: str = "none", negative_slope: float = 0.01,
+def _bilinear_taps(out_len: int, in_len: int, resampled_len: int, off: int,
+                   align_corners: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """Per view row / column o: (valid, i0, i1, w0, w1) of resample.h linear_source in float32 arithmetic,
+    one operation at a time, as the C++ tap tables hold them."""
+    r = torch.arange(out_len) + off
+    valid = (r >= 0) & (r < resampled_len)
+    f = torch.float32
+    if align_corners:
+        scale = torch.tensor(in_len - 1, dtype=f) / torch.tensor(resampled_len - 1, dtype=f) \
+            if resampled_len > 1 else torch.zeros((), dtype=f)  # fmt: skip
+        src = scale * r.to(f)
+    else:
+        scale = torch.tensor(in_len, dtype=f) / torch.tensor(resampled_len, dtype=f)
+        src = scale * (r.to(f) + 0.5) - 0.5
+    src = src.clamp_min(0.0)
+    i0 = src.to(torch.int64).clamp(0, in_len - 1)
+    i1 = torch.where(i0 < in_len - 1, i0 + 1, i0)
+    w1 = src - i0.to(f)
+    return valid, i0, i1, 1.0 - w1, w1
+
+
+def read_view_bf16(view: InputView) -> Tensor:
+    """What the bf16 tile conv stages for one input view, materialised: bf16 NHWC [N, h, w, C] of the
+    view's output size. Plain reads, windows and nearest resampling copy bf16 values (zeros outside the
+    window); bilinear blends the four bf16 neighbours in float32 in the fp32 gather's order,
+    w0y (w0x a + w1x b) + w1y (w0x c + w1x d), one rounding per operation, and rounds the result once to
+    bf16 (the tile's A operand is bf16). Raises ValueError for a non-bf16 view."""
+    x = view.tensor
+    if x.dtype != torch.bfloat16:
+        raise ValueError(f"read_view_bf16 reads bf16 views, got {x.dtype}")
+    r = view.resample
+    if r is None or r.mode == "nearest":
+        return read_view(view, torch.float32).to(torch.bfloat16)  # copies only: exact
+    (top, left), (h, w) = view.offset, view.out_size
+    vy, y0, y1, wy0, wy1 = _bilinear_taps(h, x.shape[1], r.size[0], top, r.align_corners)
+    vx, x0, x1, wx0, wx1 = _bilinear_taps(w, x.shape[2], r.size[1], left, r.align_corners)
+    xf = x.float()
+
+    def rows(i: Tensor) -> Tensor:  # [N, h, W, C]
+        return xf[:, i]
+
+    def blend(t: Tensor) -> Tensor:  # along W: wx0 a + wx1 b, each product and the sum rounded in fp32
+        return wx0[:, None] * t[:, :, x0] + wx1[:, None] * t[:, :, x1]
+
+    y = wy0[:, None, None] * blend(rows(y0)) + wy1[:, None, None] * blend(rows(y1))
+    y = torch.where(vy[:, None, None] & vx[:, None], y, 0.0)  # outside the window: zero
+    return y.to(torch.bfloat16)
+
+
+def conv2d_reference(x: Tensor | Sequence[Tensor | InputView], weight: Tensor, bias: Tensor | None = None, *,
+                     stride: int = 1, padding: int = 0, act: str = "none", negative_slope: float = 0.01,
                      residual: Tensor | None = None) -> Tensor:  # fmt: skip
     """The exact result the bf16 conv approximates: float64 act(conv(x, w) + bias + residual) of the
     bf16-rounded x [N, H, W, Cin] and weight [Cout, Cin, KH, KW] (both rounded here; bias and residual
-    taken as given). Returns float64 NHWC [N, Hout, Wout, Cout]."""
+    taken as given). x may be a list of bf16 input views (a virtual concat): each is read as the kernel
+    stages it (read_view_bf16). Returns float64 NHWC [N, Hout, Wout, Cout]."""
+    if not isinstance(x, Tensor):
+        x = torch.cat([read_view_bf16(as_view(v)) for v in x], dim=3)
     xd = x.to(torch.bfloat16).double().permute(0, 3, 1, 2)
     wd = weight.to(torch.bfloat16).double()
     y = F.conv2d(xd, wd, None if bias is None else bias.double(), stride=stride, padding=padding)
@@ -247,18 +307,63 @@ def _check_input(x: Tensor, cin: int) -> tuple[int, int, int]:
     return n, h, w
 
 
-def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, stride: int = 1, padding: int = 0,
-           act: str = "none", negative_slope: float = 0.01, residual: Tensor | None = None,
-           out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
-           isa: str | None = None) -> Tensor:  # fmt: skip
-    """bf16 direct convolution on tiles: out = act(conv(x, w) + bias + residual), NHWC.
+_RESAMPLE_MODES = {None: 0, "nearest": 1, "bilinear": 2}  # C++ ResampleMode
+MAX_INPUTS = 8  # views of one virtual concat (C++ amx::kMaxSources)
 
-    x: bf16 [N, H, W, Cin] (channel stride 1; a channel slice of a wider buffer is fine).
+
+def _check_views(x: Tensor | Sequence[Tensor | InputView], cin: int) -> list[InputView]:
+    """The conv's input as a list of bf16 CPU views that agree in batch and view size and carry `cin`
+    channels in all; ValueError otherwise."""
+    inputs = [x] if isinstance(x, (Tensor, InputView)) else list(x)
+    if len(inputs) > MAX_INPUTS:
+        raise ValueError(f"the bf16 tile conv reads at most {MAX_INPUTS} input views, got {len(inputs)}")
+    views = checks._check_views(inputs)  # batch, view sizes, resample modes, channel stride
+    for i, v in enumerate(views):
+        name = "x" if len(views) == 1 else f"inputs[{i}]"
+        if v.tensor.dtype != torch.bfloat16:
+            raise ValueError(f"{name} has dtype {v.tensor.dtype}; the bf16 tile conv reads torch.bfloat16")
+        if v.tensor.device.type != "cpu":
+            raise ValueError(f"{name} is on {v.tensor.device}; the bf16 tile conv needs CPU tensors")
+    total = sum(v.channels for v in views)
+    if total != cin:
+        chans = " + ".join(str(v.channels) for v in views)
+        raise ValueError(f"inputs carry {chans} = {total} channels, the weight expects {cin}")
+    # A 1-channel tensor seen through a permute has any channel stride: copy it (the list keeps it alive
+    # for the call, the C++ side takes raw pointers).
+    return [replace(v, tensor=v.tensor.contiguous()) if v.tensor.stride(3) != 1 else v for v in views]
+
+
+def _source(v: InputView) -> tuple:
+    """A view as the C++ conv takes it: (descriptor, resample mode, resampled H, W, align_corners,
+    window offset y, x)."""
+    t = v.tensor
+    rh, rw = v.source_size
+    r = v.resample
+    return (_desc(t), _RESAMPLE_MODES[None if r is None else r.mode], rh, rw, bool(r is not None and r.align_corners),
+            v.offset[0], v.offset[1])  # fmt: skip
+
+
+def conv2d(x: Tensor | Sequence[Tensor | InputView], weight: ConvWeightBF16, bias: Tensor | None = None, *,
+           stride: int = 1, padding: int = 0, act: str = "none", negative_slope: float = 0.01,
+           residual: Tensor | None = None, out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
+           pool_out: Tensor | None = None, isa: str | None = None) -> Tensor:  # fmt: skip
+    """bf16 direct convolution on tiles: out = act(conv(x, w) + bias + residual), NHWC, with the fp32 conv's
+    fusions (spec.conv2d): a virtual concat of input views read on the fly and a 2x2 max-pool output.
+
+    x: bf16 [N, H, W, Cin] (channel stride 1; a channel slice of a wider buffer is fine), or a list of up to
+    MAX_INPUTS bf16 tensors / spec.InputView (the virtual concat, in channel order: each a channel slice,
+    optionally resampled (nearest, or bilinear with align_corners, exactly as F.interpolate with an explicit
+    size) and windowed (a centre crop; a window past the edge reads zeros), all of the same view size (H, W)
+    and batch; channels sum to Cin). Never materialised: a 32-channel K chunk inside one plain view loads
+    in place, others are gathered per tile; a bilinear value is blended in fp32 and rounded once to bf16
+    (read_view_bf16).
     weight: from pack_conv_weight. bias: [Cout] fp32 or bf16 (used as fp32), or None.
     stride, padding: ints (same in H and W); zero padding. act: one of spec.ACTIVATIONS.
     residual: [N, Hout, Wout, Cout] bf16 or fp32, added before the activation, or None.
     out: [N, Hout, Wout, Cout] bf16 or fp32 to write into (a channel slot of a wider buffer: only the slot
     is written); else a new tensor of out_dtype. Accumulation is fp32; a bf16 output is one rounding of it.
+    pool_out: [N, Hout // 2, Wout // 2, Cout] bf16 or fp32 (a slot is fine), or None: the 2x2 stride-2
+    max-pool (floored like F.max_pool2d, NaN-propagating) of the values stored in out.
     isa: tile backend (choose_backend). Returns out. Raises ValueError on any argument outside this.
     """
     cpu = require_cpu()
@@ -266,7 +371,9 @@ def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, str
         raise ValueError(
             f"weight must be a ConvWeightBF16 from pack_conv_weight, got {type(weight).__name__}"
         )
-    n, h, w = _check_input(x, weight.cin)
+    views = _check_views(x, weight.cin)
+    n = views[0].tensor.shape[0]
+    h, w = views[0].out_size
     for name, v, lo in (("stride", stride, 1), ("padding", padding, 0)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
@@ -280,21 +387,42 @@ def conv2d(x: Tensor, weight: ConvWeightBF16, bias: Tensor | None = None, *, str
     shape = (n, hout, wout, weight.cout)
     if out_dtype not in OUT_DTYPES:
         raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
-    out = checks.check_out(out, "out", shape, out_dtype, x.device, dtypes=OUT_DTYPES)
+    out = checks.check_out(out, "out", shape, out_dtype, torch.device("cpu"), dtypes=OUT_DTYPES)
     if residual is not None:
         checks.check_nhwc(residual, "residual", dtypes=OUT_DTYPES)
         if tuple(residual.shape) != shape or residual.device.type != "cpu":
             raise ValueError(f"residual must be a CPU tensor of shape {shape}, got {tuple(residual.shape)}")
+    if pool_out is not None:
+        if hout < 2 or wout < 2:
+            raise ValueError(f"a 2x2 pool needs an output of at least 2x2, got {hout}x{wout}")
+        pool_shape = (n, hout // 2, wout // 2, weight.cout)
+        checks.check_out(pool_out, "pool_out", pool_shape, out_dtype, torch.device("cpu"), dtypes=OUT_DTYPES)
+        if _overlaps(pool_out, out):
+            raise ValueError("pool_out overlaps out (the pool reads out after writing it)")
     bias = _bias(bias, weight.cout)
     backend = choose_backend(isa)
     cpu.conv2d_bf16(
-        _desc(x), weight.packed.data_ptr(), weight.packed.numel(), weight.kh, weight.kw, stride, padding,
-        weight.cout, 0 if bias is None else bias.data_ptr(),
+        [_source(v) for v in views], h, w, weight.packed.data_ptr(), weight.packed.numel(), weight.kh, weight.kw,
+        stride, padding, weight.cout, 0 if bias is None else bias.data_ptr(),
         None if residual is None else _desc(residual), residual is not None and residual.dtype == torch.float32,
-        _desc(out), out.dtype == torch.float32, ACTIVATIONS.index(act), float(negative_slope), num_threads(),
-        backend.index,
+        _desc(out), out.dtype == torch.float32, None if pool_out is None else _desc(pool_out),
+        pool_out is not None and pool_out.dtype == torch.float32, ACTIVATIONS.index(act), float(negative_slope),
+        num_threads(), backend.index,
     )  # fmt: skip
     return out
+
+
+def _overlaps(a: Tensor, b: Tensor) -> bool:
+    """True when the memory spans of a and b intersect (conservative: same storage, overlapping byte ranges)."""
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t: Tensor) -> tuple[int, int]:
+        last = sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True)) + 1
+        return t.data_ptr(), t.data_ptr() + last * t.element_size()
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
 
 
 def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor | None = None, *, act: str = "none",

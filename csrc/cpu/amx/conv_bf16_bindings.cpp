@@ -6,14 +6,18 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <array>
 #include <optional>
+#include <tuple>
 #include <string>
 #include <vector>
 
 #include "unet_fast/amx/conv_bf16.h"
 #include "unet_fast/amx/detect.h"
 #include "unet_fast/checks.h"
+#include "unet_fast/cpu_gather.h"
 #include "unet_fast/cpu_tensor.h"
+#include "unet_fast/resample.h"
 
 namespace py = pybind11;
 
@@ -110,12 +114,84 @@ amx::NhwcAny make_any(const DescArgs& d, bool f32, const char* name, bool output
   return t;
 }
 
-void conv2d_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_numel, int kh, int kw, int stride,
-                 int pad, int cout, std::uintptr_t bias_ptr, const std::optional<DescArgs>& residual_desc,
-                 bool residual_f32, const DescArgs& out_desc, bool out_f32, int act, float negative_slope,
-                 int num_threads, int backend) {
+// One input view as the Python launcher passes it: (descriptor, resample mode (ResampleMode), resampled
+// H, W, align_corners, window offset y, x).
+using SourceArgs = std::tuple<DescArgs, int, std::int64_t, std::int64_t, bool, std::int64_t, std::int64_t>;
+
+// Per view row (or column) o of a view of `out_len`: where it reads in a source of `in_len` resampled to
+// `resampled_len` after the window offset `off` (resample.h, PyTorch-exact coordinates), as the fp32 gather
+// (upsample_concat.cpp) computes it; computed here once per call, outside the backends' target regions.
+std::vector<Tap> source_taps(std::int64_t out_len, std::int64_t off, std::int64_t in_len,
+                             std::int64_t resampled_len, ResampleMode mode, bool align_corners) {
+  std::vector<Tap> taps(static_cast<std::size_t>(out_len));
+  for (std::int64_t o = 0; o < out_len; ++o) {
+    Tap& t = taps[static_cast<std::size_t>(o)];
+    const std::int64_t r = o + off;
+    t = Tap{r >= 0 && r < resampled_len, 0, 0, 1.f, 0.f};
+    if (!t.valid) continue;
+    if (mode == ResampleMode::kNone) {
+      t.i0 = t.i1 = r;
+    } else if (mode == ResampleMode::kNearest) {
+      t.i0 = t.i1 = nearest_source(static_cast<int>(r), static_cast<int>(in_len), static_cast<int>(resampled_len));
+    } else {
+      const LinearTap lt = linear_source(static_cast<int>(r), static_cast<int>(in_len),
+                                         static_cast<int>(resampled_len), align_corners);
+      t = Tap{true, lt.i0, lt.i1, lt.w0, lt.w1};
+    }
+    // An index out of range here would read out of bounds: re-check what the shared math promises.
+    UF_CHECK(t.i0 >= 0 && t.i0 < in_len && t.i1 >= 0 && t.i1 < in_len, "source index out of range at " << o);
+  }
+  return taps;
+}
+
+// The sources of cv (the conv's input views, a virtual concat in channel order) and their tap tables
+// (`taps` owns them for the call). Returns Cin.
+int set_sources(amx::ConvBf16& cv, const std::vector<SourceArgs>& sources, std::int64_t in_h, std::int64_t in_w,
+                std::vector<std::vector<Tap>>& taps) {
+  UF_CHECK(!sources.empty() && sources.size() <= static_cast<std::size_t>(amx::kMaxSources),
+           "the bf16 tile conv reads 1 to " << amx::kMaxSources << " input views, got " << sources.size());
+  UF_CHECK(in_h > 0 && in_w > 0 && in_h < (1 << 24) && in_w < (1 << 24), "view size " << in_h << "x" << in_w);
+  taps.reserve(2 * sources.size());
+  std::int64_t cin = 0;
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    const auto& [desc, mode, rh, rw, align_corners, off_y, off_x] = sources[i];
+    amx::ConvSource& s = cv.src[i];
+    s.x = make_nhwc<const std::uint16_t>(desc, "input view");
+    UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
+    s.mode = static_cast<ResampleMode>(mode);
+    if (s.mode == ResampleMode::kNone) {
+      UF_CHECK(rh == s.x.h && rw == s.x.w, "without a resample the size must be the source's");
+    }
+    UF_CHECK(rh > 0 && rw > 0 && rh < (1 << 24) && rw < (1 << 24), "resampled size " << rh << "x" << rw);
+    UF_CHECK(i == 0 || s.x.n == cv.src[0].x.n, "input views differ in batch");
+    s.c_begin = static_cast<int>(cin);
+    s.off_y = off_y, s.off_x = off_x;
+    taps.push_back(source_taps(in_h, off_y, s.x.h, rh, s.mode, align_corners));
+    s.ty = taps.back().data();
+    taps.push_back(source_taps(in_w, off_x, s.x.w, rw, s.mode, align_corners));
+    s.tx = taps.back().data();
+    cin += s.x.c;
+  }
+  UF_CHECK(cin < (1 << 20), "too many input channels: " << cin);
+  cv.nsrc = static_cast<int>(sources.size());
+  cv.batch = cv.src[0].x.n, cv.in_h = in_h, cv.in_w = in_w;
+  return static_cast<int>(cin);
+}
+
+// (N, H, W, C) of an NhwcAny.
+std::array<std::int64_t, 4> dims(const amx::NhwcAny& t) {
+  if (t.elem == amx::Elem::kF32) return {t.f32.n, t.f32.h, t.f32.w, t.f32.c};
+  return {t.b16.n, t.b16.h, t.b16.w, t.b16.c};
+}
+
+void conv2d_bf16(const std::vector<SourceArgs>& sources, std::int64_t in_h, std::int64_t in_w, std::uintptr_t w_ptr,
+                 std::int64_t w_numel, int kh, int kw, int stride, int pad, int cout, std::uintptr_t bias_ptr,
+                 const std::optional<DescArgs>& residual_desc, bool residual_f32, const DescArgs& out_desc,
+                 bool out_f32, const std::optional<DescArgs>& pool_desc, bool pool_f32, int act,
+                 float negative_slope, int num_threads, int backend) {
   amx::ConvBf16 cv{};
-  cv.x = make_nhwc<const std::uint16_t>(x_desc, "x");
+  std::vector<std::vector<Tap>> taps;
+  cv.cin = set_sources(cv, sources, in_h, in_w, taps);
   cv.out = make_any(out_desc, out_f32, "out", /*output=*/true);
   UF_CHECK(kh >= 1 && kw >= 1 && kh <= 16 && kw <= 16, "kernel " << kh << "x" << kw);
   UF_CHECK(stride >= 1 && pad >= 0, "stride " << stride << ", pad " << pad);
@@ -123,25 +199,27 @@ void conv2d_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_nu
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
   UF_CHECK(w_ptr != 0, "packed weight is a null pointer");
-  cv.kh = kh, cv.kw = kw, cv.stride = stride, cv.pad = pad, cv.cin = static_cast<int>(cv.x.c), cv.cout = cout;
+  cv.kh = kh, cv.kw = kw, cv.stride = stride, cv.pad = pad, cv.cout = cout;
   cv.kc = (cv.cin + amx::kChunkCin - 1) / amx::kChunkCin;
   cv.nb = 2 * ((cout + amx::kBlockCout - 1) / amx::kBlockCout);
   UF_CHECK(w_numel == static_cast<std::int64_t>(kh) * kw * cv.kc * cv.nb * 512,
            "packed weight has " << w_numel << " elements, the layout needs " << kh * kw * cv.kc * cv.nb * 512);
   cv.w = reinterpret_cast<const std::uint16_t*>(w_ptr);
-  const std::int64_t hout = (cv.x.h + 2 * pad - kh) / stride + 1, wout = (cv.x.w + 2 * pad - kw) / stride + 1;
-  UF_CHECK(cv.x.h + 2 * pad >= kh && cv.x.w + 2 * pad >= kw, "input smaller than the kernel");
-  const std::int64_t on = out_f32 ? cv.out.f32.n : cv.out.b16.n, oh = out_f32 ? cv.out.f32.h : cv.out.b16.h,
-                     ow = out_f32 ? cv.out.f32.w : cv.out.b16.w, oc = out_f32 ? cv.out.f32.c : cv.out.b16.c;
-  UF_CHECK(on == cv.x.n && oh == hout && ow == wout && oc == cout,
-           "out must be [" << cv.x.n << ", " << hout << ", " << wout << ", " << cout << "]");
+  UF_CHECK(in_h + 2 * pad >= kh && in_w + 2 * pad >= kw, "input smaller than the kernel");
+  const std::int64_t hout = (in_h + 2 * pad - kh) / stride + 1, wout = (in_w + 2 * pad - kw) / stride + 1;
+  const auto od = dims(cv.out);
+  UF_CHECK(od[0] == cv.batch && od[1] == hout && od[2] == wout && od[3] == cout,
+           "out must be [" << cv.batch << ", " << hout << ", " << wout << ", " << cout << "]");
   cv.hout = hout, cv.wout = wout;
   if (residual_desc) {
     cv.residual = make_any(*residual_desc, residual_f32, "residual", /*output=*/false);
-    const auto& r = cv.residual;
-    const std::int64_t rn = residual_f32 ? r.f32.n : r.b16.n, rh = residual_f32 ? r.f32.h : r.b16.h,
-                       rw = residual_f32 ? r.f32.w : r.b16.w, rc = residual_f32 ? r.f32.c : r.b16.c;
-    UF_CHECK(rn == on && rh == oh && rw == ow && rc == oc, "residual and out shapes differ");
+    UF_CHECK(dims(cv.residual) == od, "residual and out shapes differ");
+  }
+  if (pool_desc) {
+    cv.pool = make_any(*pool_desc, pool_f32, "pool_out", /*output=*/true);
+    const auto pd = dims(cv.pool);
+    UF_CHECK(pd[0] == od[0] && pd[1] == hout / 2 && pd[2] == wout / 2 && pd[3] == cout && hout >= 2 && wout >= 2,
+             "pool_out must be [" << od[0] << ", " << hout / 2 << ", " << wout / 2 << ", " << cout << "]");
   }
   cv.bias = reinterpret_cast<const float*>(bias_ptr);
   cv.act = static_cast<Act>(act);
@@ -156,23 +234,24 @@ void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::i
                             std::uintptr_t bias_ptr, const DescArgs& out_desc, bool out_f32, int act,
                             float negative_slope, int num_threads, int backend) {
   amx::ConvBf16 cv{};
-  cv.x = make_nhwc<const std::uint16_t>(x_desc, "x");
+  const Nhwc<const std::uint16_t> x = make_nhwc<const std::uint16_t>(x_desc, "x");
+  std::vector<std::vector<Tap>> taps;
+  set_sources(cv, {SourceArgs{x_desc, 0, x.h, x.w, false, 0, 0}}, x.h, x.w, taps);
   cv.out = make_any(out_desc, out_f32, "out", /*output=*/true);
   UF_CHECK_POSITIVE(cout);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
   UF_CHECK(w_ptr != 0, "packed weight is a null pointer");
-  cv.kh = cv.kw = cv.stride = 1, cv.pad = 0, cv.cin = static_cast<int>(cv.x.c), cv.cout = 4 * cout;
+  cv.kh = cv.kw = cv.stride = 1, cv.pad = 0, cv.cin = static_cast<int>(x.c), cv.cout = 4 * cout;
   cv.kc = (cv.cin + amx::kChunkCin - 1) / amx::kChunkCin;
   cv.nb = 2 * ((cv.cout + amx::kBlockCout - 1) / amx::kBlockCout);
   UF_CHECK(w_numel == static_cast<std::int64_t>(cv.kc) * cv.nb * 512,
            "packed weight has " << w_numel << " elements, the layout needs " << cv.kc * cv.nb * 512);
   cv.w = reinterpret_cast<const std::uint16_t*>(w_ptr);
-  const std::int64_t on = out_f32 ? cv.out.f32.n : cv.out.b16.n, oh = out_f32 ? cv.out.f32.h : cv.out.b16.h,
-                     ow = out_f32 ? cv.out.f32.w : cv.out.b16.w, oc = out_f32 ? cv.out.f32.c : cv.out.b16.c;
-  UF_CHECK(on == cv.x.n && oh == 2 * cv.x.h && ow == 2 * cv.x.w && oc == cout,
-           "out must be [" << cv.x.n << ", " << 2 * cv.x.h << ", " << 2 * cv.x.w << ", " << cout << "]");
-  cv.hout = cv.x.h, cv.wout = cv.x.w;
+  const auto od = dims(cv.out);
+  UF_CHECK(od[0] == x.n && od[1] == 2 * x.h && od[2] == 2 * x.w && od[3] == cout,
+           "out must be [" << x.n << ", " << 2 * x.h << ", " << 2 * x.w << ", " << cout << "]");
+  cv.hout = x.h, cv.wout = x.w;
   cv.bias = reinterpret_cast<const float*>(bias_ptr);
   cv.act = static_cast<Act>(act);
   cv.negative_slope = negative_slope;
@@ -197,12 +276,14 @@ void register_conv_bf16(py::module_& m) {
   m.def("bf16_tile_peak", &bf16_tile_peak, py::arg("iters"), py::arg("backend"),
         "iters rounds of 4 TDPBF16PS (16x16x32 multiply-adds each) on resident tiles, one thread: time it for "
         "the tile peak. Returns one result element.");
-  m.def("conv2d_bf16", &conv2d_bf16, py::arg("x"), py::arg("w_ptr"), py::arg("w_numel"), py::arg("kh"),
-        py::arg("kw"), py::arg("stride"), py::arg("pad"), py::arg("cout"), py::arg("bias_ptr"), py::arg("residual"),
-        py::arg("residual_f32"), py::arg("out"), py::arg("out_f32"), py::arg("act"), py::arg("negative_slope"),
-        py::arg("num_threads"), py::arg("backend"),
-        "bf16 direct NHWC convolution on tiles with the fused epilogue (raw descriptors; use "
-        "unet_fast.kernels.cpu_bf16.conv2d).");
+  m.def("conv2d_bf16", &conv2d_bf16, py::arg("sources"), py::arg("in_h"), py::arg("in_w"), py::arg("w_ptr"),
+        py::arg("w_numel"), py::arg("kh"), py::arg("kw"), py::arg("stride"), py::arg("pad"), py::arg("cout"),
+        py::arg("bias_ptr"), py::arg("residual"), py::arg("residual_f32"), py::arg("out"), py::arg("out_f32"),
+        py::arg("pool_out"), py::arg("pool_f32"), py::arg("act"), py::arg("negative_slope"), py::arg("num_threads"),
+        py::arg("backend"),
+        "bf16 direct NHWC convolution on tiles: input views (a virtual concat of (descriptor, resample mode, "
+        "resampled H, W, align_corners, offset y, x), read at in_h x in_w), fused epilogue and optional 2x2 "
+        "max-pool output (raw descriptors; use unet_fast.kernels.cpu_bf16.conv2d).");
   m.def("conv_transpose2x2_bf16", &conv_transpose2x2_bf16, py::arg("x"), py::arg("w_ptr"), py::arg("w_numel"),
         py::arg("cout"), py::arg("bias_ptr"), py::arg("out"), py::arg("out_f32"), py::arg("act"),
         py::arg("negative_slope"), py::arg("num_threads"), py::arg("backend"),

@@ -12,7 +12,9 @@
 
 #include "unet_fast/activation.h"
 #include "unet_fast/amx/bf16.h"
+#include "unet_fast/cpu_gather.h"
 #include "unet_fast/cpu_tensor.h"
+#include "unet_fast/resample.h"
 
 namespace unet_fast {
 namespace amx {
@@ -20,6 +22,7 @@ namespace amx {
 constexpr int kBlockPixels = 32;   // output pixels per block (2 A tiles of 16 rows)
 constexpr int kBlockCout = 32;     // output channels per block (2 B tiles of 16 columns)
 constexpr int kChunkCin = 32;      // input channels per tile dot product (16 K pairs)
+constexpr int kMaxSources = 8;     // sources of one virtual concat (a U-Net decoder conv reads 2)
 
 enum class Elem : int { kNone = 0, kBf16 = 1, kF32 = 2 };
 
@@ -40,8 +43,32 @@ struct NhwcAny {
   }
 };
 
+// One source of the conv's input (spec.InputView): channels [c_begin, c_begin + x.c) of the virtual concat,
+// read as x resampled (none / nearest / bilinear) then windowed. The conv sees every source at the view
+// size (in_h, in_w); ty / tx map each view row / column to source rows / columns and weights (built by the
+// bindings with resample.h, PyTorch-exact coordinates; `valid` false = outside the window: reads zero).
+// A plain source (mode kNone) reads view pixel (y, x) at source pixel (y + off_y, x + off_x): a crop is a
+// pointer offset, and its interior A tiles still load in place.
+struct ConvSource {
+  Nhwc<const std::uint16_t> x{};  // [N, Hs, Ws, Cs] bf16 (a channel slot of a wider buffer is fine)
+  int c_begin = 0;
+  ResampleMode mode = ResampleMode::kNone;
+  std::int64_t off_y = 0, off_x = 0;
+  const Tap* ty = nullptr;  // [in_h]
+  const Tap* tx = nullptr;  // [in_w]
+};
+
+// Stage `count` channels (from c_first on) of source pixel taps (ty, tx) of a bilinear source: fp32 blend of
+// the four bf16 neighbours in the fp32 gather's order (cpu_kernel_body.h gather_row), rounded once to bf16.
+// Compiled once, outside the backends' target regions and without FMA contraction
+// (conv_bf16_gather.cpp), so every tile backend stages the same bits.
+void stage_bilinear_bf16(const Nhwc<const std::uint16_t>& x, std::int64_t n, const Tap& ty, const Tap& tx,
+                         std::int64_t c_first, int count, std::uint16_t* dst);
+
 struct ConvBf16 {
-  Nhwc<const std::uint16_t> x;   // input [N, H, W, Cin] bf16
+  ConvSource src[kMaxSources];   // the input: nsrc sources in channel order, Cin = sum of their channels
+  int nsrc = 0;
+  std::int64_t batch = 0, in_h = 0, in_w = 0;  // N and the view size (H, W) every source is read at
   const std::uint16_t* w;        // packed weight (layout above)
   int kh, kw, stride, pad;
   std::int64_t hout, wout;       // output size (= out's H, W)
@@ -49,6 +76,7 @@ struct ConvBf16 {
   const float* bias;             // [Cout] fp32, or null
   NhwcAny residual;              // [N, Hout, Wout, Cout] added before the activation, or elem == kNone
   NhwcAny out;                   // [N, Hout, Wout, Cout], bf16 or fp32 (a channel slot is fine)
+  NhwcAny pool;                  // [N, Hout/2, Wout/2, Cout]: 2x2/s2 max of out's stored values, or kNone
   Act act;
   float negative_slope;
   int num_threads;

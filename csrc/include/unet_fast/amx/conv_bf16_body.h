@@ -4,17 +4,19 @@
 // `Tiles` (TilesPortable or TilesAmx).
 //
 // Blocking. A block is 32 output pixels (two A tiles of 16 rows; pixels counted row-major over one image's
-// Hout x Wout, so small images waste nothing) x 32 output channels (two B tiles of 16 columns), held in the
+// Hout x Wout, so small images waste nothing; 2 rows x 16 columns when a 2x2 max-pool output is fused, see
+// conv_bf16) x 32 output channels (two B tiles of 16 columns), held in the
 // 2x2 accumulator tiles tmm0..3 while every tap (ky, kx) and 32-channel input chunk adds its product: the
 // KxK taps are a batch of GEMMs accumulating into the same tiles, no im2col buffer. tmm4/5 hold A, tmm6/7 B.
 //
 // A tiles are read in place when they can be: 16 pixels of one output row whose taps all lie inside the
 // image and a full 32-channel chunk are 16 input pixels at a constant distance (stride x the W stride), one
-// strided tile load from the activation. Anything else (a row end, padding, a channel tail) is an edge tile,
-// gathered into a zero-filled 1 KB staging tile: never reads outside the tensor or another op's channels.
+// strided tile load from the activation. Anything else (a row end, padding, a channel tail, a chunk across
+// two sources of a virtual concat, a resampled source) is an edge tile, gathered into a zero-filled 1 KB
+// staging tile: never reads outside the tensor or another op's channels (a_tile_source).
 //
 // The accumulators are stored to a 32 x 32 fp32 block, and the epilogue (bias, residual, activation, store
-// as bf16 or fp32 into the output slot) runs on it while it is in L1.
+// as bf16 or fp32 into the output slot; then the fused 2x2 max-pool) runs on it while it is in L1.
 
 inline TileConfig conv_tile_config() {
   TileConfig cfg;
@@ -26,41 +28,84 @@ inline TileConfig conv_tile_config() {
   return cfg;
 }
 
-// Where the A tile of 16 pixels p0.. (tap ky, kx; chunk kc) comes from: the activation itself (returns
-// the pointer, *stride set) or the staging tile `stage` filled here.
-inline const void* a_tile_source(const ConvBf16& cv, std::int64_t n, std::int64_t p0, int ky, int kx, int kc,
+// A run of m <= 16 output pixels p .. p + m - 1 (flat index over one image's Hout x Wout, row-major): the
+// rows of one A tile. m == 0: the tile is empty (its dot products are skipped).
+struct PixelRun {
+  std::int64_t p;
+  int m;
+};
+
+// The source holding virtual channel c (sources are in channel order).
+inline const ConvSource& source_at(const ConvBf16& cv, int c) {
+  int s = 0;
+  while (s + 1 < cv.nsrc && c >= cv.src[s + 1].c_begin) ++s;
+  return cv.src[s];
+}
+
+// Where the A tile of run `t` (tap ky, kx; chunk kc) comes from: the activation itself (returns the
+// pointer, *stride set) or the staging tile `stage` filled here.
+//
+// In place: 16 pixels of one output row whose taps all lie inside the view, a full 32-channel chunk
+// inside ONE plain source (a crop is a pointer offset), and inside that source's image. Everything else
+// is gathered into the zero-filled staging tile: row ends and zero padding, channel tails, a chunk that
+// straddles two sources of a virtual concat (each source copies its channel range), windows past a
+// source's edge (zeros, milesial's F.pad), and resampled sources (nearest: a copy from the source pixel;
+// bilinear: blended in fp32, rounded once to bf16). The packed weight keeps its dense K chunks: padding
+// each source to whole chunks instead would save the straddle's staging but add a chunk of zeros per
+// source whenever a channel count is not a multiple of 32 (17 + 33 = 2 chunks dense, 3 padded), and a
+// U-Net's concat of two multiples of 32 never straddles anyway.
+inline const void* a_tile_source(const ConvBf16& cv, std::int64_t n, PixelRun t, int ky, int kx, int kc,
                                  std::uint16_t* stage, std::int64_t* stride) {
-  const std::int64_t npix = cv.hout * cv.wout;
   const int c0 = kc * kChunkCin, cn = cv.cin - c0 < kChunkCin ? cv.cin - c0 : kChunkCin;
-  if (p0 + 16 <= npix && cn == kChunkCin) {
-    const std::int64_t oy = p0 / cv.wout, ox = p0 % cv.wout;
+  if (t.m == 16 && cn == kChunkCin) {
+    const ConvSource& s = source_at(cv, c0);
+    const std::int64_t oy = t.p / cv.wout, ox = t.p % cv.wout;
     const std::int64_t iy = oy * cv.stride + ky - cv.pad;
     const std::int64_t ix0 = ox * cv.stride + kx - cv.pad, ix1 = (ox + 15) * cv.stride + kx - cv.pad;
-    if (ox + 16 <= cv.wout && iy >= 0 && iy < cv.x.h && ix0 >= 0 && ix1 < cv.x.w) {
-      *stride = cv.stride * cv.x.sw * static_cast<std::int64_t>(sizeof(std::uint16_t));
-      return cv.x.pixel(n, iy, ix0) + c0;
+    if (s.mode == ResampleMode::kNone && c0 + kChunkCin <= s.c_begin + s.x.c && ox + 16 <= cv.wout &&
+        iy >= 0 && iy < cv.in_h && ix0 >= 0 && ix1 < cv.in_w) {
+      const std::int64_t sy = iy + s.off_y, sx0 = ix0 + s.off_x, sx1 = ix1 + s.off_x;
+      if (sy >= 0 && sy < s.x.h && sx0 >= 0 && sx1 < s.x.w) {
+        *stride = cv.stride * s.x.sw * static_cast<std::int64_t>(sizeof(std::uint16_t));
+        return s.x.pixel(n, sy, sx0) + (c0 - s.c_begin);
+      }
     }
   }
   std::memset(stage, 0, 16 * kTileColsB);
-  for (int r = 0; r < 16 && p0 + r < npix; ++r) {
-    const std::int64_t oy = (p0 + r) / cv.wout, ox = (p0 + r) % cv.wout;
+  for (int r = 0; r < t.m; ++r) {
+    const std::int64_t oy = (t.p + r) / cv.wout, ox = (t.p + r) % cv.wout;
     const std::int64_t iy = oy * cv.stride + ky - cv.pad, ix = ox * cv.stride + kx - cv.pad;
-    if (iy < 0 || iy >= cv.x.h || ix < 0 || ix >= cv.x.w) continue;  // zero padding
-    std::memcpy(stage + r * 32, cv.x.pixel(n, iy, ix) + c0, static_cast<std::size_t>(cn) * sizeof(std::uint16_t));
+    if (iy < 0 || iy >= cv.in_h || ix < 0 || ix >= cv.in_w) continue;  // the conv's zero padding
+    for (int si = 0; si < cv.nsrc; ++si) {
+      const ConvSource& s = cv.src[si];
+      const int lo = c0 > s.c_begin ? c0 : s.c_begin;
+      const int hi = c0 + cn < s.c_begin + s.x.c ? c0 + cn : static_cast<int>(s.c_begin + s.x.c);
+      if (lo >= hi) continue;
+      const Tap& ty = s.ty[iy];
+      const Tap& tx = s.tx[ix];
+      if (!ty.valid || !tx.valid) continue;  // outside the window: zero
+      std::uint16_t* d = stage + r * 32 + (lo - c0);
+      if (s.mode == ResampleMode::kBilinear) {
+        stage_bilinear_bf16(s.x, n, ty, tx, lo - s.c_begin, hi - lo, d);
+      } else {
+        std::memcpy(d, s.x.pixel(n, ty.i0, tx.i0) + (lo - s.c_begin),
+                    static_cast<std::size_t>(hi - lo) * sizeof(std::uint16_t));
+      }
+    }
   }
   *stride = kTileColsB;
   return stage;
 }
 
-// One block: pixels p0 .. p0+31 of image n, output channels 32 nb2 .. 32 nb2 + 31.
-inline void conv_block(const ConvBf16& cv, std::int64_t n, std::int64_t p0, int nb2, std::uint16_t* stage0,
-                       std::uint16_t* stage1, float* acc) {
+// One block: the pixel runs t0 (A tile tmm4, accumulators tmm0/1) and t1 (tmm5, tmm2/3) of image n,
+// output channels 32 nb2 .. 32 nb2 + 31.
+inline void conv_block(const ConvBf16& cv, std::int64_t n, PixelRun t0, PixelRun t1, int nb2,
+                       std::uint16_t* stage0, std::uint16_t* stage1, float* acc) {
   Tiles::template zero<0>();
   Tiles::template zero<1>();
   Tiles::template zero<2>();
   Tiles::template zero<3>();
-  const std::int64_t npix = cv.hout * cv.wout;
-  const bool two_m = p0 + 16 < npix;  // the second A tile has a pixel at all
+  const bool two_m = t1.m > 0;  // the second A tile has a pixel at all
   for (int ky = 0; ky < cv.kh; ++ky) {
     for (int kx = 0; kx < cv.kw; ++kx) {
       const int tap = ky * cv.kw + kx;
@@ -68,14 +113,14 @@ inline void conv_block(const ConvBf16& cv, std::int64_t n, std::int64_t p0, int 
         // B tiles nb = 2 nb2, 2 nb2 + 1 of (tap, kc): adjacent 1 KB tiles, rows of 64 bytes.
         const std::uint16_t* b = cv.w + ((static_cast<std::int64_t>(tap) * cv.kc + kc) * cv.nb + 2 * nb2) * 512;
         std::int64_t s0 = 0, s1 = 0;
-        const void* a0 = a_tile_source(cv, n, p0, ky, kx, kc, stage0, &s0);
+        const void* a0 = a_tile_source(cv, n, t0, ky, kx, kc, stage0, &s0);
         Tiles::template load<4>(a0, s0);
         Tiles::template load<6>(b, kTileColsB);
         Tiles::template load<7>(b + 512, kTileColsB);
         Tiles::template dpbf16ps<0, 4, 6>();
         Tiles::template dpbf16ps<1, 4, 7>();
         if (two_m) {
-          const void* a1 = a_tile_source(cv, n, p0 + 16, ky, kx, kc, stage1, &s1);
+          const void* a1 = a_tile_source(cv, n, t1, ky, kx, kc, stage1, &s1);
           Tiles::template load<5>(a1, s1);
           Tiles::template dpbf16ps<2, 5, 6>();
           Tiles::template dpbf16ps<3, 5, 7>();
@@ -83,7 +128,7 @@ inline void conv_block(const ConvBf16& cv, std::int64_t n, std::int64_t p0, int 
       }
     }
   }
-  // acc[r][j]: pixel p0 + r, channel 32 nb2 + j.
+  // acc[16 i + r][j]: pixel r of run t_i, channel 32 nb2 + j.
   constexpr std::int64_t kRow = kBlockCout * sizeof(float);
   Tiles::template store<0>(acc, kRow);
   Tiles::template store<1>(acc + 16, kRow);
@@ -93,29 +138,59 @@ inline void conv_block(const ConvBf16& cv, std::int64_t n, std::int64_t p0, int 
   }
   const int co0 = nb2 * kBlockCout, cn = cv.cout - co0 < kBlockCout ? cv.cout - co0 : kBlockCout;
   const Epilogue ep{cv.act, cv.negative_slope};
-  for (int r = 0; r < kBlockPixels && p0 + r < npix; ++r) {
-    const std::int64_t oy = (p0 + r) / cv.wout, ox = (p0 + r) % cv.wout;
-    if (cv.scatter_cout > 0) {  // transposed 2x2/s2: column (2a + b) Ct + c -> pixel (2 oy + a, 2 ox + b), channel c
-      for (int j = 0; j < cn; ++j) {
-        const int ab = (co0 + j) / cv.scatter_cout, c = (co0 + j) % cv.scatter_cout;
-        const float bias = cv.bias != nullptr ? cv.bias[c] : 0.f;
-        cv.out.put(n, 2 * oy + ab / 2, 2 * ox + ab % 2, c, epilogue(acc[r * kBlockCout + j], bias, 0.f, ep));
+  for (int i = 0; i < 2; ++i) {
+    const PixelRun t = i == 0 ? t0 : t1;
+    for (int r = 0; r < t.m; ++r) {
+      const float* a = acc + (16 * i + r) * kBlockCout;
+      const std::int64_t oy = (t.p + r) / cv.wout, ox = (t.p + r) % cv.wout;
+      if (cv.scatter_cout > 0) {  // transposed 2x2/s2: column (2a + b) Ct + c -> pixel (2 oy + a, 2 ox + b), channel c
+        for (int j = 0; j < cn; ++j) {
+          const int ab = (co0 + j) / cv.scatter_cout, c = (co0 + j) % cv.scatter_cout;
+          const float bias = cv.bias != nullptr ? cv.bias[c] : 0.f;
+          cv.out.put(n, 2 * oy + ab / 2, 2 * ox + ab % 2, c, epilogue(a[j], bias, 0.f, ep));
+        }
+        continue;
       }
-      continue;
+      for (int j = 0; j < cn; ++j) {
+        const int co = co0 + j;
+        const float bias = cv.bias != nullptr ? cv.bias[co] : 0.f;
+        const float res = cv.residual.elem != Elem::kNone ? cv.residual.get(n, oy, ox, co) : 0.f;
+        cv.out.put(n, oy, ox, co, epilogue(a[j], bias, res, ep));
+      }
     }
+  }
+}
+
+// The fused 2x2/s2 max-pool of the block of output rows 2 py, 2 py + 1, columns x0 .. x0 + 15 just written:
+// pool pixels (py, x0 / 2 ..), floored like F.max_pool2d (an odd last row / column has no pool pixel). It
+// reads back the values `out` stored (bf16-rounded when out is bf16), so the pool is exactly the max of the
+// stored conv outputs, NaN-propagating like the fp32 path (epilogue.h max_nan); the rows are in L1.
+inline void pool_block(const ConvBf16& cv, std::int64_t n, std::int64_t py, std::int64_t x0, int nb2) {
+  if (2 * py + 1 >= cv.hout) return;
+  const int co0 = nb2 * kBlockCout, cn = cv.cout - co0 < kBlockCout ? cv.cout - co0 : kBlockCout;
+  const std::int64_t pw = cv.wout / 2, px_end = x0 / 2 + 8 < pw ? x0 / 2 + 8 : pw;
+  for (std::int64_t px = x0 / 2; px < px_end; ++px) {
     for (int j = 0; j < cn; ++j) {
-      const int co = co0 + j;
-      const float bias = cv.bias != nullptr ? cv.bias[co] : 0.f;
-      const float res = cv.residual.elem != Elem::kNone ? cv.residual.get(n, oy, ox, co) : 0.f;
-      cv.out.put(n, oy, ox, co, epilogue(acc[r * kBlockCout + j], bias, res, ep));
+      const int c = co0 + j;
+      const float a = cv.out.get(n, 2 * py, 2 * px, c), b = cv.out.get(n, 2 * py, 2 * px + 1, c);
+      const float d = cv.out.get(n, 2 * py + 1, 2 * px, c), e = cv.out.get(n, 2 * py + 1, 2 * px + 1, c);
+      cv.pool.put(n, py, px, c, max_nan(max_nan(a, b), max_nan(d, e)));
     }
   }
 }
 
 inline void conv_bf16(const ConvBf16& cv) {
-  const std::int64_t npix = cv.hout * cv.wout;
-  const std::int64_t mblocks = (npix + kBlockPixels - 1) / kBlockPixels, nblocks = cv.nb / 2;
-  const std::int64_t tasks = cv.x.n * mblocks * nblocks;
+  const std::int64_t npix = cv.hout * cv.wout, nblocks = cv.nb / 2;
+  const bool pooled = cv.pool.elem != Elem::kNone;
+  // Blocking of the output pixels. Without a pool output: 32 consecutive pixels (row-major; the two A tiles
+  // may span rows, so narrow layers waste no tile rows). With one: 2 output rows x 16 columns (A tile 0 =
+  // row 2 py, A tile 1 = row 2 py + 1, same columns x0 .. x0 + 15, x0 even), so every 2x2 pool window lies
+  // in one block and its max is taken right after the block's epilogue, from rows still in L1, with no
+  // second pass and no window shared by two threads. Row-major 32-pixel blocks do not align to 2x2
+  // windows (a window's two rows are Wout pixels apart); the cost is idle tile rows when Wout < 16.
+  const std::int64_t row_pairs = (cv.hout + 1) / 2, col_blocks = (cv.wout + 15) / 16;
+  const std::int64_t mblocks = pooled ? row_pairs * col_blocks : (npix + kBlockPixels - 1) / kBlockPixels;
+  const std::int64_t tasks = cv.batch * mblocks * nblocks;
   const TileConfig cfg = conv_tile_config();
 #pragma omp parallel num_threads(cv.num_threads)
   {
@@ -127,7 +202,20 @@ inline void conv_bf16(const ConvBf16& cv) {
     for (std::int64_t t = 0; t < tasks; ++t) {
       const int nb2 = static_cast<int>(t % nblocks);
       const std::int64_t mb = (t / nblocks) % mblocks, n = t / (nblocks * mblocks);
-      conv_block(cv, n, mb * kBlockPixels, nb2, stage0, stage1, acc);
+      if (!pooled) {
+        const std::int64_t p0 = mb * kBlockPixels;
+        const auto m0 = static_cast<int>(npix - p0 < 16 ? npix - p0 : 16);
+        const std::int64_t rest = npix - p0 - 16;
+        const PixelRun t1{p0 + 16, static_cast<int>(rest <= 0 ? 0 : rest < 16 ? rest : 16)};
+        conv_block(cv, n, PixelRun{p0, m0}, t1, nb2, stage0, stage1, acc);
+      } else {
+        const std::int64_t py = mb / col_blocks, x0 = (mb % col_blocks) * 16;
+        const auto m = static_cast<int>(cv.wout - x0 < 16 ? cv.wout - x0 : 16);
+        const PixelRun t0{2 * py * cv.wout + x0, m};
+        const PixelRun t1{(2 * py + 1) * cv.wout + x0, 2 * py + 1 < cv.hout ? m : 0};
+        conv_block(cv, n, t0, t1, nb2, stage0, stage1, acc);
+        pool_block(cv, n, py, x0, nb2);
+      }
     }
   }
 }
