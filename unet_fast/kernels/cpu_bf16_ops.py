@@ -58,14 +58,18 @@ def upsample_concat_reference(inputs: Sequence[Tensor | InputView]) -> Tensor:
     return torch.cat(parts, dim=3)
 
 
-def head_reference(x: Tensor | InputView, weight: Tensor, bias: Tensor | None = None, op: str = "softmax") -> Tensor:
+def head_reference(
+    x: Tensor | InputView, weight: Tensor, bias: Tensor | None = None, op: str = "softmax"
+) -> Tensor:
     """float64 head of the bf16-rounded input view and weight [K, C] / [K, C, 1, 1] (bias taken as given):
     logits / softmax / sigmoid [N, H, W, K] float64, or the argmax class map [N, H, W] int64 of the float64
     logits (first maximum on ties)."""
     if op not in HEAD_OPS:
         raise ValueError(f"unknown head op {op!r}; expected one of {HEAD_OPS}")
     v = as_view(x)
-    xs = read_view(InputView(v.tensor.to(torch.bfloat16).double(), v.resample, v.offset, v.size), torch.float64)
+    xs = read_view(
+        InputView(v.tensor.to(torch.bfloat16).double(), v.resample, v.offset, v.size), torch.float64
+    )
     w = weight.detach().reshape(weight.shape[0], -1).to(torch.bfloat16).double()
     logits = xs @ w.t()
     if bias is not None:
