@@ -1,6 +1,7 @@
 """optimize(model, x, backend="cpu", dtype=torch.bfloat16) end to end (issue 17): convs on the bf16 tile kernels
-(kernels/cpu_bf16.py; the portable emulator on a CPU without AMX), the steps they do not take on the torch
-reference in bf16, decided at prepare time and named in the report. fp32 in, fp32 out, like OpenVINO's default.
+(kernels/cpu_bf16.py; the portable emulator on a CPU without AMX), head / pool / concat / resample on the bf16
+ops (kernels/cpu_bf16_ops.py), the steps they do not take on the torch reference in bf16, decided at prepare
+time and named in the report. fp32 in, fp32 out, like OpenVINO's default.
 
 Bounds of the issue against the fp32 model (lively He-normal weights, random BN statistics): rel-L2 <= 2e-2
 and argmax agreement >= 99.5%. Sizes stay small: the tile emulator is slow.
@@ -71,7 +72,8 @@ def test_bf16_parity_against_the_fp32_model(name: str) -> None:
     ex = fast.executor_for(shape)
     on_tiles = [p for p in ex.prepared if isinstance(p.weight, (cpu.TileConvWeight, cpu.TileConvTransposeWeight))]
     assert on_tiles and all(p.kernels is cpu for p in on_tiles)
-    assert all(p.kernels is spec for p in ex.prepared if p.step.kind in ("Head", "Pool", "Concat"))
+    assert all(p.kernels is cpu for p in ex.prepared if p.step.kind in ("Head", "Pool", "Concat", "Resample"))
+    assert all(p.kernels is cpu for p in ex.prepared if p.step.kind == "ConvTranspose2x2")
     text = fast.report()
     tile = cpu_bf16.choose_backend().name
     assert "dtype bfloat16" in text and f"convs by bf16 tiles ({tile})" in text
@@ -94,9 +96,13 @@ def test_which_steps_run_the_reference() -> None:
             assert "max-pool" in note
         elif step.kind in ("Conv", "ConvTranspose2x2"):
             assert note == ""
-        elif step.kind == "Head":
-            assert "no bf16 Head kernel" in note
+        else:
+            assert step.kind == "Head" and note == ""
     assert any(s.kind == "ConvTranspose2x2" for s, _ in notes.values())
+    # on our UNet only the convs the tile conv does not fuse yet (pool_out, virtual concat) run the reference
+    assert {s.kind for s, note in notes.values() if note} == {"Conv"}
+    (head,) = [p for p in fast.executor_for(shape).prepared if p.step.kind == "Head"]
+    assert head.kernels is cpu and isinstance(head.weight, cpu.TileHeadWeight)
 
 
 def test_bf16_input_gives_bf16_output_and_channels_last_follows_fp32_rules() -> None:
@@ -127,11 +133,11 @@ def test_dtypes_auto_and_errors() -> None:
     assert auto16.backend.name == "cpu" and auto16.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="supports dtypes"):
         unet_fast.optimize(model, x, backend="cpu", dtype=torch.float16)
-    # the fp32 kernels refuse bf16 tensors instead of reading them as fp32
+    # the fp32 kernels refuse other dtypes instead of reading them as fp32 (bf16 goes to the bf16 ops)
     with pytest.raises(ValueError, match="dtype"):
-        cpu.maxpool2x2(torch.zeros(1, 4, 4, 2, dtype=torch.bfloat16))
+        cpu.maxpool2x2(torch.zeros(1, 4, 4, 2, dtype=torch.float16))
     with pytest.raises(ValueError, match="dtype"):
-        cpu.pack_head_weight(torch.zeros(2, 4), torch.bfloat16)
+        cpu.pack_head_weight(torch.zeros(2, 4), torch.float16)
 
 
 def test_to_switches_between_fp32_and_bf16() -> None:
@@ -143,3 +149,67 @@ def test_to_switches_between_fp32_and_bf16() -> None:
     assert fast.float().dtype == torch.float32
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+# each head kind the importers produce: the model's own softmax / sigmoid / identity (logits) head, and the
+# argmax class map (output="classes")
+HEAD_KINDS = {"softmax": ("softmax", "model"), "sigmoid": ("sigmoid", "model"), "identity": ("logits", "model"),
+              "argmax": ("logits", "classes")}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(HEAD_KINDS))
+def test_head_outputs_match_the_fp32_engine(kind: str) -> None:
+    """The bf16 engine's output has the type, dtype, shape and memory format of the fp32 engine's for the same
+    input (fp32 in: fp32 scores; bf16 in: bf16 scores; a class map stays int64), and the Head step runs the
+    bf16 head (1x1 on the tiles, the per-pixel op in fp32)."""
+    head, output = HEAD_KINDS[kind]
+    model = lively_weights(UNet(3, 3, 8, 2, "batch", "transpose", head=head), seed=5)
+    shape = (2, 3, 29, 35)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(8))
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16, output=output)
+    fp32 = unet_fast.optimize(model, x, backend="cpu", output=output)
+    (step,) = [p for p in fast.executor_for(shape).prepared if p.step.kind == "Head"]
+    assert step.kernels is cpu and isinstance(step.weight, cpu.TileHeadWeight), step.note
+    with torch.no_grad():
+        ref = model(x)
+        for xin in (x, x.to(torch.bfloat16), x.contiguous(memory_format=torch.channels_last)):
+            ours, theirs = poisoned(fast, xin)(xin), fp32(xin)
+            assert type(ours) is type(theirs) and ours.dtype == theirs.dtype and ours.shape == theirs.shape
+            assert ours.is_contiguous() == theirs.is_contiguous()
+            assert ours.is_contiguous(memory_format=torch.channels_last) == theirs.is_contiguous(
+                memory_format=torch.channels_last
+            )
+    out = poisoned(fast, x)(x)
+    if output == "classes":
+        assert out.dtype == torch.int64 and out.shape == (2, 29, 35)
+        agreement = (out == ref.argmax(1)).double().mean().item()
+        assert agreement >= AGREEMENT, agreement
+    else:
+        assert out.dtype == torch.float32
+        assert_parity(ref, out, rel_l2=REL_L2, min_agreement=AGREEMENT, what=f"{kind} head bf16")
+
+
+def test_standalone_pool_concat_resample_run_the_bf16_ops() -> None:
+    """With the fusions that absorb them switched off, max-pools, concats and resamples (bilinear,
+    align_corners=True, and milesial's pad) are their own steps: each runs the bf16 ops, named in the report,
+    and with every conv on the tiles nothing runs the torch reference."""
+    model, shape = MilesialUNet(3, 2, True, base=4), (2, 3, 35, 41)
+    model = lively_weights(model, seed=2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(9))
+    passes = {"fold_bn", "fuse_activation", "fuse_residual", "fuse_head"}
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16, passes=passes)
+    with torch.no_grad():
+        ref = model(x)
+        out = poisoned(fast, x)(x)
+    assert_parity(ref, out, rel_l2=REL_L2, min_agreement=AGREEMENT, what="milesial bilinear, unfused, bf16")
+    ex = fast.executor_for(shape)
+    kinds = [p.step.kind for p in ex.prepared]
+    assert {"Pool", "Concat", "Resample", "Head"} <= set(kinds)
+    assert all(p.kernels is cpu for p in ex.prepared) and not any(ex.step_notes())
+    text = fast.report()
+    assert f"algorithms: {kinds.count('Pool')} steps by bf16 max-pool 2x2" in text
+    assert (
+        f"algorithms: {kinds.count('Concat') + kinds.count('Resample')} steps by bf16 concat / resample"
+        in text
+    )
+    assert "steps by bf16 head: 1x1 on tiles" in text and "torch reference in" not in text
