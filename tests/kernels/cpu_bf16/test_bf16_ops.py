@@ -263,6 +263,18 @@ def test_head_bf16_default_outputs_and_the_cpu_launcher() -> None:
     assert cpu_bf16_ops.head(x, packed, bias, out_dtype=torch.bfloat16).dtype == torch.bfloat16
     classes = cpu_bf16_ops.head(x, packed, bias, "argmax")
     assert classes.dtype == torch.int64 and classes.shape == (2, 5, 9)
+    # no bias
+    assert_f32_close(cpu_bf16_ops.head(x, packed, None, "logits"), cpu_bf16_ops.head_reference(x, weight, None, "logits"),
+                     "no bias")  # fmt: skip
+    # the result does not depend on the thread count (fixed row chunks)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            assert torch.equal(cpu_bf16_ops.head(x, packed, bias), probs)
+            assert torch.equal(cpu_bf16_ops.maxpool2x2(x), cpu_bf16_ops.maxpool2x2(x.contiguous()))
+    finally:
+        torch.set_num_threads(before)
     # the engine's path: cpu.pack_head_weight(bf16) -> TileHeadWeight, cpu.head runs the fused bf16 head
     tiles = cpu.pack_head_weight(weight, torch.bfloat16)
     assert isinstance(tiles, cpu.TileHeadWeight) and "bf16 head" in tiles.algorithm
