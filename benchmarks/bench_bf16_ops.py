@@ -71,7 +71,9 @@ def main() -> None:
         out = torch.empty(1, s, s, 2) if op != "argmax" else torch.empty(1, s, s, dtype=torch.int64)
         ref_out = out if op == "argmax" else out.bfloat16()
         logits = functools.partial(F.conv2d, xcl, wcl, b.bfloat16())
-        eager = (lambda f=logits: torch.softmax(f(), 1)) if op == "softmax" else (lambda f=logits: f().argmax(1))
+        eager = (
+            (lambda f=logits: torch.softmax(f(), 1)) if op == "softmax" else (lambda f=logits: f().argmax(1))
+        )
         ref_ms = median_ms(functools.partial(spec.head, x, w, b, op, ref_out), a.repeats)
         eager_ms = median_ms(eager, a.repeats)
         for fused in (True, False):
