@@ -195,7 +195,8 @@ def upsample_concat(inputs: Sequence[Tensor | InputView], out: Tensor | None = N
     """Materialise the views side by side along channels into `out` (a channel slot is fine). `isa` picks
     the kernel variant (kernels/cpu_isa.py; tests run each). bf16 views run the bf16 gather
     (kernels/cpu_bf16_ops.py; `isa` does not apply)."""
-    if inputs and as_view(inputs[0]).tensor.dtype == torch.bfloat16:
+    first = inputs[0] if isinstance(inputs, Sequence) and len(inputs) > 0 else None
+    if isinstance(first, (Tensor, InputView)) and as_view(first).tensor.dtype == torch.bfloat16:
         from unet_fast.kernels import cpu_bf16_ops
 
         return cpu_bf16_ops.upsample_concat(inputs, out)
