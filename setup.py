@@ -274,9 +274,11 @@ class BuildExt(build_ext):
 
 cpu_ext = Pybind11Extension(
     "unet_fast._C",
-    sources=_sources("bindings/cpu_module.cpp", "cpu/*.cpp", "cpu/variants/*.cpp", "cpu/amx/*.cpp"),
+    sources=_sources("bindings/cpu_module.cpp", "cpu/*.cpp", "cpu/variants/*.cpp", "cpu/amx/*.cpp",
+                     "cpu/bf16/*.cpp"),
     # an edited header rebuilds the module
-    depends=_sources("include/unet_fast/*.h", "include/unet_fast/amx/*.h", "cpu/variants/*.h"),
+    depends=_sources("include/unet_fast/*.h", "include/unet_fast/amx/*.h", "include/unet_fast/bf16/*.h",
+                     "cpu/variants/*.h"),
     include_dirs=[str(CSRC / "include")],
     cxx_std=17,
     define_macros=list(COMMON_MACROS),

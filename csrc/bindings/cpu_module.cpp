@@ -20,6 +20,9 @@ void register_head(py::module_& m);
 void register_conv_transpose2x2(py::module_& m);
 void register_winograd(py::module_& m);
 void register_conv_bf16(py::module_& m);  // csrc/cpu/amx/
+namespace bf16ops {
+void register_bf16_ops(py::module_& m);  // csrc/cpu/bf16/
+}
 }  // namespace unet_fast
 
 #ifndef UNET_FAST_GIT_COMMIT
@@ -87,4 +90,5 @@ PYBIND11_MODULE(_C, m) {
   unet_fast::register_conv_transpose2x2(m);
   unet_fast::register_winograd(m);
   unet_fast::register_conv_bf16(m);
+  unet_fast::bf16ops::register_bf16_ops(m);
 }

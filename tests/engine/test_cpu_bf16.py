@@ -1,6 +1,7 @@
 """optimize(model, x, backend="cpu", dtype=torch.bfloat16) end to end (issue 17): convs on the bf16 tile kernels
-(kernels/cpu_bf16.py; the portable emulator on a CPU without AMX), the steps they do not take on the torch
-reference in bf16, decided at prepare time and named in the report. fp32 in, fp32 out, like OpenVINO's default.
+(kernels/cpu_bf16.py; the portable emulator on a CPU without AMX), head / pool / concat / resample on the bf16
+ops (kernels/cpu_bf16_ops.py), the steps they do not take on the torch reference in bf16, decided at prepare
+time and named in the report. fp32 in, fp32 out, like OpenVINO's default.
 
 Bounds of the issue against the fp32 model (lively He-normal weights, random BN statistics): rel-L2 <= 2e-2
 and argmax agreement >= 99.5%. Sizes stay small: the tile emulator is slow.
@@ -84,7 +85,7 @@ def test_bf16_parity_against_the_fp32_model(name: str) -> None:
     assert on_tiles and all(p.kernels is cpu for p in on_tiles)
     # every conv runs on tiles, with whatever the plan fused into it (virtual concat, crop, resample, pool)
     assert len(on_tiles) == sum(p.step.kind in ("Conv", "ConvTranspose2x2") for p in ex.prepared)
-    assert all(p.kernels is spec for p in ex.prepared if p.step.kind in ("Head", "Pool", "Concat"))
+    assert all(p.kernels is cpu for p in ex.prepared if p.step.kind in ("Head", "Pool", "Concat", "Resample"))
     text = fast.report()
     tile = cpu_bf16.choose_backend().name
     assert "dtype bfloat16" in text and f"{len(on_tiles)} convs by bf16 tiles ({tile})" in text
@@ -97,9 +98,9 @@ def test_bf16_parity_against_the_fp32_model(name: str) -> None:
     )
 
 
-# (model, steps on tiles, plan steps, what the plan fuses into tile convs): before the fusions, our UNet ran
-# 12 of its 18 steps on tiles (the 3 pool_out and 2 virtual-concat convs fell back to the reference).
-TILE_COUNTS = {"unet": (17, 18), "valid": (17, 18), "bilinear": (14, 15)}
+# (model: steps on our kernels, plan steps): before the conv fusions and the bf16 head, our UNet ran 12 of
+# its 18 steps on tiles (the 3 pool_out and 2 virtual-concat convs and the head fell back to the reference).
+TILE_COUNTS = {"unet": (18, 18), "valid": (18, 18), "bilinear": (15, 15)}
 
 
 @pytest.mark.parametrize("name", list(TILE_COUNTS))
@@ -118,8 +119,10 @@ def test_which_steps_run_the_reference(name: str) -> None:
             fused["crop"] += any(s.resample is None and not s.plain for s in step.inputs)
             fused["resample"] += any(s.resample is not None for s in step.inputs)
             fused["pool"] += step.pool_out is not None
-        elif step.kind == "Head":
-            assert "no bf16 Head kernel" in note
+        else:
+            assert note == "", (step.kind, note)
+        if step.kind == "Head":
+            assert p.kernels is cpu and isinstance(p.weight, cpu.TileHeadWeight)
     tiles = sum(p.kernels is cpu for p, _ in steps)
     assert (tiles, len(steps)) == TILE_COUNTS[name]
     assert fused["concat"] >= 2 and fused["pool"] == 3, fused
@@ -158,11 +161,11 @@ def test_dtypes_auto_and_errors() -> None:
     assert auto16.backend.name == "cpu" and auto16.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="supports dtypes"):
         unet_fast.optimize(model, x, backend="cpu", dtype=torch.float16)
-    # the fp32 kernels refuse bf16 tensors instead of reading them as fp32
+    # the fp32 kernels refuse other dtypes instead of reading them as fp32 (bf16 goes to the bf16 ops)
     with pytest.raises(ValueError, match="dtype"):
-        cpu.maxpool2x2(torch.zeros(1, 4, 4, 2, dtype=torch.bfloat16))
+        cpu.maxpool2x2(torch.zeros(1, 4, 4, 2, dtype=torch.float16))
     with pytest.raises(ValueError, match="dtype"):
-        cpu.pack_head_weight(torch.zeros(2, 4), torch.bfloat16)
+        cpu.pack_head_weight(torch.zeros(2, 4), torch.float16)
 
 
 def test_to_switches_between_fp32_and_bf16() -> None:
@@ -174,3 +177,67 @@ def test_to_switches_between_fp32_and_bf16() -> None:
     assert fast.float().dtype == torch.float32
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+# each head kind the importers produce: the model's own softmax / sigmoid / identity (logits) head, and the
+# argmax class map (output="classes")
+HEAD_KINDS = {"softmax": ("softmax", "model"), "sigmoid": ("sigmoid", "model"), "identity": ("logits", "model"),
+              "argmax": ("logits", "classes")}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(HEAD_KINDS))
+def test_head_outputs_match_the_fp32_engine(kind: str) -> None:
+    """The bf16 engine's output has the type, dtype, shape and memory format of the fp32 engine's for the same
+    input (fp32 in: fp32 scores; bf16 in: bf16 scores; a class map stays int64), and the Head step runs the
+    bf16 head (1x1 on the tiles, the per-pixel op in fp32)."""
+    head, output = HEAD_KINDS[kind]
+    model = lively_weights(UNet(3, 3, 8, 2, "batch", "transpose", head=head), seed=5)
+    shape = (2, 3, 29, 35)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(8))
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16, output=output)
+    fp32 = unet_fast.optimize(model, x, backend="cpu", output=output)
+    (step,) = [p for p in fast.executor_for(shape).prepared if p.step.kind == "Head"]
+    assert step.kernels is cpu and isinstance(step.weight, cpu.TileHeadWeight), step.note
+    with torch.no_grad():
+        ref = model(x)
+        for xin in (x, x.to(torch.bfloat16), x.contiguous(memory_format=torch.channels_last)):
+            ours, theirs = poisoned(fast, xin)(xin), fp32(xin)
+            assert type(ours) is type(theirs) and ours.dtype == theirs.dtype and ours.shape == theirs.shape
+            assert ours.is_contiguous() == theirs.is_contiguous()
+            assert ours.is_contiguous(memory_format=torch.channels_last) == theirs.is_contiguous(
+                memory_format=torch.channels_last
+            )
+    out = poisoned(fast, x)(x)
+    if output == "classes":
+        assert out.dtype == torch.int64 and out.shape == (2, 29, 35)
+        agreement = (out == ref.argmax(1)).double().mean().item()
+        assert agreement >= AGREEMENT, agreement
+    else:
+        assert out.dtype == torch.float32
+        assert_parity(ref, out, rel_l2=REL_L2, min_agreement=AGREEMENT, what=f"{kind} head bf16")
+
+
+def test_standalone_pool_concat_resample_run_the_bf16_ops() -> None:
+    """With the fusions that absorb them switched off, max-pools, concats and resamples (bilinear,
+    align_corners=True, and milesial's pad) are their own steps: each runs the bf16 ops, named in the report,
+    and with every conv on the tiles nothing runs the torch reference."""
+    model, shape = MilesialUNet(3, 2, True, base=4), (2, 3, 35, 41)
+    model = lively_weights(model, seed=2)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(9))
+    passes = {"fold_bn", "fuse_activation", "fuse_residual", "fuse_head"}
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16, passes=passes)
+    with torch.no_grad():
+        ref = model(x)
+        out = poisoned(fast, x)(x)
+    assert_parity(ref, out, rel_l2=REL_L2, min_agreement=AGREEMENT, what="milesial bilinear, unfused, bf16")
+    ex = fast.executor_for(shape)
+    kinds = [p.step.kind for p in ex.prepared]
+    assert {"Pool", "Concat", "Resample", "Head"} <= set(kinds)
+    assert all(p.kernels is cpu for p in ex.prepared) and not any(ex.step_notes())
+    text = fast.report()
+    assert f"algorithms: {kinds.count('Pool')} steps by bf16 max-pool 2x2" in text
+    assert (
+        f"algorithms: {kinds.count('Concat') + kinds.count('Resample')} steps by bf16 concat / resample"
+        in text
+    )
+    assert "steps by bf16 head: 1x1 on tiles" in text and "torch reference in" not in text

@@ -84,8 +84,12 @@ class Executor:
         return [self._refused.get(i, p.note) for i, p in enumerate(self.prepared)]
 
     def step_algorithms(self) -> list[str]:
-        """A packed weight that names its algorithm (the cpu backend's Winograd) shows it in the report."""
-        return [getattr(p.weight, "algorithm", "") for p in self.prepared]
+        """A packed weight that names its algorithm (the cpu backend's Winograd) shows it in the report; a
+        weightless step is named by the kernel module's `step_algorithm(step, dtype)` where it has one."""
+        named = getattr(self.kernels, "step_algorithm", None)
+        return [getattr(p.weight, "algorithm", "")
+                or (named(p.step, self.dtype) if named is not None and p.kernels is self.kernels else "")
+                for p in self.prepared]  # fmt: skip
 
     def step_variants(self) -> list[str]:
         """The CPU kernel variant (kernels/cpu_isa.py) each step's packed weight was prepared for, chosen once

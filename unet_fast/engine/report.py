@@ -71,7 +71,9 @@ def describe(c: CompiledPlan, ex: Executor) -> list[str]:
     algos = ex.step_algorithms()
     for algo in dict.fromkeys(a for a in algos if a):  # each algorithm once, in plan order
         exact = " (exact=True: none)" if algo.startswith("Winograd") else ""
-        lines.append(f"  algorithms: {algos.count(algo)} convs by {algo}{exact}")
+        kinds_of = {s.kind for s, a in zip(c.plan.steps, algos, strict=True) if a == algo}
+        what = "convs" if kinds_of <= {"Conv", "ConvTranspose2x2"} else "steps"
+        lines.append(f"  algorithms: {algos.count(algo)} {what} by {algo}{exact}")
     refs = [s.kind for s, note in zip(c.plan.steps, ex.step_notes(), strict=True) if "torch reference" in note]
     if refs:
         kinds_ = ", ".join(f"{k} {refs.count(k)}" for k in dict.fromkeys(refs))

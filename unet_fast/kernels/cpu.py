@@ -34,10 +34,11 @@ from torch import Tensor
 
 from unet_fast._ext import require_cpu
 from unet_fast.kernels import checks, cpu_isa, cpu_winograd
-from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView
+from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView, as_view
 
-# Engine dtypes: fp32 runs every op here; bf16 runs the convs on the bf16 tile kernels (kernels/cpu_bf16.py)
-# and the steps `supports` turns down on the torch reference. fp16 is rejected with a ValueError.
+# Engine dtypes: fp32 runs every op here; bf16 runs the convs on the bf16 tile kernels (kernels/cpu_bf16.py),
+# head / pool / concat on the bf16 ops (kernels/cpu_bf16_ops.py) and the steps `supports` turns down on the
+# torch reference. fp16 is rejected with a ValueError.
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
 # What the fp32 C++ ops below read and write (a bf16 tensor passed to them is an error, not a reinterpretation)
 _FP32: tuple[torch.dtype, ...] = (torch.float32,)
@@ -157,7 +158,12 @@ def activation(x: Tensor, act: str = "relu", negative_slope: float = 0.01, out: 
 
 def maxpool2x2(x: Tensor, out: Tensor | None = None, *, isa: str | None = None) -> Tensor:
     """2x2 stride-2 max-pool of NHWC `x` (floored) into `out` (allocated if None; a slot is fine). `isa`
-    picks the kernel variant (kernels/cpu_isa.py; tests run each)."""
+    picks the kernel variant (kernels/cpu_isa.py; tests run each). A bf16 `x` runs the bf16 op
+    (kernels/cpu_bf16_ops.py; one baseline build, `isa` does not apply)."""
+    if isinstance(x, Tensor) and x.dtype == torch.bfloat16:
+        from unet_fast.kernels import cpu_bf16_ops
+
+        return cpu_bf16_ops.maxpool2x2(x, out)
     out = checks.check_maxpool2x2(x, out)
     _check_cpu({"x": x, "out": out})
     require_cpu().maxpool2x2_f32(_desc(x), _desc(out), num_threads(), _isa(isa, "maxpool2x2"))
@@ -187,7 +193,13 @@ def _gather(views: Sequence[InputView], out: Tensor, isa: str | None = None) -> 
 def upsample_concat(inputs: Sequence[Tensor | InputView], out: Tensor | None = None, *,
                     isa: str | None = None) -> Tensor:  # fmt: skip
     """Materialise the views side by side along channels into `out` (a channel slot is fine). `isa` picks
-    the kernel variant (kernels/cpu_isa.py; tests run each)."""
+    the kernel variant (kernels/cpu_isa.py; tests run each). bf16 views run the bf16 gather
+    (kernels/cpu_bf16_ops.py; `isa` does not apply)."""
+    first = inputs[0] if isinstance(inputs, Sequence) and len(inputs) > 0 else None
+    if isinstance(first, (Tensor, InputView)) and as_view(first).tensor.dtype == torch.bfloat16:
+        from unet_fast.kernels import cpu_bf16_ops
+
+        return cpu_bf16_ops.upsample_concat(inputs, out)
     views, out = checks.check_upsample_concat(inputs, out)
     _check_cpu({f"inputs[{i}]": v.tensor for i, v in enumerate(views)} | {"out": out})
     return _gather(views, out, isa)
@@ -387,7 +399,10 @@ class HeadWeight:
 
 def pack_head_weight(weight: Tensor, dtype: torch.dtype, *, isa: str | None = None) -> HeadWeight:
     """[K, C, 1, 1] or [K, C] -> HeadWeight for kernel variant `isa` (None: UNET_FAST_CPU_ISA, else the best
-    this CPU runs). Raises ValueError for a dtype other than fp32, a bad shape or an unknown / unrunnable isa."""
+    this CPU runs); dtype bf16: a TileHeadWeight (the 1x1 tile conv layout; `isa` does not apply). Raises
+    ValueError for a dtype other than fp32 / bf16, a bad shape or an unknown / unrunnable isa."""
+    if dtype == torch.bfloat16:
+        return _pack_tiles(weight, "head")
     _check_dtype(dtype)
     if weight.dim() not in (2, 4) or (weight.dim() == 4 and tuple(weight.shape[2:]) != (1, 1)):
         raise ValueError(f"head weight must be [K, C] or [K, C, 1, 1], got {tuple(weight.shape)}")
@@ -399,7 +414,12 @@ def pack_head_weight(weight: Tensor, dtype: torch.dtype, *, isa: str | None = No
 def head(x: Tensor | InputView, packed: HeadWeight, bias: Tensor | None = None, op: str = "softmax",
          out: Tensor | None = None) -> Tensor:  # fmt: skip
     """spec.head on CPU: per pixel K dot products + softmax / sigmoid / argmax / logits, one C++ pass, on
-    the kernel variant the weight was packed for."""
+    the kernel variant the weight was packed for. A TileHeadWeight (bf16) runs the bf16 head
+    (kernels/cpu_bf16_ops.py: 1x1 on the tile conv, the per-pixel op in fp32, fused per chunk of rows)."""
+    if isinstance(packed, TileHeadWeight):
+        from unet_fast.kernels import cpu_bf16_ops
+
+        return cpu_bf16_ops.head(x, packed.tiles, bias, op, out, isa=packed.backend)
     if not isinstance(packed, HeadWeight):
         raise ValueError("packed must be what this backend's pack_head_weight returns (a HeadWeight)")
     isa = packed.isa
@@ -430,7 +450,7 @@ class _TileWeight:
     """A weight packed once for a bf16 tile kernel, with the tile backend chosen at pack time ("portable" or
     "amx": cpu_bf16.choose_backend, so UNET_FAST_CPU_BF16_ISA is read once, not per call)."""
 
-    tiles: Any  # cpu_bf16.ConvWeightBF16 | cpu_bf16.ConvTransposeWeightBF16
+    tiles: Any  # cpu_bf16.ConvWeightBF16 | cpu_bf16.ConvTransposeWeightBF16 | cpu_bf16_ops.HeadWeightBF16
     backend: str
 
     @property
@@ -453,7 +473,16 @@ class TileConvTransposeWeight(_TileWeight):
     """A 2x2 stride-2 transposed-conv weight packed for the bf16 tile transposed conv."""
 
 
-def _pack_tiles(weight: Tensor, kind: str) -> TileConvWeight | TileConvTransposeWeight:
+@dataclass(frozen=True)
+class TileHeadWeight(_TileWeight):
+    """A head weight packed as a 1x1 tile conv for the bf16 head (cpu_bf16_ops.head)."""
+
+    @property
+    def algorithm(self) -> str:
+        return f"bf16 head: 1x1 on tiles ({self.backend}), per-pixel op in fp32"
+
+
+def _pack_tiles(weight: Tensor, kind: str) -> TileConvWeight | TileConvTransposeWeight | TileHeadWeight:
     # imported here: cpu_bf16 imports this module's descriptors
     from unet_fast.kernels import cpu_bf16
 
@@ -464,6 +493,10 @@ def _pack_tiles(weight: Tensor, kind: str) -> TileConvWeight | TileConvTranspose
     w = weight.detach().to("cpu")
     if kind == "conv":
         return TileConvWeight(cpu_bf16.pack_conv_weight(w), backend)
+    if kind == "head":
+        from unet_fast.kernels import cpu_bf16_ops
+
+        return TileHeadWeight(cpu_bf16_ops.pack_head_weight(w), backend)
     return TileConvTransposeWeight(cpu_bf16.pack_conv_transpose_weight(w), backend)
 
 
@@ -480,7 +513,8 @@ def supports(step: Any, dtype: torch.dtype = torch.float32) -> str:
     kernel of at most 16x16, with every fusion the fp32 conv has (a virtual concat of up to
     cpu_bf16.MAX_INPUTS views, each a channel slot read plainly, through a window / crop or a nearest /
     bilinear resample; bias, activation, residual, the 2x2 max-pool output); ConvTranspose2x2 on the tile
-    transposed conv; no bf16 kernel here yet for Head, Pool, Concat / Resample."""
+    transposed conv; Head (any input view), Pool, Concat / Resample on the bf16 ops of
+    kernels/cpu_bf16_ops.py."""
     if dtype != torch.bfloat16:
         return ""
     from unet_fast.kernels import cpu_bf16
@@ -502,7 +536,20 @@ def supports(step: Any, dtype: torch.dtype = torch.float32) -> str:
         return ""
     if kind == "ConvTranspose2x2":
         return "" if step.input.plain else "bf16 tile transposed conv reads its input as is"
+    if kind in _BF16_OPS:
+        return ""
     return f"no bf16 {kind} kernel in the cpu backend yet"
+
+
+# Plan steps without a packed weight that run on the bf16 ops (kernels/cpu_bf16_ops.py), named in the report
+_BF16_OPS = {"Pool": "bf16 max-pool 2x2 (C++, exact)", "Concat": "bf16 concat / resample gather (C++)",
+             "Resample": "bf16 concat / resample gather (C++)", "Head": ""}  # fmt: skip
+
+
+def step_algorithm(step: Any, dtype: torch.dtype) -> str:
+    """What runs a weightless plan step here, for FusedUNet.report() ('' where the packed weight says it, or
+    in fp32, where every step runs the fp32 ops)."""
+    return _BF16_OPS.get(step.kind, "") if dtype == torch.bfloat16 else ""
 
 
 def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, bias: Tensor | None, *,
@@ -530,6 +577,7 @@ __all__ = [
     "HeadWeight",
     "TileConvTransposeWeight",
     "TileConvWeight",
+    "TileHeadWeight",
     "activation",
     "conv2d",
     "conv_transpose2x2",
@@ -539,6 +587,7 @@ __all__ = [
     "pack_conv_transpose_weight",
     "pack_conv_weight",
     "pack_head_weight",
+    "step_algorithm",
     "supports",
     "upsample_concat",
 ]

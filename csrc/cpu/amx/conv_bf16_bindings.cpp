@@ -14,6 +14,7 @@
 
 #include "unet_fast/amx/conv_bf16.h"
 #include "unet_fast/amx/detect.h"
+#include "unet_fast/bf16/ops.h"
 #include "unet_fast/checks.h"
 #include "unet_fast/cpu_gather.h"
 #include "unet_fast/cpu_tensor.h"
@@ -263,6 +264,10 @@ void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::i
 }
 
 }  // namespace
+
+// For bf16 ops that run the tile conv on blocks of their own (csrc/cpu/bf16/head_bf16.cpp); declared in
+// unet_fast/bf16/ops.h.
+amx::ConvFn amx::tile_conv_fn(int index) { return backend_at(index).conv; }
 
 void register_conv_bf16(py::module_& m) {
   m.def("bf16_tile_backends", &bf16_tile_backends,

@@ -31,12 +31,11 @@ def test_backend_interface_matches_spec(name: str) -> None:
 
 
 def test_supported_dtypes_are_the_only_ones_packed() -> None:
-    # bf16: convs on the tile kernels (kernels/cpu_bf16.py); the head kernel stays fp32 (the engine runs a
-    # bf16 head on the torch reference: cpu.supports)
+    # bf16: convs on the tile kernels (kernels/cpu_bf16.py), the head as a 1x1 tile conv (kernels/cpu_bf16_ops.py)
     assert cpu.SUPPORTED_DTYPES == (torch.float32, torch.bfloat16)
-    for dtype in (torch.float16, torch.bfloat16):
-        with pytest.raises(ValueError, match="float32"):
-            cpu.pack_head_weight(torch.randn(2, 3), dtype)
+    with pytest.raises(ValueError, match="float32"):
+        cpu.pack_head_weight(torch.randn(2, 3), torch.float16)
+    assert isinstance(cpu.pack_head_weight(torch.randn(2, 3), torch.bfloat16), cpu.TileHeadWeight)
     with pytest.raises(ValueError, match="float32"):
         cpu.pack_conv_weight(torch.randn(2, 3, 3, 3), torch.float16)
     assert isinstance(cpu.pack_conv_weight(torch.randn(2, 3, 3, 3), torch.bfloat16), cpu.TileConvWeight)

@@ -48,4 +48,4 @@ def test_maxpool2x2_bad_input() -> None:
     with pytest.raises(ValueError, match="expected"):
         cpu.maxpool2x2(torch.randn(1, 4, 4, 3), out=torch.empty(1, 2, 3, 3))
     with pytest.raises(ValueError, match=r"cpu backend supports.*float32"):
-        cpu.maxpool2x2(torch.randn(1, 4, 4, 3, dtype=torch.bfloat16))
+        cpu.maxpool2x2(torch.randn(1, 4, 4, 3, dtype=torch.float16))
