@@ -155,12 +155,18 @@ void head_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_nume
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<float> s(static_cast<std::size_t>(chunk * x.w * k));
+    // The tile conv stages edge tiles through its sources' tap tables: here the identity (a plain read of
+    // the chunk's rows), the same for every chunk.
+    std::vector<Tap> ty(static_cast<std::size_t>(chunk)), tx(static_cast<std::size_t>(x.w));
+    for (std::int64_t i = 0; i < chunk; ++i) ty[static_cast<std::size_t>(i)] = Tap{true, i, i, 1.f, 0.f};
+    for (std::int64_t i = 0; i < x.w; ++i) tx[static_cast<std::size_t>(i)] = Tap{true, i, i, 1.f, 0.f};
 #pragma omp for schedule(static)
     for (std::int64_t t = 0; t < tasks; ++t) {
       const std::int64_t n = t / per_image, y0 = (t % per_image) * chunk;
       const std::int64_t rows = std::min(chunk, x.h - y0);
       amx::ConvBf16 cv{};
       cv.src[0].x = Nhwc<const std::uint16_t>{x.pixel(n, y0, 0), 1, rows, x.w, x.c, x.sn, x.sh, x.sw};
+      cv.src[0].ty = ty.data(), cv.src[0].tx = tx.data();
       cv.nsrc = 1;  // one plain source (mode kNone, no offset): the rows of this chunk
       cv.batch = 1, cv.in_h = rows, cv.in_w = x.w;
       cv.w = reinterpret_cast<const std::uint16_t*>(w_ptr);
