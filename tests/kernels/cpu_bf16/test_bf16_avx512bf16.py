@@ -152,6 +152,42 @@ def test_conv_equals_portable_on_integers(case: tuple) -> None:
     assert torch.equal(got.double(), ref)  # exact: the integer sums are
 
 
+@pytest.mark.parametrize("act", ["none", "relu", "leaky_relu", "silu"])
+@pytest.mark.parametrize("residual_dtype", [None, torch.bfloat16, torch.float32], ids=["nores", "res_bf16", "res_f32"])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32], ids=["out_bf16", "out_f32"])
+def test_vector_epilogue_equals_the_scalar_one(act: str, residual_dtype: torch.dtype | None,
+                                               out_dtype: torch.dtype) -> None:  # fmt: skip
+    """The backend's vectorised block epilogue (bias, residual, activation, bf16 rounding) against the
+    portable backend's scalar loop, bit for bit: on integer data the accumulators are equal, so any
+    difference is the epilogue's. Cout = 40 (a partial 16-column half), rows that end mid-block, residual
+    values with fractions (bf16 roundings, ties), a NaN and signed zeros in the residual."""
+    _need_native()
+    x, weight, bias = _int_conv_operands(4, 2, 7, 19, 33, 40, 3)
+    bias = bias / 8  # fractions: the sums round when stored as bf16
+    packed = cpu_bf16.pack_conv_weight(weight)
+    residual = None
+    if residual_dtype is not None:
+        g = torch.Generator().manual_seed(5)
+        residual = (torch.randn(2, 7, 19, 40, generator=g) * 300).to(residual_dtype)
+        residual[0, 0, 0, :3] = torch.tensor([float("nan"), -0.0, 0.0])
+    outs = []
+    for isa in ("avx512bf16", "portable"):
+        buf = torch.full((2, 7, 19, 43), float("nan"), dtype=out_dtype)
+        slot = buf[..., 1:41]
+        cpu_bf16.conv2d(x, packed, bias, padding=1, act=act, negative_slope=0.125, residual=residual, out=slot,
+                        isa=isa)  # fmt: skip
+        outs.append(buf)
+    got, want = outs
+    same = (got == want) | (got.isnan() & want.isnan())
+    assert bool(same.all()), f"{int((~same).sum())} elements differ"
+    assert torch.equal(got.isnan(), want.isnan())
+    # the slot written (the poison outside it kept), and the residual's NaN through every act but ReLU (-> 0)
+    assert int(got[..., 1:41].isnan().sum()) == (1 if residual is not None and act != "relu" else 0)
+    assert bool(got[..., :1].isnan().all() and got[..., 41:].isnan().all())
+    zeros = got == 0  # signed zeros must match too (-0 + 0 is +0 in both)
+    assert torch.equal(torch.signbit(got[zeros]), torch.signbit(want[zeros]))
+
+
 def test_conv_transpose_equals_portable_on_integers() -> None:
     _need_native()
     g = torch.Generator().manual_seed(9)
@@ -162,6 +198,14 @@ def test_conv_transpose_equals_portable_on_integers() -> None:
     want = cpu_bf16.conv_transpose2x2(x, packed, out_dtype=torch.float32, isa="portable")
     assert torch.equal(got, want)
     assert torch.equal(got.double(), cpu_bf16.conv_transpose2x2_reference(x, weight))
+    # Ct = 17 has 16-column halves straddling two taps (the scalar epilogue), Ct = 32 none (the vector one):
+    # both with a bias and a bf16 output, bit for bit like the portable backend.
+    for cout in (17, 32):
+        w = torch.randint(-3, 4, (40, cout, 2, 2), generator=g).float()
+        b = torch.randint(-40, 41, (cout,), generator=g).float() / 16
+        p = cpu_bf16.pack_conv_transpose_weight(w)
+        got = cpu_bf16.conv_transpose2x2(x, p, b, act="relu", isa="avx512bf16")
+        assert torch.equal(got, cpu_bf16.conv_transpose2x2(x, p, b, act="relu", isa="portable"))
 
 
 def _cpuinfo_flags() -> set[str] | None:

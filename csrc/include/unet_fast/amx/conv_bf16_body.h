@@ -42,8 +42,9 @@ inline const void* a_tile_source(const ConvBf16& cv, std::int64_t n, std::int64_
     }
   }
   std::memset(stage, 0, 16 * kTileColsB);
-  for (int r = 0; r < 16 && p0 + r < npix; ++r) {
-    const std::int64_t oy = (p0 + r) / cv.wout, ox = (p0 + r) % cv.wout;
+  std::int64_t oy = p0 / cv.wout, ox = p0 % cv.wout;  // of pixel p0 + r, stepped (no division per row)
+  for (int r = 0; r < 16 && p0 + r < npix; ++r, ++ox) {
+    if (ox == cv.wout) ox = 0, ++oy;
     const std::int64_t iy = oy * cv.stride + ky - cv.pad, ix = ox * cv.stride + kx - cv.pad;
     if (iy < 0 || iy >= cv.x.h || ix < 0 || ix >= cv.x.w) continue;  // zero padding
     std::memcpy(stage + r * 32, cv.x.pixel(n, iy, ix) + c0, static_cast<std::size_t>(cn) * sizeof(std::uint16_t));
@@ -92,6 +93,11 @@ inline void conv_block(const ConvBf16& cv, std::int64_t n, std::int64_t p0, int 
     Tiles::template store<3>(acc + 16 * kBlockCout + 16, kRow);
   }
   const int co0 = nb2 * kBlockCout, cn = cv.cout - co0 < kBlockCout ? cv.cout - co0 : kBlockCout;
+#ifdef UF_BF16_BLOCK_EPILOGUE
+  // A backend's vectorised epilogue (same per-element arithmetic as the loop below), which returns false,
+  // having written nothing, for the cases it leaves to that loop (conv_bf16_avx512bf16.cpp).
+  if (UF_BF16_BLOCK_EPILOGUE(cv, n, p0, co0, cn, acc)) return;
+#endif
   const Epilogue ep{cv.act, cv.negative_slope};
   for (int r = 0; r < kBlockPixels && p0 + r < npix; ++r) {
     const std::int64_t oy = (p0 + r) / cv.wout, ox = (p0 + r) % cv.wout;
