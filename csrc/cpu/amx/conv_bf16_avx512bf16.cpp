@@ -86,25 +86,31 @@ inline bool block_epilogue_avx512(const ConvBf16& cv, std::int64_t n, std::int64
 // The bf16 dot-product peak of one core: 16 independent zmm accumulators (more than VDPBF16PS's latency x
 // its issue rate), both operands in registers, no loads or stores: only VDPBF16PS in the loop. One round is
 // 1024 VDPBF16PS zmm = 16 x 16 x 32 multiply-adds x 4, the work of tile_peak's 4 TDPBF16PS, so the FLOP count
-// per iteration is the same for every backend. The empty asm after each instruction group makes every
-// accumulator opaque to the compiler: without it GCC merges the 16 identical chains into one (common
-// subexpressions) and the loop runs 1/16 of the instructions it is credited with. Operands 2^-10: each
-// accumulator gains 2 x 2^-20 per instruction, 64 per round; returns accumulator 0 / 4 = iters x 32 / 2^20
-// like tile_peak (exact for iters < 2^18).
+// per iteration is the same for every backend. The empty asm after each group of 16 makes the accumulators
+// opaque to the compiler: without it GCC merges the 16 identical chains into one (common subexpressions)
+// and the loop runs 1/16 of the instructions it is credited with. They are 16 named variables, not an array:
+// an array operand of the asm is kept in memory, and the loop would time store-to-load forwarding.
+// Operands 2^-10: each accumulator gains 2 x 2^-20 per instruction, 64 per round; returns accumulator 0 / 4 =
+// iters x 32 / 2^20 like tile_peak (exact for iters < 2^18).
 float register_peak(std::int64_t iters) {
   const __m512bh x = reinterpret_cast<__m512bh>(_mm512_set1_epi16(static_cast<short>(f32_to_bf16(1.f / 1024.f))));
-  __m512 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+  __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0,
+         c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
   for (std::int64_t it = 0; it < iters; ++it) {
     for (int r = 0; r < 64; ++r) {
-#pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], x, x);
-#pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) __asm__ volatile("" : "+v"(acc[i]));
+      c0 = _mm512_dpbf16_ps(c0, x, x), c1 = _mm512_dpbf16_ps(c1, x, x), c2 = _mm512_dpbf16_ps(c2, x, x);
+      c3 = _mm512_dpbf16_ps(c3, x, x), c4 = _mm512_dpbf16_ps(c4, x, x), c5 = _mm512_dpbf16_ps(c5, x, x);
+      c6 = _mm512_dpbf16_ps(c6, x, x), c7 = _mm512_dpbf16_ps(c7, x, x), c8 = _mm512_dpbf16_ps(c8, x, x);
+      c9 = _mm512_dpbf16_ps(c9, x, x), c10 = _mm512_dpbf16_ps(c10, x, x), c11 = _mm512_dpbf16_ps(c11, x, x);
+      c12 = _mm512_dpbf16_ps(c12, x, x), c13 = _mm512_dpbf16_ps(c13, x, x), c14 = _mm512_dpbf16_ps(c14, x, x);
+      c15 = _mm512_dpbf16_ps(c15, x, x);
+      // two statements: an asm takes at most 30 operands, and "+v" counts twice
+      __asm__ volatile("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5), "+v"(c6), "+v"(c7));
+      __asm__ volatile("" : "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11), "+v"(c12), "+v"(c13), "+v"(c14), "+v"(c15));
     }
   }
   alignas(64) float out[16];
-  _mm512_store_ps(out, acc[0]);
+  _mm512_store_ps(out, c0);
   return out[0] / 4.f;
 }
 }  // namespace avx512bf16
