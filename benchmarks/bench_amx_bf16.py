@@ -73,10 +73,13 @@ def tile_peak_gflops(isa: str, seconds: float) -> float:
     return iters * 4 * 16 * 16 * 32 * 2 / best / 1e9
 
 
+_CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of every thread of this process)
+
+
 def _timed(fn) -> float:
-    t0 = time.perf_counter()
+    t0 = _CLOCK()
     fn()
-    return time.perf_counter() - t0
+    return _CLOCK() - t0
 
 
 def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
@@ -92,13 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--isa", default="auto", help="tile backend: auto, amx, avx512bf16 or portable")
     ap.add_argument("--peak-seconds", type=float, default=0.3)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: process CPU time summed over threads (steadier on a shared "
+                         "machine, but counts OpenMP spin-waits; use with --threads 1)")  # fmt: skip
     args = ap.parse_args(argv)
+    global _CLOCK
+    _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     isa = cpu_bf16.choose_backend(args.isa).name
     peak = tile_peak_gflops(isa, args.peak_seconds) * args.threads
-    print(f"tile backend {isa}; tile peak {peak:.0f} GFLOP/s over {args.threads} threads "
-          f"({peak / args.threads:.0f} per core); torch {torch.__version__}")  # fmt: skip
+    print(f"tile backend {isa}; peak {peak:.0f} GFLOP/s over {args.threads} threads "
+          f"({peak / args.threads:.0f} per core); clock {args.clock}; torch {torch.__version__}")  # fmt: skip
     print("| layer | HxW | Cin->Cout | K | tile ms | tile GFLOP/s | % peak | oneDNN bf16 ms | tile/oneDNN "
           "| ours fp32 ms | tile/fp32 | rel-L2 tile | rel-L2 oneDNN |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -153,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total: tile {tot_t:.1f} ms, oneDNN bf16 {tot_r:.1f} ms (ratio {tot_t / tot_r:.2f}), "
           f"ours fp32 {tot_f:.1f} ms (ratio {tot_t / tot_f:.2f})")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps(dict(isa=isa, threads=args.threads, size=args.size, peak_gflops=peak,
+        args.json.write_text(json.dumps(dict(isa=isa, threads=args.threads, size=args.size, clock=args.clock,
+                                             repeats=args.repeats, peak_gflops=peak, torch=torch.__version__,
+                                             command=" ".join(["python", "benchmarks/bench_amx_bf16.py", *sys.argv[1:]]),
                                              rows=rows), indent=2) + "\n")  # fmt: skip
     return 0
 

@@ -66,20 +66,27 @@ struct TilesAvx512Bf16 {
   }
 
   // Rows past `rows` and bytes past `colsb` of each row read as zero, like TILELOADD; never reads them.
+  // The configuration is read into locals first: the row stores go through char-typed memory, which may
+  // alias anything, and would otherwise make the compiler re-read it (and re-fetch the thread's state,
+  // a __tls_get_addr call) for every row.
   template <int T>
   static void load(const void* p, std::int64_t stride) {
     static_assert(T >= 0 && T < kTiles, "tile number");
     Avx512Bf16State& s = avx512bf16_state();
     const auto* src = static_cast<const unsigned char*>(p);
-    unsigned char* d = s.data[T];
-    const int rows = s.rows[T];
-    if (s.colsb[T] == kTileColsB) {
-      for (int r = 0; r < rows; ++r) _mm512_store_si512(d + r * kTileColsB, _mm512_loadu_si512(src + r * stride));
-    } else {
-      const __mmask64 m = byte_mask(s.colsb[T]);
-      for (int r = 0; r < rows; ++r) _mm512_store_si512(d + r * kTileColsB, _mm512_maskz_loadu_epi8(m, src + r * stride));
+    unsigned char* const d = s.data[T];
+    const int rows = s.rows[T], colsb = s.colsb[T];
+    if (rows == kTileRows && colsb == kTileColsB) {  // the conv's tiles: 16 full rows
+      __m512i v[kTileRows];
+#pragma GCC unroll 16
+      for (int r = 0; r < kTileRows; ++r) v[r] = _mm512_loadu_si512(src + r * stride);
+#pragma GCC unroll 16
+      for (int r = 0; r < kTileRows; ++r) _mm512_store_si512(d + r * kTileColsB, v[r]);
+      return;
     }
-    for (int r = rows; r < kTileRows; ++r) _mm512_store_si512(d + r * kTileColsB, _mm512_setzero_si512());
+    const __mmask64 m = byte_mask(colsb);
+    for (int r = 0; r < kTileRows; ++r)
+      _mm512_store_si512(d + r * kTileColsB, r < rows ? _mm512_maskz_loadu_epi8(m, src + r * stride) : _mm512_setzero_si512());
   }
 
   // Writes rows x colsb bytes, nothing else.
@@ -88,13 +95,18 @@ struct TilesAvx512Bf16 {
     static_assert(T >= 0 && T < kTiles, "tile number");
     const Avx512Bf16State& s = avx512bf16_state();
     auto* dst = static_cast<unsigned char*>(p);
-    const unsigned char* d = s.data[T];
-    if (s.colsb[T] == kTileColsB) {
-      for (int r = 0; r < s.rows[T]; ++r) _mm512_storeu_si512(dst + r * stride, _mm512_load_si512(d + r * kTileColsB));
-    } else {
-      const __mmask64 m = byte_mask(s.colsb[T]);
-      for (int r = 0; r < s.rows[T]; ++r) _mm512_mask_storeu_epi8(dst + r * stride, m, _mm512_load_si512(d + r * kTileColsB));
+    const unsigned char* const d = s.data[T];
+    const int rows = s.rows[T], colsb = s.colsb[T];
+    if (rows == kTileRows && colsb == kTileColsB) {
+      __m512i v[kTileRows];
+#pragma GCC unroll 16
+      for (int r = 0; r < kTileRows; ++r) v[r] = _mm512_load_si512(d + r * kTileColsB);
+#pragma GCC unroll 16
+      for (int r = 0; r < kTileRows; ++r) _mm512_storeu_si512(dst + r * stride, v[r]);
+      return;
     }
+    const __mmask64 m = byte_mask(colsb);
+    for (int r = 0; r < rows; ++r) _mm512_mask_storeu_epi8(dst + r * stride, m, _mm512_load_si512(d + r * kTileColsB));
   }
 
   // C[m][n] += sum_k (a[m][2k+1] b[k][2n+1], then a[m][2k] b[k][2n]) as VDPBF16PS does (header comment),
