@@ -41,13 +41,21 @@ inline const void* a_tile_source(const ConvBf16& cv, std::int64_t n, std::int64_
       return cv.x.pixel(n, iy, ix0) + c0;
     }
   }
-  std::memset(stage, 0, 16 * kTileColsB);
+  // Row by row: a full chunk is one fixed 64-byte copy (inlined), a padding row or a pixel past the image a
+  // fixed 64-byte zero fill, only a channel tail a zero fill plus a short copy.
   std::int64_t oy = p0 / cv.wout, ox = p0 % cv.wout;  // of pixel p0 + r, stepped (no division per row)
-  for (int r = 0; r < 16 && p0 + r < npix; ++r, ++ox) {
+  for (int r = 0; r < 16; ++r, ++ox) {
     if (ox == cv.wout) ox = 0, ++oy;
+    std::uint16_t* row = stage + r * 32;
     const std::int64_t iy = oy * cv.stride + ky - cv.pad, ix = ox * cv.stride + kx - cv.pad;
-    if (iy < 0 || iy >= cv.x.h || ix < 0 || ix >= cv.x.w) continue;  // zero padding
-    std::memcpy(stage + r * 32, cv.x.pixel(n, iy, ix) + c0, static_cast<std::size_t>(cn) * sizeof(std::uint16_t));
+    if (p0 + r >= npix || iy < 0 || iy >= cv.x.h || ix < 0 || ix >= cv.x.w) {  // zero padding
+      std::memset(row, 0, kTileColsB);
+    } else if (cn == kChunkCin) {
+      std::memcpy(row, cv.x.pixel(n, iy, ix) + c0, kTileColsB);
+    } else {
+      std::memset(row, 0, kTileColsB);
+      std::memcpy(row, cv.x.pixel(n, iy, ix) + c0, static_cast<std::size_t>(cn) * sizeof(std::uint16_t));
+    }
   }
   *stride = kTileColsB;
   return stage;
