@@ -1,14 +1,17 @@
 """Per-layer benchmark of the bf16 tile convolution (unet_fast.kernels.cpu_bf16, issue 17) on the convs of
-`unet64-256` (or --size 512): tile conv vs torch's bf16 channels_last conv (oneDNN, which itself uses AMX
-where the CPU has it) vs the measured tile peak (a tight TDPBF16PS loop), same threads, medians, and each
-layer's accuracy (rel-L2 against float64 on the same bf16-rounded operands) beside its speed.
+`unet64-256` (or --size 512): tile conv vs torch's bf16 channels_last conv (oneDNN, which itself uses AMX /
+AVX512-BF16 where the CPU has them) vs our fp32 cpu conv (kernels/cpu.py: Winograd where it applies) vs the
+measured peak of the tile backend (amx: a tight TDPBF16PS loop; avx512bf16: a register-resident VDPBF16PS
+loop), same threads, medians, and each layer's accuracy (rel-L2 against float64 on the same bf16-rounded
+operands) beside its speed.
 
     python benchmarks/bench_amx_bf16.py [--size 256] [--threads 2] [--repeats 5] [--isa amx] [--json FILE]
 
-Run it on a CPU with AMX (docs/amx_bf16.md). Elsewhere only --isa portable runs: the tile emulator, a
-correctness path orders of magnitude slower; `--isa portable --size 32 --repeats 1 --peak-seconds 0.05` is a
-smoke test of this script, not a measurement. Effective GFLOP/s = direct-conv FLOPs
-(2 N Ho Wo Cin Cout K^2) / time for every contender; "% peak" is against threads x the one-core tile peak.
+Run it on a CPU with AMX, or with --isa avx512bf16 on one with AVX512-BF16 (docs/amx_bf16.md). --isa
+portable is the tile emulator, a correctness path orders of magnitude slower;
+`--isa portable --size 32 --repeats 1 --peak-seconds 0.05` is a smoke test of this script, not a measurement.
+Effective GFLOP/s = direct-conv FLOPs (2 N Ho Wo Cin Cout K^2) / time for every contender; "% peak" is
+against threads x the one-core peak of the chosen backend.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unet_fast.kernels import cpu_bf16
+from unet_fast.kernels import cpu, cpu_bf16
 
 
 def unet_convs(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, int, int, int, int]]:
@@ -56,7 +59,8 @@ def _onednn_up_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.
 
 
 def tile_peak_gflops(isa: str, seconds: float) -> float:
-    """One core's TDPBF16PS rate: iters grown until the loop runs `seconds`, best of 3."""
+    """One core's peak of the backend (cpu_bf16.tile_peak: TDPBF16PS on resident tiles, or VDPBF16PS on
+    registers): iters grown until the loop runs `seconds`, best of 3."""
     iters = 1000
     while True:
         t0 = time.perf_counter()
@@ -69,10 +73,13 @@ def tile_peak_gflops(isa: str, seconds: float) -> float:
     return iters * 4 * 16 * 16 * 32 * 2 / best / 1e9
 
 
+_CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of every thread of this process)
+
+
 def _timed(fn) -> float:
-    t0 = time.perf_counter()
+    t0 = _CLOCK()
     fn()
-    return time.perf_counter() - t0
+    return _CLOCK() - t0
 
 
 def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
@@ -85,19 +92,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--isa", default="auto", help="tile backend: auto, amx or portable")
+    ap.add_argument("--isa", default="auto", help="tile backend: auto, amx, avx512bf16 or portable")
     ap.add_argument("--peak-seconds", type=float, default=0.3)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: perf_counter; cpu: process CPU time summed over threads (steadier on a shared "
+                         "machine, but counts OpenMP spin-waits; use with --threads 1)")  # fmt: skip
     args = ap.parse_args(argv)
+    global _CLOCK
+    _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     isa = cpu_bf16.choose_backend(args.isa).name
     peak = tile_peak_gflops(isa, args.peak_seconds) * args.threads
-    print(f"tile backend {isa}; tile peak {peak:.0f} GFLOP/s over {args.threads} threads "
-          f"({peak / args.threads:.0f} per core); torch {torch.__version__}")  # fmt: skip
+    print(f"tile backend {isa}; peak {peak:.0f} GFLOP/s over {args.threads} threads "
+          f"({peak / args.threads:.0f} per core); clock {args.clock}; torch {torch.__version__}")  # fmt: skip
     print("| layer | HxW | Cin->Cout | K | tile ms | tile GFLOP/s | % peak | oneDNN bf16 ms | tile/oneDNN "
-          "| rel-L2 tile | rel-L2 oneDNN |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| ours fp32 ms | tile/fp32 | rel-L2 tile | rel-L2 oneDNN |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for name, hw, cin, cout, k in unet_convs(args.size):
         x = torch.randn(args.batch, hw, hw, cin).bfloat16()
@@ -109,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             tile = functools.partial(cpu_bf16.conv_transpose2x2, x, cpu_bf16.pack_conv_transpose_weight(w), b,
                                      act="relu", out=out, isa=isa)  # fmt: skip
             onednn = functools.partial(_onednn_up_relu, x_cl, w.bfloat16(), b.bfloat16())
+            out32 = torch.empty(args.batch, 2 * hw, 2 * hw, cout)
+            fp32 = functools.partial(cpu.conv_transpose2x2, x.float(), cpu.pack_conv_transpose_weight(w, torch.float32),
+                                     b, act="relu", out=out32)  # fmt: skip
             ref = cpu_bf16.conv_transpose2x2_reference(x, w, b, act="relu")
             flop = 2 * args.batch * hw * hw * cin * cout * 4
         else:
@@ -118,28 +133,37 @@ def main(argv: list[str] | None = None) -> int:
                                      act="relu", out=out, isa=isa)  # fmt: skip
             wb = w.bfloat16().contiguous(memory_format=torch.channels_last)
             onednn = functools.partial(_onednn_conv_relu, x_cl, wb, b.bfloat16(), k // 2)
+            out32 = torch.empty(args.batch, hw, hw, cout)
+            fp32 = functools.partial(cpu.conv2d, [x.float()], cpu.pack_conv_weight(w, torch.float32), b,
+                                     padding=k // 2, act="relu", out=out32)  # fmt: skip
             ref = cpu_bf16.conv2d_reference(x, w, b, padding=k // 2, act="relu")
             flop = 2 * args.batch * hw * hw * cin * cout * k * k
         with torch.inference_mode():
-            t_tile, t_ref = [], []
-            tile(), onednn()
-            for _ in range(args.repeats):  # interleaved, so a busy machine slows both alike
+            t_tile, t_ref, t_f32 = [], [], []
+            tile(), onednn(), fp32()
+            for _ in range(args.repeats):  # interleaved, so a busy machine slows all alike
                 t_tile.append(_timed(tile))
                 t_ref.append(_timed(onednn))
+                t_f32.append(_timed(fp32))
             y_ref = onednn().permute(0, 2, 3, 1)
-        mt, mr = statistics.median(t_tile), statistics.median(t_ref)
+        mt, mr, mf = statistics.median(t_tile), statistics.median(t_ref), statistics.median(t_f32)
         row = dict(layer=name, hw=hw, cin=cin, cout=cout, k=k, tile_ms=mt * 1e3, tile_gflops=flop / mt / 1e9,
                    pct_peak=100 * flop / mt / 1e9 / peak, onednn_ms=mr * 1e3, ratio=mt / mr,
+                   fp32_ms=mf * 1e3, ratio_fp32=mt / mf,
                    rel_l2_tile=rel_l2(out, ref), rel_l2_onednn=rel_l2(y_ref, ref))  # fmt: skip
         rows.append(row)
         print(f"| {name} | {hw}x{hw} | {cin}->{cout} | {k} | {row['tile_ms']:.2f} | {row['tile_gflops']:.0f} | "
-              f"{row['pct_peak']:.1f} | {row['onednn_ms']:.2f} | {row['ratio']:.2f} | {row['rel_l2_tile']:.1e} | "
-              f"{row['rel_l2_onednn']:.1e} |")  # fmt: skip
+              f"{row['pct_peak']:.1f} | {row['onednn_ms']:.2f} | {row['ratio']:.2f} | {row['fp32_ms']:.2f} | "
+              f"{row['ratio_fp32']:.2f} | {row['rel_l2_tile']:.1e} | {row['rel_l2_onednn']:.1e} |")  # fmt: skip
         sys.stdout.flush()
     tot_t, tot_r = sum(r["tile_ms"] for r in rows), sum(r["onednn_ms"] for r in rows)
-    print(f"total: tile {tot_t:.1f} ms, oneDNN bf16 {tot_r:.1f} ms, ratio {tot_t / tot_r:.2f}")
+    tot_f = sum(r["fp32_ms"] for r in rows)
+    print(f"total: tile {tot_t:.1f} ms, oneDNN bf16 {tot_r:.1f} ms (ratio {tot_t / tot_r:.2f}), "
+          f"ours fp32 {tot_f:.1f} ms (ratio {tot_t / tot_f:.2f})")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps(dict(isa=isa, threads=args.threads, size=args.size, peak_gflops=peak,
+        args.json.write_text(json.dumps(dict(isa=isa, threads=args.threads, size=args.size, clock=args.clock,
+                                             repeats=args.repeats, peak_gflops=peak, torch=torch.__version__,
+                                             command=" ".join(["python", "benchmarks/bench_amx_bf16.py", *sys.argv[1:]]),
                                              rows=rows), indent=2) + "\n")  # fmt: skip
     return 0
 

@@ -142,7 +142,7 @@ def test_wide_vector_code_only_in_its_variant() -> None:
     so = Path(_ext.cpu_ext.__file__)
     asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", str(so)], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
-    func, leaks, seen = "", set(), {"avx2": 0, "avx512": 0, "amx": 0}
+    func, leaks, seen = "", set(), {"avx2": 0, "avx512": 0, "amx": 0, "avx512bf16": 0}
     for line in asm.splitlines():
         m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
         if m:
@@ -157,9 +157,15 @@ def test_wide_vector_code_only_in_its_variant() -> None:
             # the AMX tile code (csrc/cpu/amx/*_amx.cpp, under UF_TARGET_AMX, which includes AVX-512): run only
             # where kernels/cpu_bf16.py's detection found AMX (tests/kernels/cpu_bf16 checks that gate)
             seen["amx"] += 1
+        elif re.match(r"(\w+ )?unet_fast::amx::(avx512bf16::|TilesAvx512Bf16::|\w+_avx512bf16\()", func):
+            # the AVX512-BF16 tile backend (csrc/cpu/amx/conv_bf16_avx512bf16.cpp under UF_TARGET_AVX512BF16,
+            # amx/tile_avx512bf16.h; a template member demangles with its return type first): run only where
+            # cpu_bf16's detection found AVX512-BF16 + the AVX-512 state
+            seen["avx512bf16"] += 1
         elif ymm and not zmm and "unet_fast::avx2::" in func:
             seen["avx2"] += 1
         else:
             leaks.add(func[:160])
     assert not leaks, f"wide-vector instructions outside their variant: {sorted(leaks)[:10]}"
-    assert seen["avx2"] and seen["avx512"], seen  # the scan saw the variants' code at all (amx: where built)
+    # the scan saw the variants' code at all (amx, avx512bf16: where built)
+    assert seen["avx2"] and seen["avx512"], seen

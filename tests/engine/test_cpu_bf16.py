@@ -98,6 +98,34 @@ def test_bf16_parity_against_the_fp32_model(name: str) -> None:
     )
 
 
+def test_auto_tile_backend_is_the_best_this_cpu_runs() -> None:
+    """The parity tests above run on the auto choice: amx where it runs, else avx512bf16 (natively, e.g. AMD
+    Zen 4), else the portable emulator; the report names it."""
+    runnable = cpu_bf16.available_tile_backends()
+    want = next(b for b in ("amx", "avx512bf16", "portable") if b in runnable)
+    assert cpu_bf16.choose_backend().name == want
+    assert f"bf16 tiles ({want})" in _bf16("unet").report()
+
+
+def test_forced_portable_backend_matches_the_auto_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UNET_FAST_CPU_BF16_ISA=portable at optimize time packs for the emulator (read once, at pack time):
+    same parity bounds, and the same result as the auto backend up to the dot products' summation order
+    (portable and amx are bit-identical; avx512bf16 rounds its chain in another order)."""
+    model, shape = _model("unet")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(8))
+    monkeypatch.setenv(cpu_bf16.ISA_ENV, "portable")
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16)
+    monkeypatch.delenv(cpu_bf16.ISA_ENV)
+    assert "bf16 tiles (portable)" in fast.report()
+    with torch.no_grad():
+        ref, out, auto = model(x), fast(x), _bf16("unet")(x)
+    assert_parity(ref, out, rel_l2=REL_L2, min_agreement=AGREEMENT, what="unet cpu bf16 portable")
+    if cpu_bf16.choose_backend().name == "portable":
+        assert torch.equal(out, auto)
+    else:  # only summation order differs (bf16 roundings flip): seen 2.5e-3 on Zen 4, half the budget's scale
+        assert compare(out, auto, 1).rel_l2 < 1e-2
+
+
 # (model: steps on our kernels, plan steps): before the conv fusions and the bf16 head, our UNet ran 12 of
 # its 18 steps on tiles (the 3 pool_out and 2 virtual-concat convs and the head fell back to the reference).
 TILE_COUNTS = {"unet": (18, 18), "valid": (18, 18), "bilinear": (15, 15)}

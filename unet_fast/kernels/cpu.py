@@ -447,8 +447,8 @@ def head(x: Tensor | InputView, packed: HeadWeight, bias: Tensor | None = None, 
 
 @dataclass(frozen=True)
 class _TileWeight:
-    """A weight packed once for a bf16 tile kernel, with the tile backend chosen at pack time ("portable" or
-    "amx": cpu_bf16.choose_backend, so UNET_FAST_CPU_BF16_ISA is read once, not per call)."""
+    """A weight packed once for a bf16 tile kernel, with the tile backend chosen at pack time ("portable",
+    "amx" or "avx512bf16": cpu_bf16.choose_backend, so UNET_FAST_CPU_BF16_ISA is read once, not per call)."""
 
     tiles: Any  # cpu_bf16.ConvWeightBF16 | cpu_bf16.ConvTransposeWeightBF16 | cpu_bf16_ops.HeadWeightBF16
     backend: str

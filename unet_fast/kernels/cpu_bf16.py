@@ -1,11 +1,16 @@
-"""bf16 convolution on the CPU's matrix engine (AMX tiles), with a portable tile emulator beside it (issue 17).
+"""bf16 convolution on the CPU's bf16 dot-product hardware (AMX tiles, or AVX512-BF16), with a portable tile
+emulator beside it (issue 17).
 
 The C++ side (csrc/cpu/amx/, csrc/include/unet_fast/amx/) writes one direct NHWC convolution over a small
-tile interface (config, load, TDPBF16PS dot product, store, release) and compiles it twice: over native AMX
-instructions and over an emulator of exactly the same arithmetic. Which one runs is the *tile backend*
-("portable" or "amx"; `isa=` forces one, else the environment variable UNET_FAST_CPU_BF16_ISA, else the
-best this CPU runs). Results are the same on both (same blocking, same operation order), so every test of
-packing, edge tiles and epilogue runs on any CPU; docs/amx_bf16.md.
+tile interface (config, load, TDPBF16PS dot product, store, release) and compiles it once per *tile
+backend*: "portable" (an emulator of exactly TDPBF16PS's arithmetic, any CPU), "amx" (the native tile
+instructions) and "avx512bf16" (the tiles held in memory, each dot product run as VDPBF16PS zmm: native on
+AMD Zen 4, Intel Cooper Lake, or an AMX CPU whose OS refuses the tile state). `isa=` forces one, else the
+environment variable UNET_FAST_CPU_BF16_ISA, else the best this CPU runs (amx > avx512bf16 > portable).
+portable and amx give the same bits (same blocking, same operation order), so every test of packing, edge
+tiles and epilogue runs on any CPU; avx512bf16 has VDPBF16PS's own order (one fp32 chain into C, the odd
+product of each K pair before the even one), so it equals them exactly only where every sum is exact, and
+is otherwise held to the same float64 budgets; docs/amx_bf16.md.
 
 Order of this file: the float64 reference, the tile backends, weight packing, the convolution launcher.
 
@@ -143,7 +148,7 @@ class TileBackend:
 
 @cache
 def tile_backends() -> tuple[TileBackend, ...]:
-    """Every compiled tile backend ("portable", and "amx" on x86-64), in C++ index order; () if
+    """Every compiled tile backend ("portable", and "amx", "avx512bf16" on x86-64), in C++ index order; () if
     unet_fast._C is not built."""
     from unet_fast._ext import cpu_ext
 
@@ -158,9 +163,10 @@ def available_tile_backends() -> tuple[str, ...]:
 
 
 def choose_backend(isa: str | None = None) -> TileBackend:
-    """The tile backend for `isa` ("portable", "amx" or "auto"; None: UNET_FAST_CPU_BF16_ISA, else auto =
-    the best this CPU runs). Raises ValueError for an unknown name, or for "amx" on a CPU / OS without it
-    (the message says which check failed: CPUID, XCR0 or the Linux tile permission)."""
+    """The tile backend for `isa` ("portable", "amx", "avx512bf16" or "auto"; None: UNET_FAST_CPU_BF16_ISA,
+    else auto = the highest-ranked one this CPU runs: amx > avx512bf16 > portable). Raises ValueError for an
+    unknown name, or for "amx" / "avx512bf16" on a CPU / OS without it (the message says which check
+    failed: the CPUID bit, the XCR0 state, or for amx the Linux tile permission)."""
     require_cpu()
     name = (isa or os.environ.get(ISA_ENV) or "auto").lower()
     backends = tile_backends()
@@ -180,7 +186,10 @@ def tile_dot(a: Tensor, b: Tensor, c: Tensor, *, isa: str | None = None) -> Tens
     the K-pair interleaved layout (b[k, 2n + j] is B[2k + j, n]), M, KP, N <= 16, computed as the Intel SDM
     states it: even = sum_k a[m, 2k] b[k, 2n] and odd = sum_k a[m, 2k + 1] b[k, 2n + 1] in two fp32 chains
     (FMA steps in increasing k), then out[m, n] = c[m, n] + (even + odd); denormals read as zero and flush.
-    For tests of the tile arithmetic. Raises ValueError on shapes / dtypes outside that."""
+    On the "avx512bf16" backend the order is VDPBF16PS's instead: one fp32 chain from c, per k first
+    + a[m, 2k + 1] b[k, 2n + 1] then + a[m, 2k] b[k, 2n], each addition rounded (RNE) and flushed; bf16
+    input denormals and a denormal c read as zero (docs/amx_bf16.md). For tests of the tile arithmetic.
+    Raises ValueError on shapes / dtypes outside that."""
     for name, t, dt in (("a", a, torch.bfloat16), ("b", b, torch.bfloat16), ("c", c, torch.float32)):
         if not isinstance(t, Tensor) or t.dim() != 2 or t.dtype != dt or t.device.type != "cpu":
             raise ValueError(f"{name} must be a 2-D {dt} CPU tensor")
@@ -201,8 +210,11 @@ def tile_dot(a: Tensor, b: Tensor, c: Tensor, *, isa: str | None = None) -> Tens
 
 def tile_peak(iters: int, *, isa: str | None = None) -> float:
     """Run `iters` rounds of 4 TDPBF16PS (each 16 x 16 x 32 multiply-adds = 16384 FLOP) on resident tiles in
-    the calling thread; time it for the tile peak (benchmarks/bench_amx_bf16.py). Returns one element of
-    an accumulator, iters * 32 / 2^20 (all operands 2^-10), so the work is observable."""
+    the calling thread; time it for the tile peak (benchmarks/bench_amx_bf16.py). On "avx512bf16" a round is
+    the same FLOPs as 1024 VDPBF16PS zmm on 16 independent register accumulators with both operands in
+    registers (no loads, no stores: the core's bf16 dot-product peak, not the tile interface's speed); on
+    "portable" it is the emulator through the tile interface. Returns one element of an accumulator,
+    iters * 32 / 2^20 (all operands 2^-10), so the work is observable."""
     if not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive int, got {iters!r}")
     return require_cpu().bf16_tile_peak(iters, choose_backend(isa).index)

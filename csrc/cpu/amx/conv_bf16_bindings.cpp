@@ -1,4 +1,4 @@
-// Bindings of the bf16 tile ops: the tile backend table (portable emulator, native AMX), one tile dot
+// Bindings of the bf16 tile ops: the tile backend table (portable emulator, native AMX, AVX512-BF16), one tile dot
 // product (tests of the arithmetic), and the bf16 direct convolution. The Python launcher
 // (unet_fast/kernels/cpu_bf16.py) checks every argument first; this re-checks what could touch memory out
 // of bounds or run AMX instructions where they fault.
@@ -43,8 +43,12 @@ const std::vector<TileBackend>& tile_backends() {
       {"portable", 0, [] { return true; }, [] { return std::string(); }, &amx::conv_bf16_portable,
        &amx::tile_dot_portable, &amx::tile_peak_portable},
 #if defined(__x86_64__)
-      {"amx", 1, [] { return amx::cpu_has_amx(); }, [] { return amx::amx_support().reason(); },
+      {"amx", 2, [] { return amx::cpu_has_amx(); }, [] { return amx::amx_support().reason(); },
        &amx::conv_bf16_amx, &amx::tile_dot_amx, &amx::tile_peak_amx},
+      // Rank between the two: native bf16 dot products, but 16 lanes per instruction, not a 16x16 tile.
+      {"avx512bf16", 1, [] { return amx::avx512bf16_support().runnable(); },
+       [] { return amx::avx512bf16_support().reason(); }, &amx::conv_bf16_avx512bf16, &amx::tile_dot_avx512bf16,
+       &amx::tile_peak_avx512bf16},
 #endif
   };
   return table;
@@ -271,7 +275,7 @@ amx::ConvFn amx::tile_conv_fn(int index) { return backend_at(index).conv; }
 
 void register_conv_bf16(py::module_& m) {
   m.def("bf16_tile_backends", &bf16_tile_backends,
-        "The bf16 tile backends (portable emulator, native AMX): name, index (the ops' `backend`), rank, "
+        "The bf16 tile backends (portable emulator, native AMX, AVX512-BF16): name, index (the ops' `backend`), rank, "
         "runnable, reason (why not runnable).");
   m.def("amx_support", &amx_support_info,
         "AMX detection: CPUID AMX-BF16/AMX-TILE bits, XCR0 tile state, Linux tile permission, runnable, reason.");
@@ -279,8 +283,9 @@ void register_conv_bf16(py::module_& m) {
         py::arg("kp"), py::arg("n"), py::arg("backend"),
         "One TDPBF16PS: c[m][n] (fp32, in place) += a[m][2kp] (bf16) . b[kp][2n] (bf16, K pairs interleaved).");
   m.def("bf16_tile_peak", &bf16_tile_peak, py::arg("iters"), py::arg("backend"),
-        "iters rounds of 4 TDPBF16PS (16x16x32 multiply-adds each) on resident tiles, one thread: time it for "
-        "the tile peak. Returns one result element.");
+        "iters rounds of 4 TDPBF16PS (16x16x32 multiply-adds each) on resident tiles, one thread (avx512bf16: "
+        "the same FLOPs as 1024 register-resident VDPBF16PS zmm per round): time it for the peak. Returns "
+        "iters * 32 / 2^20.");
   m.def("conv2d_bf16", &conv2d_bf16, py::arg("sources"), py::arg("in_h"), py::arg("in_w"), py::arg("w_ptr"),
         py::arg("w_numel"), py::arg("kh"), py::arg("kw"), py::arg("stride"), py::arg("pad"), py::arg("cout"),
         py::arg("bias_ptr"), py::arg("residual"), py::arg("residual_f32"), py::arg("out"), py::arg("out_f32"),

@@ -45,5 +45,31 @@ const AmxSupport& amx_support() {
   return s;
 }
 
+std::string Avx512Bf16Support::reason() const {
+  if (!cpuid_avx512_fbwvl) return "the CPU has no AVX-512F/BW/VL (CPUID.(7,0):EBX bits 16, 30, 31)";
+  if (!xcr0_zmm_state) return "the OS does not enable the AVX-512 state (XCR0 bits 1, 2, 5, 6, 7)";
+  if (!cpuid_avx512_bf16) return "the CPU has no AVX512_BF16 (CPUID.(7,1):EAX bit 5)";
+  return "";
+}
+
+static Avx512Bf16Support detect_avx512bf16() {
+  Avx512Bf16Support s;
+#ifdef UF_CPU_X86
+  unsigned a, b, c, d;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+    const unsigned need = (1u << 16) | (1u << 30) | (1u << 31);  // F, BW, VL
+    s.cpuid_avx512_fbwvl = (b & need) == need;
+  }
+  s.xcr0_zmm_state = (xcr0() & 0xE6) == 0xE6;
+  s.cpuid_avx512_bf16 = cpuid_avx512_bf16();
+#endif
+  return s;
+}
+
+const Avx512Bf16Support& avx512bf16_support() {
+  static const Avx512Bf16Support s = detect_avx512bf16();
+  return s;
+}
+
 }  // namespace amx
 }  // namespace unet_fast

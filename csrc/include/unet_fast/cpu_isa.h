@@ -29,6 +29,8 @@
 // Reserved for issue 17 (not registered yet: no kernels): AMX bf16 tiles, whose detection must also ask
 // Linux for the tile state (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)) and check XCR0 bits 17-18.
 #define UF_TARGET_AMX "amx-tile,amx-bf16,avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma"
+// The bf16 tile backend on AVX512-BF16 (VDPBF16PS; amx/tile_avx512bf16.h): a tile backend, not an fp32 variant.
+#define UF_TARGET_AVX512BF16 "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"
 
 // Every Vec operation (cpu_vec_*.h) is forced inline: the head's row functions carry
 // optimize("no-trapping-math") (pixel_ops.h UF_NO_TRAP), and GCC does not otherwise inline across differing
@@ -86,6 +88,14 @@ inline bool cpu_has_avx512() {
   const unsigned need = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);  // F, DQ, BW, VL
   if ((b & need) != need) return false;
   return (xcr0() & 0xE6) == 0xE6;  // XMM, YMM, opmask (5), ZMM0-15 upper halves (6), ZMM16-31 (7)
+}
+
+// CPUID.(7,1):EAX bit 5: AVX512_BF16 (VCVTNE2PS2BF16, VCVTNEPS2BF16, VDPBF16PS). Only the CPUID bit; the
+// bf16 tile backend's full check (AVX-512F/BW/VL and the XCR0 state too) is amx::avx512bf16_support().
+inline bool cpuid_avx512_bf16() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || a < 1) return false;  // leaf 7's highest subleaf
+  return __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 5) & 1u);
 }
 #endif
 

@@ -13,11 +13,18 @@ U_F32 = 2.0**-24
 F32_REL_L2 = 1e-5  # fp32 outputs: only accumulation error
 
 
-def backend_params() -> list:
-    """Every compiled tile backend as a pytest param; the ones this CPU cannot run skip with the reason
-    (e.g. "amx: the CPU has no AMX-TILE ..." on AMD Zen 4)."""
+# The backends whose dot product is TDPBF16PS's own order (bit-identical to each other); "avx512bf16" runs
+# VDPBF16PS's order instead (tests/kernels/cpu_bf16/test_bf16_avx512bf16.py).
+TDPBF16PS_BACKENDS = ("portable", "amx")
+
+
+def backend_params(only: tuple[str, ...] | None = None) -> list:
+    """Every compiled tile backend (or those named in `only`) as a pytest param; the ones this CPU cannot run
+    skip with the reason (e.g. "amx: the CPU has no AMX-TILE ..." on AMD Zen 4)."""
     params = []
     for b in cpu_bf16.tile_backends():
+        if only is not None and b.name not in only:
+            continue
         marks = () if b.runnable else (pytest.mark.skip(reason=f"{b.name}: {b.reason}"),)
         params.append(pytest.param(b.name, id=b.name, marks=marks))
     return params

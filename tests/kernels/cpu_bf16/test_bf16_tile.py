@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bf16_testutil import backend_params
+from bf16_testutil import TDPBF16PS_BACKENDS, backend_params
 
 from unet_fast.kernels import cpu_bf16
 
@@ -85,8 +85,8 @@ def test_tile_dot_exact_on_integers(isa: str) -> None:
 
 @pytest.mark.parametrize("isa", backend_params())
 def test_tile_dot_denormals_flushed(isa: str) -> None:
-    """TDPBF16PS treats denormal bf16 inputs as zero and flushes denormal results (Intel SDM); checked
-    natively where AMX runs, which verifies the emulator's assumption."""
+    """TDPBF16PS (and VDPBF16PS) treat denormal bf16 inputs as zero and flush denormal results (Intel SDM);
+    checked natively where AMX or AVX512-BF16 runs, which verifies the emulator's assumption."""
     a = torch.zeros(1, 2, dtype=torch.bfloat16)
     b = torch.ones(1, 2, dtype=torch.bfloat16)
     a[0, 0], b[0, 0] = 1e-39, 2.0**100  # a bf16 denormal (below 2^-126) times 2^100: 8e-9 unless flushed
@@ -97,10 +97,11 @@ def test_tile_dot_denormals_flushed(isa: str) -> None:
     assert got.item() == 0.0
 
 
-@pytest.mark.parametrize("isa", backend_params())
+@pytest.mark.parametrize("isa", backend_params(only=TDPBF16PS_BACKENDS))
 def test_native_matches_portable(isa: str) -> None:
-    """The two backends on the same random tile: the same arithmetic, so the same bits (if AMX ever rounds
-    a pair differently from the pseudocode, this is where it shows; the vs-float64 bound still holds)."""
+    """The TDPBF16PS backends on the same random tile: the same arithmetic, so the same bits (if AMX ever
+    rounds a pair differently from the pseudocode, this is where it shows; the vs-float64 bound still holds).
+    avx512bf16 has its own order: test_bf16_avx512bf16.py checks it against its model."""
     a, b, c = operands(16, 16, 16, seed=11)
     assert torch.equal(cpu_bf16.tile_dot(a, b, c, isa=isa), cpu_bf16.tile_dot(a, b, c, isa="portable"))
 

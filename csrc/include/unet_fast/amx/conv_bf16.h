@@ -1,5 +1,5 @@
 // The bf16 direct convolution on tiles (NHWC): its problem descriptor, the packed weight layout, and the
-// entry points of the two tile backends (portable emulator, native AMX).
+// entry points of the tile backends (portable emulator, native AMX, AVX512-BF16).
 //
 // Packed weight (built in Python, unet_fast/kernels/cpu_bf16.py::pack_conv_weight): bf16 as uint16,
 //   [KH*KW][KC][NB][16][16][2]      KC = ceil(Cin / 32), NB = 2 * ceil(Cout / 32)
@@ -100,6 +100,11 @@ float tile_peak_portable(std::int64_t iters);
 void conv_bf16_amx(const ConvBf16& cv);
 void tile_dot_amx(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);
 float tile_peak_amx(std::int64_t iters);
+// AVX512-BF16 (VDPBF16PS; amx/tile_avx512bf16.h). Its tile_peak is a register-resident VDPBF16PS loop of the
+// same FLOP count per iteration (the dot-product peak of a core), not the tile interface.
+void conv_bf16_avx512bf16(const ConvBf16& cv);
+void tile_dot_avx512bf16(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);
+float tile_peak_avx512bf16(std::int64_t iters);
 #endif
 
 }  // namespace amx

@@ -71,11 +71,31 @@ inline const void* a_tile_source(const ConvBf16& cv, std::int64_t n, PixelRun t,
       }
     }
   }
-  std::memset(stage, 0, 16 * kTileColsB);
-  for (int r = 0; r < t.m; ++r) {
-    const std::int64_t oy = (t.p + r) / cv.wout, ox = (t.p + r) % cv.wout;
+  // Row by row, the pixel stepped (no division per row): a row past the run or in the conv's zero padding
+  // is a fixed 64-byte zero fill; a full chunk inside one source read by copy (plain or nearest) a fixed
+  // 64-byte copy (inlined); anything else (a channel tail, a straddle, bilinear) a zero fill and per source
+  // its channel range.
+  const ConvSource& s0 = source_at(cv, c0);
+  const bool one_copy = cn == kChunkCin && s0.mode != ResampleMode::kBilinear && c0 + kChunkCin <= s0.c_begin + s0.x.c;
+  std::int64_t oy = t.p / cv.wout, ox = t.p % cv.wout;
+  for (int r = 0; r < 16; ++r, ++ox) {
+    if (ox == cv.wout) ox = 0, ++oy;
+    std::uint16_t* row = stage + r * 32;
     const std::int64_t iy = oy * cv.stride + ky - cv.pad, ix = ox * cv.stride + kx - cv.pad;
-    if (iy < 0 || iy >= cv.in_h || ix < 0 || ix >= cv.in_w) continue;  // the conv's zero padding
+    if (r >= t.m || iy < 0 || iy >= cv.in_h || ix < 0 || ix >= cv.in_w) {  // past the run, or zero padding
+      std::memset(row, 0, kTileColsB);
+      continue;
+    }
+    if (one_copy) {
+      const Tap& ty = s0.ty[iy];
+      const Tap& tx = s0.tx[ix];
+      if (!ty.valid || !tx.valid)  // outside the window: zero
+        std::memset(row, 0, kTileColsB);
+      else
+        std::memcpy(row, s0.x.pixel(n, ty.i0, tx.i0) + (c0 - s0.c_begin), kTileColsB);
+      continue;
+    }
+    std::memset(row, 0, kTileColsB);
     for (int si = 0; si < cv.nsrc; ++si) {
       const ConvSource& s = cv.src[si];
       const int lo = c0 > s.c_begin ? c0 : s.c_begin;
@@ -84,7 +104,7 @@ inline const void* a_tile_source(const ConvBf16& cv, std::int64_t n, PixelRun t,
       const Tap& ty = s.ty[iy];
       const Tap& tx = s.tx[ix];
       if (!ty.valid || !tx.valid) continue;  // outside the window: zero
-      std::uint16_t* d = stage + r * 32 + (lo - c0);
+      std::uint16_t* d = row + (lo - c0);
       if (s.mode == ResampleMode::kBilinear) {
         stage_bilinear_bf16(s.x, n, ty, tx, lo - s.c_begin, hi - lo, d);
       } else {
@@ -140,6 +160,11 @@ inline void conv_block(const ConvBf16& cv, std::int64_t n, PixelRun t0, PixelRun
   const Epilogue ep{cv.act, cv.negative_slope};
   for (int i = 0; i < 2; ++i) {
     const PixelRun t = i == 0 ? t0 : t1;
+#ifdef UF_BF16_BLOCK_EPILOGUE
+    // A backend's vectorised epilogue of one run (same per-element arithmetic as the loop below), which
+    // returns false, having written nothing, for the cases it leaves to that loop (conv_bf16_avx512bf16.cpp).
+    if (t.m > 0 && UF_BF16_BLOCK_EPILOGUE(cv, n, t.p, t.m, co0, cn, acc + 16 * i * kBlockCout)) continue;
+#endif
     for (int r = 0; r < t.m; ++r) {
       const float* a = acc + (16 * i + r) * kBlockCout;
       const std::int64_t oy = (t.p + r) / cv.wout, ox = (t.p + r) % cv.wout;

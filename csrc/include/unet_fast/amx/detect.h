@@ -21,5 +21,17 @@ const AmxSupport& amx_support();
 
 inline bool cpu_has_amx() { return amx_support().runnable(); }
 
+// Whether this CPU and OS can run the AVX512-BF16 tile backend (amx/tile_avx512bf16.h): CPUID.(7,0):EBX
+// AVX-512F (bit 16), BW (bit 30), VL (bit 31); XCR0 bits 1, 2, 5, 6, 7 (XMM, YMM, opmask, ZMM state: the
+// OS saves the AVX-512 registers); CPUID.(7,1):EAX AVX512_BF16 (bit 5).
+struct Avx512Bf16Support {
+  bool cpuid_avx512_fbwvl = false, xcr0_zmm_state = false, cpuid_avx512_bf16 = false;
+  bool runnable() const { return cpuid_avx512_fbwvl && xcr0_zmm_state && cpuid_avx512_bf16; }
+  std::string reason() const;  // "" when runnable, else the first condition that failed
+};
+
+// Detected once per process; thread-safe.
+const Avx512Bf16Support& avx512bf16_support();
+
 }  // namespace amx
 }  // namespace unet_fast

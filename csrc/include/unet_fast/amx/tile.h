@@ -2,7 +2,11 @@
 // with two implementations of exactly the same arithmetic, so that every kernel written over it (packing,
 // blocking, edge tiles, epilogues) is tested on any CPU:
 //   TilesPortable  an emulator in plain C++ (this file): 8 tiles of 16 rows x 64 bytes per thread;
-//   TilesAmx       the native instructions (amx/tile_amx.h), compiled under UF_TARGET_AMX only.
+//   TilesAmx       the native instructions (amx/tile_amx.h), compiled under UF_TARGET_AMX only;
+// and a third with its own, documented, operation order (not bit-identical to those two):
+//   TilesAvx512Bf16  tiles in a per-thread 8 KB state, each dot product as VDPBF16PS zmm (amx/
+//                    tile_avx512bf16.h, under UF_TARGET_AVX512BF16): one fp32 chain into C, per K pair the
+//                    odd product then the even one, each addition rounded (RNE) and flushed (DAZ/FTZ).
 // A kernel body is a template over one of them (amx/conv_bf16_body.h). Both provide
 //   config(cfg) / release()            per thread, around a kernel (RAII: TileScope)
 //   zero<T>(), load<T>(p, stride), store<T>(p, stride)   rows x colsb bytes, stride in bytes
