@@ -325,3 +325,25 @@ def test_parity_is_judged_by_the_rows_precision() -> None:
                        C.Prepared(lambda: None, 0.0), parity, None)  # fmt: skip
     assert (as_fp32["precision"], as_fp32["parity_ok"]) == ("fp32", False)
     assert (as_bf16["precision"], as_bf16["parity_ok"]) == ("bf16", True)
+
+
+def test_our_fp32_row_in_a_bf16_run_is_also_compared_with_the_fastest_bf16_peer() -> None:
+    """unet_fast-cpu-fp32 (our fp32 engine as a reference row of a bf16 run) gets its fp32 ratio and a line
+    against the fastest bf16 peer: on a CPU without a matrix engine fp32 Winograd can beat bf16."""
+    rows = [*_issue_rows()[:5], _row("unet_fast-cpu-fp32", 40.0, "fp32")]
+    add_peer_ratios(rows)
+    ours = rows[-1]
+    assert ours["fastest_peer"] == "openvino" and ours["fastest_bf16_peer"] == "openvino-default"
+    assert ours["vs_fastest_bf16_peer"] == pytest.approx(40.0 / 50.5)
+    assert peer_ratio_lines(rows)[-1] == (
+        "unet64-256 1x3x256x256: unet_fast-cpu-fp32 (fp32) / fastest bf16 peer (openvino-default, 50.5 ms) = "
+        "0.79x  (latency ratio: below 1 is faster)"
+    )
+
+
+def test_our_fp32_reference_row_runs_only_in_low_precision_runs() -> None:
+    from unet_fast.bench.contenders import CONTENDERS, Settings
+
+    c = CONTENDERS["unet_fast-cpu-fp32"]
+    assert c.in_default(torch.bfloat16) and not c.in_default(torch.float32)
+    assert "same as unet_fast-cpu" in c.check(Settings("cpu", torch.float32, 1, Path(".")))

@@ -122,11 +122,12 @@ def test_contender_selection() -> None:
     from unet_fast.bench.contenders import CONTENDERS
     from unet_fast.commands.bench import _exit_code, contender_names
 
-    # openvino-default (OpenVINO at its own precision: bf16 on CPUs that have it) is a bf16 row: the fp32
-    # run leaves it out unless named, the bf16 run includes it
+    # openvino-default (OpenVINO at its own precision: bf16 on CPUs that have it) and unet_fast-cpu-fp32 (our
+    # fp32 engine as a reference row) are bf16-run rows: the fp32 run leaves them out unless named
     peers = [n for n in CONTENDERS if not n.startswith("unet_fast-") and n != "openvino-default"]
     assert contender_names(None, None, False) == (None, set())
-    assert contender_names(None, None, True)[0] == [n for n in CONTENDERS if n not in ("compile", "openvino-default")]
+    low_only = ("openvino-default", "unet_fast-cpu-fp32")
+    assert contender_names(None, None, True)[0] == [n for n in CONTENDERS if n not in ("compile", *low_only)]
     assert contender_names(None, None, True, "bfloat16")[0] == [n for n in CONTENDERS if n != "compile"]
     assert contender_names(["openvino-default"], None, False) == (["openvino-default"], {"openvino-default"})
     names, named = contender_names(["eager", "unet_fast"], None, False)

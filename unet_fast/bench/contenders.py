@@ -404,6 +404,20 @@ def _prepare_unet_fast(backend: str) -> Callable[[nn.Module, Tensor, Settings], 
     return prepare
 
 
+def _check_unet_fast_cpu_fp32(s: Settings) -> str:
+    if s.dtype == torch.float32:
+        return "the same as unet_fast-cpu in an fp32 run"
+    return unet_fast_backend_reason("cpu", Settings(s.device, torch.float32, s.threads, s.workdir))
+
+
+def _prepare_unet_fast_cpu_fp32(model: nn.Module, x: Tensor, s: Settings) -> Prepared:
+    """Our cpu backend at fp32 in a bf16 run: the row that says whether asking for bf16 pays on this CPU
+    (without a matrix engine, fp32 Winograd can beat every bf16 direct convolution)."""
+    p = _prepare_unet_fast("cpu")(model, x.float(), Settings(s.device, torch.float32, s.threads, s.workdir))
+    return Prepared(p.run, p.setup_s, "fp32 reference row (our own fp32 engine)", report=p.report,
+                    precision="fp32")  # fmt: skip
+
+
 def _bf16_summary(report: str) -> list[str]:
     """From optimize's report: which conv algorithm ran (e.g. '18 convs by bf16 tiles (portable)': the
     emulator, not AMX) and how many steps ran on the bf16 torch reference; [] when the report lacks them."""
@@ -436,6 +450,9 @@ CONTENDERS: dict[str, Contender] = {
                   "peer", _check_openvino, _prepare_openvino(False), default_dtypes=(torch.bfloat16,)),
         Contender("tensorrt", "TensorRT engine from ONNX", "peer", _check_tensorrt, _prepare_tensorrt),
         *[_unet_fast_contender(b) for b in UNET_FAST_BACKENDS],
+        Contender("unet_fast-cpu-fp32", "unet_fast.optimize(backend='cpu') at fp32, a reference row in bf16 runs",
+                  "unet_fast", _check_unet_fast_cpu_fp32, _prepare_unet_fast_cpu_fp32,
+                  default_dtypes=(torch.bfloat16, torch.float16)),
     ]
 }  # fmt: skip
 

@@ -60,6 +60,11 @@ def add_peer_ratios(rows: list[dict]) -> None:
         if fp32_peer is not None:
             r["fastest_fp32_peer"] = fp32_peer["contender"]
             r["vs_fastest_fp32_peer"] = r["median_ms"] / fp32_peer["median_ms"]
+        # our fp32 reference row in a bf16 run (unet_fast-cpu-fp32): does asking for bf16 pay on this CPU?
+        bf16_peer = fastest.get((_group(r), "bf16")) if prec == "fp32" else None
+        if bf16_peer is not None:
+            r["fastest_bf16_peer"] = bf16_peer["contender"]
+            r["vs_fastest_bf16_peer"] = r["median_ms"] / bf16_peer["median_ms"]
 
 
 def _peer_row(rows: list[dict], r: dict, name: str) -> dict:
@@ -89,6 +94,10 @@ def peer_ratio_lines(rows: list[dict]) -> list[str]:
             peer = _peer_row(rows, r, r["fastest_fp32_peer"])
             lines.append(f"{where}: {who} / fastest fp32 peer ({r['fastest_fp32_peer']}, {peer['median_ms']:.1f} "
                          f"ms) = {r['vs_fastest_fp32_peer']:.2f}x  {ratio_note}")  # fmt: skip
+        if r.get("vs_fastest_bf16_peer") is not None:
+            peer = _peer_row(rows, r, r["fastest_bf16_peer"])
+            lines.append(f"{where}: {who} (fp32) / fastest bf16 peer ({r['fastest_bf16_peer']}, "
+                         f"{peer['median_ms']:.1f} ms) = {r['vs_fastest_bf16_peer']:.2f}x  {ratio_note}")  # fmt: skip
     return lines
 
 
