@@ -228,13 +228,20 @@ inline void conv_bf16_direct(const ConvBf16& cv) {
   // from rows still in cache); without: one output row.
   const std::int64_t rows = pooled ? (cv.hout + 1) / 2 : cv.hout;
   const std::int64_t tasks = cv.batch * rows * nblocks;
+  // Task order. Channel block innermost (consecutive tasks reuse the same input rows, B of every block
+  // streamed per row) while the packed weight is smaller than one input image; rows innermost when it is
+  // larger (deep layers: 16x16 x 1024 -> 1024 is 18 MB of B against a 0.5 MB image), so one block's B
+  // (taps x chunks x 2 KB) stays in L2 across the rows instead of being re-read from memory per row.
+  const std::int64_t w_bytes = static_cast<std::int64_t>(cv.kh) * cv.kw * cv.kc * cv.nb * 1024;
+  const bool rows_inner = w_bytes > cv.in_h * cv.in_w * cv.cin * 2;
 #pragma omp parallel num_threads(cv.num_threads)
   {
     alignas(64) float acc[kDirectMaxUr * kBlockCout];
 #pragma omp for schedule(static)
     for (std::int64_t t = 0; t < tasks; ++t) {
-      const int nb2 = static_cast<int>(t % nblocks);
-      const std::int64_t r = (t / nblocks) % rows, n = t / (nblocks * rows);
+      const std::int64_t n = t / (nblocks * rows), tr = t % (nblocks * rows);
+      const int nb2 = static_cast<int>(rows_inner ? tr / rows : tr % nblocks);
+      const std::int64_t r = rows_inner ? tr % rows : tr / nblocks;
       if (!pooled) {
         direct_row(cv, plan, n, r, nb2, acc);
       } else {
