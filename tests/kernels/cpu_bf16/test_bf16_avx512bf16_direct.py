@@ -59,6 +59,7 @@ def _both(monkeypatch: pytest.MonkeyPatch, call) -> None:
         outs.append(call())
     monkeypatch.delenv(PATH_ENV)
     for (tile_buf, tile_slot), (direct_buf, direct_slot) in zip(outs[0], outs[1], strict=True):
+        assert not tile_slot.isnan().any(), "tile: unwritten (NaN) elements in the output slot"
         assert not direct_slot.isnan().any(), "direct: unwritten (NaN) elements in the output slot"
         assert torch.equal(_bits(direct_buf), _bits(tile_buf)), (
             f"direct != tile: {int((_bits(direct_buf) != _bits(tile_buf)).sum())} of {direct_buf.numel()} differ")
