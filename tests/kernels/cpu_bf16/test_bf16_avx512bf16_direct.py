@@ -175,3 +175,23 @@ def test_direct_pool_out(monkeypatch: pytest.MonkeyPatch, hw: tuple[int, int], d
         return [(obuf, out), (pbuf, pool)]
 
     _both(monkeypatch, call)
+
+
+@pytest.mark.parametrize("cout", [17, 32, 48], ids=lambda c: f"ct{c}")
+@pytest.mark.parametrize("act", ["relu", "silu"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
+def test_direct_transposed_scatter(monkeypatch: pytest.MonkeyPatch, cout: int, act: str, dtype: torch.dtype) -> None:
+    """The 2x2 stride-2 transposed conv (a 1x1 conv whose epilogue scatters into the output slot): Ct = 17
+    has 16-column halves straddling two taps (scalar epilogue), 32 / 48 none (vector epilogue)."""
+    n, h, w, cin = 2, 5, 19, 40
+    g = torch.Generator().manual_seed(cout)
+    _, x = _slot(n, h, w, cin, g)
+    wt = cpu_bf16.pack_conv_transpose_weight(torch.randn(cin, cout, 2, 2, generator=g) * math.sqrt(2.0 / cin))
+    bias = torch.randn(cout, generator=g) * 0.1
+
+    def call():
+        buf, out = _slot(n, 2 * h, 2 * w, cout, g, dtype, poison=True)
+        cpu_bf16.conv_transpose2x2(x, wt, bias, act=act, out=out, isa="avx512bf16")
+        return [(buf, out)]
+
+    _both(monkeypatch, call)

@@ -1,5 +1,6 @@
 // The register-blocked direct bf16 convolution on AVX512-BF16 (issue 17): the avx512bf16 backend's fast
-// path for plain (and nearest) sources. Include ONLY inside namespace unet_fast::amx::avx512bf16 of
+// path for plain (and nearest) sources, and the 2x2 transposed conv's 1x1 GEMM with its scatter epilogue
+// (bilinear sources stay on the tile body, which stages their blend). Include ONLY inside namespace unet_fast::amx::avx512bf16 of
 // csrc/cpu/amx/conv_bf16_avx512bf16.cpp (compiled under UF_TARGET_AVX512BF16), after the tile body
 // (it reuses block_epilogue_avx512 and pool_block).
 //
@@ -71,9 +72,10 @@ inline DirectPlan direct_plan(const ConvBf16& cv) {
   return p;
 }
 
-// Where the conv can run here: no transposed-conv scatter, no bilinear source.
+// Where the conv can run here: no bilinear source, no pool output of a transposed conv's scatter (the
+// transposed conv itself runs here: a 1x1 conv whose epilogue scatters, as in the tile body).
 inline bool direct_supported(const ConvBf16& cv) {
-  if (cv.scatter_cout != 0) return false;
+  if (cv.scatter_cout != 0 && cv.pool.elem != Elem::kNone) return false;
   for (int s = 0; s < cv.nsrc; ++s)
     if (cv.src[s].mode == ResampleMode::kBilinear) return false;
   return true;
@@ -208,6 +210,15 @@ inline void direct_row(const ConvBf16& cv, const DirectPlan& plan, std::int64_t 
     if (!block_epilogue_avx512(cv, n, oy * cv.wout + ox0, ur, co0, cn, acc)) {
       for (int r = 0; r < ur; ++r) {
         const float* a = acc + r * kBlockCout;
+        const std::int64_t ox = ox0 + r;
+        if (cv.scatter_cout > 0) {  // transposed 2x2/s2: column (2a + b) Ct + c -> pixel (2 oy + a, 2 ox + b), channel c
+          for (int j = 0; j < cn; ++j) {
+            const int ab = (co0 + j) / cv.scatter_cout, c = (co0 + j) % cv.scatter_cout;
+            const float bias = cv.bias != nullptr ? cv.bias[c] : 0.f;
+            cv.out.put(n, 2 * oy + ab / 2, 2 * ox + ab % 2, c, epilogue(a[j], bias, 0.f, ep));
+          }
+          continue;
+        }
         for (int j = 0; j < cn; ++j) {
           const int co = co0 + j;
           const float bias = cv.bias != nullptr ? cv.bias[co] : 0.f;
