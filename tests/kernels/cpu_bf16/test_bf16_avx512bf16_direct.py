@@ -195,3 +195,26 @@ def test_direct_transposed_scatter(monkeypatch: pytest.MonkeyPatch, cout: int, a
         return [(buf, out)]
 
     _both(monkeypatch, call)
+
+
+@pytest.mark.parametrize("stride,pool", [(1, True), (2, False)], ids=["s1_pool", "s2"])
+def test_direct_deep_layer_split_by_kernel_row(monkeypatch: pytest.MonkeyPatch, stride: int, pool: bool) -> None:
+    """A deep layer whose B per 32-channel block exceeds 384 KB (Cin 700: 22 chunks x 9 taps x 2 KB) on a
+    small image: the direct conv runs it one kernel row at a time with the accumulators kept in memory
+    between rows (conv_bf16_direct's by_ky); still one chain per element, bit for bit the tile path's."""
+    n, h, w, cin, cout = 2, 7, 9, 700, 40
+    g = torch.Generator().manual_seed(700 + stride)
+    _, x = _slot(n, h, w, cin, g)
+    wt = cpu_bf16.pack_conv_weight(_weight(cout, cin, 3, g))
+    bias = torch.randn(cout, generator=g) * 0.1
+    res = _slot(n, (h - 1) // stride + 1, (w - 1) // stride + 1, cout, g)[1]
+    ho, wo = res.shape[1], res.shape[2]
+
+    def call():
+        obuf, out = _slot(n, ho, wo, cout, g, poison=True)
+        pbuf, pool_out = _slot(n, ho // 2, wo // 2, cout, g, torch.float32, poison=True)
+        cpu_bf16.conv2d(x, wt, bias, stride=stride, padding=1, act="relu", residual=res, out=out,
+                        pool_out=pool_out if pool else None, isa="avx512bf16")
+        return [(obuf, out), (pbuf, pool_out)] if pool else [(obuf, out)]
+
+    _both(monkeypatch, call)

@@ -87,16 +87,21 @@ inline __m512bh bcast_pair(const std::uint16_t* p) {
   return reinterpret_cast<__m512bh>(_mm512_set1_epi32(v));
 }
 
-// Block of UR pixels (ox0 .. ox0 + UR - 1 of output row oy, image n) x output channels 32 nb2 .. + 31.
-// acc_out: UR x kBlockCout fp32, the accumulators for the epilogue.
+// Block of UR pixels (ox0 .. ox0 + UR - 1 of output row oy, image n) x output channels 32 nb2 .. + 31,
+// kernel rows ky0 .. ky1 - 1. acc_io: UR x kBlockCout fp32, the accumulators: read first unless `first`
+// (then they start at zero), written at the end (an fp32 store and reload is exact, so a chain split over
+// calls in tap order is the same chain).
 template <int UR>
 void direct_block(const ConvBf16& cv, const DirectPlan& plan, std::int64_t n, std::int64_t oy, std::int64_t ox0,
-                  int nb2, float* acc_out) {
+                  int nb2, float* acc_io, int ky0, int ky1, bool first) {
   __m512 acc[UR][2];
 #pragma GCC unroll 14
-  for (int i = 0; i < UR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < UR; ++i) {
+    acc[i][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc_io + i * kBlockCout);
+    acc[i][1] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc_io + i * kBlockCout + 16);
+  }
   const std::uint16_t* const zeros = plan.zeros.data();
-  for (int ky = 0; ky < cv.kh; ++ky) {
+  for (int ky = ky0; ky < ky1; ++ky) {
     const std::int64_t iy = oy * cv.stride + ky - cv.pad;
     if (iy < 0 || iy >= cv.in_h) continue;  // zero padding: the whole tap adds nothing
     for (int kx = 0; kx < cv.kw; ++kx) {
@@ -182,23 +187,25 @@ void direct_block(const ConvBf16& cv, const DirectPlan& plan, std::int64_t n, st
   }
 #pragma GCC unroll 14
   for (int i = 0; i < UR; ++i) {
-    _mm512_storeu_ps(acc_out + i * kBlockCout, acc[i][0]);
-    _mm512_storeu_ps(acc_out + i * kBlockCout + 16, acc[i][1]);
+    _mm512_storeu_ps(acc_io + i * kBlockCout, acc[i][0]);
+    _mm512_storeu_ps(acc_io + i * kBlockCout + 16, acc[i][1]);
   }
 }
 
 using DirectBlockFn = void (*)(const ConvBf16&, const DirectPlan&, std::int64_t, std::int64_t, std::int64_t, int,
-                               float*);
+                               float*, int, int, bool);
 
 template <int... URs>
 constexpr std::array<DirectBlockFn, sizeof...(URs)> direct_block_table(std::integer_sequence<int, URs...>) {
   return {&direct_block<URs + 1>...};
 }
 
-// One output row of image n, channel block nb2: the row cut into ceil(Wout / 14) blocks of near-equal
-// width (16 -> 8 + 8, not 14 + 2: a narrow tail block would reload B for few pixels).
+// One output row of image n, channel block nb2, kernel rows ky0 .. ky1 - 1: the row cut into
+// ceil(Wout / 14) blocks of near-equal width (16 -> 8 + 8, not 14 + 2: a narrow tail block would reload B
+// for few pixels). acc: the row's Wout x kBlockCout accumulators when `whole_row` (kept between calls of
+// successive kernel-row ranges), else a kDirectMaxUr x kBlockCout scratch. The epilogue runs when `last`.
 inline void direct_row(const ConvBf16& cv, const DirectPlan& plan, std::int64_t n, std::int64_t oy, int nb2,
-                       float* acc) {
+                       float* acc_row, bool whole_row, int ky0, int ky1, bool first, bool last) {
   static constexpr auto table = direct_block_table(std::make_integer_sequence<int, kDirectMaxUr>{});
   const std::int64_t nblk = (cv.wout + kDirectMaxUr - 1) / kDirectMaxUr;
   const int co0 = nb2 * kBlockCout, cn = cv.cout - co0 < kBlockCout ? cv.cout - co0 : kBlockCout;
@@ -206,8 +213,9 @@ inline void direct_row(const ConvBf16& cv, const DirectPlan& plan, std::int64_t 
   std::int64_t ox0 = 0;
   for (std::int64_t bi = 0; bi < nblk; ++bi) {
     const int ur = static_cast<int>((cv.wout - ox0 + (nblk - bi) - 1) / (nblk - bi));  // ceil(rest / blocks left)
-    table[ur - 1](cv, plan, n, oy, ox0, nb2, acc);
-    if (!block_epilogue_avx512(cv, n, oy * cv.wout + ox0, ur, co0, cn, acc)) {
+    float* const acc = whole_row ? acc_row + ox0 * kBlockCout : acc_row;
+    table[ur - 1](cv, plan, n, oy, ox0, nb2, acc, ky0, ky1, first);
+    if (last && !block_epilogue_avx512(cv, n, oy * cv.wout + ox0, ur, co0, cn, acc)) {
       for (int r = 0; r < ur; ++r) {
         const float* a = acc + r * kBlockCout;
         const std::int64_t ox = ox0 + r;
@@ -235,16 +243,42 @@ inline void conv_bf16_direct(const ConvBf16& cv) {
   const DirectPlan plan = direct_plan(cv);
   const bool pooled = cv.pool.elem != Elem::kNone;
   const std::int64_t nblocks = cv.nb / 2;
-  // With a fused pool: a task is the output row pair 2 py, 2 py + 1 (then pool_block of its 16-column runs,
-  // from rows still in cache); without: one output row.
-  const std::int64_t rows = pooled ? (cv.hout + 1) / 2 : cv.hout;
-  const std::int64_t tasks = cv.batch * rows * nblocks;
   // Task order. Channel block innermost (consecutive tasks reuse the same input rows, B of every block
   // streamed per row) while the packed weight is smaller than one input image; rows innermost when it is
   // larger (deep layers: 16x16 x 1024 -> 1024 is 18 MB of B against a 0.5 MB image), so one block's B
   // (taps x chunks x 2 KB) stays in L2 across the rows instead of being re-read from memory per row.
   const std::int64_t w_bytes = static_cast<std::int64_t>(cv.kh) * cv.kw * cv.kc * cv.nb * 1024;
+  const std::int64_t block_b = w_bytes / nblocks;
   const bool rows_inner = w_bytes > cv.in_h * cv.in_w * cv.cin * 2;
+  // Where even one block's B is too large for L2 next to the image (1024 -> 1024: 576 KB per block, the
+  // image 512 KB; Zen 4's L2 is 1 MB), a task is a whole image x one channel block, run one kernel row
+  // at a time (a third of B), its accumulators for every pixel kept in memory between kernel rows
+  // (Hout x Wout x 32 fp32: capped at 128 KB here).
+  const bool by_ky = rows_inner && cv.kh > 1 && block_b > 384 * 1024 && cv.hout * cv.wout <= 1024;
+  if (by_ky) {
+    const std::int64_t tasks = cv.batch * nblocks;
+#pragma omp parallel num_threads(cv.num_threads)
+    {
+      std::vector<float> acc(static_cast<std::size_t>(cv.hout * cv.wout * kBlockCout));
+#pragma omp for schedule(static)
+      for (std::int64_t t = 0; t < tasks; ++t) {
+        const int nb2 = static_cast<int>(t % nblocks);
+        const std::int64_t n = t / nblocks;
+        for (int ky = 0; ky < cv.kh; ++ky)
+          for (std::int64_t oy = 0; oy < cv.hout; ++oy)
+            direct_row(cv, plan, n, oy, nb2, acc.data() + oy * cv.wout * kBlockCout, true, ky, ky + 1, ky == 0,
+                       ky == cv.kh - 1);
+        if (pooled)
+          for (std::int64_t py = 0; 2 * py + 1 < cv.hout; ++py)
+            for (std::int64_t x0 = 0; x0 < cv.wout; x0 += 16) pool_block(cv, n, py, x0, nb2);
+      }
+    }
+    return;
+  }
+  // With a fused pool: a task is the output row pair 2 py, 2 py + 1 (then pool_block of its 16-column runs,
+  // from rows still in cache); without: one output row.
+  const std::int64_t rows = pooled ? (cv.hout + 1) / 2 : cv.hout;
+  const std::int64_t tasks = cv.batch * rows * nblocks;
 #pragma omp parallel num_threads(cv.num_threads)
   {
     alignas(64) float acc[kDirectMaxUr * kBlockCout];
@@ -254,10 +288,10 @@ inline void conv_bf16_direct(const ConvBf16& cv) {
       const int nb2 = static_cast<int>(rows_inner ? tr / rows : tr % nblocks);
       const std::int64_t r = rows_inner ? tr % rows : tr / nblocks;
       if (!pooled) {
-        direct_row(cv, plan, n, r, nb2, acc);
+        direct_row(cv, plan, n, r, nb2, acc, false, 0, cv.kh, true, true);
       } else {
-        direct_row(cv, plan, n, 2 * r, nb2, acc);
-        if (2 * r + 1 < cv.hout) direct_row(cv, plan, n, 2 * r + 1, nb2, acc);
+        direct_row(cv, plan, n, 2 * r, nb2, acc, false, 0, cv.kh, true, true);
+        if (2 * r + 1 < cv.hout) direct_row(cv, plan, n, 2 * r + 1, nb2, acc, false, 0, cv.kh, true, true);
         for (std::int64_t x0 = 0; x0 < cv.wout; x0 += 16) pool_block(cv, n, r, x0, nb2);
       }
     }
