@@ -156,7 +156,24 @@ void direct_block(const ConvBf16& cv, const DirectPlan& plan, std::int64_t n, st
             continue;
           }
           const int s = sg.src;
-          if (fast[s]) {
+          if (fast[s] && sg.k0 == 0 && sg.k1 == kChunkCin / 2) {
+            // The common case, a whole chunk in place: the 16 pairs unrolled, so each pixel's pair k is its
+            // own pointer + a constant displacement (one pointer per pixel, no per-pair address arithmetic).
+            const std::uint16_t* pp[UR];
+#pragma GCC unroll 14
+            for (int i = 0; i < UR; ++i) pp[i] = base[s] + c0 + i * step[s];
+#pragma GCC unroll 16
+            for (int k = 0; k < kChunkCin / 2; ++k) {
+              const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + 32 * k));
+              const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + 512 + 32 * k));
+#pragma GCC unroll 14
+              for (int i = 0; i < UR; ++i) {
+                const __m512bh a = bcast_pair(pp[i] + 2 * k);
+                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+              }
+            }
+          } else if (fast[s]) {
             const std::uint16_t* const p = base[s] + c0;
             const std::int64_t st = step[s];
             for (int k = sg.k0; k < sg.k1; ++k) {
