@@ -141,6 +141,19 @@ void direct_block(const ConvBf16& cv, const DirectPlan& plan, std::int64_t n, st
             const int c = c0 + 2 * sg.k0;
             const __m512bh b0 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + 32 * sg.k0));
             const __m512bh b1 = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + 512 + 32 * sg.k0));
+            if (sg.src_hi < 0 && fast[sg.src]) {  // the last pair of an odd Cin, in place (the RGB stem's)
+              const std::uint16_t* const p = base[sg.src] + c;
+              const std::int64_t st = step[sg.src];
+#pragma GCC unroll 14
+              for (int i = 0; i < UR; ++i) {
+                // the channel in the even 16-bit lanes, zero in the odd ones: the pair (c, 0)
+                const __m512bh a = reinterpret_cast<__m512bh>(
+                    _mm512_maskz_set1_epi16(static_cast<__mmask32>(0x55555555u), static_cast<short>(p[i * st])));
+                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, b0);
+                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
+              }
+              continue;
+            }
 #pragma GCC unroll 14
             for (int i = 0; i < UR; ++i) {
               const std::uint16_t* plo = fast[sg.src] ? base[sg.src] + i * step[sg.src] : pix[sg.src][i];
