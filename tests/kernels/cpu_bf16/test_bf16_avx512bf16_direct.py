@@ -201,8 +201,9 @@ def test_direct_transposed_scatter(monkeypatch: pytest.MonkeyPatch, cout: int, a
 def test_direct_deep_layer_split_by_kernel_row(monkeypatch: pytest.MonkeyPatch, stride: int, pool: bool) -> None:
     """A deep layer whose B per 32-channel block exceeds 384 KB (Cin 700: 22 chunks x 9 taps x 2 KB) on a
     small image: the direct conv runs it one kernel row at a time with the accumulators kept in memory
-    between rows (conv_bf16_direct's by_ky); still one chain per element, bit for bit the tile path's."""
-    n, h, w, cin, cout = 2, 7, 9, 700, 40
+    between rows (conv_bf16_direct's by_ky, taken while images x channel blocks >= threads: 3 x 3 here);
+    still one chain per element, bit for bit the tile path's."""
+    n, h, w, cin, cout = 3, 7, 9, 700, 72
     g = torch.Generator().manual_seed(700 + stride)
     _, x = _slot(n, h, w, cin, g)
     wt = cpu_bf16.pack_conv_weight(_weight(cout, cin, 3, g))

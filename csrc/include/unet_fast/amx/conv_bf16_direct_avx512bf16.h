@@ -283,8 +283,10 @@ inline void conv_bf16_direct(const ConvBf16& cv) {
   // Where even one block's B is too large for L2 next to the image (1024 -> 1024: 576 KB per block, the
   // image 512 KB; Zen 4's L2 is 1 MB), a task is a whole image x one channel block, run one kernel row
   // at a time (a third of B), its accumulators for every pixel kept in memory between kernel rows
-  // (Hout x Wout x 32 fp32: capped at 128 KB here).
-  const bool by_ky = rows_inner && cv.kh > 1 && block_b > 384 * 1024 && cv.hout * cv.wout <= 1024;
+  // (Hout x Wout x 32 fp32: capped at 128 KB here). Only with a task per thread at least (the tasks are
+  // images x channel blocks).
+  const bool by_ky = rows_inner && cv.kh > 1 && block_b > 384 * 1024 && cv.hout * cv.wout <= 1024 &&
+                     cv.batch * nblocks >= cv.num_threads;
   if (by_ky) {
     const std::int64_t tasks = cv.batch * nblocks;
 #pragma omp parallel num_threads(cv.num_threads)
