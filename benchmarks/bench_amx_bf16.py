@@ -11,7 +11,10 @@ Run it on a CPU with AMX, or with --isa avx512bf16 on one with AVX512-BF16 (docs
 portable is the tile emulator, a correctness path orders of magnitude slower;
 `--isa portable --size 32 --repeats 1 --peak-seconds 0.05` is a smoke test of this script, not a measurement.
 Effective GFLOP/s = direct-conv FLOPs (2 N Ho Wo Cin Cout K^2) / time for every contender; "% peak" is
-against threads x the one-core peak of the chosen backend.
+against threads x the one-core peak of the chosen backend. On avx512bf16 the "tile" column is the conv as
+the backend runs it: the register-blocked direct conv where it applies (plain / nearest sources, the
+transposed conv); `--avx512-path tile` times the tile body instead (UNET_FAST_BF16_AVX512_CONV=tile, the
+before / after comparison of docs/amx_bf16.md).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 import sys
 import time
@@ -98,14 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter; cpu: process CPU time summed over threads (steadier on a shared "
                          "machine, but counts OpenMP spin-waits; use with --threads 1)")  # fmt: skip
+    ap.add_argument("--avx512-path", choices=("auto", "tile"), default="auto",
+                    help="avx512bf16 only: auto = the direct conv where it applies, tile = the tile body")
     args = ap.parse_args(argv)
+    if args.avx512_path == "tile":
+        os.environ["UNET_FAST_BF16_AVX512_CONV"] = "tile"  # read by the C++ at every conv call
     global _CLOCK
     _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     isa = cpu_bf16.choose_backend(args.isa).name
     peak = tile_peak_gflops(isa, args.peak_seconds) * args.threads
-    print(f"tile backend {isa}; peak {peak:.0f} GFLOP/s over {args.threads} threads "
+    print(f"tile backend {isa} (avx512 path {args.avx512_path}); peak {peak:.0f} GFLOP/s over {args.threads} threads "
           f"({peak / args.threads:.0f} per core); clock {args.clock}; torch {torch.__version__}")  # fmt: skip
     print("| layer | HxW | Cin->Cout | K | tile ms | tile GFLOP/s | % peak | oneDNN bf16 ms | tile/oneDNN "
           "| ours fp32 ms | tile/fp32 | rel-L2 tile | rel-L2 oneDNN |")  # fmt: skip
@@ -161,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total: tile {tot_t:.1f} ms, oneDNN bf16 {tot_r:.1f} ms (ratio {tot_t / tot_r:.2f}), "
           f"ours fp32 {tot_f:.1f} ms (ratio {tot_t / tot_f:.2f})")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps(dict(isa=isa, threads=args.threads, size=args.size, clock=args.clock,
+        args.json.write_text(json.dumps(dict(isa=isa, avx512_path=args.avx512_path, threads=args.threads, size=args.size, clock=args.clock,
                                              repeats=args.repeats, peak_gflops=peak, torch=torch.__version__,
                                              command=" ".join(["python", "benchmarks/bench_amx_bf16.py", *sys.argv[1:]]),
                                              rows=rows), indent=2) + "\n")  # fmt: skip

@@ -3,8 +3,12 @@
 // amx::avx512bf16_support().runnable() first (the bindings do): elsewhere this code faults.
 #include "unet_fast/cpu_isa.h"  // UF_TARGET_* and UF_CPU_X86
 
+#include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "unet_fast/amx/conv_bf16.h"
 #include "unet_fast/amx/tile.h"
@@ -81,6 +85,7 @@ inline bool block_epilogue_avx512(const ConvBf16& cv, std::int64_t n, std::int64
 #define UF_BF16_BLOCK_EPILOGUE block_epilogue_avx512
 #include "unet_fast/amx/conv_bf16_body.h"
 #undef UF_BF16_BLOCK_EPILOGUE
+#include "unet_fast/amx/conv_bf16_direct_avx512bf16.h"
 
 // The bf16 dot-product peak of one core: 16 independent zmm accumulators (more than VDPBF16PS's latency x
 // its issue rate), both operands in registers, no loads or stores: only VDPBF16PS in the loop. One round is
@@ -114,7 +119,17 @@ float register_peak(std::int64_t iters) {
 }
 }  // namespace avx512bf16
 
-void conv_bf16_avx512bf16(const ConvBf16& cv) { avx512bf16::conv_bf16(cv); }
+// The register-blocked direct conv where it applies (plain / nearest sources, no transposed-conv scatter),
+// else the tile body. UNET_FAST_BF16_AVX512_CONV=tile forces the tile body: for the tests that compare
+// the two bit for bit and for the benchmark's before / after, not a user setting.
+void conv_bf16_avx512bf16(const ConvBf16& cv) {
+  const char* path = std::getenv("UNET_FAST_BF16_AVX512_CONV");
+  const bool tile = path != nullptr && std::strcmp(path, "tile") == 0;
+  if (!tile && avx512bf16::direct_supported(cv))
+    avx512bf16::conv_bf16_direct(cv);
+  else
+    avx512bf16::conv_bf16(cv);
+}
 void tile_dot_avx512bf16(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n) {
   avx512bf16::tile_dot(a, b, c, m, kp, n);
 }
