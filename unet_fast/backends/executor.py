@@ -84,11 +84,12 @@ class Executor:
         return [self._refused.get(i, p.note) for i, p in enumerate(self.prepared)]
 
     def step_algorithms(self) -> list[str]:
-        """A packed weight that names its algorithm (the cpu backend's Winograd) shows it in the report; a
-        weightless step is named by the kernel module's `step_algorithm(step, dtype)` where it has one."""
+        """The kernel module's `step_algorithm(step, dtype, weight)` where it names the step (a bf16 conv's
+        path depends on the step's inputs, not only on its packed weight); else a packed weight that names
+        its algorithm (the cpu backend's Winograd)."""
         named = getattr(self.kernels, "step_algorithm", None)
-        return [getattr(p.weight, "algorithm", "")
-                or (named(p.step, self.dtype) if named is not None and p.kernels is self.kernels else "")
+        return [(named(p.step, self.dtype, p.weight) if named is not None and p.kernels is self.kernels else "")
+                or getattr(p.weight, "algorithm", "")
                 for p in self.prepared]  # fmt: skip
 
     def step_variants(self) -> list[str]:

@@ -479,7 +479,8 @@ class TileHeadWeight(_TileWeight):
 
     @property
     def algorithm(self) -> str:
-        return f"bf16 head: 1x1 on tiles ({self.backend}), per-pixel op in fp32"
+        how = "direct" if self.backend == "avx512bf16" else "on tiles"  # avx512bf16: its direct conv runs the 1x1
+        return f"bf16 head: 1x1 {how} ({self.backend}), per-pixel op in fp32"
 
 
 def _pack_tiles(weight: Tensor, kind: str) -> TileConvWeight | TileConvTransposeWeight | TileHeadWeight:
@@ -546,10 +547,18 @@ _BF16_OPS = {"Pool": "bf16 max-pool 2x2 (C++, exact)", "Concat": "bf16 concat / 
              "Resample": "bf16 concat / resample gather (C++)", "Head": ""}  # fmt: skip
 
 
-def step_algorithm(step: Any, dtype: torch.dtype) -> str:
-    """What runs a weightless plan step here, for FusedUNet.report() ('' where the packed weight says it, or
-    in fp32, where every step runs the fp32 ops)."""
-    return _BF16_OPS.get(step.kind, "") if dtype == torch.bfloat16 else ""
+def step_algorithm(step: Any, dtype: torch.dtype, weight: Any = None) -> str:
+    """What runs a plan step here, for FusedUNet.report() ('' where the packed weight says it, or in fp32,
+    where every step runs the fp32 ops). A bf16 conv on the avx512bf16 backend runs its register-blocked
+    direct conv unless a source is bilinear (then the tile body: csrc/cpu/amx/conv_bf16_avx512bf16.cpp
+    `direct_supported`; UNET_FAST_BF16_AVX512_CONV=tile, for tests and benchmarks only, is not reflected)."""
+    if dtype != torch.bfloat16:
+        return ""
+    if isinstance(weight, (TileConvWeight, TileConvTransposeWeight)) and weight.backend == "avx512bf16":
+        bilinear = any(getattr(getattr(v, "resample", None), "mode", None) == "bilinear"
+                       for v in getattr(step, "inputs", ()))  # fmt: skip
+        return "bf16 tiles (avx512bf16)" if bilinear else "bf16 direct (avx512bf16)"
+    return _BF16_OPS.get(step.kind, "")
 
 
 def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, bias: Tensor | None, *,
