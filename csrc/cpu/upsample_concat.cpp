@@ -27,20 +27,10 @@ void gather_view_f32(const DescArgs& src_desc, const DescArgs& dst_desc, int mod
   const Nhwc<const float> src = make_nhwc<const float>(src_desc, "src");
   const Nhwc<float> dst = make_nhwc<float>(dst_desc, "dst", /*output=*/true);
   UF_CHECK_POSITIVE(num_threads);
-  UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
   const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
-  UF_CHECK(dst.n == src.n && dst.c == src.c, "dst must have src's batch and channels");
-  const auto m = static_cast<ResampleMode>(mode);
-  if (m == ResampleMode::kNone) {
-    UF_CHECK(resampled_h == src.h && resampled_w == src.w, "without a resample the size must be the source's");
-  }
-  UF_CHECK(resampled_h > 0 && resampled_w > 0, "resampled size must be positive");
-  // The coordinate math is in int/float like PyTorch's: keep sizes where that is exact.
-  UF_CHECK(resampled_h < (1 << 24) && resampled_w < (1 << 24), "resampled size too large");
-  const std::vector<Tap> ty = make_taps(dst.h, off_y, src.h, resampled_h, m, align_corners);
-  const std::vector<Tap> tx = make_taps(dst.w, off_x, src.w, resampled_w, m, align_corners);
+  const GatherTaps t = gather_taps(src, dst, mode, resampled_h, resampled_w, align_corners, off_y, off_x);
   const std::int64_t rows = dst.n * dst.h;
-  const GatherArgs g{src, dst, ty.data(), tx.data(), m == ResampleMode::kBilinear};
+  const GatherArgs g{src, dst, t.ty.data(), t.tx.data(), t.mode == ResampleMode::kBilinear};
   py::gil_scoped_release release;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (std::int64_t r = 0; r < rows; ++r) ops.gather_row(g, r / dst.h, r % dst.h);

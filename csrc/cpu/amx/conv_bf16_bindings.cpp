@@ -123,32 +123,6 @@ amx::NhwcAny make_any(const DescArgs& d, bool f32, const char* name, bool output
 // H, W, align_corners, window offset y, x).
 using SourceArgs = std::tuple<DescArgs, int, std::int64_t, std::int64_t, bool, std::int64_t, std::int64_t>;
 
-// Per view row (or column) o of a view of `out_len`: where it reads in a source of `in_len` resampled to
-// `resampled_len` after the window offset `off` (resample.h, PyTorch-exact coordinates), as the fp32 gather
-// (upsample_concat.cpp) computes it; computed here once per call, outside the backends' target regions.
-std::vector<Tap> source_taps(std::int64_t out_len, std::int64_t off, std::int64_t in_len,
-                             std::int64_t resampled_len, ResampleMode mode, bool align_corners) {
-  std::vector<Tap> taps(static_cast<std::size_t>(out_len));
-  for (std::int64_t o = 0; o < out_len; ++o) {
-    Tap& t = taps[static_cast<std::size_t>(o)];
-    const std::int64_t r = o + off;
-    t = Tap{r >= 0 && r < resampled_len, 0, 0, 1.f, 0.f};
-    if (!t.valid) continue;
-    if (mode == ResampleMode::kNone) {
-      t.i0 = t.i1 = r;
-    } else if (mode == ResampleMode::kNearest) {
-      t.i0 = t.i1 = nearest_source(static_cast<int>(r), static_cast<int>(in_len), static_cast<int>(resampled_len));
-    } else {
-      const LinearTap lt = linear_source(static_cast<int>(r), static_cast<int>(in_len),
-                                         static_cast<int>(resampled_len), align_corners);
-      t = Tap{true, lt.i0, lt.i1, lt.w0, lt.w1};
-    }
-    // An index out of range here would read out of bounds: re-check what the shared math promises.
-    UF_CHECK(t.i0 >= 0 && t.i0 < in_len && t.i1 >= 0 && t.i1 < in_len, "source index out of range at " << o);
-  }
-  return taps;
-}
-
 // The sources of cv (the conv's input views, a virtual concat in channel order) and their tap tables
 // (`taps` owns them for the call). Returns Cin.
 int set_sources(amx::ConvBf16& cv, const std::vector<SourceArgs>& sources, std::int64_t in_h, std::int64_t in_w,
@@ -171,9 +145,9 @@ int set_sources(amx::ConvBf16& cv, const std::vector<SourceArgs>& sources, std::
     UF_CHECK(i == 0 || s.x.n == cv.src[0].x.n, "input views differ in batch");
     s.c_begin = static_cast<int>(cin);
     s.off_y = off_y, s.off_x = off_x;
-    taps.push_back(source_taps(in_h, off_y, s.x.h, rh, s.mode, align_corners));
+    taps.push_back(make_taps(in_h, off_y, s.x.h, rh, s.mode, align_corners));
     s.ty = taps.back().data();
-    taps.push_back(source_taps(in_w, off_x, s.x.w, rw, s.mode, align_corners));
+    taps.push_back(make_taps(in_w, off_x, s.x.w, rw, s.mode, align_corners));
     s.tx = taps.back().data();
     cin += s.x.c;
   }

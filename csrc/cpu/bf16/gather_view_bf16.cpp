@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "unet_fast/amx/bf16.h"
 #include "unet_fast/bf16/ops.h"
 #include "unet_fast/checks.h"
 #include "unet_fast/cpu_gather.h"
@@ -22,22 +23,6 @@ namespace py = pybind11;
 namespace unet_fast {
 namespace bf16ops {
 namespace {
-
-inline float widen(std::uint16_t h) {
-  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-// amx/bf16.h f32_to_bf16 with the NaN case as a select, so the channel loop vectorises.
-inline std::uint16_t narrow(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  const std::uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  return static_cast<std::uint16_t>(nan ? 0x7FC0u : r);
-}
 
 struct Args {
   Nhwc<const std::uint16_t> src;
@@ -66,8 +51,8 @@ void gather_row(const Args& g, std::int64_t n, std::int64_t oy) {
       const float yw0 = y.w0, yw1 = y.w1, xw0 = x.w0, xw1 = x.w1;
 #pragma omp simd
       for (std::int64_t k = 0; k < c; ++k)
-        o[k] = narrow(yw0 * (xw0 * widen(s00[k]) + xw1 * widen(s01[k])) +
-                      yw1 * (xw0 * widen(s10[k]) + xw1 * widen(s11[k])));
+        o[k] = f32_to_bf16(yw0 * (xw0 * bf16_to_f32(s00[k]) + xw1 * bf16_to_f32(s01[k])) +
+                      yw1 * (xw0 * bf16_to_f32(s10[k]) + xw1 * bf16_to_f32(s11[k])));
     }
   }
 }
@@ -80,17 +65,8 @@ void gather_view_bf16(const DescArgs& src_desc, const DescArgs& dst_desc, int mo
   const auto src = make_nhwc<const std::uint16_t>(src_desc, "src");
   const auto dst = make_nhwc<std::uint16_t>(dst_desc, "dst", /*output=*/true);
   UF_CHECK_POSITIVE(num_threads);
-  UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
-  UF_CHECK(dst.n == src.n && dst.c == src.c, "dst must have src's batch and channels");
-  const auto m = static_cast<ResampleMode>(mode);
-  if (m == ResampleMode::kNone) {
-    UF_CHECK(resampled_h == src.h && resampled_w == src.w, "without a resample the size must be the source's");
-  }
-  UF_CHECK(resampled_h > 0 && resampled_w > 0, "resampled size must be positive");
-  UF_CHECK(resampled_h < (1 << 24) && resampled_w < (1 << 24), "resampled size too large");
-  const std::vector<Tap> ty = make_taps(dst.h, off_y, src.h, resampled_h, m, align_corners);
-  const std::vector<Tap> tx = make_taps(dst.w, off_x, src.w, resampled_w, m, align_corners);
-  const Args g{src, dst, ty.data(), tx.data(), m == ResampleMode::kBilinear};
+  const GatherTaps t = gather_taps(src, dst, mode, resampled_h, resampled_w, align_corners, off_y, off_x);
+  const Args g{src, dst, t.ty.data(), t.tx.data(), t.mode == ResampleMode::kBilinear};
   const std::int64_t rows = dst.n * dst.h;
   py::gil_scoped_release release;
 #pragma omp parallel for num_threads(num_threads) schedule(static)

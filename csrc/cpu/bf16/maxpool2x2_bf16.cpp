@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "unet_fast/amx/bf16.h"
 #include "unet_fast/bf16/ops.h"
 #include "unet_fast/checks.h"
 #include "unet_fast/cpu_tensor.h"
@@ -18,14 +19,6 @@ namespace py = pybind11;
 namespace unet_fast {
 namespace bf16ops {
 namespace {
-
-// Widening by a shift (amx/bf16.h bf16_to_f32 without the memcpy per element, so the loop vectorises).
-inline float widen(std::uint16_t h) {
-  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 inline std::uint16_t upper_half(float f) {
   std::uint32_t u;
@@ -44,7 +37,7 @@ void pool_row(const Nhwc<const std::uint16_t> x, const Nhwc<std::uint16_t> out, 
     std::uint16_t* o = out.pixel(n, oy, ox);
 #pragma omp simd
     for (std::int64_t k = 0; k < c; ++k) {
-      const float va = widen(a[k]), vb = widen(b[k]), vd = widen(d[k]), ve = widen(e[k]);
+      const float va = bf16_to_f32(a[k]), vb = bf16_to_f32(b[k]), vd = bf16_to_f32(d[k]), ve = bf16_to_f32(e[k]);
       o[k] = upper_half(max_nan(max_nan(va, vb), max_nan(vd, ve)));
     }
   }

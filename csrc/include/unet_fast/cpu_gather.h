@@ -53,4 +53,27 @@ inline std::vector<Tap> make_taps(std::int64_t out_len, std::int64_t off, std::i
   return taps;
 }
 
+// The argument checks and the row / column taps of a gather of `src` into `dst` (a view of src resampled to
+// resampled_h x resampled_w by `mode` (ResampleMode), windowed at (off_y, off_x)): shared by the fp32 gather
+// and the bf16 one, whatever their element types.
+struct GatherTaps {
+  ResampleMode mode;
+  std::vector<Tap> ty, tx;
+};
+template <class S, class D>
+GatherTaps gather_taps(const Nhwc<S>& src, const Nhwc<D>& dst, int mode, std::int64_t resampled_h,
+                       std::int64_t resampled_w, bool align_corners, std::int64_t off_y, std::int64_t off_x) {
+  UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
+  UF_CHECK(dst.n == src.n && dst.c == src.c, "dst must have src's batch and channels");
+  const auto m = static_cast<ResampleMode>(mode);
+  if (m == ResampleMode::kNone) {
+    UF_CHECK(resampled_h == src.h && resampled_w == src.w, "without a resample the size must be the source's");
+  }
+  UF_CHECK(resampled_h > 0 && resampled_w > 0, "resampled size must be positive");
+  // The coordinate math is in int/float like PyTorch's: keep sizes where that is exact.
+  UF_CHECK(resampled_h < (1 << 24) && resampled_w < (1 << 24), "resampled size too large");
+  return {m, make_taps(dst.h, off_y, src.h, resampled_h, m, align_corners),
+          make_taps(dst.w, off_x, src.w, resampled_w, m, align_corners)};
+}
+
 }  // namespace unet_fast
