@@ -277,3 +277,21 @@ def test_standalone_pool_concat_resample_run_the_bf16_ops() -> None:
         in text
     )
     assert "steps by bf16 head: 1x1 " in text and "torch reference in" not in text
+
+
+def test_head_scores_stay_fp32_up_to_the_boundary() -> None:
+    """The bf16 head computes softmax in fp32 and the engine keeps it (its output buffer is fp32): with an fp32
+    input the probabilities are not rounded to bf16 (they sum to 1 per pixel within fp32 rounding, where bf16
+    ones miss by up to 2^-9); with a bf16 input they are rounded once, at the boundary."""
+    model, shape = _model("unet")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(11))
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16, output="probabilities")
+    assert "Head" in fast.report() and "softmax" in fast.report()
+    with torch.no_grad():
+        p = fast(x)
+    assert p.dtype == torch.float32
+    assert (p.sum(1) - 1).abs().max() < 4e-7
+    assert not torch.equal(p, p.to(torch.bfloat16).float())
+    with torch.no_grad():
+        pb = fast(x.to(torch.bfloat16))
+    assert pb.dtype == torch.bfloat16

@@ -63,6 +63,7 @@ class Executor:
         # reused by later calls (the store is thread-safe; the shared `weights` are only read when running)
         self._reference_weights = WeightStore("torch", device, dtype)
         self.prepared = [self._prepare(s) for s in plan.steps]
+        self._output_dtypes = self._head_output_dtypes()
 
     # -- prepare time ----------------------------------------------------------------------------------
     def _kernels_for(self, step: Step) -> tuple[ModuleType, str]:
@@ -79,6 +80,19 @@ class Executor:
     def _prepare(self, step: Step) -> _Prepared:
         km, note = self._kernels_for(step)
         return _prepare_with(step, km, note, self.weights, self.device, self.dtype, self.exact)
+
+    def _head_output_dtypes(self) -> dict[str, torch.dtype]:
+        """Per-call output buffers written by a Head whose kernels keep its scores wider than the engine
+        dtype (the cpu backend's bf16 head computes softmax / sigmoid / logits in fp32: its
+        `head_scores_dtype(dtype)`), so they are not rounded to bf16 before the module boundary."""
+        out: dict[str, torch.dtype] = {}
+        for p in self.prepared:
+            wide = getattr(p.kernels, "head_scores_dtype", None)
+            if isinstance(p.step, Head) and p.step.op != "argmax" and wide is not None:
+                name = p.step.out.buffer
+                if name not in self.buffers.offsets and not self.plan.buffers[name].index:
+                    out[name] = wide(self.dtype)
+        return out
 
     def step_notes(self) -> list[str]:
         return [self._refused.get(i, p.note) for i, p in enumerate(self.prepared)]
@@ -131,7 +145,8 @@ class Executor:
                 if self.poison:
                     out[name].fill_(-1)
             else:
-                out[name] = torch.empty(shape, dtype=self.dtype, device=self.device)
+                dtype = self._output_dtypes.get(name, self.dtype)
+                out[name] = torch.empty(shape, dtype=dtype, device=self.device)
                 if self.poison:
                     out[name].fill_(float("nan"))
         return out

@@ -547,6 +547,13 @@ _BF16_OPS = {"Pool": "bf16 max-pool 2x2 (C++, exact)", "Concat": "bf16 concat / 
              "Resample": "bf16 concat / resample gather (C++)", "Head": ""}  # fmt: skip
 
 
+def head_scores_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a Head step's scores (softmax / sigmoid / logits) are written in when the head's output is
+    the engine's output: the bf16 head computes its per-pixel op in fp32 and keeps it (the executor then
+    allocates that output buffer in fp32; the module boundary casts to the input's dtype)."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
 def step_algorithm(step: Any, dtype: torch.dtype, weight: Any = None) -> str:
     """What runs a plan step here, for FusedUNet.report() ('' where the packed weight says it, or in fp32,
     where every step runs the fp32 ops). A bf16 conv on the avx512bf16 backend runs its register-blocked
@@ -597,6 +604,7 @@ __all__ = [
     "pack_conv_weight",
     "pack_head_weight",
     "step_algorithm",
+    "head_scores_dtype",
     "supports",
     "upsample_concat",
 ]
