@@ -215,3 +215,40 @@ def check_head(x: Tensor | InputView, weight: Tensor, bias: Tensor | None, op: s
             raise ValueError(f"a uint8 class map holds at most 256 classes, the head has {k}")
         return view, check_out(out, "out", (n, h, w), torch.int64, dev, dtypes=INDEX_DTYPES)
     return view, check_out(out, "out", (n, h, w, k), view.tensor.dtype, dev)
+
+
+def may_overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors can share an element. Exact for what the kernels pass: tensors of one storage whose
+    byte ranges intersect overlap, unless both are NHWC channel slots ([N, H, W, C], channel stride 1, the
+    same N/H/W strides, pixel stride p dividing the others) whose channel ranges within a pixel are disjoint
+    (c_a <= r and r + c_b <= p, r = the element distance between their starts mod p) -- a decoder's skip
+    and upsampled halves of one concat buffer. Anything else sharing bytes counts as overlapping."""
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr() or a.numel() == 0 or b.numel() == 0:
+        return False
+
+    def span(t: Tensor) -> tuple[int, int]:
+        last = sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True)) + 1
+        return t.data_ptr(), t.data_ptr() + last * t.element_size()
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    if not (a0 < b1 and b0 < a1):
+        return False
+    if a.dim() == b.dim() == 4 and a.dtype == b.dtype and a.stride() == b.stride() and a.stride(3) == 1:
+        p = a.stride(2)
+        if p > 0 and a.stride(1) % p == 0 and a.stride(0) % p == 0:
+            if a0 > b0:
+                a, b = b, a
+                a0, b0 = b0, a0
+            r = ((b0 - a0) // a.element_size()) % p
+            if (b0 - a0) % a.element_size() == 0 and a.shape[3] <= r and r + b.shape[3] <= p:
+                return False
+    return True
+
+
+def check_no_overlap(out: Tensor, name: str, inputs: dict[str, Tensor | None]) -> None:
+    """ValueError when `out` can share an element with any of `inputs` (threads would read what others have
+    already overwritten: a result that depends on timing)."""
+    for what, t in inputs.items():
+        if t is not None and may_overlap(out, t):
+            raise ValueError(f"{name} overlaps {what}: the kernel would read elements it has already written; "
+                             "pass separate memory")  # fmt: skip

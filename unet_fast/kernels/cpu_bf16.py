@@ -411,6 +411,12 @@ def conv2d(x: Tensor | Sequence[Tensor | InputView], weight: ConvWeightBF16, bia
         checks.check_out(pool_out, "pool_out", pool_shape, out_dtype, torch.device("cpu"), dtypes=OUT_DTYPES)
         if _overlaps(pool_out, out):
             raise ValueError("pool_out overlaps out (the pool reads out after writing it)")
+    sources = {f"input view {i}": v.tensor for i, v in enumerate(views)}
+    # residual may be out itself (each element read, then written, by one thread), not a shifted overlap
+    same = residual is not None and residual.data_ptr() == out.data_ptr() and residual.stride() == out.stride()
+    checks.check_no_overlap(out, "out", {**sources, "residual": None if same else residual})
+    if pool_out is not None:
+        checks.check_no_overlap(pool_out, "pool_out", {**sources, "residual": residual})
     bias = _bias(bias, weight.cout)
     backend = choose_backend(isa)
     cpu.conv2d_bf16(
@@ -458,6 +464,7 @@ def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor |
     if out_dtype not in OUT_DTYPES:
         raise ValueError(f"out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
     out = checks.check_out(out, "out", (n, 2 * h, 2 * w, weight.cout), out_dtype, x.device, dtypes=OUT_DTYPES)
+    checks.check_no_overlap(out, "out", {"x": x})
     bias = _bias(bias, weight.cout)
     backend = choose_backend(isa)
     packed = weight.gemm.packed

@@ -128,6 +128,7 @@ def maxpool2x2(x: Tensor, out: Tensor | None = None) -> Tensor:
     if isinstance(out, Tensor):
         _check_bf16_cpu({"out": out})
     out = checks.check_maxpool2x2(x, out)
+    checks.check_no_overlap(out, "out", {"x": x})
     require_cpu().maxpool2x2_bf16(_desc(x), _desc(out), num_threads())
     return out
 
@@ -163,6 +164,7 @@ def upsample_concat(inputs: Sequence[Tensor | InputView], out: Tensor | None = N
         _check_bf16_cpu({"out": out})
     views, out = checks.check_upsample_concat(views, out)
     _check_bf16_cpu({f"inputs[{i}]": v.tensor for i, v in enumerate(views)} | {"out": out})
+    checks.check_no_overlap(out, "out", {f"inputs[{i}]": v.tensor for i, v in enumerate(views)})
     return _gather(views, out)
 
 
@@ -237,6 +239,7 @@ def head(x: Tensor | InputView, weight: HeadWeightBF16, bias: Tensor | None = No
         raise ValueError(f"input has {view.channels} channels but the head weight expects {weight.conv.cin}")
     if out.device.type != "cpu":
         raise ValueError(f"out is on {out.device}; the bf16 ops need CPU tensors")
+    checks.check_no_overlap(out, "out", {"x": view.tensor})
     bias = cpu_bf16._bias(bias, weight.num_classes)
     backend = cpu_bf16.choose_backend(isa)
     xs = view.tensor

@@ -329,3 +329,30 @@ def test_head_bf16_errors() -> None:
     with pytest.raises(ValueError, match="256 classes"):
         big = cpu_bf16_ops.pack_head_weight(torch.randn(300, 6))
         cpu_bf16_ops.head(x, big, op="argmax", out=torch.empty(1, 4, 4, dtype=torch.uint8))
+
+
+def test_outputs_that_overlap_their_inputs_are_refused() -> None:
+    """An out sharing elements with an input would be read after other threads wrote it (a timing-dependent
+    result): a ValueError. Disjoint channel slots of one buffer (a concat's halves) are fine."""
+    from unet_fast.kernels import checks
+
+    g = torch.Generator().manual_seed(5)
+    xa = torch.randn(1, 6, 6, 8, generator=g).bfloat16()
+    with pytest.raises(ValueError, match="out overlaps input view 0"):
+        cpu_bf16.conv2d(xa, cpu_bf16.pack_conv_weight(torch.randn(8, 8, 3, 3, generator=g)), padding=1, out=xa)
+    big = torch.randn(1, 12, 12, 8, generator=g).bfloat16()
+    with pytest.raises(ValueError, match="out overlaps x"):
+        cpu_bf16.conv_transpose2x2(big[:, :6, :6], cpu_bf16.pack_conv_transpose_weight(torch.randn(8, 8, 2, 2, generator=g)),
+                                   out=big)  # fmt: skip
+    m = torch.randn(1, 4, 4, 3, generator=g).bfloat16()
+    with pytest.raises(ValueError, match="out overlaps x"):
+        cpu_bf16_ops.maxpool2x2(m, out=m[:, :2, :2])
+    c = torch.randn(1, 4, 4, 6, generator=g).bfloat16()
+    with pytest.raises(ValueError, match=r"out overlaps inputs\[0\]"):
+        cpu_bf16_ops.upsample_concat([c[..., :3], c[..., 3:]], out=c)
+    # channel slots of one NHWC buffer: disjoint although their byte ranges interleave
+    assert not checks.may_overlap(c[..., :3], c[..., 3:]) and checks.may_overlap(c[..., :4], c[..., 3:])
+    buf = torch.full((1, 4, 4, 6), float("nan")).bfloat16()
+    buf[..., :3] = c[..., :3]
+    cpu_bf16_ops.upsample_concat([buf[..., :3]], out=buf[..., 3:])  # reads one slot, writes the other
+    assert torch.equal(buf[..., 3:], c[..., :3])
