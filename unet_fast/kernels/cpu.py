@@ -166,6 +166,7 @@ def maxpool2x2(x: Tensor, out: Tensor | None = None, *, isa: str | None = None) 
         return cpu_bf16_ops.maxpool2x2(x, out)
     out = checks.check_maxpool2x2(x, out)
     _check_cpu({"x": x, "out": out})
+    checks.check_no_overlap(out, "out", {"x": x})
     require_cpu().maxpool2x2_f32(_desc(x), _desc(out), num_threads(), _isa(isa, "maxpool2x2"))
     return out
 
@@ -202,6 +203,7 @@ def upsample_concat(inputs: Sequence[Tensor | InputView], out: Tensor | None = N
         return cpu_bf16_ops.upsample_concat(inputs, out)
     views, out = checks.check_upsample_concat(inputs, out)
     _check_cpu({f"inputs[{i}]": v.tensor for i, v in enumerate(views)} | {"out": out})
+    checks.check_no_overlap(out, "out", {f"inputs[{i}]": v.tensor for i, v in enumerate(views)})
     return _gather(views, out, isa)
 
 
@@ -266,6 +268,21 @@ def _check_packed(packed: Tensor, name: str, dim: int) -> None:
     _check_cpu({name: packed})
 
 
+def _refuse_overlaps(inputs: Any, residual: Any, out: Any, pool_out: Any) -> None:
+    """ValueError when out / pool_out share elements with an input view's tensor or the residual (Winograd
+    reads inputs while other threads write outputs); residual may be out itself (read, then written, by the
+    same thread). Arguments not yet checked are skipped here: the shape checks name them."""
+    if not isinstance(inputs, Sequence):
+        return
+    srcs = {f"inputs[{i}]": v.tensor if isinstance(v, InputView) else v for i, v in enumerate(inputs)}
+    srcs = {k: t for k, t in srcs.items() if isinstance(t, Tensor)}
+    res = residual if isinstance(residual, Tensor) else None
+    for name, o in (("out", out), ("pool_out", pool_out)):
+        if isinstance(o, Tensor):
+            same = name == "out" and res is not None and res.data_ptr() == o.data_ptr() and res.stride() == o.stride()
+            checks.check_no_overlap(o, name, {**srcs, "residual": None if same else res})
+
+
 def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: ConvWeight | Tensor, bias: Tensor | None = None, *,
            stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
            dilation: int | Sequence[int] = 1, act: str = "none", negative_slope: float = 0.01,
@@ -279,6 +296,7 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: ConvWeight | Ten
         return _conv2d_tiles(inputs, packed_weight, bias, stride=stride, padding=padding, dilation=dilation,
                              act=act, negative_slope=negative_slope, residual=residual, out=out,
                              pool_out=pool_out)  # fmt: skip
+    _refuse_overlaps(inputs, residual, out, pool_out)
     isa = None
     if isinstance(packed_weight, ConvWeight):
         isa, wino = packed_weight.isa, packed_weight.winograd
@@ -369,6 +387,7 @@ def conv_transpose2x2(x: Tensor, packed: ConvTransposeWeight, bias: Tensor | Non
     if not isinstance(packed, ConvTransposeWeight):
         raise ValueError("packed must be what this backend's pack_conv_transpose_weight returns")
     out = checks.check_conv_transpose2x2(x, packed.panels, bias, out, weight_shape=tuple(packed.shape))
+    checks.check_no_overlap(out, "out", {"x": x})
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {ACTIVATIONS}")
     _check_cpu({"x": x, "out": out})
@@ -426,6 +445,7 @@ def head(x: Tensor | InputView, packed: HeadWeight, bias: Tensor | None = None, 
     packed_w = packed.weight
     _check_packed(packed_w, "packed.weight", 2)
     view, out = checks.check_head(x, packed_w, bias, op, out)  # packed [K, C] is a valid logical shape
+    checks.check_no_overlap(out, "out", {"x": view.tensor})
     _check_cpu({"x": view.tensor})
     _check_cpu({"out": out}, float_only=op != "argmax")
     bias = _vector(bias, "bias", packed_w.shape[0])

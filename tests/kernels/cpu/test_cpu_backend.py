@@ -141,3 +141,32 @@ def test_cpp_rechecks_winograd_views_out_residual_pool() -> None:
         call(u_numel=u.numel() - 1)
     with pytest.raises(ValueError, match="views carry"):
         call(view=_desc(torch.randn(1, 8, 8, 12)))
+
+
+def test_fp32_outputs_that_overlap_their_inputs_are_refused() -> None:
+    """Winograd and the C++ passes read inputs while other threads write outputs: an out sharing elements with
+    an input is a ValueError (before any work), for the direct and the Winograd conv, the transposed conv, the
+    pool, the gather and the head. Channel slots of one buffer stay allowed, and residual may be out itself."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 6, 6, 8, generator=g)
+    for exact in (True, False):  # direct, Winograd
+        w = cpu.pack_conv_weight(conv_weight(8, 8, 3, 3), torch.float32, exact=exact)
+        with pytest.raises(ValueError, match=r"out overlaps inputs\[0\]"):
+            cpu.conv2d([x], w, padding=1, out=x)
+        r = torch.randn(1, 6, 6, 8, generator=g)
+        y = cpu.conv2d([x.clone()], w, padding=1, residual=r, out=r)  # in place on the residual: fine
+        assert y.data_ptr() == r.data_ptr() and torch.isfinite(y).all()
+        big = torch.randn(1, 6, 6, 16, generator=g)
+        with pytest.raises(ValueError, match="pool_out overlaps inputs"):
+            cpu.conv2d([big[..., :8]], w, padding=1, out=torch.empty(1, 6, 6, 8), pool_out=big[:, :3, :3, :8])
+        cpu.conv2d([big[..., :8]], w, padding=1, out=big[..., 8:])  # the other channel slot: fine
+    m = torch.randn(1, 4, 4, 3, generator=g)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        cpu.maxpool2x2(m, out=m[:, :2, :2])
+    c = torch.randn(1, 4, 4, 6, generator=g)
+    with pytest.raises(ValueError, match=r"out overlaps inputs\[0\]"):
+        cpu.upsample_concat([c[..., :3], c[..., 3:]], out=c)
+    wt = cpu.pack_conv_transpose_weight(torch.randn(8, 8, 2, 2, generator=g), torch.float32)
+    t = torch.randn(1, 12, 12, 8, generator=g)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        cpu.conv_transpose2x2(t[:, :6, :6], wt, out=t)
