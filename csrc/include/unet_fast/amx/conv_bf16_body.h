@@ -117,6 +117,33 @@ inline const void* a_tile_source(const ConvBf16& cv, std::int64_t n, PixelRun t,
   return stage;
 }
 
+// The scalar epilogue of one run of m output pixels p .. p + m - 1 (flat over Hout x Wout), output channels
+// co0 .. co0 + cn - 1, acc[r][j] their fp32 accumulators (rows kBlockCout apart): act(acc + bias +
+// residual) stored into the output slot, or scattered to the 2x2 output pixels of a transposed conv. Every
+// path (tile body, the avx512bf16 direct conv) ends in it, so their results agree element for element.
+inline void epilogue_run(const ConvBf16& cv, std::int64_t n, std::int64_t p, int m, int co0, int cn,
+                         const float* acc) {
+  const Epilogue ep{cv.act, cv.negative_slope};
+  for (int r = 0; r < m; ++r) {
+    const float* a = acc + r * kBlockCout;
+    const std::int64_t oy = (p + r) / cv.wout, ox = (p + r) % cv.wout;
+    if (cv.scatter_cout > 0) {  // transposed 2x2/s2: column (2a + b) Ct + c -> pixel (2 oy + a, 2 ox + b), channel c
+      for (int j = 0; j < cn; ++j) {
+        const int ab = (co0 + j) / cv.scatter_cout, c = (co0 + j) % cv.scatter_cout;
+        const float bias = cv.bias != nullptr ? cv.bias[c] : 0.f;
+        cv.out.put(n, 2 * oy + ab / 2, 2 * ox + ab % 2, c, epilogue(a[j], bias, 0.f, ep));
+      }
+      continue;
+    }
+    for (int j = 0; j < cn; ++j) {
+      const int co = co0 + j;
+      const float bias = cv.bias != nullptr ? cv.bias[co] : 0.f;
+      const float res = cv.residual.elem != Elem::kNone ? cv.residual.get(n, oy, ox, co) : 0.f;
+      cv.out.put(n, oy, ox, co, epilogue(a[j], bias, res, ep));
+    }
+  }
+}
+
 // One block: the pixel runs t0 (A tile tmm4, accumulators tmm0/1) and t1 (tmm5, tmm2/3) of image n,
 // output channels 32 nb2 .. 32 nb2 + 31.
 inline void conv_block(const ConvBf16& cv, std::int64_t n, PixelRun t0, PixelRun t1, int nb2,
@@ -157,32 +184,15 @@ inline void conv_block(const ConvBf16& cv, std::int64_t n, PixelRun t0, PixelRun
     Tiles::template store<3>(acc + 16 * kBlockCout + 16, kRow);
   }
   const int co0 = nb2 * kBlockCout, cn = cv.cout - co0 < kBlockCout ? cv.cout - co0 : kBlockCout;
-  const Epilogue ep{cv.act, cv.negative_slope};
   for (int i = 0; i < 2; ++i) {
     const PixelRun t = i == 0 ? t0 : t1;
+    const float* a = acc + 16 * i * kBlockCout;
 #ifdef UF_BF16_BLOCK_EPILOGUE
-    // A backend's vectorised epilogue of one run (same per-element arithmetic as the loop below), which
+    // A backend's vectorised epilogue of one run (same per-element arithmetic as epilogue_run), which
     // returns false, having written nothing, for the cases it leaves to that loop (conv_bf16_avx512bf16.cpp).
-    if (t.m > 0 && UF_BF16_BLOCK_EPILOGUE(cv, n, t.p, t.m, co0, cn, acc + 16 * i * kBlockCout)) continue;
+    if (t.m > 0 && UF_BF16_BLOCK_EPILOGUE(cv, n, t.p, t.m, co0, cn, a)) continue;
 #endif
-    for (int r = 0; r < t.m; ++r) {
-      const float* a = acc + (16 * i + r) * kBlockCout;
-      const std::int64_t oy = (t.p + r) / cv.wout, ox = (t.p + r) % cv.wout;
-      if (cv.scatter_cout > 0) {  // transposed 2x2/s2: column (2a + b) Ct + c -> pixel (2 oy + a, 2 ox + b), channel c
-        for (int j = 0; j < cn; ++j) {
-          const int ab = (co0 + j) / cv.scatter_cout, c = (co0 + j) % cv.scatter_cout;
-          const float bias = cv.bias != nullptr ? cv.bias[c] : 0.f;
-          cv.out.put(n, 2 * oy + ab / 2, 2 * ox + ab % 2, c, epilogue(a[j], bias, 0.f, ep));
-        }
-        continue;
-      }
-      for (int j = 0; j < cn; ++j) {
-        const int co = co0 + j;
-        const float bias = cv.bias != nullptr ? cv.bias[co] : 0.f;
-        const float res = cv.residual.elem != Elem::kNone ? cv.residual.get(n, oy, ox, co) : 0.f;
-        cv.out.put(n, oy, ox, co, epilogue(a[j], bias, res, ep));
-      }
-    }
+    epilogue_run(cv, n, t.p, t.m, co0, cn, a);
   }
 }
 

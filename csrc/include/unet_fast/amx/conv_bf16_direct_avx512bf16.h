@@ -239,32 +239,13 @@ inline void direct_row(const ConvBf16& cv, const DirectPlan& plan, std::int64_t 
   static constexpr auto table = direct_block_table(std::make_integer_sequence<int, kDirectMaxUr>{});
   const std::int64_t nblk = (cv.wout + kDirectMaxUr - 1) / kDirectMaxUr;
   const int co0 = nb2 * kBlockCout, cn = cv.cout - co0 < kBlockCout ? cv.cout - co0 : kBlockCout;
-  const Epilogue ep{cv.act, cv.negative_slope};
   std::int64_t ox0 = 0;
   for (std::int64_t bi = 0; bi < nblk; ++bi) {
     const int ur = static_cast<int>((cv.wout - ox0 + (nblk - bi) - 1) / (nblk - bi));  // ceil(rest / blocks left)
     float* const acc = whole_row ? acc_row + ox0 * kBlockCout : acc_row;
     table[ur - 1](cv, plan, n, oy, ox0, nb2, acc, ky0, ky1, first);
-    if (last && !block_epilogue_avx512(cv, n, oy * cv.wout + ox0, ur, co0, cn, acc)) {
-      for (int r = 0; r < ur; ++r) {
-        const float* a = acc + r * kBlockCout;
-        const std::int64_t ox = ox0 + r;
-        if (cv.scatter_cout > 0) {  // transposed 2x2/s2: column (2a + b) Ct + c -> pixel (2 oy + a, 2 ox + b), channel c
-          for (int j = 0; j < cn; ++j) {
-            const int ab = (co0 + j) / cv.scatter_cout, c = (co0 + j) % cv.scatter_cout;
-            const float bias = cv.bias != nullptr ? cv.bias[c] : 0.f;
-            cv.out.put(n, 2 * oy + ab / 2, 2 * ox + ab % 2, c, epilogue(a[j], bias, 0.f, ep));
-          }
-          continue;
-        }
-        for (int j = 0; j < cn; ++j) {
-          const int co = co0 + j;
-          const float bias = cv.bias != nullptr ? cv.bias[co] : 0.f;
-          const float res = cv.residual.elem != Elem::kNone ? cv.residual.get(n, oy, ox0 + r, co) : 0.f;
-          cv.out.put(n, oy, ox0 + r, co, epilogue(a[j], bias, res, ep));
-        }
-      }
-    }
+    if (last && !block_epilogue_avx512(cv, n, oy * cv.wout + ox0, ur, co0, cn, acc))
+      epilogue_run(cv, n, oy * cv.wout + ox0, ur, co0, cn, acc);
     ox0 += ur;
   }
 }
