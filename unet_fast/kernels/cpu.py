@@ -34,6 +34,8 @@ from torch import Tensor
 
 from unet_fast._ext import require_cpu
 from unet_fast.kernels import checks, cpu_isa, cpu_winograd
+from unet_fast.kernels.cpu_desc import nhwc_desc as _desc
+from unet_fast.kernels.cpu_desc import view_source
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView, as_view
 
 # Engine dtypes: fp32 runs every op here; bf16 runs the convs on the bf16 tile kernels (kernels/cpu_bf16.py),
@@ -44,7 +46,6 @@ SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
 _FP32: tuple[torch.dtype, ...] = (torch.float32,)
 # Class-map dtypes of head(op="argmax"), in the C++ IndexKind order.
 _INDEX_KINDS = (torch.uint8, torch.int32, torch.int64)
-_RESAMPLE_MODES = {"nearest": 1, "bilinear": 2}
 
 
 def num_threads() -> int:
@@ -72,20 +73,6 @@ def _check_cpu(named: dict[str, Tensor | None], *, float_only: bool = True) -> N
         if float_only and t.dtype not in _FP32:
             raise ValueError(f"{name} has dtype {t.dtype}; the cpu backend supports {_FP32} in this kernel "
                              "(a bf16 engine runs it on the torch reference)")  # fmt: skip
-
-
-def _desc(t: Tensor) -> tuple[int, ...]:
-    """(data pointer, N, H, W, C, stride N, stride H, stride W, extent) of an NHWC tensor whose channel
-    stride is 1; a 3-D [N, H, W] class map is described with C = 1. `extent` = elements the storage
-    holds from the data pointer on: the C++ side checks every addressed element lies inside it."""
-    if t.dim() == 3:
-        n, h, w = t.shape
-        c, (sn, sh, sw) = 1, t.stride()
-    else:
-        n, h, w, c = t.shape
-        sn, sh, sw, _ = t.stride()
-    extent = t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
-    return (t.data_ptr(), n, h, w, c, sn, sh, sw, extent)
 
 
 def _vector(t: Tensor | None, name: str, length: int) -> Tensor | None:
@@ -182,11 +169,8 @@ def _gather(views: Sequence[InputView], out: Tensor, isa: str | None = None) -> 
     c0 = 0
     for v in views:
         c = v.channels
-        rh, rw = v.source_size
-        mode = _RESAMPLE_MODES[v.resample.mode] if v.resample is not None else 0
-        ac = bool(v.resample.align_corners) if v.resample is not None else False
-        ext.gather_view_f32(_desc(v.tensor), _desc(out[..., c0 : c0 + c]), mode, rh, rw, ac,
-                            v.offset[0], v.offset[1], threads, isa_arg)  # fmt: skip
+        src, *how = view_source(v)
+        ext.gather_view_f32(src, _desc(out[..., c0 : c0 + c]), *how, threads, isa_arg)
         c0 += c
     return out
 

@@ -32,6 +32,7 @@ from torch import Tensor
 from unet_fast._ext import require_cpu
 from unet_fast.kernels import checks
 from unet_fast.kernels.cpu import _desc, num_threads
+from unet_fast.kernels.cpu_desc import view_source
 from unet_fast.kernels.spec import (
     ACTIVATIONS,
     InputView,
@@ -319,7 +320,6 @@ def _check_input(x: Tensor, cin: int) -> tuple[int, int, int]:
     return n, h, w
 
 
-_RESAMPLE_MODES = {None: 0, "nearest": 1, "bilinear": 2}  # C++ ResampleMode
 MAX_INPUTS = 8  # views of one virtual concat (C++ amx::kMaxSources)
 
 
@@ -343,16 +343,6 @@ def _check_views(x: Tensor | Sequence[Tensor | InputView], cin: int) -> list[Inp
     # A 1-channel tensor seen through a permute has any channel stride: copy it (the list keeps it alive
     # for the call, the C++ side takes raw pointers).
     return [replace(v, tensor=v.tensor.contiguous()) if v.tensor.stride(3) != 1 else v for v in views]
-
-
-def _source(v: InputView) -> tuple:
-    """A view as the C++ conv takes it: (descriptor, resample mode, resampled H, W, align_corners,
-    window offset y, x)."""
-    t = v.tensor
-    rh, rw = v.source_size
-    r = v.resample
-    return (_desc(t), _RESAMPLE_MODES[None if r is None else r.mode], rh, rw, bool(r is not None and r.align_corners),
-            v.offset[0], v.offset[1])  # fmt: skip
 
 
 def conv2d(x: Tensor | Sequence[Tensor | InputView], weight: ConvWeightBF16, bias: Tensor | None = None, *,
@@ -420,7 +410,7 @@ def conv2d(x: Tensor | Sequence[Tensor | InputView], weight: ConvWeightBF16, bia
     bias = _bias(bias, weight.cout)
     backend = choose_backend(isa)
     cpu.conv2d_bf16(
-        [_source(v) for v in views], h, w, weight.packed.data_ptr(), weight.packed.numel(), weight.kh, weight.kw,
+        [view_source(v) for v in views], h, w, weight.packed.data_ptr(), weight.packed.numel(), weight.kh, weight.kw,
         stride, padding, weight.cout, 0 if bias is None else bias.data_ptr(),
         None if residual is None else _desc(residual), residual is not None and residual.dtype == torch.float32,
         _desc(out), out.dtype == torch.float32, None if pool_out is None else _desc(pool_out),

@@ -28,10 +28,10 @@ from torch import Tensor
 from unet_fast._ext import require_cpu
 from unet_fast.kernels import checks, cpu_bf16
 from unet_fast.kernels.cpu import _desc, num_threads
+from unet_fast.kernels.cpu_desc import view_source
 from unet_fast.kernels.spec import HEAD_OPS, InputView, as_view, read_view
 
 _BF16 = (torch.bfloat16,)
-_RESAMPLE_MODES = {"nearest": 1, "bilinear": 2}
 # Head output element types, in the C++ HeadOut order (csrc/include/unet_fast/bf16/ops.h).
 _HEAD_OUT_KINDS = (torch.float32, torch.bfloat16, torch.uint8, torch.int32, torch.int64)
 HEAD_OUT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
@@ -144,11 +144,8 @@ def _gather(views: Sequence[InputView], out: Tensor) -> Tensor:
     c0 = 0
     for v in views:
         c = v.channels
-        rh, rw = v.source_size
-        mode = _RESAMPLE_MODES[v.resample.mode] if v.resample is not None else 0
-        ac = bool(v.resample.align_corners) if v.resample is not None else False
-        ext.gather_view_bf16(_desc(v.tensor), _desc(out[..., c0 : c0 + c]), mode, rh, rw, ac,
-                             v.offset[0], v.offset[1], threads)  # fmt: skip
+        src, *how = view_source(v)
+        ext.gather_view_bf16(src, _desc(out[..., c0 : c0 + c]), *how, threads)
         c0 += c
     return out
 

@@ -23,10 +23,10 @@ from torch import Tensor
 from unet_fast._ext import require_cpu
 from unet_fast.kernels import cpu_isa
 from unet_fast.kernels.checks import check_conv2d
+from unet_fast.kernels.cpu_desc import nhwc_desc as _desc
+from unet_fast.kernels.cpu_desc import view_source
 from unet_fast.kernels.cpu_isa import available_isas
 from unet_fast.kernels.spec import InputView, as_view, pair
-
-_RESAMPLE_MODES = {"nearest": 1, "bilinear": 2}
 
 
 def winograd_matrices(dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
@@ -73,14 +73,6 @@ def pack_winograd_weight(weight: Tensor, *, isa: str | None = None) -> WinogradW
     u = torch.nn.functional.pad(u, (0, cout_pad - cout))
     u = u.reshape(36, cin, cout_pad // nr, nr).permute(0, 2, 1, 3)
     return WinogradWeight(u.float().contiguous(), int(cout), int(cin), variant.name, nr)
-
-
-def _desc(t: Tensor) -> tuple[int, ...]:
-    """The C++ NHWC descriptor (kernels/cpu.py _desc; csrc/include/unet_fast/cpu_tensor.h)."""
-    n, h, w, c = t.shape
-    sn, sh, sw, _ = t.stride()
-    extent = t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
-    return (t.data_ptr(), n, h, w, c, sn, sh, sw, extent)
 
 
 def _logical_shape(weight: Tensor | WinogradWeight | Sequence[int]) -> tuple[int, ...]:
@@ -194,12 +186,7 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
     if tile_block < 0 or cout_chunk < 0:
         raise ValueError(f"tile_block and cout_chunk must be >= 0, got {tile_block}, {cout_chunk}")
     bias_c = None if bias is None else bias.contiguous()
-    views = []
-    for v in geo.views:
-        mode = _RESAMPLE_MODES[v.resample.mode] if v.resample is not None else 0
-        rh, rw = v.source_size
-        align = bool(v.resample is not None and v.resample.align_corners)
-        views.append((_desc(v.tensor), mode, rh, rw, align, v.offset[0], v.offset[1]))
+    views = [view_source(v) for v in geo.views]
     h, w = geo.in_size
     d = packed.data
     require_cpu().winograd_conv3x3_f32(
