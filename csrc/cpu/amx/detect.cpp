@@ -60,7 +60,7 @@ static Avx512Bf16Support detect_avx512bf16() {
     const unsigned need = (1u << 16) | (1u << 30) | (1u << 31);  // F, BW, VL
     s.cpuid_avx512_fbwvl = (b & need) == need;
   }
-  s.xcr0_zmm_state = (xcr0() & 0xE6) == 0xE6;
+  s.xcr0_zmm_state = xcr0_has_zmm_state();
   s.cpuid_avx512_bf16 = cpuid_avx512_bf16();
 #endif
   return s;

@@ -74,6 +74,9 @@ inline std::uint64_t xcr0() {
   return (static_cast<std::uint64_t>(hi) << 32) | lo;
 }
 
+// The AVX-512 register state: XMM, YMM, opmask (bit 5), ZMM0-15 upper halves (6), ZMM16-31 (7).
+inline bool xcr0_has_zmm_state() { return (xcr0() & 0xE6) == 0xE6; }
+
 inline bool cpu_has_avx2() {
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 12))) return false;  // FMA
@@ -87,7 +90,7 @@ inline bool cpu_has_avx512() {
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   const unsigned need = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);  // F, DQ, BW, VL
   if ((b & need) != need) return false;
-  return (xcr0() & 0xE6) == 0xE6;  // XMM, YMM, opmask (5), ZMM0-15 upper halves (6), ZMM16-31 (7)
+  return xcr0_has_zmm_state();
 }
 
 // CPUID.(7,1):EAX bit 5: AVX512_BF16 (VCVTNE2PS2BF16, VCVTNEPS2BF16, VDPBF16PS). Only the CPUID bit; the
