@@ -1,4 +1,4 @@
-// Winograd F(4x4, 3x3) convolution, stride 1, padding 0 or 1, NHWC fp32, with the fused conv epilogue
+// Winograd F(4x4, 3x3) convolution, stride 1, padding 0 or 1, NHWC fp32 or bf16, with the fused conv epilogue
 // (bias, residual, activation, channel-slot store, 2x2 max-pool) and virtual-concat / resample-on-read
 // inputs. Launcher, weight packing and argument checks: unet_fast/kernels/cpu_winograd.py; design:
 // docs/winograd.md. The kernel body (csrc/include/unet_fast/winograd_kernels.h) is compiled once per CPU
@@ -25,12 +25,14 @@ namespace unet_fast {
 // (descriptor, resample mode, resampled H, resampled W, align_corners, window offset y, x): spec.InputView.
 using ViewArgs = std::tuple<DescArgs, int, std::int64_t, std::int64_t, bool, std::int64_t, std::int64_t>;
 
-void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int cin, int cout, int cout_pad,
-                          int pad, std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
-                          const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
-                          const std::optional<DescArgs>& pool_desc, int act, float negative_slope, int num_threads,
-                          int isa, int tile_block, int cout_chunk) {
-  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
+// The argument checks and the problem description, for fp32 (T = float) or bf16 bits (T = std::uint16_t)
+// activations; `ops` is the checked variant.
+template <typename T>
+WinoConvT<T> describe(const CpuVariantOps& ops, const std::vector<ViewArgs>& views, int h, int w, int cin, int cout,
+                      int cout_pad, int pad, std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
+                      const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
+                      const std::optional<DescArgs>& pool_desc, int act, float negative_slope, int num_threads,
+                      int tile_block, int cout_chunk) {
   UF_CHECK(!views.empty(), "at least one input view");
   UF_CHECK_POSITIVE(cin);
   UF_CHECK_POSITIVE(cout);
@@ -47,8 +49,8 @@ void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int 
   UF_CHECK_NONNEG(tile_block);
   UF_CHECK_NONNEG(cout_chunk);
 
-  WinoConv cv;
-  cv.out = make_nhwc<float>(out_desc, "out", /*output=*/true);
+  WinoConvT<T> cv;
+  cv.out = make_nhwc<T>(out_desc, "out", /*output=*/true);
   cv.h = h;
   cv.w = w;
   cv.cin = cin;
@@ -64,9 +66,9 @@ void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int 
   int c0 = 0;
   for (std::size_t i = 0; i < views.size(); ++i) {
     const auto& [desc, mode, rh, rw, align, off_y, off_x] = views[i];
-    WinoView v;
+    WinoViewT<T> v;
     const std::string name = "views[" + std::to_string(i) + "]";
-    v.src = make_nhwc<const float>(desc, name.c_str());
+    v.src = make_nhwc<const T>(desc, name.c_str());
     UF_CHECK(v.src.n == cv.out.n, "view " << i << " has batch " << v.src.n << ", out has " << cv.out.n);
     UF_CHECK(mode >= 0 && mode <= 2, "unknown resample mode " << mode);
     UF_CHECK(rh > 0 && rw > 0 && rh < (1 << 24) && rw < (1 << 24), "resampled size out of range");
@@ -85,16 +87,16 @@ void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int 
     cv.views.push_back(v);
   }
   UF_CHECK(c0 == cin, "views carry " << c0 << " channels, the weight expects " << cin);
-  cv.residual = Nhwc<const float>{nullptr, 0, 0, 0, 0, 0, 0, 0};
+  cv.residual = Nhwc<const T>{nullptr, 0, 0, 0, 0, 0, 0, 0};
   if (residual_desc) {
-    cv.residual = make_nhwc<const float>(*residual_desc, "residual");
+    cv.residual = make_nhwc<const T>(*residual_desc, "residual");
     UF_CHECK(cv.residual.n == cv.out.n && cv.residual.h == cv.ho && cv.residual.w == cv.wo && cv.residual.c == cout,
              "residual and out shapes differ");
   }
-  cv.pool = Nhwc<float>{nullptr, 0, 0, 0, 0, 0, 0, 0};
+  cv.pool = Nhwc<T>{nullptr, 0, 0, 0, 0, 0, 0, 0};
   if (pool_desc) {
     UF_CHECK(cv.ho >= 2 && cv.wo >= 2, "a 2x2 pool needs an output of at least 2x2");
-    cv.pool = make_nhwc<float>(*pool_desc, "pool_out", /*output=*/true);
+    cv.pool = make_nhwc<T>(*pool_desc, "pool_out", /*output=*/true);
     UF_CHECK(cv.pool.n == cv.out.n && cv.pool.h == cv.ho / 2 && cv.pool.w == cv.wo / 2 && cv.pool.c == cout,
              "pool_out must be [" << cv.n << ", " << cv.ho / 2 << ", " << cv.wo / 2 << ", " << cout << "]");
   }
@@ -104,8 +106,35 @@ void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int 
   cv.num_threads = num_threads;
   cv.tile_block = tile_block;
   cv.cout_chunk = cout_chunk;
+  return cv;
+}
+
+void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int cin, int cout, int cout_pad,
+                          int pad, std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
+                          const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
+                          const std::optional<DescArgs>& pool_desc, int act, float negative_slope, int num_threads,
+                          int isa, int tile_block, int cout_chunk) {
+  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
+  const WinoConv cv = describe<float>(ops, views, h, w, cin, cout, cout_pad, pad, u_ptr, u_numel, bias_ptr,
+                                      residual_desc, out_desc, pool_desc, act, negative_slope, num_threads,
+                                      tile_block, cout_chunk);
   py::gil_scoped_release release;
   ops.winograd_conv(cv);
+}
+
+// bf16 activations (views, residual, out, pool_out: descriptors of bf16 tensors, read as raw bits), fp32
+// bias and transformed weight; fp32 compute, one rounding to bf16 per stored output.
+void winograd_conv3x3_bf16(const std::vector<ViewArgs>& views, int h, int w, int cin, int cout, int cout_pad,
+                           int pad, std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
+                           const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
+                           const std::optional<DescArgs>& pool_desc, int act, float negative_slope,
+                           int num_threads, int isa, int tile_block, int cout_chunk) {
+  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
+  const WinoConvBf16 cv = describe<std::uint16_t>(ops, views, h, w, cin, cout, cout_pad, pad, u_ptr, u_numel,
+                                                  bias_ptr, residual_desc, out_desc, pool_desc, act,
+                                                  negative_slope, num_threads, tile_block, cout_chunk);
+  py::gil_scoped_release release;
+  ops.winograd_conv_bf16(cv);
 }
 
 void register_winograd(py::module_& m) {
@@ -116,6 +145,13 @@ void register_winograd(py::module_& m) {
         py::arg("cout_chunk"),
         "Winograd F(4x4,3x3) conv, stride 1, NHWC fp32 descriptors, fused epilogue. views: (descriptor, mode, "
         "resampled H, W, align_corners, offset y, x) each; isa: index into cpu_isa_table() (the weight's variant).");
+  m.def("winograd_conv3x3_bf16", &winograd_conv3x3_bf16, py::arg("views"), py::arg("h"), py::arg("w"),
+        py::arg("cin"), py::arg("cout"), py::arg("cout_pad"), py::arg("pad"), py::arg("u_ptr"), py::arg("u_numel"),
+        py::arg("bias_ptr"), py::arg("residual"), py::arg("out"), py::arg("pool_out"), py::arg("act"),
+        py::arg("negative_slope"), py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"),
+        py::arg("cout_chunk"),
+        "winograd_conv3x3_f32 on bf16 activations (views, residual, out, pool_out are bf16 NHWC descriptors; "
+        "bias and the transformed weight fp32): fp32 compute, each output rounded once to bf16.");
 }
 
 }  // namespace unet_fast

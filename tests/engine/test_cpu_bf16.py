@@ -1,7 +1,9 @@
 """optimize(model, x, backend="cpu", dtype=torch.bfloat16) end to end (issue 17): convs on the bf16 tile kernels
-(kernels/cpu_bf16.py; the portable emulator on a CPU without AMX), head / pool / concat / resample on the bf16
-ops (kernels/cpu_bf16_ops.py), the steps they do not take on the torch reference in bf16, decided at prepare
-time and named in the report. fp32 in, fp32 out, like OpenVINO's default.
+(kernels/cpu_bf16.py; the portable emulator on a CPU without AMX) or, where cpu_winograd.bf16_winograd_decision
+picks it (3x3 stride 1 with >= 16 input channels, on every tile backend but AMX), on the Winograd conv over bf16
+activations; head / pool / concat / resample on the bf16 ops (kernels/cpu_bf16_ops.py), the steps they do not
+take on the torch reference in bf16, decided at prepare time and named in the report. fp32 in, fp32 out, like
+OpenVINO's default. The parity tests run both conv choices: "auto" and "tiles" (UNET_FAST_BF16_WINOGRAD=0).
 
 Bounds of the issue against the fp32 model (lively He-normal weights, random BN statistics): rel-L2 <= 2e-2
 and argmax agreement >= 99.5%. Sizes stay small: the tile emulator is slow.
@@ -20,7 +22,7 @@ from monai_like import BasicUNetLike
 import unet_fast
 from unet_fast import UNet
 from unet_fast.bench.workloads import lively_weights
-from unet_fast.kernels import cpu, cpu_bf16, spec
+from unet_fast.kernels import cpu, cpu_bf16, cpu_isa, cpu_winograd, spec
 from unet_fast.parity import assert_parity, compare
 
 REL_L2 = 2e-2
@@ -47,22 +49,41 @@ def _model(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
     return lively_weights(smp, seed=3), (2, 3, 40, 57)
 
 
+# How the bf16 convs are chosen: "auto" (the default: Winograd where bf16_winograd_decision picks it) or
+# "tiles" (UNET_FAST_BF16_WINOGRAD=0: every conv on the bf16 tile conv). Read at pack time.
+CONV_CHOICES = {"auto": "auto", "tiles": "0"}
+
+
 @cache
-def _bf16(name: str) -> unet_fast.FusedUNet:
-    """One optimize per model for the whole module (the capture, not the emulator, is what costs here)."""
+def _bf16(name: str, conv: str = "auto") -> unet_fast.FusedUNet:
+    """One optimize per model and conv choice for the whole module (the capture, not the emulator, is what
+    costs here)."""
     model, shape = _model(name)
-    return unet_fast.optimize(model, torch.randn(shape), backend="cpu", dtype=torch.bfloat16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(cpu_winograd.BF16_WINOGRAD_ENV, CONV_CHOICES[conv])
+        return unet_fast.optimize(model, torch.randn(shape), backend="cpu", dtype=torch.bfloat16)
+
+
+def _winograd_expected(step: object, conv: str) -> bool:
+    """Whether a bf16 conv step must run on the bf16 Winograd under `conv` (written out from the rule, not
+    read back from the code under test)."""
+    w = step.weight  # type: ignore[attr-defined]
+    return (conv == "auto" and cpu_bf16.choose_backend().name != "amx" and step.kind == "Conv"  # type: ignore[attr-defined]
+            and tuple(w.shape[2:]) == (3, 3) and w.shape[1] >= cpu_winograd.MIN_PROFITABLE_CIN
+            and tuple(step.stride) == (1, 1) and tuple(step.dilation) == (1, 1)  # type: ignore[attr-defined]
+            and tuple(step.padding) in ((0, 0), (1, 1)))  # type: ignore[attr-defined]  # fmt: skip
 
 
 MODELS = ["unet", "milesial", "smp_like", "valid", "bilinear", "monai"]
 
 
+@pytest.mark.parametrize("conv", list(CONV_CHOICES))
 @pytest.mark.parametrize("name", MODELS)
-def test_bf16_parity_against_the_fp32_model(name: str) -> None:
+def test_bf16_parity_against_the_fp32_model(name: str, conv: str) -> None:
     model, shape = _model(name)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(7))
     x_before = x.clone()
-    fast = _bf16(name)
+    fast = _bf16(name, conv)
     with torch.no_grad():
         ref = model(x)
         out = poisoned(fast, x)(x)
@@ -87,16 +108,26 @@ def test_bf16_parity_against_the_fp32_model(name: str) -> None:
     assert len(on_tiles) == sum(p.step.kind in ("Conv", "ConvTranspose2x2") for p in ex.prepared)
     assert all(p.kernels is cpu for p in ex.prepared if p.step.kind in ("Head", "Pool", "Concat", "Resample"))
     text = fast.report()
+    assert "dtype bfloat16" in text
     tile = cpu_bf16.choose_backend().name
+    wino = [p for p in on_tiles if _winograd_expected(p.step, conv)]
+    # (a 3x3 stride-2 conv carries the Winograd weight too, packed from the shape alone, and runs on the tiles)
+    assert all(p.weight.winograd is not None for p in wino)
+    if wino:
+        algo = f"Winograd F(4x4,3x3) on bf16, fp32 compute, {cpu_isa.choose(None).name}"
+        assert f"{len(wino)} convs by {algo}" in text, text
+    if conv == "auto" and tile != "amx":  # these models all have 3x3 convs with >= 16 input channels
+        assert wino, text
+    rest = [p for p in on_tiles if p not in wino]
     # the avx512bf16 backend runs its register-blocked direct conv except on bilinear inputs (then the tiles)
     bilinear = sum(any(v.resample is not None and v.resample.mode == "bilinear" for v in p.step.inputs)
-                   for p in on_tiles if p.step.kind == "Conv")  # fmt: skip
+                   for p in rest if p.step.kind == "Conv")  # fmt: skip
     if tile == "avx512bf16":
-        direct = f"{len(on_tiles) - bilinear} convs by bf16 direct (avx512bf16)"
-        assert "dtype bfloat16" in text and direct in text, text
+        direct = f"{len(rest) - bilinear} convs by bf16 direct (avx512bf16)"
+        assert direct in text, text
         assert (f"{bilinear} convs by bf16 tiles (avx512bf16)" in text) == (bilinear > 0)
     else:
-        assert "dtype bfloat16" in text and f"{len(on_tiles)} convs by bf16 tiles ({tile})" in text
+        assert f"{len(rest)} convs by bf16 tiles ({tile})" in text
     assert ("torch reference in bfloat16:" in text) == any(
         p.kernels is spec and p.step.kind != "Fallback" for p in ex.prepared
     )
@@ -112,7 +143,7 @@ def test_auto_tile_backend_is_the_best_this_cpu_runs() -> None:
     runnable = cpu_bf16.available_tile_backends()
     want = next(b for b in ("amx", "avx512bf16", "portable") if b in runnable)
     assert cpu_bf16.choose_backend().name == want
-    assert f"bf16 {'direct' if want == 'avx512bf16' else 'tiles'} ({want})" in _bf16("unet").report()
+    assert f"bf16 {'direct' if want == 'avx512bf16' else 'tiles'} ({want})" in _bf16("unet", "tiles").report()
 
 
 def test_forced_portable_backend_matches_the_auto_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,11 +153,12 @@ def test_forced_portable_backend_matches_the_auto_one(monkeypatch: pytest.Monkey
     model, shape = _model("unet")
     x = torch.randn(shape, generator=torch.Generator().manual_seed(8))
     monkeypatch.setenv(cpu_bf16.ISA_ENV, "portable")
+    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "0")
     fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16)
     monkeypatch.delenv(cpu_bf16.ISA_ENV)
     assert "bf16 tiles (portable)" in fast.report()
     with torch.no_grad():
-        ref, out, auto = model(x), fast(x), _bf16("unet")(x)
+        ref, out, auto = model(x), fast(x), _bf16("unet", "tiles")(x)
     assert_parity(ref, out, rel_l2=REL_L2, min_agreement=AGREEMENT, what="unet cpu bf16 portable")
     if cpu_bf16.choose_backend().name == "portable":
         assert torch.equal(out, auto)

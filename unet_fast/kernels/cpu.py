@@ -231,11 +231,17 @@ def pack_conv_weight(weight: Tensor, dtype: torch.dtype, *, exact: bool = False,
     """OIHW -> ConvWeight for kernel variant `isa` (None: UNET_FAST_CPU_ISA, else the best this CPU runs):
     the contiguous, detached fp32 OIHW weight PyTorch's convolution takes, plus the Winograd transform where
     cpu_winograd.winograd_decision picks it (3x3 with enough input channels to profit, not `exact`).
-    dtype bf16: the bf16 tile layout instead (TileConvWeight; `exact` and `isa` do not apply: direct, on the
-    tile backend chosen once here). Raises ValueError for a dtype other than fp32 / bf16, a weight that is
-    not 4-D, or an unknown / unrunnable isa."""
+    dtype bf16: the bf16 tile layout (TileConvWeight, on the tile backend chosen once here), plus the bf16
+    Winograd weight for variant `isa` where cpu_winograd.bf16_winograd_decision picks it (not `exact`).
+    Raises ValueError for a dtype other than fp32 / bf16, a weight that is not 4-D, or an unknown /
+    unrunnable isa."""
     if dtype == torch.bfloat16:
-        return _pack_tiles(weight, "conv")
+        tiles = _pack_tiles(weight, "conv")
+        assert isinstance(tiles, TileConvWeight)
+        if cpu_winograd.bf16_winograd_decision(tiles.shape, tile_backend=tiles.backend, exact=exact):
+            return tiles
+        wino = cpu_winograd.pack_winograd_weight(weight, isa=isa, io_dtype=torch.bfloat16)
+        return TileConvWeight(tiles.tiles, tiles.backend, wino)
     _check_dtype(dtype)
     if weight.dim() != 4:
         raise ValueError(f"conv weight must be OIHW [Cout, Cin, kH, kW], got shape {tuple(weight.shape)}")
@@ -469,7 +475,17 @@ class _TileWeight:
 
 @dataclass(frozen=True)
 class TileConvWeight(_TileWeight):
-    """A conv weight packed for the bf16 tile conv (cpu_bf16.conv2d)."""
+    """A conv weight packed for the bf16 tile conv (cpu_bf16.conv2d) and, where
+    cpu_winograd.bf16_winograd_decision chose it at pack time, for the Winograd conv on bf16 activations
+    (calls Winograd cannot take, e.g. stride 2 or an fp32 out, still run on the tiles)."""
+
+    winograd: cpu_winograd.WinogradWeight | None = None
+
+    @property
+    def algorithm(self) -> str:
+        if self.winograd is not None:
+            return f"Winograd F(4x4,3x3) on bf16, fp32 compute, {self.winograd.isa}"
+        return super().algorithm
 
 
 @dataclass(frozen=True)
@@ -565,11 +581,19 @@ def step_algorithm(step: Any, dtype: torch.dtype, weight: Any = None) -> str:
     `direct_supported`; UNET_FAST_BF16_AVX512_CONV=tile, for tests and benchmarks only, is not reflected)."""
     if dtype != torch.bfloat16:
         return ""
+    if isinstance(weight, TileConvWeight) and weight.winograd is not None and _winograd_fits(step):
+        return weight.algorithm
     if isinstance(weight, (TileConvWeight, TileConvTransposeWeight)) and weight.backend == "avx512bf16":
         bilinear = any(getattr(getattr(v, "resample", None), "mode", None) == "bilinear"
                        for v in getattr(step, "inputs", ()))  # fmt: skip
         return "bf16 tiles (avx512bf16)" if bilinear else "bf16 direct (avx512bf16)"
     return _BF16_OPS.get(step.kind, "")
+
+
+def _winograd_fits(step: Any) -> bool:
+    """A Conv step's geometry as cpu_winograd takes it (stride 1, dilation 1, padding 0 or 1 on both axes)."""
+    return (tuple(step.stride) == (1, 1) and tuple(step.dilation) == (1, 1)
+            and tuple(step.padding) in ((0, 0), (1, 1)))  # fmt: skip
 
 
 def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, bias: Tensor | None, *,
@@ -582,6 +606,12 @@ def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, 
     report names it)."""
     from unet_fast.kernels import cpu_bf16
 
+    if packed.winograd is not None:
+        kw = dict(stride=stride, padding=padding, dilation=dilation, residual=residual, out=out, pool_out=pool_out)
+        if not cpu_winograd.winograd_decision(packed.winograd, inputs=inputs, **kw):
+            _refuse_overlaps(inputs, residual, out, pool_out)
+            return cpu_winograd.conv3x3_winograd(inputs, packed.winograd, bias, act=act,
+                                                 negative_slope=negative_slope, **kw)  # fmt: skip
     s, p = _square(stride), _square(padding)
     if s is None or p is None or _square(dilation) != 1:
         raise NotImplementedError("the bf16 tile conv takes square stride / padding and dilation 1")

@@ -10,10 +10,18 @@ Accuracy and design: docs/winograd.md.
 The kernel variant (kernels/cpu_isa.py) is chosen when the weight is packed, because each variant wants its
 own layout (its micro-GEMM's block width): `pack_winograd_weight(w, isa=...)` forces one (tests run every
 runnable variant), else UNET_FAST_CPU_ISA, else the best the CPU runs. The packed weight remembers it.
+
+bf16 activations (`pack_winograd_weight(w, io_dtype=torch.bfloat16)`): the weight is rounded to bf16 first
+(the bf16 engine's weights), the views / residual / out / pool_out are bf16, and the kernel computes in fp32
+exactly as for fp32 tensors, rounding each output once to bf16. Its error is the fp32 Winograd's (rel-L2
+~1e-6 per layer) plus that one rounding: the bf16 tile conv's contract (issue 17: within one bf16 rounding of
+the float64 conv of the same bf16 inputs and weights, plus the fp32 accumulation bound).
+`bf16_winograd_decision` says when the cpu backend's bf16 convs take it instead of the bf16 tile conv.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,40 +47,52 @@ def winograd_matrices(dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tenso
     return tuple(torch.tensor(m, dtype=dtype) for m in (bt, g, at))  # type: ignore[return-value]
 
 
+IO_DTYPES = (torch.float32, torch.bfloat16)
+
+
 @dataclass(frozen=True)
 class WinogradWeight:
     """The transformed weight for CPU kernel variant `isa`: [36, ceil(Cout/nr), Cin, nr] fp32 (Cout
-    zero-padded; nr = the variant's Winograd block width), plus its OIHW shape."""
+    zero-padded; nr = the variant's Winograd block width), plus its OIHW shape and the dtype of the
+    activations it runs on (`io_dtype`: fp32, or bf16 with the weight rounded to bf16 before the transform)."""
 
     data: Tensor
     out_channels: int
     in_channels: int
     isa: str
     nr: int
+    io_dtype: torch.dtype = torch.float32
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return (self.out_channels, self.in_channels, 3, 3)
 
 
-def pack_winograd_weight(weight: Tensor, *, isa: str | None = None) -> WinogradWeight:
+def pack_winograd_weight(weight: Tensor, *, isa: str | None = None,
+                         io_dtype: torch.dtype = torch.float32) -> WinogradWeight:  # fmt: skip
     """OIHW [Cout, Cin, 3, 3] -> WinogradWeight for variant `isa` (None: UNET_FAST_CPU_ISA, else the best
-    runnable one). Run once at optimize time: U = G g G^T in float64, rounded once to fp32. Raises
-    ValueError for a weight that is not a floating-point OIHW 3x3 tensor or an isa this CPU cannot run."""
+    runnable one) and activations of `io_dtype` (fp32 or bf16; bf16 rounds the weight to bf16 first, so the
+    conv is that of the bf16 weight the bf16 tile conv uses). Run once at optimize time: U = G g G^T in
+    float64, rounded once to fp32. Raises ValueError for a weight that is not a floating-point OIHW 3x3
+    tensor, an io_dtype other than fp32 / bf16, or an isa this CPU cannot run."""
     if not isinstance(weight, Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
         shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise ValueError(f"weight must be OIHW [Cout, Cin, 3, 3], got {shape}")
     if not weight.is_floating_point():
         raise ValueError(f"weight must be floating point, got {weight.dtype}")
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"io_dtype must be torch.float32 or torch.bfloat16, got {io_dtype}")
     variant = cpu_isa.choose(isa, what="Winograd")
     nr = variant.winograd_nr
     cout, cin = weight.shape[:2]
     _, g, _ = winograd_matrices()
-    u = torch.einsum("ak,oikl,bl->abio", g, weight.detach().cpu().double(), g).reshape(36, cin, cout)
+    w = weight.detach().cpu()
+    w = w.to(torch.bfloat16) if io_dtype == torch.bfloat16 else w
+    u = torch.einsum("ak,oikl,bl->abio", g, w.double(), g).reshape(36, cin, cout)
     cout_pad = -(-cout // nr) * nr
     u = torch.nn.functional.pad(u, (0, cout_pad - cout))
     u = u.reshape(36, cin, cout_pad // nr, nr).permute(0, 2, 1, 3)
-    return WinogradWeight(u.float().contiguous(), int(cout), int(cin), variant.name, nr)
+    return WinogradWeight(u.float().contiguous(), int(cout), int(cin), variant.name, nr, io_dtype)
 
 
 def _logical_shape(weight: Tensor | WinogradWeight | Sequence[int]) -> tuple[int, ...]:
@@ -97,9 +117,14 @@ def unsupported_reason(inputs: Sequence[Tensor | InputView], weight: Tensor | Wi
         return f"needs padding 0 or 1 (equal on both axes), got {pair(padding)}"
     tensors = [as_view(v).tensor for v in inputs] + [t for t in (residual, out, pool_out) if t is not None]
     for t in tensors:
-        if not isinstance(t, Tensor) or t.dtype != torch.float32 or t.device.type != "cpu":
+        if not isinstance(t, Tensor) or t.dtype not in IO_DTYPES or t.device.type != "cpu":
             what = f"{t.dtype} on {t.device}" if isinstance(t, Tensor) else type(t).__name__
-            return f"needs float32 CPU tensors, got {what}"
+            return f"needs float32 or bfloat16 CPU tensors, got {what}"
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:
+        return f"needs one dtype for inputs, residual, out and pool_out, got {sorted(map(str, dtypes))}"
+    if isinstance(weight, WinogradWeight) and dtypes and weight.io_dtype not in dtypes:
+        return f"the weight was packed for {weight.io_dtype} activations, these are {dtypes.pop()}"
     return ""
 
 
@@ -135,6 +160,34 @@ def winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, exact:
     return unsupported_reason(inputs, weight, **call)  # type: ignore[arg-type]
 
 
+# The cpu backend's bf16 convs: "auto" (default), "1" (Winograd wherever winograd_decision allows, the AMX
+# backend included: for tests and benchmarks) or "0" (the bf16 tile conv only). Read at pack time.
+BF16_WINOGRAD_ENV = "UNET_FAST_BF16_WINOGRAD"
+
+
+def bf16_winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, tile_backend: str,
+                           exact: bool = False) -> str:  # fmt: skip
+    """'' when the cpu backend runs this bf16 conv by Winograd on bf16 activations (fp32 compute) instead of
+    the bf16 tile conv on `tile_backend` (cpu_bf16.choose_backend), else why not. Decided at pack time.
+
+    auto: Winograd where winograd_decision allows it, except on the AMX backend. Why (measured on AMD EPYC
+    Zen 4, 2 threads, unet64-256's 3x3 layers, benchmarks/results/avx512bf16-zen4-2c-layers-256.json): the
+    fp32 Winograd took 0.66-0.93x the time of the register-blocked VDPBF16PS direct conv on every layer
+    with Cin >= 64, because it does 4x fewer multiplies at half VDPBF16PS's rate. On the portable tile
+    emulator (no bf16 instructions: AMD Zen 3) the direct conv is far slower still. On AMX, a modelled
+    figure: ~3 TFLOP/s bf16 per core (the issue's measurement) against at most 4x the fp32 FMA peak
+    (~0.5 TFLOP/s effective per AVX-512 core) for Winograd, so the tile conv stays there. Set
+    UNET_FAST_BF16_WINOGRAD=0 / 1 to force either; exact=True forbids Winograd, as for fp32."""
+    mode = os.environ.get(BF16_WINOGRAD_ENV, "auto").strip().lower() or "auto"
+    if mode not in ("auto", "0", "1"):
+        raise ValueError(f"{BF16_WINOGRAD_ENV} must be auto, 0 or 1, got {mode!r}")
+    if mode == "0":
+        return f"{BF16_WINOGRAD_ENV}=0: the bf16 tile conv only"
+    if mode == "auto" and tile_backend == "amx":
+        return "the AMX tile conv is faster than an fp32 Winograd (modelled)"
+    return winograd_decision(weight, exact=exact)
+
+
 def should_use(
     inputs: Sequence[Tensor | InputView], weight: Tensor | WinogradWeight, **kwargs: object
 ) -> bool:
@@ -148,14 +201,18 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
                      negative_slope: float = 0.01, residual: Tensor | None = None, out: Tensor | None = None,
                      pool_out: Tensor | None = None, isa: str | None = None, tile_block: int = 0,
                      cout_chunk: int = 0) -> Tensor:  # fmt: skip
-    """spec.conv2d for stride 1, dilation 1, 3x3, padding 0/1, float32 CPU tensors, by Winograd F(4x4, 3x3).
+    """spec.conv2d for stride 1, dilation 1, 3x3, padding 0/1, float32 or bfloat16 CPU tensors (one dtype
+    for inputs, residual, out and pool_out; bias float32), by Winograd F(4x4, 3x3), computed in fp32.
 
-    `packed` comes from pack_winograd_weight and runs on the variant it was packed for (an OIHW tensor is
-    packed on the fly for `isa`: slow, for tests; with a packed weight, `isa` must be None or its variant).
+    `packed` comes from pack_winograd_weight and runs on the variant and activation dtype it was packed for
+    (an OIHW tensor is packed on the fly for `isa` and the inputs' dtype: slow, for tests; with a packed
+    weight, `isa` must be None or its variant).
     `tile_block` (tiles per block) and `cout_chunk` (output channels per GEMM chunk) override the
     automatic blocking, for benchmarks; 0 = automatic. Returns `out` (allocated if None)."""
     if isinstance(packed, Tensor):
-        packed = pack_winograd_weight(packed, isa=isa)
+        first = as_view(inputs[0]).tensor if len(inputs) else None
+        bf16 = isinstance(first, Tensor) and first.dtype == torch.bfloat16
+        packed = pack_winograd_weight(packed, isa=isa, io_dtype=torch.bfloat16 if bf16 else torch.float32)
     if not isinstance(packed, WinogradWeight):
         raise ValueError(f"packed must be a WinogradWeight or an OIHW tensor, got {type(packed).__name__}")
     if isa is not None and isa != packed.isa:
@@ -189,7 +246,9 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
     views = [view_source(v) for v in geo.views]
     h, w = geo.in_size
     d = packed.data
-    require_cpu().winograd_conv3x3_f32(
+    ext = require_cpu()
+    launch = ext.winograd_conv3x3_bf16 if packed.io_dtype == torch.bfloat16 else ext.winograd_conv3x3_f32
+    launch(
         views, h, w, geo.in_channels, geo.out_channels, d.shape[1] * packed.nr, geo.padding[0], d.data_ptr(),
         d.numel(), 0 if bias_c is None else bias_c.data_ptr(), None if residual is None else _desc(residual),
         _desc(geo.out), None if geo.pool_out is None else _desc(geo.pool_out), geo.act_index,

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "unet_fast/amx/bf16.h"
+#include "unet_fast/amx/conv_bf16.h"
 #include "unet_fast/cpu_isa.h"
 #include "unet_fast/cpu_pool.h"
 #include "unet_fast/cpu_variant.h"

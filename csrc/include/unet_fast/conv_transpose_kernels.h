@@ -47,7 +47,8 @@ inline void ct_tile_panel(const CtConv& cv, std::int64_t r, int t, int q, const 
   for (int p = 0; p < nj; ++p, o += 2 * cv.osw) {
     for (int j = 0; j < nvec; ++j) {
       const int nl = nvalid - j * kL < kL ? nvalid - j * kL : kL;
-      store_n(o + j * kL, epilogue_v(Vec::load(c + p * kCtNR + j * kL), bias[j], nullptr, nl, cv.ep), nl);
+      const float* no_residual = nullptr;
+      store_n(o + j * kL, epilogue_v(Vec::load(c + p * kCtNR + j * kL), bias[j], no_residual, nl, cv.ep), nl);
     }
   }
 }

@@ -10,6 +10,10 @@ UF_VEC_INLINE Vec load_n(const float* p, int n) { return Vec::load_n(p, n); }
 // Partial stores never touch the lanes past n: the next view of a virtual concat lives there.
 UF_VEC_INLINE void store_n(float* p, const Vec& v, int n) { v.store_n(p, n); }
 
+// The same on bf16 storage (raw bits): exact widening on load, one round-to-nearest-even on store.
+UF_VEC_INLINE Vec load_n(const std::uint16_t* p, int n) { return Vec::load_bf16_n(p, n); }
+UF_VEC_INLINE void store_n(std::uint16_t* p, const Vec& v, int n) { v.store_bf16_n(p, n); }
+
 // C[MR x NV*kL] = A[MR x k] * B[k x NV*kL] (B packed, contiguous), A[r][kk] at a + r * lda + kk * ka: rows
 // lda apart (ka = 1), or a packed [k][MR] tile (lda = 1, ka = MR: one sequential stream for the broadcasts).
 // MR * NV accumulators + NV B vectors + 1 broadcast must fit the register file (16 ymm: 6 x 2; 32 zmm: up to
@@ -62,8 +66,10 @@ inline void gemm_rows(int rows, const float* a, std::int64_t lda, const float* b
 }
 
 // y = act(acc + bias + residual) on kL lanes, the same math as unet_fast::epilogue (epilogue.h):
-// relu and leaky relu as selects (NaN takes the "not > 0" branch there too), SiLU lane by lane.
-inline Vec epilogue_v(const Vec& acc, const Vec& bias, const float* res, int nl, const Epilogue& e) {
+// relu and leaky relu as selects (NaN takes the "not > 0" branch there too), SiLU lane by lane. The residual
+// is fp32 or bf16 bits (R = float or std::uint16_t), widened exactly.
+template <typename R>
+inline Vec epilogue_v(const Vec& acc, const Vec& bias, const R* res, int nl, const Epilogue& e) {
   Vec y = acc + bias;
   if (res) y = y + load_n(res, nl);
   switch (e.act) {

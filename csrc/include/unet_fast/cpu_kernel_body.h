@@ -69,5 +69,13 @@ inline void activation(const float* x, float* out, std::int64_t n, Act act, floa
   }
 }
 
-constexpr CpuVariantOps kOps{kL,          kWinoBlocking, kCtBlocking, &winograd_conv, &conv_transpose2x2,
-                             &head_row,   &gather_row,   &maxpool_row, &activation};
+constexpr CpuVariantOps kOps{kL,
+                             kWinoBlocking,
+                             kCtBlocking,
+                             &winograd_conv<float>,
+                             &winograd_conv<std::uint16_t>,
+                             &conv_transpose2x2,
+                             &head_row,
+                             &gather_row,
+                             &maxpool_row,
+                             &activation};

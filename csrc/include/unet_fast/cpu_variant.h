@@ -26,6 +26,8 @@ struct CpuVariantOps {
   Blocking winograd;        // Winograd's batched GEMM: tiles x channels; U is packed [36][Cout/nr][Cin][nr]
   Blocking conv_transpose;  // the 2x2 transposed conv: input pixels x channels; panels are [Cin][nr]
   void (*winograd_conv)(const WinoConv& cv);
+  // The same conv on bf16 activations (bf16 bits in and out, fp32 compute: winograd_conv.h).
+  void (*winograd_conv_bf16)(const WinoConvBf16& cv);
   void (*conv_transpose2x2)(const CtConv& cv);
   // Head row (n, y): its [W, K] scores into s, then the head op in place (cpu_head.h).
   void (*head_row)(const HeadArgs& h, std::int64_t n, std::int64_t y, float* s, HeadOp op);

@@ -22,6 +22,29 @@ struct Vec {
     float t[8];
     store(t);
     for (int i = 0; i < n; ++i) p[i] = t[i];
+  }  // bf16 bits <-> fp32 lanes, as amx/bf16.h: widening is exact; narrowing rounds to nearest even and turns
+  // every NaN into 0x7FC0. Partial vectors go through a stack copy, as above.
+  UF_VEC_INLINE static Vec load_bf16_n(const std::uint16_t* p, int n) {
+    std::uint16_t t[8] = {};
+    if (n < 8) {
+      for (int i = 0; i < n; ++i) t[i] = p[i];
+      p = t;
+    }
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
+  }
+  UF_VEC_INLINE void store_bf16_n(std::uint16_t* p, int n) const {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), nan);
+    // Every lane is in [0, 0xFFFF], so the unsigned-saturating pack is exact.
+    const __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    if (n == 8) return _mm_storeu_si128(reinterpret_cast<__m128i*>(p), h);
+    std::uint16_t t[8];
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(t), h);
+    for (int i = 0; i < n; ++i) p[i] = t[i];
   }
 };
 UF_VEC_INLINE Vec operator+(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }

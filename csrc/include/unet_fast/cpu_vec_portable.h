@@ -2,6 +2,7 @@
 // x86-64 build: SSE2 registers, two per 8 lanes, four per 16; NEON on arm64). The portable variants use
 // VecP<8> and VecP<16>: the 16-lane one runs the AVX-512 variant's blocking and edge handling on any CPU.
 // Interface shared with cpu_vec_avx2.h / cpu_vec_avx512.h: zero, bcast, load, store, load_n, store_n,
+// load_bf16_n, store_bf16_n,
 // +, -, *, fmadd, select_pos, max_nan_v, fold8. Parameters are const references: a vector wider than
 // the baseline's registers passed by value draws GCC's "ABI changed" note in every build log.
 //
@@ -35,6 +36,17 @@ struct VecP {
     float t[L];
     store(t);
     for (int i = 0; i < n; ++i) p[i] = t[i];
+  }  // bf16 bits <-> fp32 lanes (amx/bf16.h, included by variant_prelude.h): exact widening; narrowing to
+  // nearest even, NaN -> 0x7FC0. Lanes past n are zero on load and untouched on store.
+  UF_VEC_INLINE static VecP load_bf16_n(const std::uint16_t* p, int n) {
+    float t[L] = {};
+    for (int i = 0; i < n; ++i) t[i] = bf16_to_f32(p[i]);
+    return load(t);
+  }
+  UF_VEC_INLINE void store_bf16_n(std::uint16_t* p, int n) const {
+    float t[L];
+    store(t);
+    for (int i = 0; i < n; ++i) p[i] = f32_to_bf16(t[i]);
   }
 };
 template <int L>

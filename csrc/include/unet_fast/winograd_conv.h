@@ -1,5 +1,10 @@
-// Winograd F(4x4, 3x3) convolution over NHWC fp32 (csrc/cpu/winograd_conv.cpp): the problem description
-// every variant of the kernel body (csrc/include/unet_fast/winograd_kernels.h) receives.
+// Winograd F(4x4, 3x3) convolution over NHWC fp32 or bf16 (csrc/cpu/winograd_conv.cpp): the problem
+// description every variant of the kernel body (csrc/include/unet_fast/winograd_kernels.h) receives.
+//
+// Element type T of the activations (views, residual, out, pool): float, or std::uint16_t holding bf16 bits
+// ("bf16 storage, fp32 compute": each value is widened exactly on load, the transforms, GEMMs and epilogue
+// run in fp32 as for float, and each output is rounded once to bf16 on store, like the bf16 tile conv's
+// epilogue). Bias and the transformed weight U are fp32 for both.
 //
 // Transforms (Lavin & Gray 2016, points 0, +-1, +-2, +-1/2): Y = A^T [(G g G^T) . (B^T d B)] A with a 6x6
 // input tile d and a 4x4 output tile Y. The weight side U = G g G^T is computed once, in float64, by the
@@ -19,8 +24,9 @@
 namespace unet_fast {
 
 // One input of a virtual concat, read through an optional resample and a window (spec.InputView).
-struct WinoView {
-  Nhwc<const float> src;             // the tensor (its H, W are the source size of a resample)
+template <typename T>
+struct WinoViewT {
+  Nhwc<const T> src;             // the tensor (its H, W are the source size of a resample)
   int c0;                            // its first channel in the concatenated input
   int mode;                          // ResampleMode: 0 none, 1 nearest, 2 bilinear
   int rh, rw;                        // size after the resample (== src size without one)
@@ -28,21 +34,26 @@ struct WinoView {
   int off_y, off_x;                  // window offset into the resampled image
 };
 
-struct WinoConv {
-  std::vector<WinoView> views;
+template <typename T>
+struct WinoConvT {
+  std::vector<WinoViewT<T>> views;
   int n, h, w;                       // batch, logical input size (the views' window size)
   int cin, cout, cout_pad;           // cout_pad: Cout rounded up to nr (the packed weight's layout)
   int pad;                           // 0 or 1 (same on all sides)
   int ho, wo;                        // output size
   const float* u;                    // packed transformed weight [36][cout_pad/nr][cin][nr]
   const float* bias;                 // [cout] or nullptr
-  Nhwc<const float> residual;        // [n, ho, wo, cout]; p == nullptr: none
-  Nhwc<float> out;                   // [n, ho, wo, cout] (a channel slot is fine)
-  Nhwc<float> pool;                  // [n, ho/2, wo/2, cout]; p == nullptr: none
+  Nhwc<const T> residual;            // [n, ho, wo, cout]; p == nullptr: none
+  Nhwc<T> out;                       // [n, ho, wo, cout] (a channel slot is fine)
+  Nhwc<T> pool;                      // [n, ho/2, wo/2, cout]; p == nullptr: none
   Epilogue ep;
   int num_threads;
   int tile_block;                    // tiles per block, 0 = automatic
   int cout_chunk;                    // output channels per GEMM chunk (multiple of nr), 0 = automatic
 };
+
+using WinoView = WinoViewT<float>;
+using WinoConv = WinoConvT<float>;
+using WinoConvBf16 = WinoConvT<std::uint16_t>;  // bf16 activations as raw bits (amx/bf16.h conversions)
 
 }  // namespace unet_fast

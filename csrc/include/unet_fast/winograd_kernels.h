@@ -10,6 +10,11 @@
 // per chunk of output channels, 36 GEMMs V[p] (T x Cin) * U[p] (Cin x chunk) go into M[36][T][chunk],
 // and the output transform reads M back while it is still in cache and applies the fused epilogue
 // (bias, residual, activation, channel-slot store, 2x2 max-pool).
+//
+// Every function is a template over the activations' element type T (winograd_conv.h): float, or bf16 bits
+// (std::uint16_t). Loads widen to fp32 (load_n's overloads), V, M and all arithmetic stay fp32, and the
+// output transform's stores round once to T (store_n). So the bf16 conv's only error beyond fp32 Winograd is
+// the final store, as for the bf16 tile conv.
 
 // y = B^T x for one column (or row) of six vectors.
 inline void bt6(const Vec& x0, const Vec& x1, const Vec& x2, const Vec& x3, const Vec& x4, const Vec& x5,
@@ -37,7 +42,8 @@ inline void at6(const Vec& m0, const Vec& m1, const Vec& m2, const Vec& m3, cons
 
 // B^T d B for the 36 patch pixels of one tile (ptr[p] = channel 0 of pixel p, nullptr = zero), channels
 // [0, channels), written to dst + p * pstride + c.
-inline void input_transform_tile(const float* const* ptr, int channels, float* dst, std::int64_t pstride) {
+template <typename T>
+inline void input_transform_tile(const T* const* ptr, int channels, float* dst, std::int64_t pstride) {
   for (int c = 0; c < channels; c += kL) {
     const int nl = channels - c < kL ? channels - c : kL;
     Vec d[36], t[36];
@@ -54,12 +60,32 @@ inline void input_transform_tile(const float* const* ptr, int channels, float* d
   }
 }
 
+// A bilinear pixel of view source s (image n) into o[0, s.c): fp32 takes the fp32 gather's expression and
+// order (cpu_kernel_body.h gather_row); bf16 stages exactly the bits the bf16 tile conv stages (the fp32 blend
+// of the four bf16 neighbours rounded once, compiled once without FMA contraction: amx/conv_bf16.h), so the
+// two bf16 conv algorithms see the same input.
+inline void blend_bilinear(const Nhwc<const float>& s, int n, const LinearTap& ty, const LinearTap& tx, float* o) {
+  const float* img = s.p + n * s.sn;
+  const float* a = img + ty.i0 * s.sh + tx.i0 * s.sw;
+  const float* b = img + ty.i0 * s.sh + tx.i1 * s.sw;
+  const float* c = img + ty.i1 * s.sh + tx.i0 * s.sw;
+  const float* d = img + ty.i1 * s.sh + tx.i1 * s.sw;
+  for (std::int64_t k = 0; k < s.c; ++k)
+    o[k] = ty.w0 * (tx.w0 * a[k] + tx.w1 * b[k]) + ty.w1 * (tx.w0 * c[k] + tx.w1 * d[k]);
+}
+inline void blend_bilinear(const Nhwc<const std::uint16_t>& s, int n, const LinearTap& ty, const LinearTap& tx,
+                           std::uint16_t* o) {
+  amx::stage_bilinear_bf16(s, n, Tap{true, ty.i0, ty.i1, ty.w0, ty.w1}, Tap{true, tx.i0, tx.i1, tx.w0, tx.w1}, 0,
+                           static_cast<int>(s.c), o);
+}
+
 // The 36 patch pixels of one view for the tile whose patch starts at (y0, x0) in view coordinates.
 // Bilinear pixels are interpolated into scratch ([36][channels]); all others are pointers into the tensor.
-inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, int x0, const float** ptr,
-                        float* scratch) {
-  const Nhwc<const float>& s = v.src;
-  const float* img = s.p + n * s.sn;
+template <typename T>
+inline void gather_view(const WinoConvT<T>& cv, const WinoViewT<T>& v, int n, int y0, int x0, const T** ptr,
+                        T* scratch) {
+  const Nhwc<const T>& s = v.src;
+  const T* img = s.p + n * s.sn;
   for (int i = 0; i < 6; ++i) {
     for (int j = 0; j < 6; ++j) {
       const int p = 6 * i + j, y = y0 + i, x = x0 + j;
@@ -75,13 +101,8 @@ inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, in
       } else {
         const LinearTap ty = linear_source(ry, static_cast<int>(s.h), v.rh, v.align_corners);
         const LinearTap tx = linear_source(rx, static_cast<int>(s.w), v.rw, v.align_corners);
-        const float* a = img + ty.i0 * s.sh + tx.i0 * s.sw;
-        const float* b = img + ty.i0 * s.sh + tx.i1 * s.sw;
-        const float* c = img + ty.i1 * s.sh + tx.i0 * s.sw;
-        const float* d = img + ty.i1 * s.sh + tx.i1 * s.sw;
-        float* o = scratch + p * s.c;
-        for (std::int64_t k = 0; k < s.c; ++k)
-          o[k] = ty.w0 * (tx.w0 * a[k] + tx.w1 * b[k]) + ty.w1 * (tx.w0 * c[k] + tx.w1 * d[k]);
+        T* o = scratch + p * s.c;
+        blend_bilinear(s, n, ty, tx, o);
         ptr[p] = o;
       }
     }
@@ -90,10 +111,11 @@ inline void gather_view(const WinoConv& cv, const WinoView& v, int n, int y0, in
 
 // A^T m A for one tile and channels [c0, c0 + nvalid) of the chunk, then the fused epilogue.
 // m + p * pstride + cc holds point p of chunk channel cc; the tile's output starts at (oy0, ox0).
-inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64_t pstride, int n, int oy0,
+template <typename T>
+inline void output_transform_tile(const WinoConvT<T>& cv, const float* m, std::int64_t pstride, int n, int oy0,
                                   int ox0, int c0, int nvalid) {
-  float* out_img = cv.out.p + n * cv.out.sn;
-  const float* res_img = cv.residual.p ? cv.residual.p + n * cv.residual.sn : nullptr;
+  T* out_img = cv.out.p + n * cv.out.sn;
+  const T* res_img = cv.residual.p ? cv.residual.p + n * cv.residual.sn : nullptr;
   const int ni = cv.ho - oy0 < 4 ? cv.ho - oy0 : 4, nj = cv.wo - ox0 < 4 ? cv.wo - ox0 : 4;
   for (int cc = 0; cc < nvalid; cc += kL) {
     const int nl = nvalid - cc < kL ? nvalid - cc : kL;
@@ -112,7 +134,7 @@ inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64
     for (int i = 0; i < ni; ++i) {
       for (int j = 0; j < nj; ++j) {
         const std::int64_t oy = oy0 + i, ox = ox0 + j;
-        const float* r = res_img ? res_img + oy * cv.residual.sh + ox * cv.residual.sw + c : nullptr;
+        const T* r = res_img ? res_img + oy * cv.residual.sh + ox * cv.residual.sw + c : nullptr;
         y[4 * i + j] = epilogue_v(y[4 * i + j], bias, r, nl, cv.ep);
         store_n(out_img + oy * cv.out.sh + ox * cv.out.sw + c, y[4 * i + j], nl);
       }
@@ -120,10 +142,11 @@ inline void output_transform_tile(const WinoConv& cv, const float* m, std::int64
     if (!cv.pool.p) continue;
     // A 4x4 tile at an even origin holds exactly four 2x2 pool windows; a window exists (floor mode)
     // only when both its rows and columns are inside the output, and then all four values were computed.
+    // (bf16: the max of the fp32 values rounds to the max of the stored values: rounding is monotonic.)
     for (int pi = 0; pi < 2 && oy0 / 2 + pi < cv.ho / 2; ++pi) {
       for (int pj = 0; pj < 2 && ox0 / 2 + pj < cv.wo / 2; ++pj) {
         const Vec* q = y + 8 * pi + 2 * pj;
-        float* o = cv.pool.p + n * cv.pool.sn + (oy0 / 2 + pi) * cv.pool.sh + (ox0 / 2 + pj) * cv.pool.sw + c;
+        T* o = cv.pool.p + n * cv.pool.sn + (oy0 / 2 + pi) * cv.pool.sh + (ox0 / 2 + pj) * cv.pool.sw + c;
         store_n(o, max_nan_v(max_nan_v(q[0], q[1]), max_nan_v(q[4], q[5])), nl);
       }
     }
@@ -137,7 +160,7 @@ struct Plan {
   std::int64_t ldv;  // V row length: Cin rounded up to kL, + 16 floats where that is a multiple of 512
   int nc;            // output channels per chunk (multiple of kWinoNR)
   bool shared;       // threads share one block and split its output channels (few tiles, big weights)
-  int scratch;       // floats of bilinear scratch per thread
+  int scratch;       // elements (of T) of bilinear scratch per thread
 };
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
@@ -147,7 +170,8 @@ inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 // long blocks so each weight panel, streamed from L3 or DRAM, is reused by many tiles; then the threads
 // share each block (input transform split by tiles, GEMMs split by output channels), so the weights are
 // read once per block instead of once per thread.
-inline Plan make_plan(const WinoConv& cv) {
+template <typename T>
+inline Plan make_plan(const WinoConvT<T>& cv) {
   Plan pl{};
   const int th = (cv.ho + 3) / 4;
   pl.tiles_w = (cv.wo + 3) / 4;
@@ -186,16 +210,17 @@ inline Plan make_plan(const WinoConv& cv) {
   nc = round_up(nc, kWinoNR);
   pl.nc = nc < cv.cout_pad ? nc : cv.cout_pad;
   pl.scratch = 0;
-  for (const WinoView& v : cv.views)
+  for (const WinoViewT<T>& v : cv.views)
     if (v.mode == 2 && 36 * static_cast<int>(v.src.c) > pl.scratch) pl.scratch = 36 * static_cast<int>(v.src.c);
   return pl;
 }
 
 // Input transform of tiles [lo, hi) of block b into V.
-inline void input_block(const WinoConv& cv, const Plan& pl, std::int64_t b, int lo, int hi, float* v,
-                        float* scratch) {
+template <typename T>
+inline void input_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, int lo, int hi, float* v,
+                        T* scratch) {
   const std::int64_t pstride = pl.tpad * pl.ldv;
-  const float* ptr[36];
+  const T* ptr[36];
   for (int t = lo; t < hi; ++t) {
     const std::int64_t g = b * pl.t + t;
     float* row = v + t * pl.ldv;
@@ -206,7 +231,7 @@ inline void input_block(const WinoConv& cv, const Plan& pl, std::int64_t b, int 
     }
     const int n = static_cast<int>(g / pl.tiles_hw), r = static_cast<int>(g % pl.tiles_hw);
     const int y0 = 4 * (r / pl.tiles_w) - cv.pad, x0 = 4 * (r % pl.tiles_w) - cv.pad;
-    for (const WinoView& view : cv.views) {
+    for (const WinoViewT<T>& view : cv.views) {
       gather_view(cv, view, n, y0, x0, ptr, scratch);
       input_transform_tile(ptr, static_cast<int>(view.src.c), row + view.c0, pstride);
     }
@@ -214,7 +239,8 @@ inline void input_block(const WinoConv& cv, const Plan& pl, std::int64_t b, int 
 }
 
 // GEMMs and output transform of block b for output channel blocks [jb0, jb1) (kWinoNR channels each).
-inline void gemm_output_chunk(const WinoConv& cv, const Plan& pl, std::int64_t b, const float* v, float* m,
+template <typename T>
+inline void gemm_output_chunk(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, const float* v, float* m,
                               int jb0, int jb1) {
   const int nc = (jb1 - jb0) * kWinoNR;
   const int njb = cv.cout_pad / kWinoNR;
@@ -242,7 +268,8 @@ inline void gemm_output_chunk(const WinoConv& cv, const Plan& pl, std::int64_t b
   }
 }
 
-inline void winograd_conv(const WinoConv& cv) {
+template <typename T>
+inline void winograd_conv(const WinoConvT<T>& cv) {
   const Plan pl = make_plan(cv);
   const int njb = cv.cout_pad / kWinoNR, jchunk = pl.nc / kWinoNR;
   const int nchunks = (njb + jchunk - 1) / jchunk;
@@ -252,7 +279,8 @@ inline void winograd_conv(const WinoConv& cv) {
 #pragma omp parallel num_threads(cv.num_threads)
     {
       [[maybe_unused]] const ThreadState state;
-      std::vector<float> v(vsize), m(msize), scratch(pl.scratch);
+      std::vector<float> v(vsize), m(msize);
+      std::vector<T> scratch(pl.scratch);
 #pragma omp for schedule(dynamic, 1)
       for (std::int64_t b = 0; b < pl.nblocks; ++b) {
         input_block(cv, pl, b, 0, pl.tpad, v.data(), scratch.data());
@@ -268,7 +296,8 @@ inline void winograd_conv(const WinoConv& cv) {
 #pragma omp parallel num_threads(cv.num_threads)
   {
     [[maybe_unused]] const ThreadState state;
-    std::vector<float> m(msize), scratch(pl.scratch);
+    std::vector<float> m(msize);
+    std::vector<T> scratch(pl.scratch);
     for (std::int64_t b = 0; b < pl.nblocks; ++b) {
 #pragma omp for schedule(static)
       for (int t = 0; t < pl.tpad; ++t) input_block(cv, pl, b, t, t + 1, v.data(), scratch.data());
