@@ -1,0 +1,205 @@
+"""The Winograd F(4x4, 3x3) conv on bf16 activations (cpu_winograd.conv3x3_winograd with bf16 tensors, issue 17):
+bf16 views / residual / out / pool_out, fp32 bias and transformed weight (of the bf16-rounded weight), fp32
+compute, each output rounded once to bf16.
+
+Two truths, on every CPU kernel variant this machine runs (weights packed per variant):
+- exact: the fp32 Winograd kernel of the same variant, run on the same values (the bf16 input as the kernel
+  stages it, widened exactly: plain, window and nearest reads copy; bilinear is blended in fp32 and rounded
+  once to bf16, the bits the bf16 tile conv stages, cpu_bf16.read_view_bf16) with the same packed weight,
+  then rounded to bf16: bit-equal. Both run the same fp32 operations, so this is "no error beyond the final
+  store" exactly. The fp32 Winograd's own accuracy is tests/kernels/winograd/test_winograd_conv.py's.
+- bound: the float64 conv of the staged input and the bf16-rounded weight (cpu_bf16.conv2d_reference):
+  every element within one bf16 rounding plus the fp32 accumulation bound of the 9 Cin products
+  (bf16_testutil.assert_bf16_one_rounding, the bf16 tile conv's budget).
+
+Odd sizes, batch 2, channel counts off the vector widths (13, 19, 21, 29, 37), NaN-poisoned input buffers
+and output slots, the pool output exactly the 2x2 max of the stored output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from bf16_testutil import assert_bf16_one_rounding
+
+from unet_fast.kernels import cpu_bf16, cpu_winograd
+from unet_fast.kernels.spec import InputView, Resample
+
+ISAS = cpu_winograd.available_isas()
+NAN = float("nan")
+
+pytestmark = pytest.mark.skipif(not ISAS, reason="unet_fast._C was built without the Winograd kernel")
+
+
+def lively(cin: int, cout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """He-normal 3x3 weight and a bias of the size trained layers have."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(cout, cin, 3, 3, generator=g) * (2.0 / (9 * cin)) ** 0.5, 0.1 * torch.randn(cout, generator=g)
+
+
+def slot(n: int, h: int, w: int, c: int, g: torch.Generator, before: int = 2) -> torch.Tensor:
+    """Random bf16 channels [before, before + c) of a NaN-filled wider buffer: a read outside poisons."""
+    buf = torch.full((n, h, w, before + c + 3), NAN, dtype=torch.bfloat16)
+    s = buf[..., before : before + c]
+    s.copy_(torch.randn(n, h, w, c, generator=g))
+    return s
+
+
+def poisoned_out(shape: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    n, h, w, c = shape
+    buf = torch.full((n, h, w, 3 + c + 5), NAN, dtype=torch.bfloat16)
+    return buf, buf[..., 3 : 3 + c]
+
+
+def assert_only_slot_written(buf: torch.Tensor, c: int, what: str) -> None:
+    outside = torch.cat([buf[..., :3], buf[..., 3 + c :]], dim=-1)
+    assert outside.isnan().all(), f"{what}: {int((~outside.isnan()).sum())} elements outside the slot written"
+    assert not buf[..., 3 : 3 + c].isnan().any(), f"{what}: unwritten (NaN) elements in the slot"
+
+
+def run(views: list[InputView], cout: int, pad: int, isa: str, seed: int, *, act: str = "relu",
+        residual: bool = False, pool: bool = False) -> torch.Tensor:  # fmt: skip
+    """The bf16 Winograd on `views` into poisoned slots, checked against both truths; returns out."""
+    cin = sum(v.channels for v in views)
+    weight, bias = lively(cin, cout, seed)
+    packed = cpu_winograd.pack_winograd_weight(weight, isa=isa, io_dtype=torch.bfloat16)
+    staged = torch.cat([cpu_bf16.read_view_bf16(v) for v in views], dim=3)
+    n, h, w, _ = staged.shape
+    shape = (n, h + 2 * pad - 2, w + 2 * pad - 2, cout)
+    res = slot(*shape, torch.Generator().manual_seed(seed + 1)) if residual else None
+    before = [v.tensor.clone() for v in views]
+    buf, out = poisoned_out(shape)
+    pbuf, pool_out = poisoned_out((n, shape[1] // 2, shape[2] // 2, cout)) if pool else (None, None)
+    what = f"{[tuple(v.tensor.shape) for v in views]} -> {shape} p{pad} {act} isa={isa}"
+    got = cpu_winograd.conv3x3_winograd(views, packed, bias, padding=pad, act=act, residual=res, out=out,
+                                        pool_out=pool_out)  # fmt: skip
+    assert got.data_ptr() == out.data_ptr()
+    for v, b in zip(views, before, strict=True):
+        assert torch.equal(v.tensor, b), f"{what}: an input view was changed"
+    assert_only_slot_written(buf, cout, f"{what} out")
+
+    # exact: the fp32 kernel on the same values and the same packed U, rounded once
+    f32 = dataclasses.replace(packed, io_dtype=torch.float32)
+    ref32 = cpu_winograd.conv3x3_winograd([staged.float()], f32, bias, padding=pad, act=act,
+                                          residual=None if res is None else res.float())  # fmt: skip
+    assert torch.equal(got, ref32.bfloat16()), f"{what}: not the bf16 rounding of the fp32 Winograd"
+    # bound: within one bf16 rounding of the float64 conv (+ the fp32 accumulation bound)
+    ref = cpu_bf16.conv2d_reference(staged, weight, bias, padding=pad, act=act,
+                                    residual=None if res is None else res.double())  # fmt: skip
+    absx = F.conv2d(staged.double().abs().permute(0, 3, 1, 2), weight.bfloat16().double().abs(), padding=pad)
+    abs_ref = absx.permute(0, 2, 3, 1) + bias.double().abs() + (0 if res is None else res.double().abs())
+    assert_bf16_one_rounding(got, ref, abs_ref, 9 * cin + 2, what)
+    if pool:
+        assert_only_slot_written(pbuf, cout, f"{what} pool_out")
+        expect = F.max_pool2d(out.float().permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+        assert torch.equal(pool_out.float(), expect), f"{what}: pool_out is not the 2x2 max of out"
+    return got
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(("n", "h", "w", "cin", "cout", "pad", "act"), [
+    (2, 13, 11, 37, 29, 1, "relu"),
+    (2, 9, 14, 24, 40, 0, "leaky_relu"),
+    (1, 4, 4, 16, 16, 1, "none"),  # one tile
+    (3, 6, 23, 19, 21, 1, "silu"),
+], ids=["13x11_p1", "9x14_p0", "4x4_one_tile", "n3_6x23"])  # fmt: skip
+def test_plain_input(n: int, h: int, w: int, cin: int, cout: int, pad: int, act: str, isa: str) -> None:
+    x = slot(n, h, w, cin, torch.Generator().manual_seed(h * w))
+    run([InputView(x)], cout, pad, isa, seed=h + w, act=act)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_virtual_concat_residual_and_pool(isa: str) -> None:
+    """A U-Net decoder conv: skip 19 + up 13 channels read from slots of two buffers, a residual added before
+    the activation, and the 2x2 max-pool output (odd output: floor mode)."""
+    g = torch.Generator().manual_seed(5)
+    views = [InputView(slot(2, 15, 13, 19, g)), InputView(slot(2, 15, 13, 13, g, before=1))]
+    run(views, 21, 1, isa, seed=5, residual=True, pool=True)
+    run(views, 33, 0, isa, seed=6, pool=True)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_crop_window_and_zero_padding_window(isa: str) -> None:
+    """Ronneberger's centre crop of the skip, and milesial's F.pad (a window past the source's edge)."""
+    g = torch.Generator().manual_seed(7)
+    skip, up = slot(2, 21, 24, 32, g), slot(2, 13, 16, 17, g)
+    run([InputView(skip, offset=(4, 4), size=(13, 16)), InputView(up)], 24, 0, isa, seed=7)
+    run([InputView(up, offset=(-1, -2), size=(15, 19))], 19, 1, isa, seed=8)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize(("mode", "size", "align"), [
+    ("nearest", (14, 22), False),
+    ("nearest", (19, 23), False),
+    ("bilinear", (14, 22), False),
+    ("bilinear", (15, 21), True),
+], ids=["nearest_2x", "nearest_odd", "bilinear_2x", "bilinear_odd_ac"])  # fmt: skip
+def test_resample_on_read(mode: str, size: tuple[int, int], align: bool, isa: str) -> None:
+    g = torch.Generator().manual_seed(size[0] + size[1])
+    low, skip = slot(2, 7, 11, 33, g), slot(2, *size, 17, g)
+    run([InputView(skip), InputView(low, Resample(mode, size, align))], 19, 1, isa, seed=size[1])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_store_rounds_like_torch(isa: str) -> None:
+    """The bf16 store on every variant, full and partial vectors (37 channels), bit for bit against torch's
+    fp32 -> bf16: with a zero weight the output is exactly the fp32 bias (+ a bf16 residual of zeros), so
+    ties to even, values that round up into the next binade, to infinity, denormals and NaN reach the store."""
+    specials = torch.tensor([1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-9, -(1.0 + 2**-8), 3.3895314e38, 1e-39,
+                             -1e-40, float("inf"), float("-inf"), NAN, 0.0, 65504.0, 2**-126, 1.0 - 2**-25],
+                            dtype=torch.float32)  # fmt: skip
+    bias = torch.cat([specials, torch.randn(37 - specials.numel())])
+    x = torch.randn(2, 5, 7, 16).bfloat16()
+    packed = cpu_winograd.pack_winograd_weight(torch.zeros(37, 16, 3, 3), isa=isa, io_dtype=torch.bfloat16)
+    res = torch.zeros(2, 5, 7, 37, dtype=torch.bfloat16)
+    got = cpu_winograd.conv3x3_winograd([x], packed, bias, padding=1, residual=res)
+    want = bias.bfloat16().expand(2, 5, 7, 37)
+    nan = want.isnan()
+    assert torch.equal(got.isnan(), nan)
+    assert (got.view(torch.int16)[nan] == 0x7FC0).all(), "NaN must store as the quiet NaN 0x7FC0"
+    assert torch.equal(got[~nan].view(torch.int16), want[~nan].view(torch.int16))
+
+
+def test_refuses_mixed_dtypes_and_a_weight_packed_for_the_other_dtype() -> None:
+    x = torch.randn(1, 6, 6, 16).bfloat16()
+    w = torch.randn(8, 16, 3, 3)
+    packed = cpu_winograd.pack_winograd_weight(w, io_dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="one dtype"):
+        cpu_winograd.conv3x3_winograd([x], packed, padding=1, out=torch.empty(1, 6, 6, 8))
+    with pytest.raises(ValueError, match="dtype"):  # the shared argument checks name the mismatch
+        cpu_winograd.conv3x3_winograd([x, x.float()], cpu_winograd.pack_winograd_weight(torch.randn(8, 32, 3, 3),
+                                      io_dtype=torch.bfloat16), padding=1)  # fmt: skip
+    with pytest.raises(ValueError, match=r"packed for torch\.float32"):
+        cpu_winograd.conv3x3_winograd([x], cpu_winograd.pack_winograd_weight(w), padding=1)
+    with pytest.raises(ValueError, match=r"packed for torch\.bfloat16"):
+        cpu_winograd.conv3x3_winograd([x.float()], packed, padding=1)
+    with pytest.raises(ValueError, match="io_dtype"):
+        cpu_winograd.pack_winograd_weight(w, io_dtype=torch.float16)
+    with pytest.raises(ValueError, match="bias must be a float32"):
+        cpu_winograd.conv3x3_winograd([x], packed, torch.zeros(8, dtype=torch.bfloat16), padding=1)
+    # the weight is rounded to bf16 before the transform: packing w and its bf16 rounding gives the same U
+    assert torch.equal(packed.data, cpu_winograd.pack_winograd_weight(w.bfloat16(), io_dtype=torch.bfloat16).data)
+    assert not torch.equal(packed.data, cpu_winograd.pack_winograd_weight(w).data)
+
+
+def test_bf16_winograd_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: Winograd on every tile backend but AMX, for the 3x3 shapes winograd_decision takes; 0 / 1 force
+    it off / on; exact=True and a bad setting as documented."""
+    decide = cpu_winograd.bf16_winograd_decision
+    monkeypatch.delenv(cpu_winograd.BF16_WINOGRAD_ENV, raising=False)
+    assert decide((64, 64, 3, 3), tile_backend="avx512bf16") == ""
+    assert decide((64, 64, 3, 3), tile_backend="portable") == ""
+    assert "AMX" in decide((64, 64, 3, 3), tile_backend="amx")
+    assert "input channels" in decide((64, 3, 3, 3), tile_backend="avx512bf16")
+    assert "3x3" in decide((64, 64, 1, 1), tile_backend="avx512bf16")
+    assert "exact" in decide((64, 64, 3, 3), tile_backend="avx512bf16", exact=True)
+    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "1")
+    assert decide((64, 64, 3, 3), tile_backend="amx") == ""
+    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "0")
+    assert "=0" in decide((64, 64, 3, 3), tile_backend="avx512bf16")
+    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "yes")
+    with pytest.raises(ValueError, match="auto, 0 or 1"):
+        decide((64, 64, 3, 3), tile_backend="avx512bf16")
