@@ -3,7 +3,10 @@
 AVX512-BF16 where the CPU has them) vs our fp32 cpu conv (kernels/cpu.py: Winograd where it applies) vs the
 measured peak of the tile backend (amx: a tight TDPBF16PS loop; avx512bf16: a register-resident VDPBF16PS
 loop), same threads, medians, and each layer's accuracy (rel-L2 against float64 on the same bf16-rounded
-operands) beside its speed.
+operands) beside its speed. The 3x3 layers Winograd can take (Cin >= 16) also time the Winograd conv on bf16
+activations (kernels/cpu_winograd.py, fp32 compute), and the total line adds up what the engine runs: per
+layer the algorithm cpu_winograd.bf16_winograd_decision picks for this tile backend, so an AMX run checks
+that rule with measured figures.
 
     python benchmarks/bench_amx_bf16.py [--size 256] [--threads 2] [--repeats 5] [--isa amx] [--json FILE]
 
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unet_fast.kernels import cpu, cpu_bf16
+from unet_fast.kernels import cpu, cpu_bf16, cpu_winograd
 
 
 def unet_convs(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, int, int, int, int]]:
@@ -86,6 +89,10 @@ def _timed(fn) -> float:
     return _CLOCK() - t0
 
 
+def _opt(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
 def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got.double() - ref).norm() / ref.norm())
 
@@ -116,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tile backend {isa} (avx512 path {args.avx512_path}); peak {peak:.0f} GFLOP/s over {args.threads} threads "
           f"({peak / args.threads:.0f} per core); clock {args.clock}; torch {torch.__version__}")  # fmt: skip
     print("| layer | HxW | Cin->Cout | K | tile ms | tile GFLOP/s | % peak | oneDNN bf16 ms | tile/oneDNN "
-          "| ours fp32 ms | tile/fp32 | rel-L2 tile | rel-L2 oneDNN |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| ours fp32 ms | tile/fp32 | bf16 Winograd ms | Winograd/oneDNN | rel-L2 tile | rel-L2 Winograd "
+          "| rel-L2 oneDNN |")  # fmt: skip
+    print("|" + " --- |" * 16)
     rows = []
     for name, hw, cin, cout, k in unet_convs(args.size):
         x = torch.randn(args.batch, hw, hw, cin).bfloat16()
@@ -134,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                      b, act="relu", out=out32)  # fmt: skip
             ref = cpu_bf16.conv_transpose2x2_reference(x, w, b, act="relu")
             flop = 2 * args.batch * hw * hw * cin * cout * 4
+            wino, out_w = None, None
         else:
             w = torch.randn(cout, cin, k, k) * (2.0 / (cin * k * k)) ** 0.5
             out = torch.empty(args.batch, hw, hw, cout, dtype=torch.bfloat16)
@@ -146,28 +155,47 @@ def main(argv: list[str] | None = None) -> int:
                                      padding=k // 2, act="relu", out=out32)  # fmt: skip
             ref = cpu_bf16.conv2d_reference(x, w, b, padding=k // 2, act="relu")
             flop = 2 * args.batch * hw * hw * cin * cout * k * k
+            wino, out_w = None, None
+            if not cpu_winograd.winograd_decision(w.shape):
+                out_w = torch.empty_like(out)
+                wino = functools.partial(cpu_winograd.conv3x3_winograd, [x],
+                                         cpu_winograd.pack_winograd_weight(w, io_dtype=torch.bfloat16), b,
+                                         padding=1, act="relu", out=out_w)  # fmt: skip
         with torch.inference_mode():
-            t_tile, t_ref, t_f32 = [], [], []
+            t_tile, t_ref, t_f32, t_wino = [], [], [], []
             tile(), onednn(), fp32()
+            if wino:
+                wino()
             for _ in range(args.repeats):  # interleaved, so a busy machine slows all alike
                 t_tile.append(_timed(tile))
                 t_ref.append(_timed(onednn))
                 t_f32.append(_timed(fp32))
+                if wino:
+                    t_wino.append(_timed(wino))
             y_ref = onednn().permute(0, 2, 3, 1)
         mt, mr, mf = statistics.median(t_tile), statistics.median(t_ref), statistics.median(t_f32)
+        mw = statistics.median(t_wino) if wino else None
+        picked = mw if wino and not cpu_winograd.bf16_winograd_decision(w.shape, tile_backend=isa) else mt
         row = dict(layer=name, hw=hw, cin=cin, cout=cout, k=k, tile_ms=mt * 1e3, tile_gflops=flop / mt / 1e9,
                    pct_peak=100 * flop / mt / 1e9 / peak, onednn_ms=mr * 1e3, ratio=mt / mr,
                    fp32_ms=mf * 1e3, ratio_fp32=mt / mf,
-                   rel_l2_tile=rel_l2(out, ref), rel_l2_onednn=rel_l2(y_ref, ref))  # fmt: skip
+                   wino_ms=None if mw is None else mw * 1e3, ratio_wino=None if mw is None else mw / mr,
+                   engine_ms=picked * 1e3, rel_l2_tile=rel_l2(out, ref),
+                   rel_l2_wino=None if out_w is None else rel_l2(out_w, ref),
+                   rel_l2_onednn=rel_l2(y_ref, ref))  # fmt: skip
         rows.append(row)
         print(f"| {name} | {hw}x{hw} | {cin}->{cout} | {k} | {row['tile_ms']:.2f} | {row['tile_gflops']:.0f} | "
               f"{row['pct_peak']:.1f} | {row['onednn_ms']:.2f} | {row['ratio']:.2f} | {row['fp32_ms']:.2f} | "
-              f"{row['ratio_fp32']:.2f} | {row['rel_l2_tile']:.1e} | {row['rel_l2_onednn']:.1e} |")  # fmt: skip
+              f"{row['ratio_fp32']:.2f} | {_opt(row['wino_ms'], '.2f')} | {_opt(row['ratio_wino'], '.2f')} | "
+              f"{row['rel_l2_tile']:.1e} | {_opt(row['rel_l2_wino'], '.1e')} | {row['rel_l2_onednn']:.1e} |")  # fmt: skip
         sys.stdout.flush()
     tot_t, tot_r = sum(r["tile_ms"] for r in rows), sum(r["onednn_ms"] for r in rows)
     tot_f = sum(r["fp32_ms"] for r in rows)
+    tot_e = sum(r["engine_ms"] for r in rows)
     print(f"total: tile {tot_t:.1f} ms, oneDNN bf16 {tot_r:.1f} ms (ratio {tot_t / tot_r:.2f}), "
           f"ours fp32 {tot_f:.1f} ms (ratio {tot_t / tot_f:.2f})")  # fmt: skip
+    print(f"the engine's choice per layer (bf16_winograd_decision on {isa}): {tot_e:.1f} ms, "
+          f"{tot_e / tot_r:.2f}x oneDNN bf16")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(dict(isa=isa, avx512_path=args.avx512_path, threads=args.threads, size=args.size, clock=args.clock,
                                              repeats=args.repeats, peak_gflops=peak, torch=torch.__version__,

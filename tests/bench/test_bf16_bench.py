@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import unet_fast
 from unet_fast.bench import contenders as C
 from unet_fast.bench.contenders import Settings, openvino_precision
 from unet_fast.bench.results import (
@@ -192,6 +193,11 @@ def test_unet_fast_cpu_bf16_takes_and_returns_fp32(tmp_path, cpu_backend) -> Non
         out = p.run()
     assert out.dtype == torch.float32 and out.shape == (2, 2, 32, 48)
     assert p.note.startswith("fp32 in/out") and ("bf16 tiles" in p.note or "bf16 direct" in p.note)
+    # every algorithm the report names is in the note (on a CPU without AMX, the Winograd on bf16 too)
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16)
+    for line in fast.report().splitlines():
+        if line.strip().startswith("algorithms: "):
+            assert line.strip()[len("algorithms: "):] in p.note, (line, p.note)
 
 
 @pytest.mark.skipif(not HAS_ORT, reason="onnxruntime/onnx are not installed")

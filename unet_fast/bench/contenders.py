@@ -419,12 +419,10 @@ def _prepare_unet_fast_cpu_fp32(model: nn.Module, x: Tensor, s: Settings) -> Pre
 
 
 def _bf16_summary(report: str) -> list[str]:
-    """From optimize's report: which conv algorithm ran (e.g. '18 convs by bf16 tiles (portable)': the
-    emulator, not AMX) and how many steps ran on the bf16 torch reference; [] when the report lacks them."""
-    out = []
-    algo = re.search(r"^\s*algorithms: (.+)$", report, re.MULTILINE)
-    if algo:
-        out.append(algo.group(1).strip())
+    """From optimize's report: which algorithms ran, one entry per algorithm (e.g. '10 convs by Winograd
+    F(4x4,3x3) on bf16, fp32 compute, avx512', '7 convs by bf16 tiles (portable)': the emulator, not AMX)
+    and how many steps ran on the bf16 torch reference; [] when the report lacks them."""
+    out = [a.strip() for a in re.findall(r"^\s*algorithms: (.+)$", report, re.MULTILINE)]
     ref = re.search(r"^\s*torch reference in \w+: (\d+) steps", report, re.MULTILINE)
     if ref:
         out.append(f"{ref.group(1)} steps on the torch reference")
