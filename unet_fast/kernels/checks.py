@@ -7,6 +7,7 @@ needs. Backends add only their own constraints (device, dtype support) on top.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,9 +51,15 @@ def check_same_device(named: dict[str, Tensor | None], device: torch.device | No
 
 def check_out(out: Tensor | None, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
               *, dtypes: Sequence[torch.dtype] = FLOAT_DTYPES) -> Tensor:  # fmt: skip
-    """Allocate `out` if None, else check it is a writable [shape] tensor (a channel slot is fine)."""
+    """Allocate `out` if None, else check it is a writable [shape] tensor (a channel slot is fine). An
+    allocation that fails (e.g. a huge padding asks for terabytes) is a ValueError naming the shape."""
     if out is None:
-        return torch.empty(shape, dtype=dtype, device=device)
+        try:
+            return torch.empty(shape, dtype=dtype, device=device)
+        except (RuntimeError, MemoryError) as e:
+            gib = math.prod(shape) * torch.empty((), dtype=dtype).element_size() / 2**30
+            raise ValueError(f"cannot allocate {name} of shape {tuple(shape)} ({gib:.3g} GiB of {dtype}): "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e  # fmt: skip
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(out.shape)}, expected {tuple(shape)}")
     if out.dtype not in dtypes:

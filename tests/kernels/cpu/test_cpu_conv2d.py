@@ -122,3 +122,12 @@ def test_conv2d_bad_input() -> None:
         cpu.conv2d([x], w.oihw.half(), None)
     with pytest.raises(ValueError, match="unknown conv2d isa"):
         cpu.pack_conv_weight(torch.randn(4, 5, 3, 3), F32, isa="sse9")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conv2d_huge_padding_is_a_value_error(dtype: torch.dtype) -> None:
+    """A padding whose output cannot be allocated (here ~3e4 GiB) is a ValueError naming the shape, in fp32
+    and bf16, not the allocator's RuntimeError."""
+    x = torch.randn(1, 5, 5, 4).to(dtype)
+    with pytest.raises(ValueError, match=r"cannot allocate out of shape \(1, 2000003, 2000003, 4\)"):
+        cpu.conv2d([x], cpu.pack_conv_weight(torch.randn(4, 4, 3, 3), dtype), padding=10**6)
