@@ -140,15 +140,21 @@ std::string bf16_tile_fault(const py::bytes& config, const std::string& op, cons
   return amx::tile_op_fault(cfg, configured, name, tiles[0]);
 }
 
-// Runs a tile program the hardware would fault on (a TDPBF16PS whose A tile has 8 rows, C 16) through the
-// emulator, then the check every portable call ends with: raises RuntimeError. A test of that path.
-void bf16_emulator_fault_selftest() {
+// Runs a tile program the hardware would fault on through the emulator, then the check every portable call
+// ends with: raises RuntimeError. A test of that path. `fault`: "shape" (a TDPBF16PS whose A tile has 8
+// rows, C 16) or "released" (a TILELOADD after the scope's TILERELEASE: what a thread that reuses a stale
+// configuration, e.g. an OpenMP pool thread configured by an earlier call, would execute).
+void bf16_emulator_fault_selftest(const std::string& fault) {
+  UF_CHECK(fault == "shape" || fault == "released", "fault must be 'shape' or 'released', got '" << fault << "'");
   amx::TileConfig cfg = amx::conv_tile_config();
-  amx::set_tile(cfg, 4, 8, 64);
+  if (fault == "shape") amx::set_tile(cfg, 4, 8, 64);
+  alignas(64) std::uint16_t a[16 * 32] = {};
   {
     const amx::TileScope<amx::TilesPortable> scope(cfg);
-    amx::TilesPortable::dpbf16ps<0, 4, 6>();
+    amx::TilesPortable::load<4>(a, 64);
+    if (fault == "shape") amx::TilesPortable::dpbf16ps<0, 4, 6>();
   }
+  if (fault == "released") amx::TilesPortable::load<4>(a, 64);
   amx::throw_if_emulator_fault();
 }
 
@@ -339,8 +345,9 @@ void register_conv_bf16(py::module_& m) {
   m.def("bf16_tile_fault", &bf16_tile_fault, py::arg("config"), py::arg("op"), py::arg("tiles"),
         "Why AMX would fault on op ('ldtilecfg' of config, or with it loaded 'tileloadd' / 'tilestored' / "
         "'tilezero' [t] or 'tdpbf16ps' [c, a, b]); '' if it would not. The portable emulator's checks.");
-  m.def("bf16_emulator_fault_selftest", &bf16_emulator_fault_selftest,
-        "Runs a tile program AMX would fault on through the portable emulator: raises RuntimeError (a test hook).");
+  m.def("bf16_emulator_fault_selftest", &bf16_emulator_fault_selftest, py::arg("fault"),
+        "Runs a tile program AMX would fault on ('shape' or 'released') through the portable emulator: raises "
+        "RuntimeError (a test hook).");
   m.def("bf16_tile_dot", &bf16_tile_dot, py::arg("a_ptr"), py::arg("b_ptr"), py::arg("c_ptr"), py::arg("m"),
         py::arg("kp"), py::arg("n"), py::arg("backend"),
         "One TDPBF16PS: c[m][n] (fp32, in place) += a[m][2kp] (bf16) . b[kp][2n] (bf16, K pairs interleaved).");

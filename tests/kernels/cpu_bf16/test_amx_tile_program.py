@@ -153,9 +153,13 @@ def test_tile_op_checks() -> None:
 
 def test_emulator_fault_raises_and_clears() -> None:
     """A tile program AMX would fault on raises RuntimeError from the binding (not a silent wrong result),
-    and the record is cleared: the next portable call runs normally."""
+    and the record is cleared: the next portable call runs normally. "released": a tile load after
+    TILERELEASE, what an OpenMP pool thread reusing a configuration from an earlier call would run (the
+    emulator used to keep the released shapes and compute on silently; AMX raises #UD, SIGILL)."""
     with pytest.raises(RuntimeError, match=r"TDPBF16PS tmm0 \+= tmm4 \. tmm6: A has 8 rows, C 16 \(#UD\)"):
-        cpu.bf16_emulator_fault_selftest()
+        cpu.bf16_emulator_fault_selftest("shape")
+    with pytest.raises(RuntimeError, match=r"TILELOADD tmm4: the tiles are not configured in this thread"):
+        cpu.bf16_emulator_fault_selftest("released")
     a = torch.ones(2, 2, dtype=torch.bfloat16)
     b = torch.ones(1, 2, dtype=torch.bfloat16)
     assert torch.equal(cpu_bf16.tile_dot(a, b, torch.zeros(2, 1), isa="portable"), torch.full((2, 1), 2.0))
