@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
 #include <array>
 #include <optional>
 #include <tuple>
@@ -14,6 +15,7 @@
 
 #include "unet_fast/amx/conv_bf16.h"
 #include "unet_fast/amx/detect.h"
+#include "unet_fast/amx/tile.h"
 #include "unet_fast/bf16/ops.h"
 #include "unet_fast/checks.h"
 #include "unet_fast/cpu_gather.h"
@@ -78,16 +80,82 @@ py::list bf16_tile_backends() {
   return rows;
 }
 
-py::dict amx_support_info() {
-  const amx::AmxSupport& s = amx::amx_support();
+py::dict support_dict(const amx::AmxSupport& s) {
   py::dict d;
   d["cpuid_amx_bf16"] = s.cpuid_amx_bf16;
   d["cpuid_amx_tile"] = s.cpuid_amx_tile;
+  d["avx512_state"] = s.avx512_state;
   d["xcr0_tile_state"] = s.xcr0_tile_state;
   d["os_permission"] = s.os_permission;
+  d["perm_errno"] = s.perm_errno;
   d["runnable"] = s.runnable();
   d["reason"] = s.reason();
   return d;
+}
+
+py::dict amx_support_info() { return support_dict(amx::amx_support()); }
+
+// The detection's verdict for given check results (tests of the reason texts on a CPU without AMX).
+py::dict amx_support_for(bool cpuid_amx_bf16, bool cpuid_amx_tile, bool avx512_state, bool xcr0_tile_state,
+                         bool os_permission, int perm_errno) {
+  amx::AmxSupport s;
+  s.cpuid_amx_bf16 = cpuid_amx_bf16, s.cpuid_amx_tile = cpuid_amx_tile, s.avx512_state = avx512_state;
+  s.xcr0_tile_state = xcr0_tile_state, s.os_permission = os_permission, s.perm_errno = perm_errno;
+  return support_dict(s);
+}
+
+// The 64-byte LDTILECFG operand a kernel loads: "conv" (the tile conv) or "tile_dot" (m, kp, n).
+py::bytes bf16_tile_config_bytes(const std::string& kind, int m, int kp, int n) {
+  amx::TileConfig cfg;
+  if (kind == "conv") {
+    cfg = amx::conv_tile_config();
+  } else {
+    UF_CHECK(kind == "tile_dot", "kind must be 'conv' or 'tile_dot', got '" << kind << "'");
+    UF_CHECK(m >= 1 && m <= 16 && kp >= 1 && kp <= 16 && n >= 1 && n <= 16,
+             "tile shape m=" << m << " kp=" << kp << " n=" << n << " outside 1..16");
+    cfg = amx::tile_dot_config(m, kp, n);
+  }
+  return py::bytes(reinterpret_cast<const char*>(&cfg), sizeof cfg);
+}
+
+// Why the hardware would fault on `op` ("ldtilecfg" of `config`; or, with `config` loaded, "tileloadd" /
+// "tilestored" / "tilezero" of tiles[0], "tdpbf16ps" tiles[0] += tiles[1] . tiles[2]): "" if it would not.
+// The emulator's own checks (amx/tile.h), for tests.
+std::string bf16_tile_fault(const py::bytes& config, const std::string& op, const std::vector<int>& tiles) {
+  const std::string raw = config;
+  UF_CHECK(raw.size() == sizeof(amx::TileConfig), "config must be 64 bytes, got " << raw.size());
+  amx::TileConfig cfg;
+  std::memcpy(&cfg, raw.data(), sizeof cfg);
+  const std::string bad = amx::tile_config_fault(cfg);
+  if (op == "ldtilecfg") return bad;
+  UF_CHECK(bad.empty(), "config would not load: " << bad);
+  const bool configured = cfg.palette_id != 0;
+  if (op == "tdpbf16ps") {
+    UF_CHECK(tiles.size() == 3, "tdpbf16ps takes 3 tiles");
+    return amx::tile_dpbf16ps_fault(cfg, configured, tiles[0], tiles[1], tiles[2]);
+  }
+  UF_CHECK(op == "tileloadd" || op == "tilestored" || op == "tilezero", "unknown tile op '" << op << "'");
+  UF_CHECK(tiles.size() == 1, op << " takes 1 tile");
+  const char* name = op == "tileloadd" ? "TILELOADD" : op == "tilestored" ? "TILESTORED" : "TILEZERO";
+  return amx::tile_op_fault(cfg, configured, name, tiles[0]);
+}
+
+// Runs a tile program the hardware would fault on through the emulator, then the check every portable call
+// ends with: raises RuntimeError. A test of that path. `fault`: "shape" (a TDPBF16PS whose A tile has 8
+// rows, C 16) or "released" (a TILELOADD after the scope's TILERELEASE: what a thread that reuses a stale
+// configuration, e.g. an OpenMP pool thread configured by an earlier call, would execute).
+void bf16_emulator_fault_selftest(const std::string& fault) {
+  UF_CHECK(fault == "shape" || fault == "released", "fault must be 'shape' or 'released', got '" << fault << "'");
+  amx::TileConfig cfg = amx::conv_tile_config();
+  if (fault == "shape") amx::set_tile(cfg, 4, 8, 64);
+  alignas(64) std::uint16_t a[16 * 32] = {};
+  {
+    const amx::TileScope<amx::TilesPortable> scope(cfg);
+    amx::TilesPortable::load<4>(a, 64);
+    if (fault == "shape") amx::TilesPortable::dpbf16ps<0, 4, 6>();
+  }
+  if (fault == "released") amx::TilesPortable::load<4>(a, 64);
+  amx::throw_if_emulator_fault();
 }
 
 void bf16_tile_dot(std::uintptr_t a, std::uintptr_t b, std::uintptr_t c, int m, int kp, int n, int backend) {
@@ -95,16 +163,24 @@ void bf16_tile_dot(std::uintptr_t a, std::uintptr_t b, std::uintptr_t c, int m, 
   UF_CHECK(m >= 1 && m <= 16 && kp >= 1 && kp <= 16 && n >= 1 && n <= 16,
            "tile shape m=" << m << " kp=" << kp << " n=" << n << " outside 1..16");
   const TileBackend& be = backend_at(backend);
-  py::gil_scoped_release release;
-  be.dot(reinterpret_cast<const std::uint16_t*>(a), reinterpret_cast<const std::uint16_t*>(b),
-         reinterpret_cast<float*>(c), m, kp, n);
+  {
+    py::gil_scoped_release release;
+    be.dot(reinterpret_cast<const std::uint16_t*>(a), reinterpret_cast<const std::uint16_t*>(b),
+           reinterpret_cast<float*>(c), m, kp, n);
+  }
+  amx::throw_if_emulator_fault();
 }
 
 float bf16_tile_peak(std::int64_t iters, int backend) {
   UF_CHECK_POSITIVE(iters);
   const TileBackend& be = backend_at(backend);
-  py::gil_scoped_release release;
-  return be.peak(iters);
+  float r;
+  {
+    py::gil_scoped_release release;
+    r = be.peak(iters);
+  }
+  amx::throw_if_emulator_fault();
+  return r;
 }
 
 amx::NhwcAny make_any(const DescArgs& d, bool f32, const char* name, bool output) {
@@ -205,8 +281,11 @@ void conv2d_bf16(const std::vector<SourceArgs>& sources, std::int64_t in_h, std:
   cv.negative_slope = negative_slope;
   cv.num_threads = num_threads;
   const TileBackend& be = backend_at(backend);
-  py::gil_scoped_release release;
-  be.conv(cv);
+  {
+    py::gil_scoped_release release;
+    be.conv(cv);
+  }
+  amx::throw_if_emulator_fault();
 }
 
 void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_numel, int cout,
@@ -237,8 +316,11 @@ void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::i
   cv.num_threads = num_threads;
   cv.scatter_cout = cout;
   const TileBackend& be = backend_at(backend);
-  py::gil_scoped_release release;
-  be.conv(cv);
+  {
+    py::gil_scoped_release release;
+    be.conv(cv);
+  }
+  amx::throw_if_emulator_fault();
 }
 
 }  // namespace
@@ -252,7 +334,20 @@ void register_conv_bf16(py::module_& m) {
         "The bf16 tile backends (portable emulator, native AMX, AVX512-BF16): name, index (the ops' `backend`), rank, "
         "runnable, reason (why not runnable).");
   m.def("amx_support", &amx_support_info,
-        "AMX detection: CPUID AMX-BF16/AMX-TILE bits, XCR0 tile state, Linux tile permission, runnable, reason.");
+        "AMX detection: CPUID AMX-BF16/AMX-TILE bits, the AVX-512 the amx build also runs, XCR0 tile state, Linux "
+        "tile permission (and the errno of a refusal), runnable, reason.");
+  m.def("amx_support_for", &amx_support_for, py::arg("cpuid_amx_bf16"), py::arg("cpuid_amx_tile"),
+        py::arg("avx512_state"), py::arg("xcr0_tile_state"), py::arg("os_permission"), py::arg("perm_errno"),
+        "amx_support's verdict (runnable, reason) for the given check results: for tests of the reasons.");
+  m.def("bf16_tile_config_bytes", &bf16_tile_config_bytes, py::arg("kind"), py::arg("m") = 0, py::arg("kp") = 0,
+        py::arg("n") = 0,
+        "The 64-byte LDTILECFG operand a bf16 tile kernel loads: kind 'conv', or 'tile_dot' with its m, kp, n.");
+  m.def("bf16_tile_fault", &bf16_tile_fault, py::arg("config"), py::arg("op"), py::arg("tiles"),
+        "Why AMX would fault on op ('ldtilecfg' of config, or with it loaded 'tileloadd' / 'tilestored' / "
+        "'tilezero' [t] or 'tdpbf16ps' [c, a, b]); '' if it would not. The portable emulator's checks.");
+  m.def("bf16_emulator_fault_selftest", &bf16_emulator_fault_selftest, py::arg("fault"),
+        "Runs a tile program AMX would fault on ('shape' or 'released') through the portable emulator: raises "
+        "RuntimeError (a test hook).");
   m.def("bf16_tile_dot", &bf16_tile_dot, py::arg("a_ptr"), py::arg("b_ptr"), py::arg("c_ptr"), py::arg("m"),
         py::arg("kp"), py::arg("n"), py::arg("backend"),
         "One TDPBF16PS: c[m][n] (fp32, in place) += a[m][2kp] (bf16) . b[kp][2n] (bf16, K pairs interleaved).");

@@ -18,15 +18,7 @@
 // The accumulators are stored to a 32 x 32 fp32 block, and the epilogue (bias, residual, activation, store
 // as bf16 or fp32 into the output slot; then the fused 2x2 max-pool) runs on it while it is in L1.
 
-inline TileConfig conv_tile_config() {
-  TileConfig cfg;
-  for (int t = 0; t < 4; ++t) set_tile(cfg, t, 16, 64);  // C: 16 pixels x 16 fp32 channels
-  set_tile(cfg, 4, 16, 64);                              // A: 16 pixels x 32 bf16 input channels (16 K pairs)
-  set_tile(cfg, 5, 16, 64);
-  set_tile(cfg, 6, 16, 64);                              // B: 16 K pairs x 16 output channels x 2
-  set_tile(cfg, 7, 16, 64);
-  return cfg;
-}
+// The tile configuration: amx/tile.h conv_tile_config (all 8 tiles 16 rows x 64 bytes).
 
 // A run of m <= 16 output pixels p .. p + m - 1 (flat index over one image's Hout x Wout, row-major): the
 // rows of one A tile. m == 0: the tile is empty (its dot products are skipped).
@@ -257,10 +249,7 @@ inline void conv_bf16(const ConvBf16& cv) {
 
 // One TDPBF16PS on operands given as contiguous rows (m x 2kp bf16, kp x 2n bf16, m x n fp32).
 inline void tile_dot(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n) {
-  TileConfig cfg;
-  set_tile(cfg, 0, m, 4 * n);
-  set_tile(cfg, 1, m, 4 * kp);
-  set_tile(cfg, 2, kp, 4 * n);
+  const TileConfig cfg = tile_dot_config(m, kp, n);
   const TileScope<Tiles> scope(cfg);
   Tiles::template load<0>(c, 4 * n);
   Tiles::template load<1>(a, 4 * kp);

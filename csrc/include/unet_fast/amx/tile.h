@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "unet_fast/amx/bf16.h"
 
@@ -37,16 +38,57 @@ struct alignas(64) TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads exactly 64 bytes");
 
-// Configure tile t as rows x colsb bytes.
+// Configure tile t (0..7: palette 1 has 8 tiles; bytes 32-47 and 56-63, the entries of tiles 8-15, must
+// stay zero) as rows x colsb bytes.
 inline void set_tile(TileConfig& cfg, int t, int rows, int colsb) {
+  if (t < 0 || t >= 8) return;  // never written: LDTILECFG would raise #GP on a nonzero entry there
   cfg.rows[t] = static_cast<std::uint8_t>(rows);
   cfg.colsb[t] = static_cast<std::uint16_t>(colsb);
 }
 
+// The configurations the kernels load (amx/conv_bf16_body.h), here so that the bindings can hand their bytes
+// to tests (bf16_tile_config_bytes) without a tile backend.
+// The tile conv: all 8 tiles 16 rows x 64 bytes. C tmm0..3: 16 pixels x 16 fp32 channels; A tmm4/5: 16
+// pixels x 32 bf16 input channels (16 K pairs); B tmm6/7: 16 K pairs x 16 output channels x 2 bf16.
+inline TileConfig conv_tile_config() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) set_tile(cfg, t, 16, 64);
+  return cfg;
+}
+// One TDPBF16PS tmm0 += tmm1 . tmm2: C m x 4n bytes, A m x 4kp, B kp x 4n (m, kp, n in 1..16).
+inline TileConfig tile_dot_config(int m, int kp, int n) {
+  TileConfig cfg;
+  set_tile(cfg, 0, m, 4 * n);
+  set_tile(cfg, 1, m, 4 * kp);
+  set_tile(cfg, 2, kp, 4 * n);
+  return cfg;
+}
+
+// ---- the fault conditions of the hardware (Intel SDM vol. 2: LDTILECFG; AMX exception class AMX-E4 of
+// TDPBF16PS; TILELOADD / TILESTORED / TILEZERO), checked by the emulator on every operation so that the
+// tile program every test runs through it (the same kernel body the native build runs) is one the hardware
+// would execute. Each returns "" when the hardware would not fault, else why it would. ----
+
+// LDTILECFG: #GP for palette_id > 1 (palette 1 is the only one: 8 tiles of <= 16 rows x <= 64 bytes),
+// nonzero reserved bytes (2-15, 32-47, 56-63), rows > 16, colsb > 64, or a tile with exactly one of rows
+// and colsb zero. palette_id 0 is legal (it returns the tiles to the init state, unconfigured). start_row
+// != 0 is legal (it is the restart point of an interrupted tile load / store) but a bug in a config built
+// here: the next TILELOADD / TILESTORED would start at that row.
+std::string tile_config_fault(const TileConfig& cfg);
+// TILELOADD / TILESTORED / TILEZERO on tile t (`op` names it): #UD when the tiles are not configured or
+// tile t is not (rows == 0); loads and stores also when its colsb is not a multiple of 4.
+std::string tile_op_fault(const TileConfig& cfg, bool configured, const char* op, int t);
+// TDPBF16PS tmm c += tmm a . tmm b: #UD when not configured, any of the three not configured or equal to
+// another, any colsb not a multiple of 4, or the shapes do not chain: c.rows != a.rows (M),
+// c.colsb != b.colsb (N), a.colsb / 4 != b.rows (K pairs), N > 16 (tmul_maxn), K > 16 (tmul_maxk).
+std::string tile_dpbf16ps_fault(const TileConfig& cfg, bool configured, int c, int a, int b);
+
 // ---- the portable emulator ----
 
-// TDPBF16PS treats denormal bf16 inputs as zero and flushes denormal fp32 results to zero, whatever MXCSR
-// says (Intel SDM, TDPBF16PS "Exceptions"/operation notes); the emulator does the same.
+// TDPBF16PS treats denormal inputs as zero (the bf16 elements, and the fp32 accumulator C read by the final
+// addition: "DAZ, FTZ, RNE, SAE" on every step of the SDM's operation) and flushes denormal fp32 results to
+// zero, whatever MXCSR says (Intel SDM vol. 2, TDPBF16PS); the emulator does the same. f32_ftz is also the
+// DAZ of an fp32 input (a denormal reads as a zero of its sign).
 inline float bf16_daz(std::uint16_t h) { return (h & 0x7F80u) == 0 ? 0.f * bf16_to_f32(h) : bf16_to_f32(h); }
 inline float f32_ftz(float x) { return std::fabs(x) < 1.17549435e-38f ? std::copysign(0.f, x) : x; }
 
@@ -57,6 +99,7 @@ struct EmuTile {
 
 struct EmuState {
   EmuTile t[kTiles];
+  TileConfig cfg;  // the last LDTILECFG operand (the fault checks read it)
   bool configured = false;
 };
 
@@ -73,29 +116,51 @@ inline EmuState& emu_state() {
 // additions into c, rounds differently.) Defined in csrc/cpu/amx/tile_emulator.cpp.
 void emu_dpbf16ps(EmuTile& c, const EmuTile& a, const EmuTile& b);
 
+// Where the hardware would fault (#GP / #UD: SIGSEGV / SIGILL), the emulator records why (the first such
+// event in the process), skips the operation and carries on; every binding that runs the portable backend
+// raises it as a RuntimeError after the call (throw_if_emulator_fault). Defined in tile_emulator.cpp.
+void emu_fault(const std::string& why);
+// The recorded fault ("" if none), cleared.
+std::string take_emu_fault();
+// Raises std::runtime_error naming the first recorded fault, if any (and clears it).
+void throw_if_emulator_fault();
+
 struct TilesPortable {
   static constexpr const char* kName = "portable";
 
   static void config(const TileConfig& cfg) {
     EmuState& s = emu_state();
+    const std::string why = tile_config_fault(cfg);
+    if (!why.empty()) {
+      emu_fault("LDTILECFG: " + why);
+      return;  // #GP: nothing changes
+    }
+    s.cfg = cfg;
+    s.configured = cfg.palette_id != 0;  // palette 0: the init state, like TILERELEASE
     for (int t = 0; t < kTiles; ++t) {
-      s.t[t].rows = cfg.rows[t];
-      s.t[t].colsb = cfg.colsb[t];
+      s.t[t].rows = s.configured ? cfg.rows[t] : 0;
+      s.t[t].colsb = s.configured ? cfg.colsb[t] : 0;
       std::memset(s.t[t].data, 0, sizeof s.t[t].data);
     }
-    s.configured = true;
   }
-  static void release() { emu_state().configured = false; }
+  static void release() {
+    EmuState& s = emu_state();
+    s.configured = false;
+    s.cfg = TileConfig{};
+    for (int t = 0; t < kTiles; ++t) s.t[t].rows = s.t[t].colsb = 0;
+  }
 
   template <int T>
   static void zero() {
     static_assert(T >= 0 && T < kTiles, "tile number");
+    if (!ok(tile_op_fault(emu_state().cfg, emu_state().configured, "TILEZERO", T))) return;
     std::memset(emu_state().t[T].data, 0, sizeof(EmuTile::data));
   }
   // Rows past `rows` and bytes past `colsb` of each row read as zero, like TILELOADD.
   template <int T>
   static void load(const void* p, std::int64_t stride) {
     static_assert(T >= 0 && T < kTiles, "tile number");
+    if (!ok(tile_op_fault(emu_state().cfg, emu_state().configured, "TILELOADD", T))) return;
     EmuTile& t = emu_state().t[T];
     std::memset(t.data, 0, sizeof t.data);
     for (int r = 0; r < t.rows; ++r)
@@ -105,6 +170,7 @@ struct TilesPortable {
   template <int T>
   static void store(void* p, std::int64_t stride) {
     static_assert(T >= 0 && T < kTiles, "tile number");
+    if (!ok(tile_op_fault(emu_state().cfg, emu_state().configured, "TILESTORED", T))) return;
     const EmuTile& t = emu_state().t[T];
     for (int r = 0; r < t.rows; ++r)
       std::memcpy(static_cast<unsigned char*>(p) + r * stride, t.data + r * kTileColsB,
@@ -114,7 +180,15 @@ struct TilesPortable {
   static void dpbf16ps() {
     static_assert(C != A && C != B && A != B && C < kTiles && A < kTiles && B < kTiles, "tile numbers");
     EmuState& s = emu_state();
+    if (!ok(tile_dpbf16ps_fault(s.cfg, s.configured, C, A, B))) return;
     emu_dpbf16ps(s.t[C], s.t[A], s.t[B]);
+  }
+
+ private:
+  static bool ok(const std::string& why) {
+    if (why.empty()) return true;
+    emu_fault(why);
+    return false;
   }
 };
 

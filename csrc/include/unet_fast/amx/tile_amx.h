@@ -3,14 +3,16 @@
 // yes, in a process where it requested the tile state from Linux.
 //
 // Two GCC 12 traps shape this file (shared/CPU_NOTES.md): its _tile_loadconfig declares an 8-byte memory
-// operand, so at -O2 the stores that fill the other 56 bytes of the config could be dropped (ldtilecfg then
-// faults) -- a compiler barrier precedes it; and its _tile_loadd / _tile_stored macros stringify their tile
+// operand (*(const void**)p), so at -O2 the stores that fill the other 56 bytes of the config may be
+// dropped as dead (ldtilecfg then reads stale bytes and faults) -- so ldtilecfg is written here as inline
+// asm whose "m" operand is the whole 64-byte TileConfig: the compiler then knows the instruction reads
+// every byte, by the operand's type, not by an escape analysis a barrier would rely on (a plain
+// `asm("" ::: "memory")` before the intrinsic does not cover a local whose address never escapes); and its
+// _tile_loadd / _tile_stored macros stringify their tile
 // argument (a template parameter would become "tmmT") and declare no memory access, so the tile operations
 // are written here as inline asm whose tile number is an "i" constant (%c prints it bare) and which clobber
 // memory (a staging buffer written just before a tile load, or read just after a tile store, stays ordered).
 #pragma once
-
-#include <immintrin.h>
 
 #include <cstdint>
 
@@ -22,11 +24,8 @@ namespace amx {
 struct TilesAmx {
   static constexpr const char* kName = "amx";
 
-  static void config(const TileConfig& cfg) {
-    __asm__ volatile("" ::: "memory");  // every field of cfg is in memory before ldtilecfg reads it
-    _tile_loadconfig(&cfg);
-  }
-  static void release() { _tile_release(); }
+  static void config(const TileConfig& cfg) { __asm__ volatile("ldtilecfg %0" ::"m"(cfg) : "memory"); }
+  static void release() { __asm__ volatile("tilerelease" ::: "memory"); }
 
   template <int T>
   static void zero() {
