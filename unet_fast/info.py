@@ -38,14 +38,23 @@ def _triton_status() -> tuple[bool, str]:
 def _cpu_kernels() -> dict[str, Any]:
     """The C++ CPU kernel variants (the registry, kernels/cpu_isa.py): which this CPU and OS run, and the one
     packing picks by default (isa="auto", unless UNET_FAST_CPU_ISA says otherwise)."""
-    from unet_fast.kernels import cpu_bf16, cpu_isa
+    from unet_fast.kernels import cpu_bf16, cpu_isa, cpu_winograd
 
     reg = cpu_isa.registry()
     default = cpu_isa.choose(None, what="info").name if cpu_isa.available_isas() else None
+    tiles = cpu_bf16.choose_backend().name if cpu_bf16.available_tile_backends() else None
+    # what a bf16 3x3 stride-1 conv with 64 input channels runs (cpu_winograd.bf16_winograd_decision)
+    try:
+        why = cpu_winograd.bf16_winograd_decision((64, 64, 3, 3), tile_backend=tiles or "")
+    except ValueError as e:  # a bad UNET_FAST_BF16_WINOGRAD: optimize would raise it too
+        why = str(e)
+    direct = f"bf16 direct conv ({tiles})" if tiles == "avx512bf16" else f"bf16 tile conv ({tiles})"
+    conv3x3 = f"Winograd on bf16 activations ({default})" if not why else f"{direct}: {why}"
     return {"isas": list(cpu_isa.available_isas()), "auto": cpu_isa.best().name if reg else None,
             "default": default, "registered": [v.name for v in reg],
             "variants": [v.__dict__ for v in reg],
-            "bf16_tiles": [b.__dict__ for b in cpu_bf16.tile_backends()]}  # fmt: skip
+            "bf16_tiles": [b.__dict__ for b in cpu_bf16.tile_backends()],
+            "bf16_tile_backend": tiles, "bf16_conv3x3": conv3x3 if tiles else None}  # fmt: skip
 
 
 def _cpu_summary(kernels: dict[str, Any]) -> str:
@@ -53,7 +62,8 @@ def _cpu_summary(kernels: dict[str, Any]) -> str:
     return (f"C++ kernels: {kernels['default']} variant (runnable here: {', '.join(kernels['isas'])}"
             + (f"; not on this CPU: {', '.join(not_here)}" if not_here else "") + ")"
             + "; bf16 tiles: " + ", ".join(b["name"] + ("" if b["runnable"] else f" (not here: {b['reason']})")
-                                           for b in kernels["bf16_tiles"]))  # fmt: skip
+                                           for b in kernels["bf16_tiles"])
+            + (f"; bf16 3x3 convs: {kernels['bf16_conv3x3']}" if kernels.get("bf16_conv3x3") else ""))  # fmt: skip
 
 
 def collect() -> dict[str, Any]:

@@ -327,3 +327,22 @@ def test_head_scores_stay_fp32_up_to_the_boundary() -> None:
     with torch.no_grad():
         pb = fast(x.to(torch.bfloat16))
     assert pb.dtype == torch.bfloat16
+
+
+def test_bf16_on_an_avx2_only_cpu_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an AMD Zen 3 (AVX2 + FMA, no bf16 instructions) runs, forced on any CPU that has AVX2: the portable
+    tile emulator for the stem, transposed convs and head, and the 3x3 convs on the AVX2 Winograd over bf16
+    activations; same parity bounds, and the report names both."""
+    if "avx2" not in cpu_isa.available_isas():
+        pytest.skip("the CPU has no AVX2")
+    model, shape = _model("milesial")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(9))
+    monkeypatch.setenv(cpu_bf16.ISA_ENV, "portable")
+    monkeypatch.setenv(cpu_isa.ISA_ENV, "avx2")
+    monkeypatch.delenv(cpu_winograd.BF16_WINOGRAD_ENV, raising=False)
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16)
+    text = fast.report()
+    assert "convs by Winograd F(4x4,3x3) on bf16, fp32 compute, avx2" in text, text
+    assert "convs by bf16 tiles (portable)" in text, text
+    with torch.no_grad():
+        assert_parity(model(x), fast(x), rel_l2=REL_L2, min_agreement=AGREEMENT, what="milesial bf16 avx2+portable")

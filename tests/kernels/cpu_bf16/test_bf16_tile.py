@@ -178,3 +178,21 @@ def test_info_names_the_tile_backends() -> None:
     names = [b["name"] for b in cpu["kernels"]["bf16_tiles"]]
     assert names == [b.name for b in cpu_bf16.tile_backends()] and "portable" in names
     assert "bf16 tiles: portable" in cpu["why"]
+
+
+def test_info_names_the_bf16_conv3x3_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`unet-fast info` says what a bf16 3x3 conv runs here: the Winograd on bf16 activations on every tile
+    backend but AMX (cpu_winograd.bf16_winograd_decision), the tile / direct conv with the reason otherwise."""
+    from unet_fast.info import collect
+    from unet_fast.kernels import cpu_winograd
+
+    monkeypatch.delenv(cpu_winograd.BF16_WINOGRAD_ENV, raising=False)
+    why = collect()["backends"]["cpu"]["why"]
+    tiles = cpu_bf16.choose_backend().name
+    if tiles == "amx":
+        assert "bf16 3x3 convs: bf16 tile conv (amx): " in why, why
+    else:
+        assert "bf16 3x3 convs: Winograd on bf16 activations (" in why, why
+    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "0")
+    why = collect()["backends"]["cpu"]["why"]
+    assert f"({tiles}): {cpu_winograd.BF16_WINOGRAD_ENV}=0" in why, why
