@@ -466,6 +466,12 @@ class _TileWeight:
     @property
     def algorithm(self) -> str:
         """Named per step in FusedUNet.report()."""
+        return self.tiles_algorithm
+
+    @property
+    def tiles_algorithm(self) -> str:
+        """The tile kernel's name, also for a TileConvWeight that carries a Winograd weight but runs a call on
+        the tiles (step_algorithm)."""
         return f"bf16 tiles ({self.backend})"
 
     @property
@@ -583,7 +589,11 @@ def step_algorithm(step: Any, dtype: torch.dtype, weight: Any = None) -> str:
         return ""
     if isinstance(weight, TileConvWeight) and weight.winograd is not None and _winograd_fits(step):
         return weight.algorithm
-    if isinstance(weight, (TileConvWeight, TileConvTransposeWeight)) and weight.backend == "avx512bf16":
+    if isinstance(weight, (TileConvWeight, TileConvTransposeWeight)):
+        # named here, not left to weight.algorithm: a TileConvWeight that carries a Winograd weight (packed from
+        # the shape alone) runs a stride-2 call on the tiles, and its `algorithm` names the Winograd
+        if weight.backend != "avx512bf16":
+            return weight.tiles_algorithm
         bilinear = any(getattr(getattr(v, "resample", None), "mode", None) == "bilinear"
                        for v in getattr(step, "inputs", ()))  # fmt: skip
         return "bf16 tiles (avx512bf16)" if bilinear else "bf16 direct (avx512bf16)"
