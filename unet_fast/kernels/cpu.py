@@ -260,8 +260,13 @@ def _check_packed(packed: Tensor, name: str, dim: int) -> None:
 
 def _refuse_overlaps(inputs: Any, residual: Any, out: Any, pool_out: Any) -> None:
     """ValueError when out / pool_out share elements with an input view's tensor or the residual (Winograd
-    reads inputs while other threads write outputs); residual may be out itself (read, then written, by the
-    same thread). Arguments not yet checked are skipped here: the shape checks name them."""
+    reads inputs while other threads write outputs), or with each other (both written, by different threads:
+    which value is left would depend on timing; the bf16 tile conv refuses it too); residual may be out
+    itself (read, then written, by the same thread). Arguments not yet checked are skipped here: the shape
+    checks name them."""
+    if isinstance(out, Tensor) and isinstance(pool_out, Tensor) and checks.may_overlap(pool_out, out):
+        raise ValueError("pool_out overlaps out: the kernel writes both, so which value is left would depend on "
+                         "timing; pass separate memory")  # fmt: skip
     if not isinstance(inputs, Sequence):
         return
     srcs = {f"inputs[{i}]": v.tensor if isinstance(v, InputView) else v for i, v in enumerate(inputs)}
@@ -620,6 +625,9 @@ def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, 
         kw = dict(stride=stride, padding=padding, dilation=dilation, residual=residual, out=out, pool_out=pool_out)
         if not cpu_winograd.winograd_decision(packed.winograd, inputs=inputs, **kw):
             _refuse_overlaps(inputs, residual, out, pool_out)
+            # the tile conv takes any float bias and uses it as fp32; the Winograd takes fp32 only
+            if isinstance(bias, Tensor) and bias.is_floating_point() and bias.dtype != torch.float32:
+                bias = bias.detach().to(torch.float32)
             return cpu_winograd.conv3x3_winograd(inputs, packed.winograd, bias, act=act,
                                                  negative_slope=negative_slope, **kw)  # fmt: skip
     s, p = _square(stride), _square(padding)

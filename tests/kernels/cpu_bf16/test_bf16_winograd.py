@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from bf16_testutil import assert_bf16_one_rounding
 
-from unet_fast.kernels import cpu_bf16, cpu_winograd
+from unet_fast.kernels import cpu, cpu_bf16, cpu_winograd
 from unet_fast.kernels.spec import InputView, Resample
 
 ISAS = cpu_winograd.available_isas()
@@ -203,3 +203,21 @@ def test_bf16_winograd_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "yes")
     with pytest.raises(ValueError, match="auto, 0 or 1"):
         decide((64, 64, 3, 3), tile_backend="avx512bf16")
+
+
+@pytest.mark.skipif(not cpu_bf16.available_tile_backends(), reason="unet_fast._C without bf16 tile ops")
+def test_cpu_conv2d_takes_any_float_bias_on_the_winograd_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cpu.conv2d with a bf16 TileConvWeight takes what the tile conv takes, a bias of any float dtype used as
+    fp32, whether the call runs on the tiles or on the Winograd: before the fix the Winograd branch raised
+    'bias must be a float32 CPU tensor' for a bf16 bias the tile conv accepts."""
+    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "1")  # the Winograd on every tile backend
+    weight, bias = lively(16, 24, seed=21)
+    packed = cpu.pack_conv_weight(weight, torch.bfloat16)
+    assert packed.winograd is not None
+    x = torch.randn(2, 7, 9, 16, generator=torch.Generator().manual_seed(21)).bfloat16()
+    for b in (bias.bfloat16(), bias.double()):
+        got = cpu.conv2d([x], packed, b, padding=1, act="relu")
+        want = cpu_winograd.conv3x3_winograd([x], packed.winograd, b.float(), padding=1, act="relu")
+        assert torch.equal(got, want), b.dtype
+        tiles = cpu.conv2d([x], cpu.TileConvWeight(packed.tiles, packed.backend), b, padding=1, act="relu")
+        torch.testing.assert_close(tiles.float(), got.float(), rtol=2**-7, atol=1e-4)  # two bf16 roundings apart
