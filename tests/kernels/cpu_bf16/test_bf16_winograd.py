@@ -145,18 +145,25 @@ def test_resample_on_read(mode: str, size: tuple[int, int], align: bool, isa: st
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_store_rounds_like_torch(isa: str) -> None:
-    """The bf16 store on every variant, full and partial vectors (37 channels), bit for bit against torch's
-    fp32 -> bf16: with a zero weight the output is exactly the fp32 bias (+ a bf16 residual of zeros), so
-    ties to even, values that round up into the next binade, to infinity, denormals and NaN reach the store."""
-    specials = torch.tensor([1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-9, -(1.0 + 2**-8), 3.3895314e38, 1e-39,
-                             -1e-40, float("inf"), float("-inf"), NAN, 0.0, 65504.0, 2**-126, 1.0 - 2**-25],
-                            dtype=torch.float32)  # fmt: skip
-    bias = torch.cat([specials, torch.randn(37 - specials.numel())])
+    """The bf16 store on every variant, full and partial vectors, bit for bit against torch's fp32 -> bf16: with
+    a zero weight the output is exactly the fp32 bias (+ a bf16 residual of zeros), so ties to even (both
+    parities), values that round up into the next binade, to infinity (fp32 max and the tie at bf16 max),
+    denormals (the largest rounds up to the smallest normal) and NaN (either sign) reach the store. The
+    specials fill the first channels and the last ones, where the partial vector is (Cout = 2 n + 7 is no
+    multiple of 8 or 16)."""
+    bits = [0x3F808000, 0x3F818000, 0x3F804000, 0xBF808000, 0x3FFFFFFF, 0x3FFF8000, 0x7F7F7FFF, 0x7F7F8000,
+            0x7F7FFFFF, 0xFF7FFFFF, 0x007FFFFF, 0x00008000, 0x00018000, 0x80000001, 0x7F800000, 0xFF800000,
+            0x7FC00000, 0xFFC00001, 0x7F800001, 0x00000000, 0x477FE000, 0x00800000, 0x3F7FFFFF]  # fmt: skip
+    specials = torch.tensor(bits, dtype=torch.int64).to(torch.int32).view(torch.float32)  # wraps like uint32
+    n = specials.numel()
+    cout = 2 * n + 7
+    bias = torch.cat([specials, torch.randn(7), specials])
     x = torch.randn(2, 5, 7, 16).bfloat16()
-    packed = cpu_winograd.pack_winograd_weight(torch.zeros(37, 16, 3, 3), isa=isa, io_dtype=torch.bfloat16)
-    res = torch.zeros(2, 5, 7, 37, dtype=torch.bfloat16)
+    packed = cpu_winograd.pack_winograd_weight(torch.zeros(cout, 16, 3, 3), isa=isa, io_dtype=torch.bfloat16)
+    res = torch.zeros(2, 5, 7, cout, dtype=torch.bfloat16)
     got = cpu_winograd.conv3x3_winograd([x], packed, bias, padding=1, residual=res)
-    want = bias.bfloat16().expand(2, 5, 7, 37)
+    want = bias.bfloat16().expand(2, 5, 7, cout)
+    assert want[0, 0, 0, 7].isinf() and want[0, 0, 0, 4] == 2.0  # the tie at bf16 max overflows; next binade
     nan = want.isnan()
     assert torch.equal(got.isnan(), nan)
     assert (got.view(torch.int16)[nan] == 0x7FC0).all(), "NaN must store as the quiet NaN 0x7FC0"
