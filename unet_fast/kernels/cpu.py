@@ -18,6 +18,9 @@ Design (docs/architecture.md, "The CPU backend"):
 - conv_transpose2x2: one C++ register-blocked GEMM [N*H*W, Cin] x [Cin, 4*Cout] whose tiles apply the
   epilogue (bias, activation) and store straight into the output pixels (2i + a, 2j + b) of the slot.
 - upsample_concat, maxpool2x2, head: fully C++ (one pass each).
+- bf16 (issue 17): convs on the bf16 tile kernels (kernels/cpu_bf16.py), except the 3x3 stride-1 ones that
+  cpu_winograd.bf16_winograd_decision gives the Winograd kernel on bf16 activations (every tile backend but
+  AMX, decided at pack time); head / pool / concat / resample on the bf16 ops (kernels/cpu_bf16_ops.py).
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ from unet_fast.kernels.cpu_desc import nhwc_desc as _desc
 from unet_fast.kernels.cpu_desc import view_source
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView, as_view
 
-# Engine dtypes: fp32 runs every op here; bf16 runs the convs on the bf16 tile kernels (kernels/cpu_bf16.py),
-# head / pool / concat on the bf16 ops (kernels/cpu_bf16_ops.py) and the steps `supports` turns down on the
-# torch reference. fp16 is rejected with a ValueError.
+# Engine dtypes: fp32 runs every op here; bf16 runs the convs on the bf16 tile kernels (kernels/cpu_bf16.py) or
+# the bf16 Winograd (kernels/cpu_winograd.py, 3x3 stride 1, bf16_winograd_decision), head / pool / concat on
+# the bf16 ops (kernels/cpu_bf16_ops.py) and the steps `supports` turns down on the torch reference. fp16 is
+# rejected with a ValueError.
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
 # What the fp32 C++ ops below read and write (a bf16 tensor passed to them is an error, not a reinterpretation)
 _FP32: tuple[torch.dtype, ...] = (torch.float32,)
@@ -61,7 +65,8 @@ def num_threads() -> int:
 def _check_dtype(dtype: torch.dtype) -> None:
     if dtype not in _FP32:
         raise ValueError(f"the cpu backend supports dtypes {_FP32} in this kernel, got {dtype} (a bf16 engine "
-                         "runs convs on kernels/cpu_bf16.py, the rest on the torch reference)")  # fmt: skip
+                         "runs its steps on the bf16 kernels: kernels/cpu_bf16.py, cpu_bf16_ops.py, the bf16 "
+                         "Winograd)")  # fmt: skip
 
 
 def _check_cpu(named: dict[str, Tensor | None], *, float_only: bool = True) -> None:
@@ -286,7 +291,10 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: ConvWeight | Ten
     """spec.conv2d on CPU: Winograd where the weight was packed for it and the call fits (stride 1, padding
     0/1: cpu_winograd.winograd_decision); otherwise gather (if needed) -> PyTorch conv into a scratch -> one
     fused C++ epilogue. Runs on the weight's kernel variant (a plain OIHW tensor: direct, default variant).
-    A TileConvWeight (bf16) runs the bf16 tile conv, for the calls `supports` accepts."""
+    A TileConvWeight (bf16) runs the bf16 Winograd where it carries a Winograd weight and the call fits (one
+    bf16 dtype for inputs, residual, out and pool_out), else the bf16 tile conv, for the calls `supports`
+    accepts. ValueError when out or pool_out shares elements with an input, the residual (but out may be the
+    residual itself) or each other."""
     if isinstance(packed_weight, TileConvWeight):
         return _conv2d_tiles(inputs, packed_weight, bias, stride=stride, padding=padding, dilation=dilation,
                              act=act, negative_slope=negative_slope, residual=residual, out=out,
@@ -456,7 +464,7 @@ def head(x: Tensor | InputView, packed: HeadWeight, bias: Tensor | None = None, 
 
 
 # ---------------------------------------------------------------------------------------------------
-# bf16: convs on the tile kernels (kernels/cpu_bf16.py), the rest on the torch reference (issue 17)
+# bf16: convs on the tile kernels (kernels/cpu_bf16.py) or the bf16 Winograd, the rest on the bf16 ops (issue 17)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -541,7 +549,8 @@ def _square(v: int | Sequence[int]) -> int | None:
 def supports(step: Any, dtype: torch.dtype = torch.float32) -> str:
     """'' when this module runs the plan step `step` (graph.ir) in `dtype`, else why not (the executor then
     runs that step on the torch reference, decided at prepare time and named in the report). fp32: every
-    step. bf16: Conv on the tile conv when it has the same stride and padding in H and W, dilation 1 and a
+    step. bf16: Conv on the tile conv (or the bf16 Winograd: pack_conv_weight, _conv2d_tiles) when it has
+    the same stride and padding in H and W, dilation 1 and a
     kernel of at most 16x16, with every fusion the fp32 conv has (a virtual concat of up to
     cpu_bf16.MAX_INPUTS views, each a channel slot read plainly, through a window / crop or a nearest /
     bilinear resample; bias, activation, residual, the 2x2 max-pool output); ConvTranspose2x2 on the tile
@@ -615,10 +624,11 @@ def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, 
                   stride: int | Sequence[int], padding: int | Sequence[int], dilation: int | Sequence[int],
                   act: str, negative_slope: float, residual: Tensor | None, out: Tensor | None,
                   pool_out: Tensor | None) -> Tensor:  # fmt: skip
-    """conv2d for a TileConvWeight: the views (virtual concat, resample / crop on read) and pool_out go to
-    the tile conv as they are. A call outside `supports` (a stride / padding that differs between H and W,
-    dilation) raises NotImplementedError (the executor then runs the reference for that call and the
-    report names it)."""
+    """conv2d for a TileConvWeight: the bf16 Winograd where the weight carries one and
+    cpu_winograd.winograd_decision takes the call (stride 1, padding 0/1, all bf16), else the tile conv; the
+    views (virtual concat, resample / crop on read) and pool_out go to either as they are. A call outside
+    `supports` (a stride / padding that differs between H and W, dilation) raises NotImplementedError (the
+    executor then runs the reference for that call and the report names it)."""
     from unet_fast.kernels import cpu_bf16
 
     if packed.winograd is not None:

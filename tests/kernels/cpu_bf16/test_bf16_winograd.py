@@ -10,7 +10,9 @@ Two truths, on every CPU kernel variant this machine runs (weights packed per va
   store" exactly. The fp32 Winograd's own accuracy is tests/kernels/winograd/test_winograd_conv.py's.
 - bound: the float64 conv of the staged input and the bf16-rounded weight (cpu_bf16.conv2d_reference):
   every element within one bf16 rounding plus the fp32 accumulation bound of the 9 Cin products
-  (bf16_testutil.assert_bf16_one_rounding, the bf16 tile conv's budget).
+  (bf16_testutil.assert_bf16_one_rounding, the bf16 tile conv's budget). It holds on these Gaussian inputs
+  with He-normal weights; it is not a guarantee of Winograd, whose fp32 error can exceed the direct conv's
+  on cancelling outputs of a wide-dynamic-range patch (docs/winograd.md, "bf16 activations").
 
 Odd sizes, batch 2, channel counts off the vector widths (13, 19, 21, 29, 37), NaN-poisoned input buffers
 and output slots, the pool output exactly the 2x2 max of the stored output.
