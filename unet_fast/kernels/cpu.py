@@ -241,11 +241,12 @@ def pack_conv_weight(weight: Tensor, dtype: torch.dtype, *, exact: bool = False,
     Raises ValueError for a dtype other than fp32 / bf16, a weight that is not 4-D, or an unknown /
     unrunnable isa."""
     if dtype == torch.bfloat16:
+        variant = cpu_isa.choose(isa, what="conv2d")  # checked for every weight, not only the Winograd ones
         tiles = _pack_tiles(weight, "conv")
         assert isinstance(tiles, TileConvWeight)
         if cpu_winograd.bf16_winograd_decision(tiles.shape, tile_backend=tiles.backend, exact=exact):
             return tiles
-        wino = cpu_winograd.pack_winograd_weight(weight, isa=isa, io_dtype=torch.bfloat16)
+        wino = cpu_winograd.pack_winograd_weight(weight, isa=variant.name, io_dtype=torch.bfloat16)
         return TileConvWeight(tiles.tiles, tiles.backend, wino)
     _check_dtype(dtype)
     if weight.dim() != 4:
