@@ -12,6 +12,7 @@ and argmax agreement >= 99.5%. Sizes stay small: the tile emulator is slow.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from functools import cache
 
 import pytest
@@ -346,3 +347,42 @@ def test_bf16_on_an_avx2_only_cpu_configuration(monkeypatch: pytest.MonkeyPatch)
     assert "convs by bf16 tiles (portable)" in text, text
     with torch.no_grad():
         assert_parity(model(x), fast(x), rel_l2=REL_L2, min_agreement=AGREEMENT, what="milesial bf16 avx2+portable")
+
+
+@pytest.mark.parametrize("backend", [b.name for b in cpu_bf16.tile_backends() if b.runnable])
+def test_report_counts_what_each_conv_ran(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On every runnable tile backend, the report's per-algorithm conv counts are the calls that ran (counted
+    at the two conv entry points): a 3x3 stride-2 conv with >= 16 input channels carries a Winograd weight
+    (packed from the shape alone) but runs on the tiles and is named as such. Before the fix, on the portable
+    backend its label fell back to the weight's own `algorithm`, the Winograd, so the report over-counted it."""
+    model = lively_weights(torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),  # Cin 3: tiles
+        torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),  # Winograd
+        torch.nn.Conv2d(16, 24, 3, stride=2, padding=1), torch.nn.ReLU(),  # tiles, Winograd weight carried
+        torch.nn.Conv2d(24, 24, 3, padding=1), torch.nn.ReLU(),  # Winograd
+        torch.nn.Conv2d(24, 5, 1),  # the Head step (bf16 head)
+    ).eval(), seed=12)  # fmt: skip
+    x = torch.randn(2, 3, 13, 11, generator=torch.Generator().manual_seed(12))
+    monkeypatch.setenv(cpu_bf16.ISA_ENV, backend)
+    monkeypatch.delenv(cpu_winograd.BF16_WINOGRAD_ENV, raising=False)
+    fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16)
+    ran = {"wino": 0, "tiles": 0}
+
+    def counted(fn: Callable[..., torch.Tensor], key: str) -> Callable[..., torch.Tensor]:
+        def call(*args: object, **kwargs: object) -> torch.Tensor:
+            ran[key] += 1
+            return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(cpu_winograd, "conv3x3_winograd", counted(cpu_winograd.conv3x3_winograd, "wino"))
+    monkeypatch.setattr(cpu_bf16, "conv2d", counted(cpu_bf16.conv2d, "tiles"))
+    with torch.no_grad():
+        out = fast(x)
+        ref = model(x)
+    assert_parity(ref, out, rel_l2=REL_L2, min_agreement=AGREEMENT, what=f"conv stack bf16 {backend}")
+    assert ran == {"wino": 2, "tiles": 2}, ran
+    text = fast.report()
+    wino = f"Winograd F(4x4,3x3) on bf16, fp32 compute, {cpu_isa.choose(None).name}"
+    tiles = "bf16 direct (avx512bf16)" if backend == "avx512bf16" else f"bf16 tiles ({backend})"
+    assert f"algorithms: {ran['wino']} convs by {wino}" in text, text
+    assert f"algorithms: {ran['tiles']} convs by {tiles}" in text, text

@@ -18,6 +18,9 @@ Design (docs/architecture.md, "The CPU backend"):
 - conv_transpose2x2: one C++ register-blocked GEMM [N*H*W, Cin] x [Cin, 4*Cout] whose tiles apply the
   epilogue (bias, activation) and store straight into the output pixels (2i + a, 2j + b) of the slot.
 - upsample_concat, maxpool2x2, head: fully C++ (one pass each).
+- bf16 (issue 17): convs on the bf16 tile kernels (kernels/cpu_bf16.py), except the 3x3 stride-1 ones that
+  cpu_winograd.bf16_winograd_decision gives the Winograd kernel on bf16 activations (every tile backend but
+  AMX, decided at pack time); head / pool / concat / resample on the bf16 ops (kernels/cpu_bf16_ops.py).
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ from unet_fast.kernels.cpu_desc import nhwc_desc as _desc
 from unet_fast.kernels.cpu_desc import view_source
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView, as_view
 
-# Engine dtypes: fp32 runs every op here; bf16 runs the convs on the bf16 tile kernels (kernels/cpu_bf16.py),
-# head / pool / concat on the bf16 ops (kernels/cpu_bf16_ops.py) and the steps `supports` turns down on the
-# torch reference. fp16 is rejected with a ValueError.
+# Engine dtypes: fp32 runs every op here; bf16 runs the convs on the bf16 tile kernels (kernels/cpu_bf16.py) or
+# the bf16 Winograd (kernels/cpu_winograd.py, 3x3 stride 1, bf16_winograd_decision), head / pool / concat on
+# the bf16 ops (kernels/cpu_bf16_ops.py) and the steps `supports` turns down on the torch reference. fp16 is
+# rejected with a ValueError.
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
 # What the fp32 C++ ops below read and write (a bf16 tensor passed to them is an error, not a reinterpretation)
 _FP32: tuple[torch.dtype, ...] = (torch.float32,)
@@ -61,7 +65,8 @@ def num_threads() -> int:
 def _check_dtype(dtype: torch.dtype) -> None:
     if dtype not in _FP32:
         raise ValueError(f"the cpu backend supports dtypes {_FP32} in this kernel, got {dtype} (a bf16 engine "
-                         "runs convs on kernels/cpu_bf16.py, the rest on the torch reference)")  # fmt: skip
+                         "runs its steps on the bf16 kernels: kernels/cpu_bf16.py, cpu_bf16_ops.py, the bf16 "
+                         "Winograd)")  # fmt: skip
 
 
 def _check_cpu(named: dict[str, Tensor | None], *, float_only: bool = True) -> None:
@@ -236,11 +241,12 @@ def pack_conv_weight(weight: Tensor, dtype: torch.dtype, *, exact: bool = False,
     Raises ValueError for a dtype other than fp32 / bf16, a weight that is not 4-D, or an unknown /
     unrunnable isa."""
     if dtype == torch.bfloat16:
+        variant = cpu_isa.choose(isa, what="conv2d")  # checked for every weight, not only the Winograd ones
         tiles = _pack_tiles(weight, "conv")
         assert isinstance(tiles, TileConvWeight)
         if cpu_winograd.bf16_winograd_decision(tiles.shape, tile_backend=tiles.backend, exact=exact):
             return tiles
-        wino = cpu_winograd.pack_winograd_weight(weight, isa=isa, io_dtype=torch.bfloat16)
+        wino = cpu_winograd.pack_winograd_weight(weight, isa=variant.name, io_dtype=torch.bfloat16)
         return TileConvWeight(tiles.tiles, tiles.backend, wino)
     _check_dtype(dtype)
     if weight.dim() != 4:
@@ -260,8 +266,13 @@ def _check_packed(packed: Tensor, name: str, dim: int) -> None:
 
 def _refuse_overlaps(inputs: Any, residual: Any, out: Any, pool_out: Any) -> None:
     """ValueError when out / pool_out share elements with an input view's tensor or the residual (Winograd
-    reads inputs while other threads write outputs); residual may be out itself (read, then written, by the
-    same thread). Arguments not yet checked are skipped here: the shape checks name them."""
+    reads inputs while other threads write outputs), or with each other (both written, by different threads:
+    which value is left would depend on timing; the bf16 tile conv refuses it too); residual may be out
+    itself (read, then written, by the same thread). Arguments not yet checked are skipped here: the shape
+    checks name them."""
+    if isinstance(out, Tensor) and isinstance(pool_out, Tensor) and checks.may_overlap(pool_out, out):
+        raise ValueError("pool_out overlaps out: the kernel writes both, so which value is left would depend on "
+                         "timing; pass separate memory")  # fmt: skip
     if not isinstance(inputs, Sequence):
         return
     srcs = {f"inputs[{i}]": v.tensor if isinstance(v, InputView) else v for i, v in enumerate(inputs)}
@@ -281,7 +292,10 @@ def conv2d(inputs: Sequence[Tensor | InputView], packed_weight: ConvWeight | Ten
     """spec.conv2d on CPU: Winograd where the weight was packed for it and the call fits (stride 1, padding
     0/1: cpu_winograd.winograd_decision); otherwise gather (if needed) -> PyTorch conv into a scratch -> one
     fused C++ epilogue. Runs on the weight's kernel variant (a plain OIHW tensor: direct, default variant).
-    A TileConvWeight (bf16) runs the bf16 tile conv, for the calls `supports` accepts."""
+    A TileConvWeight (bf16) runs the bf16 Winograd where it carries a Winograd weight and the call fits (one
+    bf16 dtype for inputs, residual, out and pool_out), else the bf16 tile conv, for the calls `supports`
+    accepts. ValueError when out or pool_out shares elements with an input, the residual (but out may be the
+    residual itself) or each other."""
     if isinstance(packed_weight, TileConvWeight):
         return _conv2d_tiles(inputs, packed_weight, bias, stride=stride, padding=padding, dilation=dilation,
                              act=act, negative_slope=negative_slope, residual=residual, out=out,
@@ -451,7 +465,7 @@ def head(x: Tensor | InputView, packed: HeadWeight, bias: Tensor | None = None, 
 
 
 # ---------------------------------------------------------------------------------------------------
-# bf16: convs on the tile kernels (kernels/cpu_bf16.py), the rest on the torch reference (issue 17)
+# bf16: convs on the tile kernels (kernels/cpu_bf16.py) or the bf16 Winograd, the rest on the bf16 ops (issue 17)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -466,6 +480,12 @@ class _TileWeight:
     @property
     def algorithm(self) -> str:
         """Named per step in FusedUNet.report()."""
+        return self.tiles_algorithm
+
+    @property
+    def tiles_algorithm(self) -> str:
+        """The tile kernel's name, also for a TileConvWeight that carries a Winograd weight but runs a call on
+        the tiles (step_algorithm)."""
         return f"bf16 tiles ({self.backend})"
 
     @property
@@ -530,7 +550,8 @@ def _square(v: int | Sequence[int]) -> int | None:
 def supports(step: Any, dtype: torch.dtype = torch.float32) -> str:
     """'' when this module runs the plan step `step` (graph.ir) in `dtype`, else why not (the executor then
     runs that step on the torch reference, decided at prepare time and named in the report). fp32: every
-    step. bf16: Conv on the tile conv when it has the same stride and padding in H and W, dilation 1 and a
+    step. bf16: Conv on the tile conv (or the bf16 Winograd: pack_conv_weight, _conv2d_tiles) when it has
+    the same stride and padding in H and W, dilation 1 and a
     kernel of at most 16x16, with every fusion the fp32 conv has (a virtual concat of up to
     cpu_bf16.MAX_INPUTS views, each a channel slot read plainly, through a window / crop or a nearest /
     bilinear resample; bias, activation, residual, the 2x2 max-pool output); ConvTranspose2x2 on the tile
@@ -583,7 +604,11 @@ def step_algorithm(step: Any, dtype: torch.dtype, weight: Any = None) -> str:
         return ""
     if isinstance(weight, TileConvWeight) and weight.winograd is not None and _winograd_fits(step):
         return weight.algorithm
-    if isinstance(weight, (TileConvWeight, TileConvTransposeWeight)) and weight.backend == "avx512bf16":
+    if isinstance(weight, (TileConvWeight, TileConvTransposeWeight)):
+        # named here, not left to weight.algorithm: a TileConvWeight that carries a Winograd weight (packed from
+        # the shape alone) runs a stride-2 call on the tiles, and its `algorithm` names the Winograd
+        if weight.backend != "avx512bf16":
+            return weight.tiles_algorithm
         bilinear = any(getattr(getattr(v, "resample", None), "mode", None) == "bilinear"
                        for v in getattr(step, "inputs", ()))  # fmt: skip
         return "bf16 tiles (avx512bf16)" if bilinear else "bf16 direct (avx512bf16)"
@@ -600,16 +625,20 @@ def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, 
                   stride: int | Sequence[int], padding: int | Sequence[int], dilation: int | Sequence[int],
                   act: str, negative_slope: float, residual: Tensor | None, out: Tensor | None,
                   pool_out: Tensor | None) -> Tensor:  # fmt: skip
-    """conv2d for a TileConvWeight: the views (virtual concat, resample / crop on read) and pool_out go to
-    the tile conv as they are. A call outside `supports` (a stride / padding that differs between H and W,
-    dilation) raises NotImplementedError (the executor then runs the reference for that call and the
-    report names it)."""
+    """conv2d for a TileConvWeight: the bf16 Winograd where the weight carries one and
+    cpu_winograd.winograd_decision takes the call (stride 1, padding 0/1, all bf16), else the tile conv; the
+    views (virtual concat, resample / crop on read) and pool_out go to either as they are. A call outside
+    `supports` (a stride / padding that differs between H and W, dilation) raises NotImplementedError (the
+    executor then runs the reference for that call and the report names it)."""
     from unet_fast.kernels import cpu_bf16
 
     if packed.winograd is not None:
         kw = dict(stride=stride, padding=padding, dilation=dilation, residual=residual, out=out, pool_out=pool_out)
         if not cpu_winograd.winograd_decision(packed.winograd, inputs=inputs, **kw):
             _refuse_overlaps(inputs, residual, out, pool_out)
+            # the tile conv takes any float bias and uses it as fp32; the Winograd takes fp32 only
+            if isinstance(bias, Tensor) and bias.is_floating_point() and bias.dtype != torch.float32:
+                bias = bias.detach().to(torch.float32)
             return cpu_winograd.conv3x3_winograd(inputs, packed.winograd, bias, act=act,
                                                  negative_slope=negative_slope, **kw)  # fmt: skip
     s, p = _square(stride), _square(padding)

@@ -14,8 +14,10 @@ runnable variant), else UNET_FAST_CPU_ISA, else the best the CPU runs. The packe
 bf16 activations (`pack_winograd_weight(w, io_dtype=torch.bfloat16)`): the weight is rounded to bf16 first
 (the bf16 engine's weights), the views / residual / out / pool_out are bf16, and the kernel computes in fp32
 exactly as for fp32 tensors, rounding each output once to bf16. Its error is the fp32 Winograd's (rel-L2
-~1e-6 per layer) plus that one rounding: the bf16 tile conv's contract (issue 17: within one bf16 rounding of
-the float64 conv of the same bf16 inputs and weights, plus the fp32 accumulation bound).
+~1e-6 per layer) plus that one rounding. That is not quite the bf16 tile conv's per-element contract (issue
+17: within one bf16 rounding of the float64 conv of the same bf16 inputs and weights, plus the direct conv's
+fp32 accumulation bound): the fp32 Winograd's error can exceed that bound on outputs that cancel where a 6x6
+patch spans a wide dynamic range (docs/winograd.md, "bf16 activations"); exact=True keeps a conv off it.
 `bf16_winograd_decision` says when the cpu backend's bf16 convs take it instead of the bf16 tile conv.
 """
 
@@ -145,7 +147,8 @@ def winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, exact:
     """The one place that decides Winograd vs direct convolution: '' when Winograd runs this conv, else why
     not. At pack time (`inputs` None) it judges the weight alone: exact=True forbids Winograd, and only 3x3
     weights with >= MIN_PROFITABLE_CIN input channels profit. With `inputs` and spec.conv2d's keyword
-    arguments it also checks that the call fits the kernel (stride 1, padding 0/1, fp32 CPU tensors)."""
+    arguments it also checks that the call fits the kernel (stride 1, padding 0/1, fp32 or bf16 CPU tensors
+    of one dtype, the one the weight was packed for)."""
     if exact:
         return "exact=True: direct convolution only"
     shape = _logical_shape(weight)

@@ -170,3 +170,32 @@ def test_fp32_outputs_that_overlap_their_inputs_are_refused() -> None:
     t = torch.randn(1, 12, 12, 8, generator=g)
     with pytest.raises(ValueError, match="out overlaps x"):
         cpu.conv_transpose2x2(t[:, :6, :6], wt, out=t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("exact", [True, False], ids=["direct_or_tiles", "winograd"])
+def test_pool_out_that_overlaps_out_is_refused(dtype: torch.dtype, exact: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """out and pool_out are both written, by different threads: sharing elements is a ValueError before any
+    work on every conv path of cpu.conv2d (fp32 direct and Winograd, bf16 tiles and Winograd), as the bf16
+    tile conv always refused it. Before the fix the Winograd paths and the fp32 direct path accepted it and
+    left a timing-dependent mix. Disjoint channel slots of one buffer stay allowed (but on the bf16 tiles)."""
+    from unet_fast.kernels import cpu_bf16
+
+    if dtype == torch.bfloat16 and not cpu_bf16.available_tile_backends():
+        pytest.skip("unet_fast._C without bf16 tile ops")
+    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "1")  # the bf16 Winograd on every tile backend
+    g = torch.Generator().manual_seed(4)
+    w = cpu.pack_conv_weight(conv_weight(8, 16, 3, 3), dtype, exact=exact)
+    assert (getattr(w, "winograd", None) is not None) == (not exact)
+    x = torch.randn(2, 6, 6, 16, generator=g).to(dtype)
+    buf = torch.full((2, 6, 6, 16), float("nan"), dtype=dtype)
+    with pytest.raises(ValueError, match="pool_out overlaps out"):
+        cpu.conv2d([x], w, padding=1, out=buf[..., :8], pool_out=buf[:, :3, :3, :8])
+    assert buf.isnan().all(), "refused after writing"
+    if dtype == torch.bfloat16 and exact:
+        return  # the bf16 tile conv refuses any shared byte span of pool_out and out (cpu_bf16._overlaps)
+    out, pool_out = buf[..., :8], buf[:, :3, :3, 8:]  # disjoint channel slots of one buffer: fine
+    cpu.conv2d([x], w, padding=1, act="relu", out=out, pool_out=pool_out)
+    expect = torch.nn.functional.max_pool2d(out.float().permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+    assert torch.equal(pool_out.float(), expect)

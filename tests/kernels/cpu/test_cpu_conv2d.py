@@ -131,3 +131,16 @@ def test_conv2d_huge_padding_is_a_value_error(dtype: torch.dtype) -> None:
     x = torch.randn(1, 5, 5, 4).to(dtype)
     with pytest.raises(ValueError, match=r"cannot allocate out of shape \(1, 2000003, 2000003, 4\)"):
         cpu.conv2d([x], cpu.pack_conv_weight(torch.randn(4, 4, 3, 3), dtype), padding=10**6)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("shape", [(8, 4, 1, 1), (8, 16, 3, 3)], ids=["1x1", "3x3"])
+def test_bf16_pack_refuses_an_unknown_isa_for_every_weight(shape: tuple[int, ...], exact: bool) -> None:
+    """pack_conv_weight's documented ValueError for an unknown isa holds in bf16 for every weight, as in fp32:
+    before, only a weight that took the bf16 Winograd checked it (a 1x1 or exact=True one took "sse9")."""
+    from unet_fast.kernels import cpu_bf16
+
+    if not cpu_bf16.available_tile_backends():
+        pytest.skip("unet_fast._C without bf16 tile ops")
+    with pytest.raises(ValueError, match="unknown conv2d isa 'sse9'"):
+        cpu.pack_conv_weight(torch.randn(*shape), torch.bfloat16, exact=exact, isa="sse9")
