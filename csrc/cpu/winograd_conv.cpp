@@ -25,14 +25,20 @@ namespace unet_fast {
 // (descriptor, resample mode, resampled H, resampled W, align_corners, window offset y, x): spec.InputView.
 using ViewArgs = std::tuple<DescArgs, int, std::int64_t, std::int64_t, bool, std::int64_t, std::int64_t>;
 
-// The argument checks and the problem description, for fp32 (T = float) or bf16 bits (T = std::uint16_t)
-// activations; `ops` is the checked variant.
+// The variant's kernel for the activations' element type.
+inline void run(const CpuVariantOps& ops, const WinoConv& cv) { ops.winograd_conv(cv); }
+inline void run(const CpuVariantOps& ops, const WinoConvBf16& cv) { ops.winograd_conv_bf16(cv); }
+
+// The binding for fp32 (T = float) or bf16 (T = std::uint16_t: views, residual, out and pool_out are bf16
+// descriptors, read as raw bits; bias and the transformed weight stay fp32, the compute fp32, each output
+// rounded once to bf16): argument checks, the problem description, then the kernel of variant `isa`.
 template <typename T>
-WinoConvT<T> describe(const CpuVariantOps& ops, const std::vector<ViewArgs>& views, int h, int w, int cin, int cout,
-                      int cout_pad, int pad, std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
+void winograd_conv3x3(const std::vector<ViewArgs>& views, int h, int w, int cin, int cout, int cout_pad, int pad,
+                      std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
                       const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
                       const std::optional<DescArgs>& pool_desc, int act, float negative_slope, int num_threads,
-                      int tile_block, int cout_chunk) {
+                      int isa, int tile_block, int cout_chunk) {
+  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
   UF_CHECK(!views.empty(), "at least one input view");
   UF_CHECK_POSITIVE(cin);
   UF_CHECK_POSITIVE(cout);
@@ -106,52 +112,27 @@ WinoConvT<T> describe(const CpuVariantOps& ops, const std::vector<ViewArgs>& vie
   cv.num_threads = num_threads;
   cv.tile_block = tile_block;
   cv.cout_chunk = cout_chunk;
-  return cv;
+  py::gil_scoped_release release;
+  run(ops, cv);
 }
 
-void winograd_conv3x3_f32(const std::vector<ViewArgs>& views, int h, int w, int cin, int cout, int cout_pad,
-                          int pad, std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
-                          const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
-                          const std::optional<DescArgs>& pool_desc, int act, float negative_slope, int num_threads,
-                          int isa, int tile_block, int cout_chunk) {
-  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
-  const WinoConv cv = describe<float>(ops, views, h, w, cin, cout, cout_pad, pad, u_ptr, u_numel, bias_ptr,
-                                      residual_desc, out_desc, pool_desc, act, negative_slope, num_threads,
-                                      tile_block, cout_chunk);
-  py::gil_scoped_release release;
-  ops.winograd_conv(cv);
-}
-
-// bf16 activations (views, residual, out, pool_out: descriptors of bf16 tensors, read as raw bits), fp32
-// bias and transformed weight; fp32 compute, one rounding to bf16 per stored output.
-void winograd_conv3x3_bf16(const std::vector<ViewArgs>& views, int h, int w, int cin, int cout, int cout_pad,
-                           int pad, std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
-                           const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
-                           const std::optional<DescArgs>& pool_desc, int act, float negative_slope,
-                           int num_threads, int isa, int tile_block, int cout_chunk) {
-  const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
-  const WinoConvBf16 cv = describe<std::uint16_t>(ops, views, h, w, cin, cout, cout_pad, pad, u_ptr, u_numel,
-                                                  bias_ptr, residual_desc, out_desc, pool_desc, act,
-                                                  negative_slope, num_threads, tile_block, cout_chunk);
-  py::gil_scoped_release release;
-  ops.winograd_conv_bf16(cv);
+template <typename T>
+void def_winograd(py::module_& m, const char* name, const char* doc) {
+  m.def(name, &winograd_conv3x3<T>, py::arg("views"), py::arg("h"), py::arg("w"), py::arg("cin"), py::arg("cout"),
+        py::arg("cout_pad"), py::arg("pad"), py::arg("u_ptr"), py::arg("u_numel"), py::arg("bias_ptr"),
+        py::arg("residual"), py::arg("out"), py::arg("pool_out"), py::arg("act"), py::arg("negative_slope"),
+        py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"), py::arg("cout_chunk"), doc);
 }
 
 void register_winograd(py::module_& m) {
-  m.def("winograd_conv3x3_f32", &winograd_conv3x3_f32, py::arg("views"), py::arg("h"), py::arg("w"),
-        py::arg("cin"), py::arg("cout"), py::arg("cout_pad"), py::arg("pad"), py::arg("u_ptr"), py::arg("u_numel"),
-        py::arg("bias_ptr"), py::arg("residual"), py::arg("out"), py::arg("pool_out"), py::arg("act"),
-        py::arg("negative_slope"), py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"),
-        py::arg("cout_chunk"),
-        "Winograd F(4x4,3x3) conv, stride 1, NHWC fp32 descriptors, fused epilogue. views: (descriptor, mode, "
-        "resampled H, W, align_corners, offset y, x) each; isa: index into cpu_isa_table() (the weight's variant).");
-  m.def("winograd_conv3x3_bf16", &winograd_conv3x3_bf16, py::arg("views"), py::arg("h"), py::arg("w"),
-        py::arg("cin"), py::arg("cout"), py::arg("cout_pad"), py::arg("pad"), py::arg("u_ptr"), py::arg("u_numel"),
-        py::arg("bias_ptr"), py::arg("residual"), py::arg("out"), py::arg("pool_out"), py::arg("act"),
-        py::arg("negative_slope"), py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"),
-        py::arg("cout_chunk"),
-        "winograd_conv3x3_f32 on bf16 activations (views, residual, out, pool_out are bf16 NHWC descriptors; "
-        "bias and the transformed weight fp32): fp32 compute, each output rounded once to bf16.");
+  def_winograd<float>(m, "winograd_conv3x3_f32",
+                      "Winograd F(4x4,3x3) conv, stride 1, NHWC fp32 descriptors, fused epilogue. views: (descriptor, "
+                      "mode, resampled H, W, align_corners, offset y, x) each; isa: index into cpu_isa_table() (the "
+                      "weight's variant).");
+  def_winograd<std::uint16_t>(m, "winograd_conv3x3_bf16",
+                              "winograd_conv3x3_f32 on bf16 activations (views, residual, out, pool_out are bf16 "
+                              "NHWC descriptors; bias and the transformed weight fp32): fp32 compute, each output "
+                              "rounded once to bf16.");
 }
 
 }  // namespace unet_fast
