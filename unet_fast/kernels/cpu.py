@@ -602,7 +602,8 @@ def step_algorithm(step: Any, dtype: torch.dtype, weight: Any = None) -> str:
     `direct_supported`; UNET_FAST_BF16_AVX512_CONV=tile, for tests and benchmarks only, is not reflected)."""
     if dtype != torch.bfloat16:
         return ""
-    if isinstance(weight, TileConvWeight) and weight.winograd is not None and _winograd_fits(step):
+    if (isinstance(weight, TileConvWeight) and weight.winograd is not None
+            and not cpu_winograd.geometry_reason(step.stride, step.padding, step.dilation)):  # fmt: skip
         return weight.algorithm
     if isinstance(weight, (TileConvWeight, TileConvTransposeWeight)):
         # named here, not left to weight.algorithm: a TileConvWeight that carries a Winograd weight (packed from
@@ -613,12 +614,6 @@ def step_algorithm(step: Any, dtype: torch.dtype, weight: Any = None) -> str:
                        for v in getattr(step, "inputs", ()))  # fmt: skip
         return "bf16 tiles (avx512bf16)" if bilinear else "bf16 direct (avx512bf16)"
     return _BF16_OPS.get(step.kind, "")
-
-
-def _winograd_fits(step: Any) -> bool:
-    """A Conv step's geometry as cpu_winograd takes it (stride 1, dilation 1, padding 0 or 1 on both axes)."""
-    return (tuple(step.stride) == (1, 1) and tuple(step.dilation) == (1, 1)
-            and tuple(step.padding) in ((0, 0), (1, 1)))  # fmt: skip
 
 
 def _conv2d_tiles(inputs: Sequence[Tensor | InputView], packed: TileConvWeight, bias: Tensor | None, *,

@@ -103,6 +103,18 @@ def _logical_shape(weight: Tensor | WinogradWeight | Sequence[int]) -> tuple[int
     return weight.shape if isinstance(weight, WinogradWeight) else tuple(weight.shape)
 
 
+def geometry_reason(stride: int | Sequence[int], padding: int | Sequence[int],
+                    dilation: int | Sequence[int]) -> str:  # fmt: skip
+    """Why the kernel cannot take this conv geometry ('' when it can: stride 1, dilation 1, padding 0 or 1,
+    the same on both axes). Part of unsupported_reason; also how the report tells, from a plan step alone,
+    whether a conv carrying a Winograd weight runs it."""
+    if pair(stride) != (1, 1) or pair(dilation) != (1, 1):
+        return f"needs stride 1 and dilation 1, got stride {pair(stride)}, dilation {pair(dilation)}"
+    if pair(padding) not in ((0, 0), (1, 1)):
+        return f"needs padding 0 or 1 (equal on both axes), got {pair(padding)}"
+    return ""
+
+
 def unsupported_reason(inputs: Sequence[Tensor | InputView], weight: Tensor | WinogradWeight | Sequence[int], *,
                        stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
                        dilation: int | Sequence[int] = 1, residual: Tensor | None = None,
@@ -113,10 +125,9 @@ def unsupported_reason(inputs: Sequence[Tensor | InputView], weight: Tensor | Wi
     shape = _logical_shape(weight)
     if len(shape) != 4 or tuple(shape[2:]) != (3, 3):
         return f"needs a 3x3 kernel, got weight shape {tuple(shape)}"
-    if pair(stride) != (1, 1) or pair(dilation) != (1, 1):
-        return f"needs stride 1 and dilation 1, got stride {pair(stride)}, dilation {pair(dilation)}"
-    if pair(padding) not in ((0, 0), (1, 1)):
-        return f"needs padding 0 or 1 (equal on both axes), got {pair(padding)}"
+    why = geometry_reason(stride, padding, dilation)
+    if why:
+        return why
     tensors = [as_view(v).tensor for v in inputs] + [t for t in (residual, out, pool_out) if t is not None]
     for t in tensors:
         if not isinstance(t, Tensor) or t.dtype not in IO_DTYPES or t.device.type != "cpu":
