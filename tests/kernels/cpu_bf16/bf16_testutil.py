@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from torch import Tensor
 
 from unet_fast.kernels import cpu_bf16
 
+NAN = float("nan")
 U_BF16 = 2.0**-8  # unit roundoff of bf16 (8-bit significand): one rounding errs by at most U_BF16 |v|
 U_F32 = 2.0**-24
 F32_REL_L2 = 1e-5  # fp32 outputs: only accumulation error
@@ -53,3 +55,34 @@ def assert_bf16_one_rounding(got: Tensor, ref: Tensor, abs_ref: Tensor, terms: i
             f"{what}: {bad} of {got.numel()} bf16 elements beyond one rounding; worst at flat index {i}: "
             f"got {got.flatten()[i].item()!r}, reference {ref.flatten()[i].item()!r}, tolerance {tol.flatten()[i].item():.3e}"
         )
+
+
+def lively(cin: int, cout: int, k: int, seed: int) -> tuple[Tensor, Tensor]:
+    """He-normal [cout, cin, k, k] weight and a bias of the size trained layers have."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(cout, cin, k, k, generator=g) * (2.0 / (cin * k * k)) ** 0.5
+    return w, 0.1 * torch.randn(cout, generator=g)
+
+
+def slot_of_poisoned(n: int, h: int, w: int, c: int, g: torch.Generator, before: int = 2,
+                     after: int = 3) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """(buffer, slot): random bf16 channels [before, before + c) of a NaN-filled wider buffer, so a read
+    outside the slot poisons the result."""
+    buf = torch.full((n, h, w, before + c + after), NAN, dtype=torch.bfloat16)
+    slot = buf[..., before : before + c]
+    slot.copy_(torch.randn(n, h, w, c, generator=g))
+    return buf, slot
+
+
+def poisoned_out(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(buffer, slot): an output slot, channels [3, 3 + C), of a NaN-filled [N, H, W, 3 + C + 5] buffer."""
+    n, h, w, c = shape
+    buf = torch.full((n, h, w, 3 + c + 5), NAN, dtype=dtype)
+    return buf, buf[..., 3 : 3 + c]
+
+
+def assert_only_slot_written(buf: Tensor, c: int, what: str) -> None:
+    """A poisoned_out buffer after the kernel: every slot element written, nothing outside it."""
+    outside = torch.cat([buf[..., :3], buf[..., 3 + c :]], dim=-1)
+    assert outside.isnan().all(), f"{what}: {int((~outside.isnan()).sum())} elements outside the slot written"
+    assert not buf[..., 3 : 3 + c].isnan().any(), f"{what}: unwritten (NaN) elements in the slot"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from bf16_testutil import assert_bf16_one_rounding, assert_f32_close, backend_params
+from bf16_testutil import assert_bf16_one_rounding, assert_f32_close, backend_params, lively
 
 from unet_fast.kernels import cpu_bf16
 
@@ -36,11 +36,6 @@ def case_id(c: tuple) -> str:
     return f"n{n}_{h}x{w}_c{cin}-{cout}_k{k}s{s}p{p}"
 
 
-def lively(cin: int, cout: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """He-normal weight and a bias of the size trained layers have."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(cout, cin, k, k, generator=g) * (2.0 / (cin * k * k)) ** 0.5
-    return w, 0.1 * torch.randn(cout, generator=g)
 
 
 def abs_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,

@@ -22,40 +22,21 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from bf16_testutil import U_BF16, U_F32, assert_bf16_one_rounding, assert_f32_close, backend_params
+from bf16_testutil import (
+    NAN,
+    U_BF16,
+    U_F32,
+    assert_bf16_one_rounding,
+    assert_f32_close,
+    assert_only_slot_written,
+    backend_params,
+    lively,
+    poisoned_out,
+    slot_of_poisoned,
+)
 
 from unet_fast.kernels import cpu_bf16
 from unet_fast.kernels.spec import InputView, Resample, read_view
-
-NAN = float("nan")
-
-
-def lively(cin: int, cout: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """He-normal weight and a bias of the size trained layers have."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(cout, cin, k, k, generator=g) * (2.0 / (cin * k * k)) ** 0.5
-    return w, 0.1 * torch.randn(cout, generator=g)
-
-
-def slot_of_poisoned(n: int, h: int, w: int, c: int, g: torch.Generator, before: int = 2,
-                     after: int = 3) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(buffer, slot): random bf16 channels [before, before + c) of a NaN-filled wider buffer, so a read
-    outside the slot poisons the result."""
-    buf = torch.full((n, h, w, before + c + after), NAN, dtype=torch.bfloat16)
-    slot = buf[..., before : before + c]
-    slot.copy_(torch.randn(n, h, w, c, generator=g))
-    return buf, slot
-
-
-def poisoned_out(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    n, h, w, c = shape
-    buf = torch.full((n, h, w, 3 + c + 5), NAN, dtype=dtype)
-    return buf, buf[..., 3 : 3 + c]
-
-
-def assert_only_slot_written(buf: torch.Tensor, c: int, what: str) -> None:
-    outside = torch.cat([buf[..., :3], buf[..., 3 + c :]], dim=-1)
-    assert outside.isnan().all(), f"{what}: {int((~outside.isnan()).sum())} elements outside the slot written"
 
 
 def abs_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, stride: int, pad: int) -> torch.Tensor:

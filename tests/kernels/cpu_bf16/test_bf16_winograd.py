@@ -25,56 +25,43 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from bf16_testutil import assert_bf16_one_rounding
+from bf16_testutil import (
+    assert_bf16_one_rounding,
+    assert_only_slot_written,
+    lively,
+    poisoned_out,
+    slot_of_poisoned,
+)
 
 from unet_fast.kernels import cpu, cpu_bf16, cpu_winograd
 from unet_fast.kernels.spec import InputView, Resample
 
 ISAS = cpu_winograd.available_isas()
-NAN = float("nan")
 
 pytestmark = pytest.mark.skipif(not ISAS, reason="unet_fast._C was built without the Winograd kernel")
 
 
-def lively(cin: int, cout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """He-normal 3x3 weight and a bias of the size trained layers have."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(cout, cin, 3, 3, generator=g) * (2.0 / (9 * cin)) ** 0.5, 0.1 * torch.randn(cout, generator=g)
 
 
-def slot(n: int, h: int, w: int, c: int, g: torch.Generator, before: int = 2) -> torch.Tensor:
-    """Random bf16 channels [before, before + c) of a NaN-filled wider buffer: a read outside poisons."""
-    buf = torch.full((n, h, w, before + c + 3), NAN, dtype=torch.bfloat16)
-    s = buf[..., before : before + c]
-    s.copy_(torch.randn(n, h, w, c, generator=g))
-    return s
 
 
-def poisoned_out(shape: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    n, h, w, c = shape
-    buf = torch.full((n, h, w, 3 + c + 5), NAN, dtype=torch.bfloat16)
-    return buf, buf[..., 3 : 3 + c]
 
 
-def assert_only_slot_written(buf: torch.Tensor, c: int, what: str) -> None:
-    outside = torch.cat([buf[..., :3], buf[..., 3 + c :]], dim=-1)
-    assert outside.isnan().all(), f"{what}: {int((~outside.isnan()).sum())} elements outside the slot written"
-    assert not buf[..., 3 : 3 + c].isnan().any(), f"{what}: unwritten (NaN) elements in the slot"
 
 
 def run(views: list[InputView], cout: int, pad: int, isa: str, seed: int, *, act: str = "relu",
         residual: bool = False, pool: bool = False) -> torch.Tensor:  # fmt: skip
     """The bf16 Winograd on `views` into poisoned slots, checked against both truths; returns out."""
     cin = sum(v.channels for v in views)
-    weight, bias = lively(cin, cout, seed)
+    weight, bias = lively(cin, cout, 3, seed)
     packed = cpu_winograd.pack_winograd_weight(weight, isa=isa, io_dtype=torch.bfloat16)
     staged = torch.cat([cpu_bf16.read_view_bf16(v) for v in views], dim=3)
     n, h, w, _ = staged.shape
     shape = (n, h + 2 * pad - 2, w + 2 * pad - 2, cout)
-    res = slot(*shape, torch.Generator().manual_seed(seed + 1)) if residual else None
+    res = slot_of_poisoned(*shape, torch.Generator().manual_seed(seed + 1))[1] if residual else None
     before = [v.tensor.clone() for v in views]
-    buf, out = poisoned_out(shape)
-    pbuf, pool_out = poisoned_out((n, shape[1] // 2, shape[2] // 2, cout)) if pool else (None, None)
+    buf, out = poisoned_out(shape, torch.bfloat16)
+    pbuf, pool_out = poisoned_out((n, shape[1] // 2, shape[2] // 2, cout), torch.bfloat16) if pool else (None, None)
     what = f"{[tuple(v.tensor.shape) for v in views]} -> {shape} p{pad} {act} isa={isa}"
     got = cpu_winograd.conv3x3_winograd(views, packed, bias, padding=pad, act=act, residual=res, out=out,
                                         pool_out=pool_out)  # fmt: skip
@@ -109,7 +96,7 @@ def run(views: list[InputView], cout: int, pad: int, isa: str, seed: int, *, act
     (3, 6, 23, 19, 21, 1, "silu"),
 ], ids=["13x11_p1", "9x14_p0", "4x4_one_tile", "n3_6x23"])  # fmt: skip
 def test_plain_input(n: int, h: int, w: int, cin: int, cout: int, pad: int, act: str, isa: str) -> None:
-    x = slot(n, h, w, cin, torch.Generator().manual_seed(h * w))
+    x = slot_of_poisoned(n, h, w, cin, torch.Generator().manual_seed(h * w))[1]
     run([InputView(x)], cout, pad, isa, seed=h + w, act=act)
 
 
@@ -118,7 +105,8 @@ def test_virtual_concat_residual_and_pool(isa: str) -> None:
     """A U-Net decoder conv: skip 19 + up 13 channels read from slots of two buffers, a residual added before
     the activation, and the 2x2 max-pool output (odd output: floor mode)."""
     g = torch.Generator().manual_seed(5)
-    views = [InputView(slot(2, 15, 13, 19, g)), InputView(slot(2, 15, 13, 13, g, before=1))]
+    views = [InputView(slot_of_poisoned(2, 15, 13, 19, g)[1]),
+             InputView(slot_of_poisoned(2, 15, 13, 13, g, before=1)[1])]
     run(views, 21, 1, isa, seed=5, residual=True, pool=True)
     run(views, 33, 0, isa, seed=6, pool=True)
 
@@ -127,7 +115,7 @@ def test_virtual_concat_residual_and_pool(isa: str) -> None:
 def test_crop_window_and_zero_padding_window(isa: str) -> None:
     """Ronneberger's centre crop of the skip, and milesial's F.pad (a window past the source's edge)."""
     g = torch.Generator().manual_seed(7)
-    skip, up = slot(2, 21, 24, 32, g), slot(2, 13, 16, 17, g)
+    skip, up = slot_of_poisoned(2, 21, 24, 32, g)[1], slot_of_poisoned(2, 13, 16, 17, g)[1]
     run([InputView(skip, offset=(4, 4), size=(13, 16)), InputView(up)], 24, 0, isa, seed=7)
     run([InputView(up, offset=(-1, -2), size=(15, 19))], 19, 1, isa, seed=8)
 
@@ -141,7 +129,7 @@ def test_crop_window_and_zero_padding_window(isa: str) -> None:
 ], ids=["nearest_2x", "nearest_odd", "bilinear_2x", "bilinear_odd_ac"])  # fmt: skip
 def test_resample_on_read(mode: str, size: tuple[int, int], align: bool, isa: str) -> None:
     g = torch.Generator().manual_seed(size[0] + size[1])
-    low, skip = slot(2, 7, 11, 33, g), slot(2, *size, 17, g)
+    low, skip = slot_of_poisoned(2, 7, 11, 33, g)[1], slot_of_poisoned(2, *size, 17, g)[1]
     run([InputView(skip), InputView(low, Resample(mode, size, align))], 19, 1, isa, seed=size[1])
 
 
@@ -220,7 +208,7 @@ def test_cpu_conv2d_takes_any_float_bias_on_the_winograd_too(monkeypatch: pytest
     fp32, whether the call runs on the tiles or on the Winograd: before the fix the Winograd branch raised
     'bias must be a float32 CPU tensor' for a bf16 bias the tile conv accepts."""
     monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "1")  # the Winograd on every tile backend
-    weight, bias = lively(16, 24, seed=21)
+    weight, bias = lively(16, 24, 3, seed=21)
     packed = cpu.pack_conv_weight(weight, torch.bfloat16)
     assert packed.winograd is not None
     x = torch.randn(2, 7, 9, 16, generator=torch.Generator().manual_seed(21)).bfloat16()
