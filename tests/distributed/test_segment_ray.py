@@ -4,7 +4,7 @@ bad inputs recorded while the job goes on. Ray jobs are few and small: each cost
 
 import numpy as np
 import pytest
-from distributed_helpers import write_mixed_images
+from distributed_helpers import crashing_predictor, write_mixed_images
 from PIL import Image
 
 from unet_fast.cli import main
@@ -13,9 +13,9 @@ from unet_fast.demo import bundled
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("ray.data")
 
+from unet_fast.distributed import batch as batch_module  # noqa: E402
 from unet_fast.distributed import segment_dataset  # noqa: E402
 from unet_fast.distributed.manifest import MANIFEST, file_sha256  # noqa: E402
-from unet_fast.distributed.worker import CRASH_ENV  # noqa: E402
 
 
 def _outputs(folder) -> dict[str, bytes]:
@@ -80,7 +80,7 @@ def test_worker_killed_mid_job_every_input_once_with_the_right_mask(mixed, ray_c
     markers = tmp_path / "markers"
     markers.mkdir()
     # The first actor to meet big.png (the largest input, so other work is in flight) kills its process.
-    monkeypatch.setenv(CRASH_ENV, f"{markers}|big=1")
+    monkeypatch.setattr(batch_module, "SegmentPredictor", crashing_predictor(markers, {"big": 1}))
     for p in out.glob("*_mask.png"):
         p.write_bytes(b"stale")  # a redo that skipped an input would leave this behind
     report = segment_dataset([root / "images"], bundled.DEMO_WEIGHTS, out, workers=2, overlay=True,
@@ -108,7 +108,8 @@ def test_bad_inputs_are_rows_the_job_goes_on_exit_code_counts_them(ray_cluster, 
     np.lib.format.open_memmap(images / "huge.npy", mode="w+", dtype=np.uint8, shape=(17000, 17000)).flush()
     markers = tmp_path / "markers"
     markers.mkdir()
-    monkeypatch.setenv(CRASH_ENV, f"{markers}|poison=9")  # kills every process that touches it
+    # kills every process that touches poison.png
+    monkeypatch.setattr(batch_module, "SegmentPredictor", crashing_predictor(markers, {"poison": 9}))
     out = tmp_path / "out"
     code = main(["segment", str(images), "--out", str(out), "--ray", "--workers", "2"])  # with the bar
     err = capsys.readouterr().err

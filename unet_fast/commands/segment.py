@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from unet_fast.demo import bundled
-    from unet_fast.inference.batch import collect_images, output_names, segment_file
+    from unet_fast.inference.batch import collect_images, segment_paths
     from unet_fast.inference.legend import format_legend, write_legend
     from unet_fast.inference.progress import Progress
     from unet_fast.inference.segmenter import Segmenter
@@ -108,29 +108,30 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
     bar = Progress(len(images), "segment", enabled=not args.quiet)
-    failed = 0
-    for i, (path, name) in enumerate(zip(images, output_names(images), strict=True)):
-        result = segment_file(seg, path, name, out_dir, alpha=args.alpha, progress=_patch_ticker(bar, i, path.name))
+
+    def said(i: int, result) -> None:  # each input as it finishes; a failure by name, at once
         if result.ok:
-            bar.update(i + 1, f"{path.name} {result.height}x{result.width}")
-        else:  # said at once, by name; the run goes on with the next input
-            failed += 1
-            bar.update(i + 1, f"{path.name} FAILED")
-            print(f"unet-fast segment: failed: {path}: {result.error}", file=sys.stderr, flush=True)
+            bar.update(i + 1, f"{result.input.name} {result.height}x{result.width}")
+        else:
+            bar.update(i + 1, f"{result.input.name} FAILED")
+            print(f"unet-fast segment: failed: {result.input}: {result.error}", file=sys.stderr, flush=True)
+
+    report = segment_paths(seg, images, out_dir, alpha=args.alpha, on_result=said,
+                           progress=lambda i, path: _patch_ticker(bar, i, path.name))  # fmt: skip
     try:
         legend = write_legend(seg.card, out_dir)
     except OSError as e:
         print(f"unet-fast segment: error: cannot write the legend: {e}", file=sys.stderr)
         return EXIT_FAILURE
-    ok = len(images) - failed
-    if failed:
-        print(f"wrote {2 * ok} files for {ok} of {len(images)} image(s) to {out_dir} ({seg.runner.note}); "
-              f"{failed} failed (listed on stderr)")  # fmt: skip
+    n, ok = len(report.results), report.ok
+    if report.failed:
+        print(f"wrote {2 * ok} files for {ok} of {n} image(s) to {out_dir} ({seg.runner.note}); "
+              f"{report.failed} failed (listed on stderr)")  # fmt: skip
     else:
         print(f"wrote {2 * ok} files for {ok} image(s) to {out_dir} ({seg.runner.note})")
     print(format_legend(seg.card))
     print(f"legend written to {', '.join(str(p) for p in legend)}")
-    return EXIT_INPUTS_FAILED if failed else EXIT_OK
+    return EXIT_INPUTS_FAILED if report.failed else EXIT_OK
 
 
 def _patch_ticker(bar, index: int, name: str):

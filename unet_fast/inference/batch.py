@@ -115,9 +115,10 @@ class FileResult:
 
 @dataclass
 class BatchReport:
-    """Every input's result, in input order."""
+    """Every input's result, in input order, and the legend files written beside them."""
 
     results: list[FileResult] = field(default_factory=list)
+    legend: list[Path] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -139,6 +140,8 @@ def write_atomically(write: Callable[[Path], None], path: Path) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:  # said of the file the user knows, not of our temporary name
+        raise type(e)(e.errno, f"cannot write {path}: {e.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -184,19 +187,40 @@ def segment_file(seg: Segmenter, path: str | Path, name: str, out_dir: str | Pat
     return result
 
 
+def segment_paths(seg: Segmenter, images: Sequence[Path], out_dir: Path, *, overlay: bool = True,
+                  alpha: float = 0.5, max_pixels: int | None = None,
+                  on_result: Callable[[int, FileResult], None] | None = None,
+                  progress: Callable[[int, Path], Callable[[int, int], None] | None] | None = None) -> BatchReport:  # fmt: skip
+    """`segment_file` for each of the listed `images` (see `collect_images`) into the existing folder
+    `out_dir`, named by `output_names`. `on_result(index, result)` is called after each input;
+    `progress(index, path)` may return a per-patch progress callback for that input. Never raises for an
+    input."""
+    report = BatchReport()
+    for i, (path, name) in enumerate(zip(images, output_names(images), strict=True)):
+        ticker = progress(i, path) if progress is not None else None
+        result = segment_file(seg, path, name, out_dir, overlay_image=overlay, alpha=alpha, max_pixels=max_pixels,
+                              progress=ticker)  # fmt: skip
+        report.results.append(result)
+        if on_result is not None:
+            on_result(i, result)
+    return report
+
+
 def segment_files(seg: Segmenter, inputs: Sequence[str | Path], out_dir: str | Path, *, overlay: bool = True,
                   alpha: float = 0.5, max_pixels: int | None = None,
                   on_result: Callable[[int, FileResult], None] | None = None,
                   progress: Callable[[int, Path], Callable[[int, int], None] | None] | None = None) -> BatchReport:  # fmt: skip
     """Segment every input (files, folders, globs: `collect_images`) with `seg` into `out_dir` (created),
-    writing `<name>_mask.png` and, with `overlay`, `<name>_overlay.png` per input (`output_names`). Every
-    readable input is done; each failure is a result with its error (`BatchReport.failures`).
-    `on_result(index, result)` is called after each input; `progress(index, path)` may return a per-patch
-    progress callback for that input.
+    writing `<name>_mask.png` and, with `overlay`, `<name>_overlay.png` per input (`output_names`), then
+    the legend (legend.json, legend.png): what `unet-fast segment` writes. Every readable input is done;
+    each failure is a result with its error (`BatchReport.failures`). `on_result`, `progress`: see
+    `segment_paths`.
 
     Raises (before any work) FileNotFoundError for a spec that names nothing, ValueError for a bad `alpha`
-    or an `out_dir` that is a file, OSError when `out_dir` cannot be created. The legend is not written
-    here (`legend.write_legend`)."""
+    or an `out_dir` that is a file, OSError when `out_dir` cannot be created; OSError (after the inputs)
+    when the legend cannot be written."""
+    from unet_fast.inference.legend import write_legend
+
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     images = collect_images(inputs)
@@ -204,12 +228,7 @@ def segment_files(seg: Segmenter, inputs: Sequence[str | Path], out_dir: str | P
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    report = BatchReport()
-    for i, (path, name) in enumerate(zip(images, output_names(images), strict=True)):
-        ticker = progress(i, path) if progress is not None else None
-        result = segment_file(seg, path, name, out, overlay_image=overlay, alpha=alpha, max_pixels=max_pixels,
-                              progress=ticker)  # fmt: skip
-        report.results.append(result)
-        if on_result is not None:
-            on_result(i, result)
+    report = segment_paths(seg, images, out, overlay=overlay, alpha=alpha, max_pixels=max_pixels,
+                           on_result=on_result, progress=progress)  # fmt: skip
+    report.legend = write_legend(seg.card, out)
     return report

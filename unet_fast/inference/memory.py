@@ -40,7 +40,7 @@ class ImageHeader:
         return self.height * self.width
 
     def describe(self) -> str:
-        return f"{self.width}x{self.height} ({self.pixels / 1e6:.1f} Mpx, {self.channels} channel(s))"
+        return f"{self.width}x{self.height} ({self.pixels / 1e6:,.1f} Mpx, {self.channels} channel(s))"
 
 
 def available_bytes() -> int | None:
