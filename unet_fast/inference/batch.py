@@ -141,6 +141,8 @@ def write_atomically(write: Callable[[Path], None], path: Path) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:  # said of the file the user knows, not of our temporary name
+        if e.errno is None:  # an encoder's own error: no errno, the message is the reason
+            raise OSError(f"cannot write {path}: {e}") from None
         raise type(e)(e.errno, f"cannot write {path}: {e.strerror}") from None
     finally:
         tmp.unlink(missing_ok=True)
