@@ -51,10 +51,9 @@ _PILLOW_DIRECT = ("L", "LA", "RGB", "RGBA", "I", "F")
 _PILLOW_TO_RGB = ("CMYK", "YCbCr", "LAB", "HSV")
 
 
-def read_image(path: str | Path, *, check: Callable[[ImageHeader], None] | None = None,
-               orientation: bool = True) -> np.ndarray:  # fmt: skip
+def read_image(path: str | Path, *, check: Callable[[ImageHeader], None] | None = None) -> np.ndarray:
     """Read `path` as float32 [H, W, C] with C in 1..4 (gray, gray+alpha, RGB, RGBA), in the displayed
-    orientation (the EXIF / TIFF Orientation tag applied; `orientation=False` keeps stored order).
+    orientation (the EXIF / TIFF Orientation tag applied).
 
     `check(header)` runs on the header before any pixel is decoded and may raise to refuse the image
     (`Segmenter.check_fits` refuses what the segmentation would not have the memory for); by default the
@@ -78,9 +77,7 @@ def read_image(path: str | Path, *, check: Callable[[ImageHeader], None] | None 
         array, tag = _read_png16(path), _png_orientation(path, header)
     else:
         array, tag = _read_with_pillow(path, header)
-    if orientation:
-        array = apply_orientation(array, tag)
-    return to_unit_range(_as_hwc(array, path), path)
+    return to_unit_range(_as_hwc(apply_orientation(array, tag), path), path)
 
 
 def check_decode(header: ImageHeader) -> None:
@@ -310,6 +307,8 @@ def _png_orientation(path: Path, header: ImageHeader) -> int:
 
 
 def _exif_orientation(im: Image.Image) -> int:
+    """The Orientation tag of a Pillow image. Called after loading: recent Pillow (13 here) applies a TIFF's
+    orientation itself while loading and then drops the tag, so it is never applied twice."""
     try:
         return int(im.getexif().get(ORIENTATION_TAG, 1))
     except Exception:  # a malformed EXIF block: Pillow's exif_transpose ignores it too
