@@ -34,13 +34,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
-from unet_fast.inference.memory import ImageHeader, ImageTooLargeError, check_fits, decode_bytes  # noqa: F401 (read_image raises it)
+from unet_fast.inference.memory import (  # noqa: F401 (ImageTooLargeError: read_image raises it)
+    CHUNK_PIXELS,
+    ImageHeader,
+    ImageTooLargeError,
+    check_fits,
+    decode_bytes,
+)
 
 PILLOW_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp") + ((".webp",) if features.check("webp") else ())
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (*PILLOW_SUFFIXES, ".npy")
 ORIENTATION_TAG = 0x0112  # EXIF / TIFF Orientation
-_ROWS = 512  # rows per chunk in the display and overlay arithmetic (bounded temporaries for huge images)
 
 # Pillow modes that hold one 16-bit sample per pixel, with the byte order of their raw data.
 _PILLOW_16BIT = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2", "I;16S": "<i2",
@@ -430,10 +435,11 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
     # percentiles of gray repeated three times are those of the broadcast view (the same values)
     lo, hi = np.percentile(np.broadcast_to(rgb, (*rgb.shape[:2], 3)), [0.5, 99.5])
     out = np.empty((*rgb.shape[:2], 3), np.uint8)
-    for top in range(0, rgb.shape[0], _ROWS):
-        rows = rgb[top : top + _ROWS]
+    step = max(1, CHUNK_PIXELS // rgb.shape[1])  # rows per chunk: bounded temporaries for huge images
+    for top in range(0, rgb.shape[0], step):
+        rows = rgb[top : top + step]
         scaled = (rows - lo) / (hi - lo) if hi > lo else np.zeros_like(rows)
-        out[top : top + _ROWS] = (np.clip(scaled, 0, 1) * 255 + 0.5).astype(np.uint8)  # broadcasts gray
+        out[top : top + step] = (np.clip(scaled, 0, 1) * 255 + 0.5).astype(np.uint8)  # broadcasts gray
     return out
 
 
@@ -455,11 +461,12 @@ def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     out = display_rgb(image)
     table = np.asarray(palette, np.float32)
-    for top in range(0, mask.shape[0], _ROWS):
-        rows = mask[top : top + _ROWS]
-        base = out[top : top + _ROWS].astype(np.float32)
+    step = max(1, CHUNK_PIXELS // mask.shape[1])
+    for top in range(0, mask.shape[0], step):
+        rows = mask[top : top + step]
+        base = out[top : top + step].astype(np.float32)
         tint = (rows > 0)[:, :, None] * alpha
-        out[top : top + _ROWS] = (base * (1 - tint) + table[rows] * tint + 0.5).astype(np.uint8)
+        out[top : top + step] = (base * (1 - tint) + table[rows] * tint + 0.5).astype(np.uint8)
     return out
 
 

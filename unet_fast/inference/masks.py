@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unet_fast.inference.memory import CHUNK_PIXELS
+
 if TYPE_CHECKING:
     from unet_fast.inference.model_card import ModelCard
 
@@ -34,7 +36,6 @@ MaskKind = Literal["classes", "binary", "multilabel"]
 MAX_CLASSES = 256  # argmax classes in a uint8 mask
 MAX_LABELS = 8  # multi-label bits in a uint8 mask
 BACKGROUND = "background"
-_ROWS = 256  # rows per chunk when deciding: an int64 argmax of a whole 180-Mpx image would take 1.4 GB
 
 
 def mask_kind(head: str, channels: int) -> MaskKind:
@@ -109,24 +110,25 @@ def mask_palette(card: ModelCard) -> list[list[int]]:
 
 def to_mask(scores: Tensor, card: ModelCard) -> np.ndarray:
     """uint8 [H, W] mask from the blended head output `scores` [K, H, W] (K = the card's num_classes), by
-    the card's rule. Decided in chunks of rows, so no [H, W] int64 index map is ever made. Ties in an argmax
+    the card's rule. Decided by chunks of rows, so no [H, W] int64 index map is ever made. Ties in an argmax
     go to the lower class index (torch.argmax's rule)."""
     if scores.dim() != 3 or scores.shape[0] != card.num_classes:
         raise ValueError(f"expected scores [{card.num_classes}, H, W] for this model card, got {tuple(scores.shape)}")
-    kind, h = kind_of(card), scores.shape[1]
+    kind, (h, w) = kind_of(card), scores.shape[1:]
     cut = threshold(card.head)
-    mask = torch.empty(scores.shape[1:], dtype=torch.uint8)
-    for top in range(0, h, _ROWS):
-        rows = scores[:, top : top + _ROWS]
+    mask = torch.empty((h, w), dtype=torch.uint8)
+    step = max(1, CHUNK_PIXELS // w)  # an int64 argmax of a whole 180-Mpx image would take 1.4 GB
+    for top in range(0, h, step):
+        rows = scores[:, top : top + step]
         if kind == "classes":
-            mask[top : top + _ROWS] = rows.argmax(0)
+            mask[top : top + step] = rows.argmax(0)
         elif kind == "binary":
-            mask[top : top + _ROWS] = rows[0] > cut
+            mask[top : top + step] = rows[0] > cut
         else:
             bits = torch.zeros(rows.shape[1:], dtype=torch.uint8)
             for k in range(rows.shape[0]):
                 bits |= (rows[k] > cut).to(torch.uint8) << k
-            mask[top : top + _ROWS] = bits
+            mask[top : top + step] = bits
     return mask.numpy()
 
 

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GIB = 1 << 30
+# Per-pixel work that is not kept (the argmax, the display stretch, the overlay tint) goes by chunks of rows
+# of about this many pixels, so its temporaries stay small whatever the image's size or shape.
+CHUNK_PIXELS = 1 << 20
+_CHUNK_BYTES = 100 * CHUNK_PIXELS  # the overlay's temporaries per chunk: ~80 bytes per pixel, measured
 _UNLIMITED = 1 << 60  # cgroup files say "max" or a huge number when no limit is set
 _WHOLE_SLIDE_HINT = ("tile it first; a streaming whole-slide path (tiled TIFF / zarr) is planned, not built")
 
@@ -125,15 +129,15 @@ def segmentation_bytes(header: ImageHeader, in_channels: int, num_classes: int, 
     - decode: `decode_bytes`.
     - prepare: the channel-matched image and the normalised input [C_in, H, W] fp32.
     - window: the normalised input, the blended sum [K, H, W] and the weight sum [H, W] fp32, the mask
-      [H, W] uint8 (decided by row chunks).
+      [H, W] uint8 (decided by chunks of `CHUNK_PIXELS`: an int64 index map per chunk).
     - write: the mask and its PNG (two uint8 copies in Pillow); with an overlay the percentile copy of the
-      display image (3 fp32 per pixel) and the uint8 RGB result (the tint goes by row chunks)."""
+      display image (3 fp32 per pixel), the uint8 RGB result and one chunk's temporaries of the tint."""
     px = header.pixels
     image = px * header.channels * 4
     prepare = image + px * 8 * in_channels
     window = image + px * (4 * in_channels + 4 * num_classes + 4 + 1)
-    write = image + px * (1 + 2) + (px * (12 + 3) if overlay else 0)
-    return max(decode_bytes(header), prepare, window, write) + engine
+    write = image + px * (1 + 2) + (px * (12 + 3) + _CHUNK_BYTES if overlay else 0)
+    return max(decode_bytes(header), prepare, window + _CHUNK_BYTES // 4, write) + engine
 
 
 def engine_bytes(base_channels: int, depth: int, patch: int, batch_size: int) -> int:
