@@ -110,11 +110,9 @@ def run(args: argparse.Namespace) -> int:
     bar = Progress(len(images), "segment", enabled=not args.quiet)
 
     def said(i: int, result) -> None:  # each input as it finishes; a failure by name, at once
-        if result.ok:
-            bar.update(i + 1, f"{result.input.name} {result.height}x{result.width}")
-        else:
-            bar.update(i + 1, f"{result.input.name} FAILED")
-            print(f"unet-fast segment: failed: {result.input}: {result.error}", file=sys.stderr, flush=True)
+        if not result.ok:  # on stderr even with --quiet: the exit code says some failed, this says which
+            bar.say(f"unet-fast segment: failed: {result.input}: {result.error}")
+        bar.update(i + 1, f"{result.input.name} " + (f"{result.height}x{result.width}" if result.ok else "FAILED"))
 
     report = segment_paths(seg, images, out_dir, alpha=args.alpha, on_result=said,
                            progress=lambda i, path: _patch_ticker(bar, i, path.name))  # fmt: skip
