@@ -62,8 +62,8 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
     cluster's CPUs / `cpus_per_worker`), each with `cpus_per_worker` CPUs and as many torch threads.
     `batch_size`: patches per model call, as in `segment --batch-size`.
 
-    A bad input (unreadable, wrong channel count, more than `max_pixels` pixels, ...) is a failed row with
-    its error; the job goes on. A worker process that dies is restarted by Ray and its batch retried; an
+    A bad input (unreadable, wrong channel count, more than `max_pixels` pixels or than the worker's memory
+    can hold, an output it cannot write, ...) is a failed row with its error; the job goes on. A worker process that dies is restarted by Ray and its batch retried; an
     input on which `max_worker_deaths` processes died is recorded as failed instead of retried again. Rerunning skips
     inputs whose outputs exist for the same weights hash and settings, unless `overwrite=True`.
 
