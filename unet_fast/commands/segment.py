@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_options(p)
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of class colours (default 0.5)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (failed inputs are still named)")
     segment_ray.add_arguments(p)
     p.set_defaults(func=run)
 
