@@ -1,4 +1,5 @@
-"""The `unet-fast` command line. Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad input.
+"""The `unet-fast` command line. Exit codes (unet_fast/commands/__init__.py): 0 success, 1 the run could
+not go on, 2 bad usage (nothing done), 3 some inputs failed (the others done: `segment`).
 
 Each subcommand lives in unet_fast/commands/<name>.py and exposes `register(subparsers)`, which adds its
 parser and sets `func=run` (a callable taking the parsed args and returning an exit code)."""
@@ -9,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from unet_fast.commands import EXIT_USAGE
+
 COMMANDS = ("info", "bench", "export", "segment", "serve", "train_demo")
 
 
@@ -17,13 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"unet_fast.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"unet_fast.commands.{name}":
-                raise
-            continue  # not written yet
-        module.register(sub)
+        importlib.import_module(f"unet_fast.commands.{name}").register(sub)
     _say_defaults(p)
     return p
 
@@ -59,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as e:
         print(f"unet-fast {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -13,7 +13,39 @@ import copy
 
 from torch import nn
 
-__all__ = ["eval_model", "in_training_mode"]
+__all__ = ["TrainingModeError", "eval_model", "in_training_mode", "training_mode_problems"]
+
+
+class TrainingModeError(ValueError):
+    """A model (or a submodule whose training mode changes what it computes) is in training mode where an
+    entry point needs eval-mode semantics. `problems`: (module name, what is wrong) per module."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+def training_mode_problems(model: nn.Module) -> list[tuple[str, str]]:
+    """(name, what goes wrong) for each module of `model` whose training mode changes its result: the root
+    (its forward may branch on `self.training`), BatchNorm (batch statistics), InstanceNorm with
+    `track_running_stats` (instance statistics instead of the running ones), Dropout (random zeros). Norms
+    that compute the same in both modes (InstanceNorm without running stats, GroupNorm, LayerNorm) are not
+    listed, nor other submodules in training mode (their mode changes nothing we know of)."""
+    found = []
+    for name, m in model.named_modules():
+        if not m.training:
+            continue
+        if name == "":
+            found.append(("<root>", "model.training is True, and a forward may branch on self.training"))
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            found.append((name, f"{type(m).__name__} would normalise with the batch's statistics (and update "
+                                "its running ones), which cannot be folded into the convolutions"))  # fmt: skip
+        elif isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.track_running_stats:
+            found.append((name, f"{type(m).__name__}(track_running_stats=True) would normalise with each "
+                                "instance's statistics instead of its running ones (and update them)"))  # fmt: skip
+        elif isinstance(m, nn.modules.dropout._DropoutNd):
+            found.append((name, f"{type(m).__name__} would zero random activations"))
+    return found
 
 
 def in_training_mode(model: nn.Module) -> list[str]:

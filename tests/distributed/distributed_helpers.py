@@ -23,3 +23,30 @@ def write_mixed_images(folder, rng) -> list[str]:
     Image.fromarray(u8(140, 66)).save(folder / "a.tif")
     Image.fromarray(u8(256, 300)).save(folder / "big.png")
     return sorted(p.name for p in folder.iterdir())
+
+
+def crashing_predictor(marker_dir, crashes: dict[str, int]):
+    """A SegmentPredictor whose process dies (os._exit: no cleanup, like an OOM kill or a lost node) on
+    the input named `name` until `crashes[name]` processes have died on it. Each death first wins a marker
+    file in `marker_dir` (O_EXCL: exactly one process per marker), so the crashes stop after the count.
+
+    Made in a function so that Ray pickles the class by value: its actors need not import this test file.
+    Install it for a run with monkeypatch.setattr(unet_fast.distributed.batch, "SegmentPredictor", ...)."""
+    import os
+    from pathlib import Path
+
+    from unet_fast.distributed.worker import SegmentPredictor
+
+    markers, times = str(marker_dir), dict(crashes)
+
+    class CrashingPredictor(SegmentPredictor):
+        def segment(self, path: str, name: str) -> dict:
+            for i in range(times.get(name, 0)):
+                try:
+                    os.close(os.open(Path(markers) / f"crashed-{name}-{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    continue
+                os._exit(17)
+            return super().segment(path, name)
+
+    return CrashingPredictor

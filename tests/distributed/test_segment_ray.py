@@ -4,18 +4,20 @@ bad inputs recorded while the job goes on. Ray jobs are few and small: each cost
 
 import numpy as np
 import pytest
-from distributed_helpers import write_mixed_images
+from bad_inputs import KINDS, RUNNING_AS_ROOT, write_good
+from distributed_helpers import crashing_predictor, write_mixed_images
 from PIL import Image
 
 from unet_fast.cli import main
+from unet_fast.commands import EXIT_INPUTS_FAILED
 from unet_fast.demo import bundled
 
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("ray.data")
 
+from unet_fast.distributed import batch as batch_module  # noqa: E402
 from unet_fast.distributed import segment_dataset  # noqa: E402
 from unet_fast.distributed.manifest import MANIFEST, file_sha256  # noqa: E402
-from unet_fast.distributed.worker import CRASH_ENV  # noqa: E402
 
 
 def _outputs(folder) -> dict[str, bytes]:
@@ -80,7 +82,7 @@ def test_worker_killed_mid_job_every_input_once_with_the_right_mask(mixed, ray_c
     markers = tmp_path / "markers"
     markers.mkdir()
     # The first actor to meet big.png (the largest input, so other work is in flight) kills its process.
-    monkeypatch.setenv(CRASH_ENV, f"{markers}|big=1")
+    monkeypatch.setattr(batch_module, "SegmentPredictor", crashing_predictor(markers, {"big": 1}))
     for p in out.glob("*_mask.png"):
         p.write_bytes(b"stale")  # a redo that skipped an input would leave this behind
     report = segment_dataset([root / "images"], bundled.DEMO_WEIGHTS, out, workers=2, overlay=True,
@@ -94,32 +96,73 @@ def test_worker_killed_mid_job_every_input_once_with_the_right_mask(mixed, ray_c
     assert not (out / ".attempts").exists() and not (out / ".manifest-parts").exists()
 
 
-def test_bad_inputs_are_rows_the_job_goes_on_exit_code_counts_them(ray_cluster, tmp_path, monkeypatch,
-                                                                   capsys) -> None:  # fmt: skip
-    images = tmp_path / "images"
+def test_bad_inputs_are_rows_the_job_goes_on_exit_code_3(ray_cluster, tmp_path, monkeypatch, capsys) -> None:
+    """Every kind of bad input of the single-process matrix (tests/bad_inputs.py), spread first, in the
+    middle and last among good images, plus an image over max_pixels and one that kills every worker
+    process that touches it: each is a failed row with its reason, named on stderr; the good ones are done;
+    the exit code is 3, as without --ray. (Unreadable permissions only when not root: root reads a mode-000
+    file, and the Ray workers are other processes, beyond the in-process stand-in.)"""
+    images, out = tmp_path / "images", tmp_path / "out"
     images.mkdir()
-    rng = np.random.default_rng(5)
-    Image.fromarray(rng.integers(0, 256, (70, 90), dtype=np.uint8)).save(images / "good.png")
-    Image.fromarray(rng.integers(0, 256, (60, 60), dtype=np.uint8)).save(images / "poison.png")
-    (images / "garbage.png").write_bytes(b"this is not a PNG")
-    (images / "empty.tif").write_bytes(b"")
-    np.save(images / "five.npy", rng.random((40, 40, 5), dtype=np.float32))
+    kinds = [k for k in KINDS if not (k == "unreadable" and RUNNING_AS_ROOT)]
+    expected = {}
+    for i, kind in enumerate(kinds):
+        make, words = KINDS[kind]
+        if kind == "too large for the memory":  # max_pixels (default 2**28) refuses it first on Ray
+            words = "ImageTooLargeError: "
+        expected[make(images, f"{'amz'[i % 3]}{i}", out).stem] = words
+    good = [write_good(images, stem, i) for i, stem in enumerate(("b_good", "n_good", "y_good"))]
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (60, 60), dtype=np.uint8)).save(images / "poison.png")
     # 17000 x 17000 > the 2**28-pixel limit; a sparse file, refused from its header, never decoded.
     np.lib.format.open_memmap(images / "huge.npy", mode="w+", dtype=np.uint8, shape=(17000, 17000)).flush()
+    expected |= {"huge": "289000000 pixels, more than the limit", "poison": "WorkerDied: the worker process died 2 times"}
     markers = tmp_path / "markers"
     markers.mkdir()
-    monkeypatch.setenv(CRASH_ENV, f"{markers}|poison=9")  # kills every process that touches it
-    out = tmp_path / "out"
+    # kills every process that touches poison.png
+    monkeypatch.setattr(batch_module, "SegmentPredictor", crashing_predictor(markers, {"poison": 9}))
     code = main(["segment", str(images), "--out", str(out), "--ray", "--workers", "2"])  # with the bar
     err = capsys.readouterr().err
-    assert code == 5
-    assert "6/6" in err and "img/s" in err and "failed=5" in err  # tqdm: done, rate, failures
+    assert code == EXIT_INPUTS_FAILED == 3
+    n = len(expected) + len(good)
+    assert f"{n}/{n}" in err and "img/s" in err and f"failed={len(expected)}" in err  # tqdm: done, rate, failures
     rows = {r["name"]: r for r in _manifest(out)}
-    assert len(rows) == 6 and rows["good"]["status"] == "ok" and (out / "good_mask.png").is_file()
-    expected = {"garbage": "cannot read", "empty": "cannot read", "five": "image with C in 1..4 channels, got shape (40, 40, 5)",
-                "huge": "289000000 pixels, more than the limit", "poison": "WorkerDied: the worker process died 2 times"}  # fmt: skip
+    assert len(rows) == n
+    for path in good:
+        assert rows[path.stem]["status"] == "ok" and (out / f"{path.stem}_mask.png").is_file()
     for name, words in expected.items():
         assert rows[name]["status"] == "failed" and words in rows[name]["error"], rows[name]["error"]
-        assert rows[name]["mask"] is None and not (out / f"{name}_mask.png").exists()
+        assert rows[name]["mask"] is None and rows[name]["overlay"] is None
+        assert not (out / f"{name}_overlay.png").exists()
         assert f"failed: {images / name}" in err
     assert len(list(markers.iterdir())) == 2  # two processes died on poison.png, then it was given up
+
+
+def test_a_sigmoid_model_on_ray_writes_the_single_process_outputs(ray_cluster, tmp_path, capsys) -> None:
+    """The head's mask rule (issue 23, item 5) on the --ray path: a one-channel sigmoid model's masks,
+    overlays and legend are byte-identical to the single-process run, and the manifest's fractions are
+    those of background / foreground."""
+    import torch
+
+    from unet_fast import UNet
+    from unet_fast.inference.model_card import ModelCard
+
+    cfg = dict(in_channels=1, num_classes=1, base_channels=4, depth=2, head="sigmoid")
+    torch.manual_seed(4)
+    torch.save(UNet(**cfg).eval().state_dict(), tmp_path / "sig.pt")
+    ModelCard(config=cfg, mean=[0.5], std=[0.25], class_names=["cell"], patch_size=32).save(tmp_path / "sig.json")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, stem in enumerate(("a", "b", "c")):
+        write_good(images, stem, i)
+    base = ["segment", str(images), "--weights", str(tmp_path / "sig.pt"), "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "single")]) == 0
+    assert main([*base, "--out", str(tmp_path / "ray"), "--ray", "--workers", "2"]) == 0
+    capsys.readouterr()
+    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "single")
+    table = pq.read_table(tmp_path / "ray" / MANIFEST)
+    assert table.schema.metadata[b"class_names"] == b'["background", "cell"]'
+    for r in table.to_pylist():
+        with Image.open(tmp_path / "ray" / r["mask"]) as im:
+            mask = np.array(im)
+        assert set(np.unique(mask)) <= {0, 1}
+        assert r["class_fractions"] == pytest.approx([1 - mask.mean(), mask.mean()])

@@ -13,7 +13,8 @@ from unet_fast.cli import main
 from unet_fast.demo import bundled
 from unet_fast.distributed import http_io, limits, manifest
 from unet_fast.distributed.replay import segment_many
-from unet_fast.inference.image_io import read_image
+from unet_fast.inference.batch import check_pixels
+from unet_fast.inference.image_io import ImageTooLargeError, read_header, read_image
 from unet_fast.inference.segmenter import Segmenter
 
 pytest.importorskip("pyarrow")
@@ -83,13 +84,14 @@ def test_settings_hash_changes_with_what_decides_the_mask() -> None:
 def test_pixel_limit_reads_headers_only(tmp_path) -> None:
     Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "a.png")
     np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(20000, 20000)).flush()
-    assert limits.header_pixels(tmp_path / "a.png") == 1200
-    assert limits.header_pixels(tmp_path / "big.npy") == 400_000_000
-    (tmp_path / "junk.png").write_bytes(b"junk")
-    assert limits.header_pixels(tmp_path / "junk.png") is None  # left to the decoder's own message
-    limits.check_pixels(tmp_path / "a.png", 1200)
-    with pytest.raises(limits.ImageTooLargeError, match="1200 pixels, more than the limit of 1199"):
-        limits.check_pixels(tmp_path / "a.png", 1199)
+    assert read_header(tmp_path / "a.png").pixels == 1200
+    assert read_header(tmp_path / "big.npy").pixels == 400_000_000  # a sparse file: never read
+    check_pixels(read_header(tmp_path / "a.png"), 1200)
+    with pytest.raises(ImageTooLargeError, match="1200 pixels, more than the limit of 1199"):
+        check_pixels(read_header(tmp_path / "a.png"), 1199)
+    with pytest.raises(ImageTooLargeError, match="1200 pixels, more than the limit of 1199"):
+        http_io.decode((tmp_path / "a.png").read_bytes(), 1, 1199)
+    assert limits.DEFAULT_MAX_PIXELS == 1 << 28
 
 
 def test_request_decoding_matches_read_image_and_names_the_upload(tmp_path) -> None:

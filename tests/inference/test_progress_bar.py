@@ -34,3 +34,17 @@ def test_disabled_writes_nothing() -> None:
     out = io.StringIO()
     Progress(3, stream=out, enabled=False).update(3)
     assert out.getvalue() == ""
+
+
+def test_a_line_said_between_updates_stands_on_its_own() -> None:
+    """A failure printed while the bar is drawn in place clears the bar's line first (no glued text)."""
+    out = FakeTerminal()
+    bar = Progress(2, "segment", stream=out)
+    bar.update(1, "a.png")
+    bar.say("unet-fast segment: failed: b.png: ValueError: x")
+    bar.update(2, "b.png FAILED")
+    lines = [part.strip() for part in out.getvalue().replace("\r", "\n").split("\n") if part.strip()]
+    assert "unet-fast segment: failed: b.png: ValueError: x" in lines
+    quiet = io.StringIO()
+    Progress(2, stream=quiet, enabled=False).say("failed: shown even when the bar is off")
+    assert quiet.getvalue() == "failed: shown even when the bar is off\n"

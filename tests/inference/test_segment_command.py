@@ -5,11 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-import unet_fast
 from unet_fast import UNet
 from unet_fast.cli import main
-from unet_fast.commands.segment import output_names
 from unet_fast.inference import segmenter as segmenter_module
+from unet_fast.inference.batch import output_names
 from unet_fast.inference.image_io import read_image
 from unet_fast.inference.model_card import ModelCard
 from unet_fast.inference.segmenter import Segmenter, make_runner
@@ -97,9 +96,9 @@ def test_bad_usage_is_exit_2(tiny_model, capsys, monkeypatch, extra, message) ->
     assert message in capsys.readouterr().err
 
 
-def test_wrong_channel_count_is_exit_2(tiny_model, capsys) -> None:
+def test_wrong_channel_count_is_a_failed_input_exit_3(tiny_model, capsys) -> None:
     np.save(tiny_model / "five.npy", np.zeros((16, 16, 5), np.float32))
-    assert main(args(tiny_model, str(tiny_model / "five.npy"))) == 2
+    assert main(args(tiny_model, str(tiny_model / "five.npy"))) == 3
     assert "expected an H x W or H x W x C image with C in 1..4" in capsys.readouterr().err
     ModelCard(config=CONFIG | {"in_channels": 2}, mean=[0, 0], std=[1, 1], class_names=["bg", "a", "b"]).save(
         tiny_model / "two.json"
@@ -107,7 +106,7 @@ def test_wrong_channel_count_is_exit_2(tiny_model, capsys) -> None:
     torch.save(UNet(**CONFIG | {"in_channels": 2}).state_dict(), tiny_model / "two.pt")
     argv = args(tiny_model, str(tiny_model / "images" / "rgb.png"))
     argv[argv.index("--weights") + 1] = str(tiny_model / "two.pt")
-    assert main(argv) == 2
+    assert main(argv) == 3
     assert "the model takes 2 channel(s), the image has 3" in capsys.readouterr().err
 
 
@@ -117,41 +116,51 @@ def test_missing_card_is_exit_2(tiny_model, capsys) -> None:
     assert "model card" in capsys.readouterr().err
 
 
-def test_runtime_failure_is_exit_1(tiny_model, capsys, monkeypatch) -> None:
+def test_engine_failing_on_an_input_is_that_inputs_failure_exit_3(tiny_model, capsys, monkeypatch) -> None:
     def boom(*a, **k):
         raise RuntimeError("kernel launch failed")
 
     monkeypatch.setattr(segmenter_module, "sliding_window_inference", boom)
-    assert main(args(tiny_model, str(tiny_model / "images" / "gray.png"))) == 1
-    assert "inference failed on" in capsys.readouterr().err
+    assert main(args(tiny_model, str(tiny_model / "images" / "gray.png"))) == 3
+    err = capsys.readouterr().err
+    assert f"failed: {tiny_model / 'images' / 'gray.png'}: RuntimeError: kernel launch failed" in err
+    assert not (tiny_model / "out" / "gray_mask.png").exists()
 
 
-def test_backend_selection_without_engine(tiny_model, monkeypatch) -> None:
-    model = UNet(**CONFIG).eval()
-    example = torch.randn(2, 1, 32, 32)
-    monkeypatch.delattr(unet_fast, "optimize", raising=False)
-    runner = make_runner(model, example, "auto")
-    assert runner.backend == "reference" and "not available" in runner.note
-    with pytest.raises(RuntimeError, match=r"no unet_fast\.optimize"):
-        make_runner(model, example, "cuda")
+def test_engine_that_cannot_be_built_for_an_explicit_backend_is_exit_1(tiny_model, capsys, monkeypatch) -> None:
+    def fail(*a, **k):
+        raise ValueError("no kernels for this")
+
+    monkeypatch.setattr(segmenter_module, "optimize", fail)
+    assert main(args(tiny_model, "--backend", "cpu", str(tiny_model / "images" / "gray.png"))) == 1
+    assert "could not build backend 'cpu'" in capsys.readouterr().err
 
 
 def test_backend_selection_with_engine(monkeypatch) -> None:
-    """With unet_fast.optimize present, auto uses it (at the patch batch shape); when it fails, auto falls
-    back to the reference model and says why, while an explicit backend is an error."""
+    """auto uses unet_fast.optimize (at the patch batch shape); when it fails, auto falls back to the
+    reference model and says why, while an explicit backend is an error."""
     model = UNet(**CONFIG).eval()
     example = torch.randn(2, 1, 32, 32)
     calls = []
 
+    class FakeFused:
+        backend, backend_reason = type("B", (), {"name": "cpu"})(), "auto: picked 'cpu' for cpu"
+
+        def __init__(self, m):
+            self.m = m
+
+        def __call__(self, x):
+            return self.m(x).double()
+
     def fake_optimize(m, ex, backend="auto", dtype=torch.float32):
         calls.append((tuple(ex.shape), backend, dtype))
-        return lambda x: m(x).double()
+        return FakeFused(m)
 
-    monkeypatch.setattr(unet_fast, "optimize", fake_optimize, raising=False)
+    monkeypatch.setattr(segmenter_module, "optimize", fake_optimize)
     runner = make_runner(model, example, "auto")
     assert calls == [((2, 1, 32, 32), "auto", torch.float32)] and "engine" in runner.note
     assert runner.predict(example).dtype == torch.float32
-    monkeypatch.setattr(unet_fast, "optimize", lambda *a, **k: (_ for _ in ()).throw(ValueError("nope")))
+    monkeypatch.setattr(segmenter_module, "optimize", lambda *a, **k: (_ for _ in ()).throw(ValueError("nope")))
     assert make_runner(model, example, "auto").backend == "reference"
     with pytest.raises(RuntimeError, match="could not build backend 'cpu'"):
         make_runner(model, example, "cpu")

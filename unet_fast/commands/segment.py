@@ -1,16 +1,20 @@
-"""`unet-fast segment`: class-map PNGs and colour overlays for images, with sliding-window inference.
+"""`unet-fast segment`: masks and colour overlays for images, with sliding-window inference.
 
-Exit codes (unet_fast/cli.py): 0 ok, 2 bad usage or input (missing file, unreadable image, wrong
-channel count, bad option), 1 runtime failure (the engine or the model failed while running)."""
+Exit codes (unet_fast/commands/__init__.py), the same with and without --ray:
+  0  every input segmented and written
+  1  the run could not go on (the engine could not be built for an explicit backend; --out cannot be
+     created; the legend cannot be written; with --ray: Ray missing or no cluster at --ray-address)
+  2  bad usage, nothing done (no images, a path or glob naming nothing, a bad option, bad weights or card)
+  3  some inputs failed (unreadable, too large for the memory, wrong channel count, an output that cannot
+     be written, the engine failing on it): each is named on stderr; every other input was done."""
 
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 from pathlib import Path
 
-GLOB_CHARS = set("*?[")
+from unet_fast.commands import EXIT_FAILURE, EXIT_INPUTS_FAILED, EXIT_OK, segment_ray
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "segment",
         help="segment images: <name>_mask.png (class indices) and <name>_overlay.png per image, legend.json/png",
         description="Segment images with a U-Net (the bundled demo model unless --weights is given). "
-        "IMAGE may be a file (PNG, TIFF, JPEG, BMP, .npy), a folder (its images, sorted) or a glob. "
-        "Images larger than the patch size go through sliding-window inference with Gaussian blending.",
+        "IMAGE may be a file (PNG, TIFF, JPEG, BMP, WebP, .npy), a folder (its images, sorted) or a glob. "
+        "Images larger than the patch size go through sliding-window inference with Gaussian blending. "
+        "EXIF orientation is applied (masks come in the displayed orientation). An input that fails is "
+        "named on stderr and the others are done: exit code 3 (0 all done, 1 the run could not go on, "
+        "2 bad usage).",
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files, folders or glob patterns")
     p.add_argument("--demo", action="store_true", help="segment the bundled demo image (plus any IMAGE)")
@@ -29,52 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_options(p)
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of class colours (default 0.5)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    from unet_fast.distributed import segment_cli  # --ray, --ray-address, --workers, --overwrite
-
-    segment_cli.add_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (failed inputs are still named)")
+    segment_ray.add_arguments(p)
     p.set_defaults(func=run)
-
-
-def collect_images(specs: list[str]) -> list[Path]:
-    """Files as given, folders -> their image files (sorted), globs expanded (sorted). Missing -> error."""
-    from unet_fast.inference.image_io import IMAGE_SUFFIXES
-
-    found: list[Path] = []
-    for spec in specs:
-        path = Path(spec)
-        if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not inside:
-                raise FileNotFoundError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            found += inside
-        elif path.is_file():
-            found.append(path)
-        elif GLOB_CHARS & set(spec):
-            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
-            if not matches:
-                raise FileNotFoundError(f"no files match {spec!r}")
-            found += matches
-        else:
-            raise FileNotFoundError(f"image {spec} not found")
-    return found
-
-
-def output_names(images: list[Path]) -> list[str]:
-    """`<stem>` per image; stems shared by several inputs get the suffix too (a.png, a.tif -> a_png, a_tif),
-    so no output overwrites another."""
-    stems = [p.stem for p in images]
-    names = [
-        f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems.count(p.stem) > 1 else p.stem for p in images
-    ]
-    seen: dict[str, int] = {}
-    for i, n in enumerate(names):  # the same file or name given twice: number them
-        if n in seen:
-            seen[n] += 1
-            names[i] = f"{n}_{seen[n]}"
-        else:
-            seen[n] = 1
-    return names
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -92,11 +56,16 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from unet_fast.distributed import segment_cli
+def input_specs(args: argparse.Namespace) -> list[str]:
+    """The IMAGE arguments, with the bundled demo image first for --demo."""
+    from unet_fast.demo import bundled
 
+    return ([str(bundled.require(bundled.DEMO_IMAGE))] if args.demo else []) + list(args.images)
+
+
+def run(args: argparse.Namespace) -> int:
     # -- usage checks shared with the --ray path (ValueError / FileNotFoundError -> exit 2 in cli.main) ----
-    ray = segment_cli.wants_ray(args)
+    ray = segment_ray.wants_ray(args)
     if not args.images and not args.demo:
         raise ValueError("no images given: pass IMAGE... (files, folders or globs), or --demo")
     if args.threads is not None and args.threads < 1:
@@ -104,19 +73,18 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     if ray:
-        return segment_cli.run(args)
+        return segment_ray.run(args, input_specs(args))
     import torch
 
     from unet_fast.demo import bundled
-    from unet_fast.inference.image_io import overlay, read_image, write_mask, write_rgb
+    from unet_fast.inference.batch import collect_images, segment_paths
     from unet_fast.inference.legend import format_legend, write_legend
     from unet_fast.inference.progress import Progress
     from unet_fast.inference.segmenter import Segmenter
 
-    # -- input checks (ValueError / FileNotFoundError -> exit 2 in cli.main) ----------------------------
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    images = ([bundled.require(bundled.DEMO_IMAGE)] if args.demo else []) + collect_images(args.images)
+    images = collect_images(input_specs(args))  # a spec naming nothing: FileNotFoundError -> exit 2
     weights = Path(args.weights) if args.weights else bundled.require(bundled.DEMO_WEIGHTS)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -129,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                                    batch_size=args.batch_size)  # fmt: skip
     except RuntimeError as e:
         print(f"unet-fast segment: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     say(
         f"model: {weights.name} ({seg.card.num_classes} classes, patch {seg.patch}); runs on: {seg.runner.note}"
     )
@@ -137,35 +105,31 @@ def run(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         print(f"unet-fast segment: error: cannot create --out {out_dir}: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
 
     bar = Progress(len(images), "segment", enabled=not args.quiet)
-    for i, (path, name) in enumerate(zip(images, output_names(images), strict=True)):
-        image = read_image(path)  # bad input -> ValueError -> exit 2
-        try:
-            mask = seg.segment(image, path, progress=_patch_ticker(bar, i, path.name))
-        except ValueError:
-            raise
-        except Exception as e:  # the engine or model failed while running: a runtime failure
-            print(f"unet-fast segment: error: inference failed on {path}: {type(e).__name__}: {e}",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-        try:
-            write_mask(mask, seg.card.palette, out_dir / f"{name}_mask.png")
-            write_rgb(overlay(image, mask, seg.card.palette, args.alpha), out_dir / f"{name}_overlay.png")
-        except OSError as e:  # disk full, permissions: the environment failed, not the input
-            print(f"unet-fast segment: error: cannot write the outputs for {path}: {e}", file=sys.stderr)
-            return 1
-        bar.update(i + 1, f"{path.name} {image.shape[0]}x{image.shape[1]}")
+
+    def said(i: int, result) -> None:  # each input as it finishes; a failure by name, at once
+        if not result.ok:  # on stderr even with --quiet: the exit code says some failed, this says which
+            bar.say(f"unet-fast segment: failed: {result.input}: {result.error}")
+        bar.update(i + 1, f"{result.input.name} " + (f"{result.height}x{result.width}" if result.ok else "FAILED"))
+
+    report = segment_paths(seg, images, out_dir, alpha=args.alpha, on_result=said,
+                           progress=lambda i, path: _patch_ticker(bar, i, path.name))  # fmt: skip
     try:
         legend = write_legend(seg.card, out_dir)
     except OSError as e:
         print(f"unet-fast segment: error: cannot write the legend: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {2 * len(images)} files for {len(images)} image(s) to {out_dir} ({seg.runner.note})")
+        return EXIT_FAILURE
+    n, ok = len(report.results), report.ok
+    if report.failed:
+        print(f"wrote {2 * ok} files for {ok} of {n} image(s) to {out_dir} ({seg.runner.note}); "
+              f"{report.failed} failed (listed on stderr)")  # fmt: skip
+    else:
+        print(f"wrote {2 * ok} files for {ok} image(s) to {out_dir} ({seg.runner.note})")
     print(format_legend(seg.card))
     print(f"legend written to {', '.join(str(p) for p in legend)}")
-    return 0
+    return EXIT_INPUTS_FAILED if report.failed else EXIT_OK
 
 
 def _patch_ticker(bar, index: int, name: str):

@@ -15,7 +15,6 @@ sees (NFS, a cluster volume); on one machine that is any folder.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import sys
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 from unet_fast.distributed import manifest
 from unet_fast.distributed.limits import DEFAULT_MAX_PIXELS
 from unet_fast.distributed.ray_env import ray_session, require_ray
-from unet_fast.distributed.worker import CRASH_ENV, SegmentOptions, SegmentPredictor, attempts_dir
+from unet_fast.distributed.worker import SegmentOptions, SegmentPredictor, attempts_dir
+from unet_fast.inference.batch import collect_images, output_names
 
 PART_ROWS, PART_SECONDS = 256, 5.0  # flush manifest rows to a part file this often
 
@@ -62,15 +62,15 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
     cluster's CPUs / `cpus_per_worker`), each with `cpus_per_worker` CPUs and as many torch threads.
     `batch_size`: patches per model call, as in `segment --batch-size`.
 
-    A bad input (unreadable, wrong channel count, more than `max_pixels` pixels, ...) is a failed row with
-    its error; the job goes on. A worker process that dies is restarted by Ray and its batch retried; an
+    A bad input (unreadable, wrong channel count, more than `max_pixels` pixels or than the worker's memory
+    can hold, an output it cannot write, ...) is a failed row with its error; the job goes on. A worker process that dies is restarted by Ray and its batch retried; an
     input on which `max_worker_deaths` processes died is recorded as failed instead of retried again. Rerunning skips
     inputs whose outputs exist for the same weights hash and settings, unless `overwrite=True`.
 
     Raises FileNotFoundError (missing input, weights or card), ValueError (bad option, bad model card),
     RayMissingError (Ray not installed)."""
-    from unet_fast.commands.segment import collect_images, output_names
     from unet_fast.inference.legend import write_legend
+    from unet_fast.inference.masks import mask_labels
     from unet_fast.inference.model_card import load_model
     from unet_fast.inference.segmenter import DTYPES, Segmenter
 
@@ -122,7 +122,7 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
                          "weights_hash": w_hash,
                          "settings_hash": s_hash}  # fmt: skip
     ordered = [rows[key] for key in listed]
-    path = manifest.write_manifest(out_dir, ordered, model_card.class_names)
+    path = manifest.write_manifest(out_dir, ordered, [label.name for label in mask_labels(model_card)])
     write_legend(model_card, out_dir)  # the same legend.json/png as the single-process `segment`
     failures = [(r["input"], r["error"] or "") for r in ordered if r["status"] != "ok"]
     return SegmentReport(total=len(listed), ok=len(listed) - len(failures), failed=len(failures),
@@ -153,14 +153,12 @@ def _run(todo, rows, out_dir, weights, card, address, workers, cpus_per_worker, 
         ctx.enable_progress_bars, ctx.max_errored_blocks, ctx.print_on_execution_start = False, -1, False
         # Ray Data's actor pools restart dead actors and retry their batches without limit by default
         # (max_restarts=-1, max_task_retries=-1); SegmentPredictor bounds the retries per input.
-        crash = os.environ.get(CRASH_ENV)
-        runtime_env = {"env_vars": {CRASH_ENV: crash}} if crash else None
         shutil.rmtree(attempts_dir(out_dir), ignore_errors=True)  # markers of an earlier, killed run
         ds = ray.data.from_items([{"input": i, "name": n} for i, n in todo],
                                  override_num_blocks=min(len(todo), 20_000))  # fmt: skip
         ds = ds.map_batches(
             SegmentPredictor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_workers),
-            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None, runtime_env=runtime_env,
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker or None,
             fn_constructor_kwargs={"weights": str(weights), "card": None if card is None else str(card),
                                    "out_dir": str(out_dir), "options": options, "max_pixels": max_pixels,
                                    "threads": max(1, round(cpus_per_worker)), "weights_hash": w_hash,

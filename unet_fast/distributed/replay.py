@@ -5,9 +5,10 @@ concurrent requests for 128 x 128 tiles would cost N model calls of 4 patches ea
 `segment_many` runs the exact `Segmenter.segment` code path for every image twice, with the runner
 swapped: pass 1 records the patches each image asks for (and answers zeros: that pass's output is thrown
 away), then all recorded patches go through the real runner in full batches of `batch_size` (the engine's
-one shape), then pass 2 replays each image's patch outputs in order, so the blending, crop and argmax are
-`Segmenter.segment`'s own. The masks equal `Segmenter.segment`'s bit for bit because a patch's output does
-not depend on which other patches share its batch (inference-mode conv nets; checked in the tests).
+one shape), then pass 2 replays each image's patch outputs in order, so the blending, crop and the mask
+rule of the model's head are `Segmenter.segment`'s own. The masks equal `Segmenter.segment`'s bit for bit
+because a patch's output does not depend on which other patches share its batch (inference-mode conv nets;
+checked in the tests).
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from unet_fast.inference.sliding_window import plan_windows
 
 
 class _Recorder:
-    """Keeps the first `real` patches it is given (the rest are the window's filler) and returns zeros."""
+    """Keeps the first `real` patches it is given (the rest are the window's filler) and returns zeros of
+    the model's `channels` (pass 1's blend and mask are discarded, but must be well-formed)."""
 
-    def __init__(self, real: int) -> None:
-        self.real, self.patches = real, []
+    def __init__(self, real: int, channels: int) -> None:
+        self.real, self.channels, self.patches = real, channels, []
 
     def __call__(self, x: Tensor) -> Tensor:
         take = min(x.shape[0], self.real - sum(p.shape[0] for p in self.patches))
         self.patches.append(x[:take].clone())
-        return x.new_zeros((x.shape[0], 1, *x.shape[2:]))  # one channel: pass 1's blend is discarded
+        return x.new_zeros((x.shape[0], self.channels, *x.shape[2:]))
 
 
 class _Replayer:
@@ -61,7 +63,7 @@ def segment_many(seg: Segmenter, images: list[np.ndarray]) -> tuple[list[np.ndar
     recorders = []
     for image in images:
         n = len(plan_windows(image.shape[:2], (seg.patch, seg.patch), seg.overlap).starts)
-        recorders.append(_Recorder(n))
+        recorders.append(_Recorder(n, seg.card.num_classes))
         _with_runner(seg, recorders[-1]).segment(image)
     patches = torch.cat([p for r in recorders for p in r.patches])
     outputs, calls, bs = [], 0, seg.batch_size

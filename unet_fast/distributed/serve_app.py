@@ -22,8 +22,9 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from unet_fast.distributed.http_io import decode, mask_png
-from unet_fast.distributed.limits import ImageTooLargeError
 from unet_fast.distributed.replay import segment_many
+from unet_fast.inference.masks import label_fractions, mask_labels, mask_palette
+from unet_fast.inference.memory import ImageTooLargeError
 
 app = FastAPI(title="unet_fast segmentation")
 
@@ -77,20 +78,21 @@ class SegmentDeployment:
         except _TooLarge as e:
             return _error(413, str(e))
         try:
-            image = await asyncio.to_thread(decode, body, self.seg.card.in_channels, self.max_pixels)
+            image = await asyncio.to_thread(decode, body, self.seg.card.in_channels, self.max_pixels,
+                                            self.seg.check_fits)  # fmt: skip
         except ImageTooLargeError as e:
             return _error(413, str(e))
         except ValueError as e:
             return _error(400, str(e))
         mask, batch_size = await self._batch(image)
         headers = {"X-Batch-Size": str(batch_size), "X-Backend": self.seg.runner.backend}
-        if format == "json":
-            counts = np.bincount(mask.ravel(), minlength=self.seg.card.num_classes)
+        card = self.seg.card
+        if format == "json":  # the labels of the mask: classes, background / foreground, or bits
             body = {"height": int(mask.shape[0]), "width": int(mask.shape[1]),
-                    "class_names": self.seg.card.class_names, "class_fractions": (counts / mask.size).tolist(),
-                    "batch_size": batch_size}  # fmt: skip
+                    "class_names": [label.name for label in mask_labels(card)],
+                    "class_fractions": label_fractions(mask, card), "batch_size": batch_size}  # fmt: skip
             return Response(json.dumps(body), media_type="application/json", headers=headers)
-        return Response(mask_png(mask, self.seg.card.palette), media_type="image/png", headers=headers)
+        return Response(mask_png(mask, mask_palette(card)), media_type="image/png", headers=headers)
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")

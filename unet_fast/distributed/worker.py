@@ -1,24 +1,18 @@
 """What one Ray Data actor does: hold a `Segmenter` (one FusedUNet, weights loaded once) and, per input,
-read -> segment -> write the class-map PNG (+ overlay) exactly as `unet-fast segment` does, returning one
-manifest row. Any failure of one input becomes that row's error; the actor keeps going."""
+read -> segment -> write the mask (+ overlay) with `inference.batch.segment_file`, exactly as `unet-fast
+segment` does, returning one manifest row. Any failure of one input becomes that row's error; the actor
+keeps going."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from unet_fast.distributed.limits import check_pixels
-
-# Test-only fault injection: "<marker folder>|<output name>=<times>[,<name>=<times>...]". An actor that
-# meets such an input while fewer than <times> crash markers exist for it adds one and kills its own
-# process (os._exit: no cleanup, like an OOM kill or a lost node), so tests can check that Ray restarts
-# the actor and retries the batch, and that an input that always crashes ends as a failed row.
-CRASH_ENV = "UNET_FAST_TEST_CRASH"
+from unet_fast.inference.batch import segment_file
 
 
 @dataclass(frozen=True)
@@ -38,70 +32,16 @@ class SegmentOptions:
                 "overlap": self.overlap, "batch_size": self.batch_size}  # fmt: skip
 
 
-def mask_path(out_dir: Path, name: str) -> Path:
-    return out_dir / f"{name}_mask.png"  # the names `unet-fast segment` writes
-
-
-def overlay_path(out_dir: Path, name: str) -> Path:
-    return out_dir / f"{name}_overlay.png"
-
-
-def _write_atomically(write, path: Path) -> None:
-    """Write through a temporary name in the same folder and rename: a worker killed mid-write leaves no
-    truncated mask behind under the real name. The suffix stays .png (Pillow picks the format by it)."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def segment_one(seg, path: str, name: str, out_dir: Path, options: SegmentOptions,
                 max_pixels: int | None) -> dict:  # fmt: skip
-    """Segment one input and write its outputs. Returns a manifest row (see manifest.SCHEMA); never raises
+    """Segment one input and write its outputs. Returns a manifest row (see manifest.schema); never raises
     for a bad input: the exception's type and message go into `error`."""
-    from unet_fast.inference.image_io import overlay, read_image, write_mask, write_rgb
-
-    start = time.perf_counter()
-    row: dict = {"input": path, "name": name, "height": None, "width": None, "channels": None,
-                 "class_fractions": None, "status": "failed", "error": None,
-                 "mask": None, "overlay": None}  # fmt: skip
-    try:
-        check_pixels(path, max_pixels)
-        image = read_image(path)
-        row["height"], row["width"], row["channels"] = (int(v) for v in image.shape)
-        mask = seg.segment(image, path)
-        palette = seg.card.palette
-        _write_atomically(lambda p: write_mask(mask, palette, p), mask_path(out_dir, name))
-        row["mask"] = mask_path(out_dir, name).name
-        if options.overlay:
-            rgb = overlay(image, mask, palette, options.alpha)
-            _write_atomically(lambda p: write_rgb(rgb, p), overlay_path(out_dir, name))
-            row["overlay"] = overlay_path(out_dir, name).name
-        counts = np.bincount(mask.ravel(), minlength=seg.card.num_classes)
-        row["class_fractions"] = (counts / mask.size).tolist()
-        row["status"] = "ok"
-    except Exception as e:  # one bad input is a manifest row, never the end of the job
-        row["error"] = f"{type(e).__name__}: {e}"
-    row["seconds"] = time.perf_counter() - start
-    return row
-
-
-def _maybe_crash(name: str) -> None:
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    marker_dir, _, targets = spec.partition("|")
-    times = dict(t.split("=") for t in targets.split(",") if t)
-    if name not in times:
-        return
-    for i in range(int(times[name])):
-        try:  # O_EXCL: each marker is won by exactly one process, so crashes stop after <times>
-            os.close(os.open(Path(marker_dir) / f"crashed-{name}-{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            continue
-        os._exit(17)
+    r = segment_file(seg, path, name, out_dir, overlay_image=options.overlay, alpha=options.alpha,
+                     max_pixels=max_pixels)  # fmt: skip
+    return {"input": path, "name": name, "height": r.height, "width": r.width, "channels": r.channels,
+            "class_fractions": r.class_fractions, "status": "ok" if r.ok else "failed", "error": r.error,
+            "mask": r.mask.name if r.mask else None, "overlay": r.overlay.name if r.overlay else None,
+            "seconds": r.seconds}  # fmt: skip
 
 
 class SegmentPredictor:
@@ -142,8 +82,7 @@ class SegmentPredictor:
                 self.calls += 1
                 marker = self.attempts / f"{name}{ATTEMPT_SEP}{os.getpid()}-{self.calls}"
                 marker.touch()
-                _maybe_crash(name)
-                row = segment_one(self.seg, path, name, self.out_dir, self.options, self.max_pixels)
+                row = self.segment(path, name)
                 marker.unlink()
             row["weights_hash"], row["settings_hash"] = self.hashes
             row["backend"], row["worker"] = self.seg.runner.backend, self.worker
@@ -151,6 +90,11 @@ class SegmentPredictor:
         # One JSON string per row: rows with and without an error have different null columns, and a
         # string column never makes Ray Data unify Arrow schemas across blocks. The driver types them.
         return {"row": np.array(rows, dtype=object)}
+
+    def segment(self, path: str, name: str) -> dict:
+        """One input's manifest row, while its attempt marker exists (a subclass that kills the process
+        here is how the tests play an OOM kill: tests/distributed/distributed_helpers.py)."""
+        return segment_one(self.seg, path, name, self.out_dir, self.options, self.max_pixels)
 
 
 ATTEMPT_SEP = "@"  # never in an output name (those are file stems without a path)

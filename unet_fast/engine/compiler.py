@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from unet_fast.graph.capture import BATCH_AGNOSTIC_FALLBACKS, capture, capture_dynamic
+from unet_fast.graph.capture import BATCH_AGNOSTIC_FALLBACKS, CaptureError, capture, capture_dynamic
 from unet_fast.graph.ir import Plan
 from unet_fast.graph.lower import lower
 from unet_fast.graph.opgraph import OpGraph
@@ -25,6 +25,7 @@ from unet_fast.graph.passes import PASSES, run_shape_free_passes, run_shape_pass
 from unet_fast.graph.passes.output_mode import model_gives_output
 from unet_fast.graph.planner import BufferPlan, plan_buffers
 from unet_fast.graph.symbolic import SymbolicGraph, is_symbolic
+from unet_fast.model_guard import TrainingModeError
 from unet_fast.models.unet import UNet
 
 __all__ = ["Capture", "CompiledPlan", "capture_model", "compile_plan", "size_error"]
@@ -104,7 +105,7 @@ def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozen
         sym.instantiate(tuple(example.shape))  # every size expression evaluates (no data-dependent sizes)
         return Capture(sym, lines, reason, dynamic=True, model_output=own)
     except ValueError as e:
-        if "training mode" in str(e) or type(e).__name__ == "CaptureError":
+        if isinstance(e, (TrainingModeError, CaptureError)):
             raise
         why = f"{type(e).__name__}: {e}"
     except Exception as e:  # the dynamic export failed: capture at this shape only

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.fx import Node as FxNode
 
 from unet_fast.graph.opgraph import AtenCall, Node, OpGraph, _Ref
+from unet_fast.model_guard import TrainingModeError, training_mode_problems
 
 aten = torch.ops.aten
 
@@ -48,14 +49,19 @@ class CaptureError(ValueError):
 
 
 def check_eval_mode(model: nn.Module) -> None:
-    """Folding BatchNorm needs eval-mode statistics: refuse a model (or any BN) left in training mode."""
-    bad = [name or "<root>" for name, m in model.named_modules()
-           if m.training and (name == "" or isinstance(m, nn.modules.batchnorm._BatchNorm))]  # fmt: skip
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" ... ({len(bad)} in all)" if len(bad) > 5 else "")
-        raise ValueError(
-            f"the model is in training mode ({shown}): BatchNorm would use batch statistics, which cannot be "
-            "folded into the convolutions. Call model.eval() before unet_fast.optimize(...)"
+    """Refuse a model whose result depends on its training mode (TrainingModeError, a ValueError): the root
+    module in training mode, or a BatchNorm, an InstanceNorm with running statistics or a Dropout in
+    training mode; the message names each module and what goes wrong for it (model_guard)."""
+    problems = training_mode_problems(model)
+    if problems:
+        kinds: dict[str, list[str]] = {}
+        for name, why in problems:
+            kinds.setdefault(why, []).append(name)
+        parts = [f"{', '.join(names[:5])}{f' ... ({len(names)} in all)' if len(names) > 5 else ''}: {why}"
+                 for why, names in kinds.items()]  # fmt: skip
+        raise TrainingModeError(
+            f"the model is in training mode ({'; '.join(parts)}). Call model.eval() before unet_fast.optimize(...)",
+            problems,
         )
 
 
@@ -230,7 +236,8 @@ def _convert(fx: FxNode, env: dict[FxNode, Any]) -> Any:
         if t in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default) and shape:
             if t is aten.batch_norm.default:
                 if val(5, "training"):
-                    raise ValueError(f"BatchNorm {fx.name} runs in training mode; call model.eval() first")
+                    raise TrainingModeError(f"BatchNorm {fx.name} runs in training mode (batch statistics); "
+                                            "call model.eval() first", [(fx.name, "batch statistics")])  # fmt: skip
                 eps = val(7, "eps")
             else:
                 eps = val(6, "eps")

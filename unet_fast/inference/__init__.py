@@ -1,2 +1,4 @@
-"""Inference helpers around a U-Net: sliding-window inference with Gaussian blending, image reading and
-writing, and loading a model from weights + a JSON config."""
+"""Inference around a trained U-Net, on the engine or the reference model: image reading (headers first,
+memory check, orientation) and writing (image_io, memory), the model card (model_card), the head's mask
+rule and legend (masks, legend), sliding-window inference with Gaussian blending (sliding_window), one
+image (segmenter.Segmenter) and many files, one bad file never stopping the rest (batch)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from unet_fast.inference.masks import mask_kind
 from unet_fast.models.unet import UNet, UNetConfig
 
 CARD_FORMAT = "unet_fast.model-card/1"
@@ -27,7 +28,13 @@ class ModelCard:
     """What inference needs to know about a trained U-Net besides its weights.
 
     Input normalisation: an image is first scaled to [0, 1] (integer images by their dtype's maximum,
-    float images are taken as they are), then `(x - mean) / std` per channel."""
+    float images are taken as they are), then `(x - mean) / std` per channel.
+
+    `class_names` and `palette` have one entry per output channel. The head decides what the mask holds
+    (unet_fast/inference/masks.py): softmax (or logits) over >= 2 channels: the class index; one sigmoid
+    (or logit) channel: 0 background / 1 `class_names[0]`; sigmoid over 2..8 channels: a multi-label bit
+    mask. The default palette gives channel 0 black for class maps (its background) and a colour to every
+    channel of a binary or multi-label head (each is a foreground)."""
 
     config: dict
     mean: list[float]
@@ -49,8 +56,14 @@ class ModelCard:
             raise ValueError(f"model card: {len(self.class_names)} class names for {cfg.num_classes} classes")
         if self.patch_size < 1:
             raise ValueError(f"model card: patch_size must be >= 1, got {self.patch_size}")
+        try:
+            kind = mask_kind(cfg.head, cfg.num_classes)
+        except ValueError as e:
+            raise ValueError(f"model card: {e}") from None
         if not self.palette:
-            self.palette = [list(DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)]) for i in range(cfg.num_classes)]
+            first = 0 if kind == "classes" else 1  # black is the background's, never a foreground's
+            n = len(DEFAULT_PALETTE) - first
+            self.palette = [list(DEFAULT_PALETTE[first + i % n]) for i in range(cfg.num_classes)]
         if len(self.palette) != cfg.num_classes or any(len(p) != 3 for p in self.palette):
             raise ValueError(f"model card: palette needs {cfg.num_classes} [r, g, b] entries")
 
@@ -60,7 +73,12 @@ class ModelCard:
 
     @property
     def num_classes(self) -> int:
+        """Output channels of the model (classes, or labels of a sigmoid head)."""
         return int(self.config["num_classes"])
+
+    @property
+    def head(self) -> str:
+        return str(self.config.get("head", UNetConfig.head))
 
     def to_json(self) -> dict:
         return {"format": CARD_FORMAT, "model": self.config, "normalization": {"mean": self.mean, "std": self.std},

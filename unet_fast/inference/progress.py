@@ -18,6 +18,14 @@ class Progress:
         self.start = time.perf_counter()
         self.done = 0
 
+    def say(self, line: str) -> None:
+        """A line of its own on the stream (e.g. a failure), never glued to the bar drawn in place: on a
+        terminal the bar's line is cleared first and the bar is drawn again on the next update."""
+        if self.interactive:
+            self.stream.write("\r" + " " * 80 + "\r")
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
     def update(self, done: float, note: str = "", partial: bool = False) -> None:
         """Set progress to `done` of `total` (fractions allowed); `note` says what was just finished.
         `partial` updates (within one item) are drawn on a terminal only, never logged as lines."""

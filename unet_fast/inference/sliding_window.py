@@ -124,7 +124,7 @@ def sliding_window_inference(image: Tensor, predictor: Predictor, patch_size: in
         weight = torch.ones(patch, device=image.device)
     total_batches = n * math.ceil(len(plan.starts) / batch_size)
     done = 0
-    results = []
+    result: Tensor | None = None  # [N, K, H, W]; for one unpadded image, the blended sum itself (no copy)
     for b in range(n):
         canvas = _pad_to(image[b : b + 1], plan.padded, pad_mode, pad_value)[0]
         acc: Tensor | None = None
@@ -151,7 +151,18 @@ def sliding_window_inference(image: Tensor, predictor: Predictor, patch_size: in
             if progress is not None:
                 progress(done, total_batches)
         assert acc is not None  # plan.starts is never empty
-        blended = acc / norm
+        # A weighted mean of the patch outputs at every pixel: probabilities stay probabilities (softmax and
+        # sigmoid heads alike: each channel is blended on its own), logits stay logits. In place: a blended
+        # sum of a 180-Mpx image is gigabytes.
+        blended = acc.div_(norm)
+        del norm
         top, left = (plan.padded[0] - h) // 2, (plan.padded[1] - w) // 2
-        results.append(blended[:, top : top + h, left : left + w])
-    return torch.stack(results)
+        crop = blended[:, top : top + h, left : left + w]
+        if n == 1:
+            result = (crop if crop.is_contiguous() else crop.contiguous())[None]
+        else:
+            if result is None:
+                result = torch.empty((n, crop.shape[0], h, w), device=image.device)
+            result[b] = crop
+    assert result is not None
+    return result

@@ -1,8 +1,9 @@
-"""The `--ray` half of `unet-fast segment`: its options and the run over `segment_dataset`. Kept here so
-that unet_fast/commands/segment.py only registers the flags and hands over.
+"""The `--ray` half of `unet-fast segment`: its options and the run over
+`unet_fast.distributed.segment_dataset`. Kept apart so that commands/segment.py only registers the flags and
+hands over; the library (unet_fast/distributed/) knows nothing of the command line.
 
-Exit code of a `--ray` run: the number of inputs that failed, capped at 100 (0: all done); 1 also when Ray
-is missing or the job could not start, 2 for bad usage (as every command)."""
+Exit codes: those of `segment` (unet_fast/commands/segment.py): 0 every input done, 3 some inputs failed
+(each printed, all in manifest.parquet), 1 Ray missing or the job could not start, 2 bad usage."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
-MAX_EXIT = 100
+from unet_fast.commands import EXIT_FAILURE, EXIT_INPUTS_FAILED, EXIT_OK
+
+SHOWN_FAILURES = 20  # failures printed on stderr; the manifest has them all
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('Ray (pip install "unet_fast[ray]"; docs/distributed.md)')
     g.add_argument("--ray", action="store_true",
-                   help="run on Ray Data: an actor pool, one engine per actor; bad inputs become manifest rows "
-                   "(manifest.parquet in --out) and the exit code is the number that failed")  # fmt: skip
+                   help="run on Ray Data: an actor pool, one engine per actor; failed inputs become manifest "
+                   "rows (manifest.parquet in --out), exit code 3 as without --ray")  # fmt: skip
     g.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="join this Ray cluster ('auto', 'ray://head:10001'; implies --ray; default: start a "
                    "local Ray)")  # fmt: skip
@@ -38,32 +41,30 @@ def wants_ray(args: argparse.Namespace) -> bool:
     return False
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, specs: list[str]) -> int:
+    """Run `segment_dataset` over `specs` (the IMAGE arguments, the demo image first for --demo). Usage
+    (images given, --threads, --alpha) was checked by commands/segment.run before it handed over."""
     from unet_fast.demo import bundled
+    from unet_fast.distributed import segment_dataset
     from unet_fast.distributed.ray_env import RayMissingError
 
-    # usage (images given, --threads, --alpha) is checked by commands/segment.run before it hands over
-    images = ([str(bundled.require(bundled.DEMO_IMAGE))] if args.demo else []) + list(args.images)
     weights = Path(args.weights) if args.weights else bundled.require(bundled.DEMO_WEIGHTS)
     try:
-        from unet_fast.distributed.batch import segment_dataset
-
         report = segment_dataset(
-            images, weights, args.out, card=args.card, address=args.ray_address, workers=args.workers,
+            specs, weights, args.out, card=args.card, address=args.ray_address, workers=args.workers,
             cpus_per_worker=args.threads or 1, batch_size=args.batch_size, backend=args.backend,
             dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap, overlay=True,
             alpha=args.alpha, overwrite=args.overwrite, progress=not args.quiet,
         )  # fmt: skip
     except (RayMissingError, RuntimeError) as e:  # Ray missing, no cluster at --ray-address
         print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)
-        return 1
-    for path, error in report.failures[:20]:
+        return EXIT_FAILURE
+    for path, error in report.failures[:SHOWN_FAILURES]:
         print(f"unet-fast segment: failed: {path}: {error}", file=sys.stderr)
-    if report.failed > 20:
-        print(
-            f"unet-fast segment: ... and {report.failed - 20} more (see {report.manifest})", file=sys.stderr
-        )
+    if report.failed > SHOWN_FAILURES:
+        print(f"unet-fast segment: ... and {report.failed - SHOWN_FAILURES} more (see {report.manifest})",
+              file=sys.stderr)  # fmt: skip
     print(f"segmented {report.total} image(s) on Ray ({report.workers} workers): {report.ok} ok, "
           f"{report.failed} failed, {report.resumed} already done; {report.seconds:.1f}s; manifest "
           f"{report.manifest}")  # fmt: skip
-    return min(report.failed, MAX_EXIT)
+    return EXIT_INPUTS_FAILED if report.failed else EXIT_OK
