@@ -147,6 +147,9 @@ def roofline_fields(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype,
 
 
 def add_efficiency(row: dict, rf: dict, measured_tflops: float | None) -> None:
+    """The row's achieved TFLOP/s and its fractions of the dense peak, of the roofline floor and of the
+    bf16 matmul rate measured on this machine (when the machine stage measured one)."""
+    row.update(rf)
     med_s = row["median_ms"] / 1e3
     if not (med_s > 0 and math.isfinite(med_s)):
         return
@@ -169,7 +172,9 @@ def run_job(job: dict, spec: dict, out, deadline: float) -> None:
     rf = roofline_fields(model, x, dtype, spec.get("peak", H200_SPEC))
     emit(out, {"type": "job", "key": job["key"], "input_shape": list(x.shape), "reference": ref_label,
                "reference_s": time.perf_counter() - t0, **rf})  # fmt: skip
-    settings = Settings(device, dtype, torch.get_num_threads(), Path(spec["workdir"]) / job["key"].replace("/", "_"))
+    settings = Settings(
+        device, dtype, torch.get_num_threads(), Path(spec["workdir"]) / job["key"].replace("/", "_")
+    )
     cache: dict[str, Prepared] = {}
     eager_ms: float | None = None
     timer = timer_for(device)
@@ -177,7 +182,14 @@ def run_job(job: dict, spec: dict, out, deadline: float) -> None:
         base = {"type": "row", "key": job["key"], "variant": variant}
         left = deadline - time.time()
         if left < spec["min_row_s"]:
-            emit(out, {**base, "type": "skip", "reason": f"deadline: {left:.0f} s left, a row needs ~{spec['min_row_s']} s"})
+            emit(
+                out,
+                {
+                    **base,
+                    "type": "skip",
+                    "reason": f"deadline: {left:.0f} s left, a row needs ~{spec['min_row_s']} s",
+                },
+            )
             continue
         try:
             p = prepare_variant(variant, model, x, settings, cache)
@@ -189,7 +201,10 @@ def run_job(job: dict, spec: dict, out, deadline: float) -> None:
             continue
         except Exception as e:
             text = f"{type(e).__name__}: {e}"
-            emit(out, {**base, "type": "fail", "error": text[:2000], "traceback": traceback.format_exc()[-4000:]})
+            emit(
+                out,
+                {**base, "type": "fail", "error": text[:2000], "traceback": traceback.format_exc()[-4000:]},
+            )
             if any(f in text for f in CUDA_FAULTS) and not cuda_alive(device):
                 emit(out, {**base, "type": "fatal", "error": "the CUDA context is unusable after this error"})
                 sys.exit(FATAL_EXIT)
@@ -209,7 +224,9 @@ def run_job(job: dict, spec: dict, out, deadline: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--jobs", type=Path, required=True, help="JSON: {device, repeats, warmup, min_row_s, jobs: [...]}")
+    p.add_argument(
+        "--jobs", type=Path, required=True, help="JSON: {device, repeats, warmup, min_row_s, jobs: [...]}"
+    )
     p.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
     p.add_argument("--deadline", type=float, required=True, help="epoch seconds: no row starts after it")
     a = p.parse_args(argv)

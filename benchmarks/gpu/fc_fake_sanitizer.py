@@ -13,7 +13,9 @@ import sys
 
 def main(argv: list[str]) -> int:
     tool, error_exitcode, i = "memcheck", 0, 0
-    while i < len(argv) and argv[i].startswith("-"):  # options, each with one value (as first_contact passes them)
+    while i < len(argv) and argv[i].startswith(
+        "-"
+    ):  # options, each with one value (as first_contact passes them)
         if argv[i] == "--tool":
             tool = argv[i + 1]
         elif argv[i] == "--error-exitcode":
@@ -22,7 +24,10 @@ def main(argv: list[str]) -> int:
     if i >= len(argv):
         print("fake compute-sanitizer: no program given", file=sys.stderr)
         return 2
-    print("========= COMPUTE-SANITIZER (fake: benchmarks/gpu/fc_fake_sanitizer.py, nothing is checked)", flush=True)
+    print(
+        "========= COMPUTE-SANITIZER (fake: benchmarks/gpu/fc_fake_sanitizer.py, nothing is checked)",
+        flush=True,
+    )
     rc = subprocess.run(argv[i:]).returncode
     errors = int(os.environ.get("FC_FAKE_SANITIZER_ERRORS", "0"))
     if tool == "racecheck":

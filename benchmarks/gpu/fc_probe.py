@@ -16,7 +16,17 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-MODULES = ("triton", "numpy", "onnx", "onnxruntime", "pytest", "xdist", "pytest_timeout", "pybind11", "setuptools")
+MODULES = (
+    "triton",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "pytest",
+    "xdist",
+    "pytest_timeout",
+    "pybind11",
+    "setuptools",
+)
 
 
 def _version(name: str) -> str | None:

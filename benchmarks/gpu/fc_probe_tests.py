@@ -12,8 +12,10 @@ import time
 import pytest
 
 # marked gpu: the dry run selects them with the GPU run's own `-m gpu`
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not os.environ.get("FC_PROBE"), reason="a first_contact.py --dry-run probe")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not os.environ.get("FC_PROBE"), reason="a first_contact.py --dry-run probe"),
+]
 
 
 def test_probe_passes() -> None:
@@ -21,7 +23,9 @@ def test_probe_passes() -> None:
 
 
 def test_probe_fails_on_purpose() -> None:
-    assert os.environ.get("FC_PROBE") == "pass-all", "a deliberate failure: the dry run must record it and go on"
+    assert os.environ.get("FC_PROBE") == "pass-all", (
+        "a deliberate failure: the dry run must record it and go on"
+    )
 
 
 def test_probe_outlasts_the_timeout() -> None:

@@ -20,7 +20,7 @@ def _outcome(report: pytest.TestReport) -> str | None:
     """passed | failed | skipped | error | xfailed | xpassed, or None for a phase that decides nothing."""
     if hasattr(report, "wasxfail"):
         return "xpassed" if report.passed else ("xfailed" if report.skipped else None)
-    if report.when == "call":
+    if report.when not in ("setup", "teardown"):  # "call"; or "???": xdist's report of a crashed worker
         return report.outcome
     if report.failed:  # setup or teardown raised: an error, not a test failure
         return "error"

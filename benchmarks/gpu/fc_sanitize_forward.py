@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", required=True)
     p.add_argument("--dtype", default="float16", choices=list(DTYPES))
     p.add_argument("--device", default="cuda")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
+    p.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}"
+    )
     a = p.parse_args(argv)
     dtype, ok = DTYPES[a.dtype], True
     names = [n for n in a.models.split(",") if n]

@@ -6,7 +6,7 @@ engine on a lent GPU machine within one short window, writing what it has as it 
     python3 benchmarks/gpu/first_contact.py OUTDIR --dry-run            # every stage on this CPU (CI runs it)
     python3 benchmarks/gpu/first_contact.py OUTDIR --only-failed OLD/results.json   # the short second run
 
-Stages, in order, each under a deadline taken from one budget (`--budget`, default 450 s); a stage that
+Stages, in order, each under a deadline taken from one budget (`--budget`, default 420 s); a stage that
 no longer fits is skipped and the summary says so:
   machine    nvidia-smi (clocks, driver), versions, GPU properties, a measured bf16 matmul and copy rate
   build      MAX_JOBS=<cores> UNET_FAST_CUDA_ARCHS=<the GPU's arch> python setup.py build_ext --inplace
@@ -55,7 +55,9 @@ GPU_TEST_PATHS = ("tests/kernels", "tests/engine", "tests/backends", "tests/expo
 # minute on CI's 2 cores; the kernel and engine GPU tests are where GPU mode changes what runs.
 DRY_RUN_GPU_PATHS = ("tests/kernels/triton", "tests/kernels/cuda", "tests/engine/test_gpu_engine.py")
 PROBE_TESTS = "benchmarks/gpu/fc_probe_tests.py"
-INTERPRETER_TEST = "tests/kernels/triton/test_triton_small_ops.py::test_maxpool2x2_reads_a_slot_default_config"
+INTERPRETER_TEST = (
+    "tests/kernels/triton/test_triton_small_ops.py::test_maxpool2x2_reads_a_slot_default_config"
+)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -73,23 +75,37 @@ def gpu_config() -> dict:
             for d in ("bfloat16", "float16") if (w, b, d) not in targets]  # fmt: skip
     jobs = [_job(w, b, d, main) for w, b, d in targets] + [_job(w, b, d, ("compile", "compile+graphs"))
                                                           for w, b, d in targets]  # fmt: skip
-    jobs += [_job(w, b, d, main) for w, b, d in rest] + [_job(w, b, d, ("compile", "compile+graphs")) for w, b, d in rest]
+    jobs += [_job(w, b, d, main) for w, b, d in rest] + [
+        _job(w, b, d, ("compile", "compile+graphs")) for w, b, d in rest
+    ]
     return {
         "mode": "gpu",
-        "budget_s": 450.0,
+        "budget_s": 420.0,
         # cap: the most a stage may take; min: the least worth starting it with (kept free for it)
-        "caps": {"machine": 40.0, "build": 170.0, "tests": 130.0, "sanitizer": 55.0, "bench": 1e9},
+        "caps": {"machine": 40.0, "build": 170.0, "tests": 130.0, "sanitizer": 45.0, "bench": 1e9},
         "mins": {"machine": 5.0, "build": 30.0, "tests": 30.0, "sanitizer": 20.0, "bench": 40.0},
         "build_cmd": [sys.executable, "setup.py", "build_ext", "--inplace"],
-        "test_runs": [{"name": "gpu", "args": [*GPU_TEST_PATHS, "-m", "gpu"], "workers": max(1, min(8, cores // 2)),
-                       "env": {"UNET_FAST_TEST_ON_GPU": "1"}}],
+        "test_runs": [
+            {
+                "name": "gpu",
+                "args": [*GPU_TEST_PATHS, "-m", "gpu"],
+                "workers": max(1, min(8, cores // 2)),
+                "env": {"UNET_FAST_TEST_ON_GPU": "1"},
+            }
+        ],
         "test_timeout_s": 90,
-        "sanitizer": shutil.which("compute-sanitizer") or _first_existing("/usr/local/cuda/bin/compute-sanitizer"),
+        "sanitizer": shutil.which("compute-sanitizer")
+        or _first_existing("/usr/local/cuda/bin/compute-sanitizer"),
         # the tensor-core kernels (shared memory, cp.async) in fp16 first; fp32 (the SIMT conv) if time is left
-        "sanitizer_runs": [("memcheck", "cuda", "float16"), ("memcheck", "triton", "float16"),
-                           ("racecheck", "cuda", "float16"), ("racecheck", "triton", "float16"),
-                           ("memcheck", "cuda", "float32"), ("racecheck", "cuda", "float32"),
-                           ("memcheck", "triton", "bfloat16")],
+        "sanitizer_runs": [
+            ("memcheck", "cuda", "float16"),
+            ("memcheck", "triton", "float16"),
+            ("racecheck", "cuda", "float16"),
+            ("racecheck", "triton", "float16"),
+            ("memcheck", "cuda", "float32"),
+            ("racecheck", "cuda", "float32"),
+            ("memcheck", "triton", "bfloat16"),
+        ],
         "sanitizer_models": ["transpose-bn-softmax", "bilinear-logits"],
         "sanitizer_run_cap_s": 45.0,
         "device": "cuda",
@@ -108,8 +124,9 @@ def dry_run_config() -> dict:
     tiny = {"size": [64, 64]}
     return {
         "mode": "dry-run",
-        "budget_s": 150.0,
-        "caps": {"machine": 30.0, "build": 30.0, "tests": 70.0, "sanitizer": 40.0, "bench": 60.0},
+        # generous: a quiet 2-core machine needs about a minute; a shared one several times that
+        "budget_s": 400.0,
+        "caps": {"machine": 60.0, "build": 60.0, "tests": 150.0, "sanitizer": 60.0, "bench": 120.0},
         "mins": {"machine": 2.0, "build": 2.0, "tests": 5.0, "sanitizer": 5.0, "bench": 5.0},
         # setup.py's own code runs (sources found, options parsed); compiling is left out (the extensions of
         # this checkout are already built, and CI's 2 cores would take minutes)
@@ -117,18 +134,33 @@ def dry_run_config() -> dict:
         "test_runs": [
             # the GPU run's selection and flags (GPU mode, -m gpu, xdist, per-test timeout) on the kernel and
             # engine GPU tests, which must all skip cleanly here, plus the probe tests (pass, fail, time out)
-            {"name": "gpu", "args": [*DRY_RUN_GPU_PATHS, PROBE_TESTS, "-m", "gpu"], "workers": 2,
-             "env": {"UNET_FAST_TEST_ON_GPU": "1", "FC_PROBE": "1", "FC_PROBE_SLEEP": "60"}},
-            {"name": "interpreter", "args": [INTERPRETER_TEST], "workers": 1, "env": {"TRITON_INTERPRET": "1"}},
+            {
+                "name": "gpu",
+                "args": [*DRY_RUN_GPU_PATHS, PROBE_TESTS, "-m", "gpu"],
+                "workers": 2,
+                "env": {"UNET_FAST_TEST_ON_GPU": "1", "FC_PROBE": "1", "FC_PROBE_SLEEP": "60"},
+            },
+            {
+                "name": "interpreter",
+                "args": [INTERPRETER_TEST],
+                "workers": 1,
+                "env": {"TRITON_INTERPRET": "1"},
+            },
         ],
         "test_timeout_s": 6,
         "sanitizer": str(HERE / "fc_fake_sanitizer.py"),
         "sanitizer_runs": [("memcheck", "torch", "float32")],
         "sanitizer_models": ["transpose-bn-softmax"],
-        "sanitizer_run_cap_s": 40.0,
+        "sanitizer_run_cap_s": 60.0,
         "device": "cpu",
         "bench_jobs": [
-            _job("unet-small", 2, "float32", ("eager-cl", "eager-cl+graphs", "unet_fast-cpu", "unet_fast-cpu+graphs"), **tiny),
+            _job(
+                "unet-small",
+                2,
+                "float32",
+                ("eager-cl", "eager-cl+graphs", "unet_fast-cpu", "unet_fast-cpu+graphs"),
+                **tiny,
+            ),
             _job("unet-small", 2, "float32", ("compile", "compile+graphs"), **tiny),
         ],
         "bench_repeats": 3,
@@ -138,7 +170,9 @@ def dry_run_config() -> dict:
     }
 
 
-def _job(workload: str, batch: int, dtype: str, variants: tuple[str, ...], size: list[int] | None = None) -> dict:
+def _job(
+    workload: str, batch: int, dtype: str, variants: tuple[str, ...], size: list[int] | None = None
+) -> dict:
     kind = "compile" if variants and variants[0].startswith("compile") else "main"
     short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[dtype]
     key = f"{workload}/b{batch}/{short}" + (f"/{size[0]}x{size[1]}" if size else "")
@@ -186,7 +220,9 @@ class Run:
         self.out, self.cfg, self.args = out, cfg, args
         self.t0 = time.monotonic()
         self.budget = float(args.budget if args.budget is not None else cfg["budget_s"])
-        self.scratch = Path(args.scratch or (Path(os.environ.get("TMPDIR", "/tmp")) / f"first-contact-{os.getpid()}"))
+        self.scratch = Path(
+            args.scratch or (Path(os.environ.get("TMPDIR", "/tmp")) / f"first-contact-{os.getpid()}")
+        )
         self.scratch.mkdir(parents=True, exist_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         self.logs = {name: Log(out / f"{name}.log", echo=name == "run") for name in
@@ -258,9 +294,12 @@ def child_env(extra: dict | None = None) -> dict:
 
 
 def run_logged(cmd: list[str], log: Log, timeout_s: float, env: dict | None = None,
-               poll: Callable[[], None] | None = None) -> dict:  # fmt: skip
+               poll: Callable[[], bool | None] | None = None) -> dict:  # fmt: skip
     """Run cmd (its own process group), its output into `log`; past timeout_s: SIGINT to the group (pytest
-    then writes its summary), SIGKILL 15 s later. Returns rc, seconds, timed_out."""
+    then writes its summary), SIGKILL 15 s later. `poll` runs every 0.5 s; when it returns True (all the
+    results are in) a process still running 20 s later is interrupted the same way (pytest-xdist waits for
+    the replacement of a crashed worker to start before it ends). Returns rc, seconds, timed_out,
+    stopped_after_results."""
     log.line("$ " + shlex.join(cmd))
     t0 = time.monotonic()
     try:
@@ -277,14 +316,22 @@ def run_logged(cmd: list[str], log: Log, timeout_s: float, env: dict | None = No
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    timed_out, interrupted_at = False, None
+    timed_out, interrupted_at, done_at, stopped = False, None, None, False
     while proc.poll() is None:
-        if poll:
-            poll()
+        if poll and poll() and done_at is None:
+            done_at = time.monotonic()
         now = time.monotonic()
-        if interrupted_at is None and now - t0 > timeout_s:
+        if interrupted_at is None and done_at is not None and now - done_at > 20:
+            stopped, interrupted_at = True, now
+            log.line(
+                f"every result is in but the process runs on: interrupting (SIGINT to process group {proc.pid})"
+            )
+            _signal_group(proc, signal.SIGINT)
+        elif interrupted_at is None and now - t0 > timeout_s:
             timed_out, interrupted_at = True, now
-            log.line(f"deadline: {timeout_s:.0f} s reached, interrupting (SIGINT to process group {proc.pid})")
+            log.line(
+                f"deadline: {timeout_s:.0f} s reached, interrupting (SIGINT to process group {proc.pid})"
+            )
             _signal_group(proc, signal.SIGINT)
         elif interrupted_at is not None and now - interrupted_at > 15:
             log.line(f"still running 15 s after SIGINT: SIGKILL to process group {proc.pid}")
@@ -296,7 +343,12 @@ def run_logged(cmd: list[str], log: Log, timeout_s: float, env: dict | None = No
         poll()
     seconds = time.monotonic() - t0
     log.line(f"exit {proc.returncode} after {seconds:.1f} s" + (" (deadline)" if timed_out else ""))
-    return {"rc": proc.returncode, "seconds": round(seconds, 1), "timed_out": timed_out}
+    return {
+        "rc": proc.returncode,
+        "seconds": round(seconds, 1),
+        "timed_out": timed_out,
+        "stopped_after_results": stopped,
+    }
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -351,7 +403,9 @@ def stage_machine(run: Run, allowed: float) -> str:
         m["nvidia_smi"] = "nvidia-smi not found"
     for tool in ("nvcc", "compute-sanitizer", "ncu", "g++"):
         path = shutil.which(tool)
-        m.setdefault("tools", {})[tool] = _capture([path, "--version"], 20).strip().splitlines()[-1:] if path else None
+        m.setdefault("tools", {})[tool] = (
+            _capture([path, "--version"], 20).strip().splitlines()[-1:] if path else None
+        )
     m["python"] = sys.version.split()[0]
     m["cores"] = os.cpu_count()
     try:
@@ -425,8 +479,10 @@ def stage_build(run: Run, allowed: float) -> str:
     except (ValueError, IndexError):
         b["extensions"] = {"error": out[-2000:]}
     ext = b["extensions"]
-    run.log(f"build: rc {res['rc']} in {res['seconds']} s; _C {'imports' if ext.get('cpu') else 'MISSING'}; "
-            f"_cuda: {ext.get('cuda_reason') or 'usable'}")
+    run.log(
+        f"build: rc {res['rc']} in {res['seconds']} s; _C {'imports' if ext.get('cpu') else 'MISSING'}; "
+        f"_cuda: {ext.get('cuda_reason') or 'usable'}"
+    )
     if res["timed_out"]:
         return "timeout"
     return "ok" if res["rc"] == 0 else "failed"
@@ -449,9 +505,14 @@ def pytest_args(run: Run, args: list[str], workers: int) -> tuple[list[str], lis
 
 
 def failed_nodeids(results_json: Path) -> list[str]:
+    """The tests an earlier run did not prove: failed, errors, and collected but never run (its deadline)."""
     doc = json.loads(results_json.read_text())
-    res = doc.get("tests", {}).get("results", {})
-    return sorted(n for n, r in res.items() if r.get("outcome") in ("failed", "error"))
+    tests = doc.get("tests", {})
+    res = tests.get("results", {})
+    ids = {n for n, r in res.items() if r.get("outcome") in ("failed", "error")}
+    for r in tests.get("runs", []):
+        ids |= {n for n in r.get("collected_nodeids", []) if n not in res}
+    return sorted(ids)
 
 
 def stage_tests(run: Run, allowed: float) -> str:
@@ -486,8 +547,10 @@ def stage_tests(run: Run, allowed: float) -> str:
         record["counts"] = c = _counts(run.doc["tests"]["results"], spec["name"], record.get("collected"))
         run.log(f"tests [{spec['name']}]: " + ", ".join(f"{v} {k}" for k, v in c.items() if v) +
                 (" (stopped at the deadline)" if res["timed_out"] else ""))  # fmt: skip
+        # 5: nothing collected; 2 / -2: interrupted (SIGINT) after every result was in
+        ok_rc = res["rc"] in (0, 5) or (res["stopped_after_results"] and res["rc"] in (2, -2))
         statuses.append("timeout" if res["timed_out"] else ("failed" if c.get("failed") or c.get("error") or
-                                                            res["rc"] not in (0, 5) else "ok"))  # fmt: skip
+                                                            not ok_rc else "ok"))  # fmt: skip
     for s in ("timeout", "failed", "partial"):
         if s in statuses:
             return s
@@ -500,7 +563,8 @@ class _TestPoller:
     def __init__(self, run: Run, reader: JsonLines, record: dict, name: str) -> None:
         self.run, self.reader, self.record, self.name, self.last_save = run, reader, record, name, 0.0
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
+        """True once every collected test has a result."""
         results = self.run.doc["tests"]["results"]
         for r in self.reader.new():
             if "collected" in r:
@@ -511,10 +575,12 @@ class _TestPoller:
             elif "nodeid" in r:
                 results[r["nodeid"]] = {**{k: r[k] for k in ("outcome", "duration_s", "message", "when")},
                                         "run": self.name}  # fmt: skip
+        counts = _counts(results, self.name, self.record.get("collected"))
         if time.monotonic() - self.last_save > 5:
-            self.record["counts"] = _counts(results, self.name, self.record.get("collected"))
+            self.record["counts"] = counts
             self.run.save()
             self.last_save = time.monotonic()
+        return counts.get("not run") == 0
 
 
 def _counts(results: dict, name: str, collected: int | None) -> dict:
@@ -580,7 +646,9 @@ def stage_sanitizer(run: Run, allowed: float) -> str:
         else:
             rec["status"] = "clean"
         statuses.append(rec["status"])
-        run.log(f"sanitizer {name} {backend} {dtype}: {rec['status']} ({rec['errors']} errors, {res['seconds']} s)")
+        run.log(
+            f"sanitizer {name} {backend} {dtype}: {rec['status']} ({rec['errors']} errors, {res['seconds']} s)"
+        )
         run.save()
     if any(st not in ("clean", "partial") for st in statuses):
         return "failed"
@@ -622,7 +690,9 @@ def stage_bench(run: Run, allowed: float) -> str:
                 b["skipped"].append({"key": key, "variant": variant, "reason": r["reason"]})
                 done.add((key, variant))
             elif r["type"] == "fail":
-                b["failed"].append({"key": key, "variant": variant, "error": r["error"], "traceback": r.get("traceback", "")})
+                b["failed"].append(
+                    {"key": key, "variant": variant, "error": r["error"], "traceback": r.get("traceback", "")}
+                )
                 done.add((key, variant))
                 run.log(f"bench {key} {variant}: FAILED {r['error'][:200]}")
             changed = True
@@ -649,7 +719,13 @@ def stage_bench(run: Run, allowed: float) -> str:
             if left < run.cfg["bench_min_row_s"] + 10:
                 for j in todo:
                     for v in j["variants"]:
-                        b["skipped"].append({"key": j["key"], "variant": v, "reason": f"deadline: {left:.0f} s left in the run"})
+                        b["skipped"].append(
+                            {
+                                "key": j["key"],
+                                "variant": v,
+                                "reason": f"deadline: {left:.0f} s left in the run",
+                            }
+                        )
                         done.add((j["key"], v))
                 status = "partial"
                 break
@@ -659,7 +735,9 @@ def stage_bench(run: Run, allowed: float) -> str:
                     "measured_matmul_tflops": measured, "jobs": todo}  # fmt: skip
             jobs_file = run.scratch / "bench-jobs.json"
             jobs_file.write_text(json.dumps(spec))
-            deadline = time.time() + max(0.0, timeout - 10)  # the worker stops starting rows 10 s before the kill
+            deadline = time.time() + max(
+                0.0, timeout - 10
+            )  # the worker stops starting rows 10 s before the kill
             cmd = [sys.executable, str(HERE / "fc_bench.py"), "--jobs", str(jobs_file), "--out", str(rows_path),
                    "--deadline", f"{deadline:.1f}"]  # fmt: skip
             env = child_env({"TORCHINDUCTOR_CACHE_DIR": str(run.scratch / "inductor"),
@@ -684,7 +762,9 @@ def stage_bench(run: Run, allowed: float) -> str:
                 for j in todo:
                     for v in j["variants"]:
                         if (j["key"], v) not in done:
-                            b["failed"].append({"key": j["key"], "variant": v, "error": f"worker exited {res['rc']}"})
+                            b["failed"].append(
+                                {"key": j["key"], "variant": v, "error": f"worker exited {res['rc']}"}
+                            )
                             done.add((j["key"], v))
                 status = "failed"
             break
@@ -725,7 +805,9 @@ def run_stages(run: Run, stages: list[str]) -> None:
         except Exception as e:  # one broken stage must not lose the others
             import traceback
 
-            st.update(status="crashed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
+            st.update(
+                status="crashed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:]
+            )
             run.log(f"{name}: CRASHED {type(e).__name__}: {e}")
         st["seconds"] = round(time.monotonic() - t0, 1)
         run.log(f"== {name}: {st['status']} in {st['seconds']} s")
@@ -762,16 +844,26 @@ def render_summary(doc: dict) -> str:
         me = probe["measured"]
         lines.append(f"- measured here: bf16 {me['matmul_bf16_n']}^3 matmul {me['matmul_bf16_tflops']:.0f} TFLOP/s, "
                      f"device copy {me['copy_tb_s']:.2f} TB/s (read + write)")  # fmt: skip
-    lines += ["", "## Stages", "", "| stage | status | seconds | allowed s | note |", "| --- | --- | ---: | ---: | --- |"]
+    lines += [
+        "",
+        "## Stages",
+        "",
+        "| stage | status | seconds | allowed s | note |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for name, st in doc["stages"].items():
         note = st.get("reason") or st.get("error") or st.get("note") or ""
-        lines.append(f"| {name} | {st['status']} | {st.get('seconds', '')} | {st.get('allowed_s', '')} | {note} |")
+        lines.append(
+            f"| {name} | {st['status']} | {st.get('seconds', '')} | {st.get('allowed_s', '')} | {note} |"
+        )
     b = doc.get("build") or {}
     if b:
         ext = b.get("extensions") or {}
         lines += ["", f"Build: `{b.get('command')}`: rc {b.get('rc')}; _C {'imports' if ext.get('cpu') else 'missing'}; "
                   f"_cuda {ext.get('cuda_reason') or 'usable'}." + (f" {b['note']}" if b.get("note") else "")]  # fmt: skip
-    lines += _summary_tests(doc["tests"]) + _summary_sanitizer(doc["sanitizer"]) + _summary_bench(doc["bench"])
+    lines += (
+        _summary_tests(doc["tests"]) + _summary_sanitizer(doc["sanitizer"]) + _summary_bench(doc["bench"])
+    )
     if doc.get("notes"):
         lines += ["", "## Notes", "", *[f"- {n}" for n in doc["notes"]]]
     lines += ["", "## Second run", "",
@@ -820,7 +912,11 @@ def _summary_sanitizer(s: dict) -> list[str]:
     if s.get("note"):
         lines.append(s["note"] + ".")
     if s.get("runs"):
-        lines += ["", "| tool | backend | dtype | status | errors | seconds | forward parity |", "| --- | --- | --- | --- | ---: | ---: | --- |"]
+        lines += [
+            "",
+            "| tool | backend | dtype | status | errors | seconds | forward parity |",
+            "| --- | --- | --- | --- | ---: | ---: | --- |",
+        ]
         for r in s["runs"]:
             fw = "; ".join(f"{f['model']} {'ok' if f.get('ok') else 'FAIL'}" for f in r.get("forwards", []))
             lines.append(f"| {r['tool']} | {r['backend']} | {r['dtype']} | {r['status']} | {r.get('errors', '')} | "
@@ -851,7 +947,10 @@ def _summary_bench(b: dict) -> list[str]:
                          f"{r.get('fraction_of_peak', 0):.1%} | {r.get('fraction_of_roofline_floor', 0):.1%} | "
                          f"{r.get('setup_s', 0):.1f} | {r.get('note', '')[:80]} |")  # fmt: skip
         lines += ["", *_target_lines(rows)]
-    for title, items, field in (("Failed", b.get("failed", []), "error"), ("Not run", b.get("skipped", []), "reason")):
+    for title, items, field in (
+        ("Failed", b.get("failed", []), "error"),
+        ("Not run", b.get("skipped", []), "reason"),
+    ):
         if items:
             lines += ["", f"{title} ({len(items)}):", ""]
             lines += [f"- {i['key']} {i['variant']}: {i[field][:240]}" for i in items[:60]]
@@ -862,6 +961,7 @@ def _summary_bench(b: dict) -> list[str]:
 
 def _target_lines(rows: list[dict]) -> list[str]:
     """The issue's targets, as measured in this run (figures, not pass/fail tests)."""
+
     def best(job: str, prefix: str, graphs: bool | None = None) -> dict | None:
         c = [r for r in rows if r["job"] == job and r["contender_base"].startswith(prefix) and r["parity_ok"]
              and (graphs is None or r["cuda_graphs"] == graphs)]  # fmt: skip
@@ -894,10 +994,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, in the fixed order")
     p.add_argument("--only-failed", metavar="FROM_JSON", help="second run: the failed tests and sanitizer runs of "
                    "an earlier results.json, plus the benchmark rows")  # fmt: skip
-    p.add_argument("--budget", type=float, help="seconds for the whole run (default 450; dry run 150)")
-    p.add_argument("--cap", action="append", default=[], metavar="STAGE=SECONDS", help="override a stage's cap")
-    p.add_argument("--bench", help="comma-separated bench job keys or workload names to keep (e.g. unet64-512/b16/bf16)")
-    p.add_argument("--sanitizer", help="the compute-sanitizer to use (default: on PATH or /usr/local/cuda/bin)")
+    p.add_argument("--budget", type=float, help="seconds for the whole run (default 420; dry run 400)")
+    p.add_argument(
+        "--cap", action="append", default=[], metavar="STAGE=SECONDS", help="override a stage's cap"
+    )
+    p.add_argument(
+        "--bench", help="comma-separated bench job keys or workload names to keep (e.g. unet64-512/b16/bf16)"
+    )
+    p.add_argument(
+        "--sanitizer", help="the compute-sanitizer to use (default: on PATH or /usr/local/cuda/bin)"
+    )
     p.add_argument("--scratch", help="scratch folder (default: $TMPDIR/first-contact-<pid>)")
     a = p.parse_args(argv)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
@@ -924,17 +1030,29 @@ def main(argv: list[str] | None = None) -> int:
     run.log(f"first contact ({cfg['mode']}): budget {run.budget:.0f} s, stages {', '.join(args.stage_list)}, "
             f"results in {args.outdir}")  # fmt: skip
     if args.only_failed:
-        run.doc["notes"].append(f"second run: failed tests and sanitizer runs of {args.only_failed}, plus the bench")
+        run.doc["notes"].append(
+            f"second run: failed tests and sanitizer runs of {args.only_failed}, plus the bench"
+        )
     run.save()
     try:
         run_stages(run, args.stage_list)
     finally:
         smi = shutil.which("nvidia-smi")
         if smi and "machine" in args.stage_list:  # clocks after the load, beside those before it
-            run.logs["machine"].write("after the run:\n" + _capture(
-                [smi, "--query-gpu=clocks.sm,clocks.max.sm,temperature.gpu,power.draw", "--format=csv"], 10) + "\n")
-            run.doc["machine"]["nvidia_smi_after"] = _csv(_capture(
-                [smi, "--query-gpu=clocks.sm,clocks.max.sm,temperature.gpu,power.draw", "--format=csv"], 10))
+            run.logs["machine"].write(
+                "after the run:\n"
+                + _capture(
+                    [smi, "--query-gpu=clocks.sm,clocks.max.sm,temperature.gpu,power.draw", "--format=csv"],
+                    10,
+                )
+                + "\n"
+            )
+            run.doc["machine"]["nvidia_smi_after"] = _csv(
+                _capture(
+                    [smi, "--query-gpu=clocks.sm,clocks.max.sm,temperature.gpu,power.draw", "--format=csv"],
+                    10,
+                )
+            )
         run.doc["finished_utc"] = _utc()
         run.save()
         shutil.rmtree(run.scratch, ignore_errors=True) if not args.scratch else None

@@ -42,8 +42,14 @@ FAMILIES = {
     **{"unet-" + "-".join(map(str, c)): _unet(c) for c in UNET_CONFIGS},
     "milesial-transpose": (lambda: MilesialUNet(3, 2, False, base=4), (2, 3, 36, 44)),
     "milesial-bilinear": (lambda: MilesialUNet(3, 2, True, base=4), (2, 3, 36, 44)),
-    "smp-like-resnet18": (lambda: SmpLikeUnet("resnet18", 3, 3, decoder_channels=(32, 16, 16, 8, 8)), (2, 3, 40, 57)),
-    "smp-like-resnet34": (lambda: SmpLikeUnet("resnet34", 3, 3, decoder_channels=(32, 16, 16, 8, 8)), (2, 3, 40, 57)),
+    "smp-like-resnet18": (
+        lambda: SmpLikeUnet("resnet18", 3, 3, decoder_channels=(32, 16, 16, 8, 8)),
+        (2, 3, 40, 57),
+    ),
+    "smp-like-resnet34": (
+        lambda: SmpLikeUnet("resnet34", 3, 3, decoder_channels=(32, 16, 16, 8, 8)),
+        (2, 3, 40, 57),
+    ),
     "smp-resnet18": (None, (2, 3, 64, 64)),  # the real package, where importable
 }
 
@@ -51,7 +57,9 @@ FAMILIES = {
 def _model(family: str) -> torch.nn.Module:
     build, _ = FAMILIES[family]
     if build is None:
-        smp = pytest.importorskip("segmentation_models_pytorch", reason="segmentation_models_pytorch is not importable")
+        smp = pytest.importorskip(
+            "segmentation_models_pytorch", reason="segmentation_models_pytorch is not importable"
+        )
         build = lambda: smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=2,  # noqa: E731
                                  decoder_channels=(32, 16, 16, 8, 8))  # fmt: skip
     torch.manual_seed(0)
@@ -63,7 +71,9 @@ def _require(backend: str) -> None:
         from unet_fast.kernels.triton import common
 
         if common.interpreting():
-            pytest.skip("TRITON_INTERPRET=1: run with UNET_FAST_TEST_ON_GPU=1 to test compiled Triton on the GPU")
+            pytest.skip(
+                "TRITON_INTERPRET=1: run with UNET_FAST_TEST_ON_GPU=1 to test compiled Triton on the GPU"
+            )
 
 
 def _check(model: torch.nn.Module, fast: unet_fast.FusedUNet, x: torch.Tensor, dtype: torch.dtype, what: str,
@@ -95,7 +105,14 @@ def test_family_on_gpu(family: str, backend: str, dtype: torch.dtype) -> None:
     for graphs in (False, True):
         fast = unet_fast.optimize(model, x, backend=backend, dtype=dtype, cuda_graphs=graphs)
         assert fast.backend.name == backend, fast.report()
-        _check(model, fast, x, dtype, f"{family} {backend} {dtype} cuda_graphs={graphs}", calls=2 if graphs else 1)
+        _check(
+            model,
+            fast,
+            x,
+            dtype,
+            f"{family} {backend} {dtype} cuda_graphs={graphs}",
+            calls=2 if graphs else 1,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +143,9 @@ def test_output_modes_on_gpu(head_model: UNet, backend: str, mode: str, fmt: str
         ref = {"model": probs, "probabilities": probs, "logits": logits_model.eval()(x.cpu()),
                "classes": probs.argmax(1)}[mode]  # fmt: skip
     for graphs in (False, True):
-        fast = unet_fast.optimize(head_model, x, backend=backend, dtype=torch.float16, output=mode, cuda_graphs=graphs)
+        fast = unet_fast.optimize(
+            head_model, x, backend=backend, dtype=torch.float16, output=mode, cuda_graphs=graphs
+        )
         fast.executor_for(tuple(x.shape)).poison = True
         for call in range(2):
             with torch.inference_mode():

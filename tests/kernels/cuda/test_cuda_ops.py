@@ -28,7 +28,9 @@ from unet_fast import _ext
 from unet_fast.kernels import cuda, spec
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView, Resample
 
-_no_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)")
+_no_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)"
+)
 
 
 def requires_gpu(test):

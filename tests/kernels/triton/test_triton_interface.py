@@ -50,6 +50,8 @@ def test_allow_tf32_is_accepted_and_fp32_exact_under_the_interpreter():
     interp = {"BLOCK_M": 128, "BLOCK_N": 16, "BLOCK_K": 16, "num_warps": 4, "num_stages": 1}
     for cfg in launch_configs("conv2d", torch.float32, interp):
         for tf32 in (True, False):
-            got = tk.conv2d([x], tk.pack_conv_weight(w, torch.float32), None, padding=1, allow_tf32=tf32, config=cfg)
+            got = tk.conv2d(
+                [x], tk.pack_conv_weight(w, torch.float32), None, padding=1, allow_tf32=tf32, config=cfg
+            )
             tol = torch.float16 if tf32 and not common.interpreting() else torch.float32
             assert_parity(got, ref, tol, f"allow_tf32={tf32} {cfg}")
