@@ -60,6 +60,11 @@ def split_variant(variant: str) -> tuple[str, bool]:
 def emit(out, record: dict) -> None:
     out.write(json.dumps(record, default=str) + "\n")
     out.flush()
+    row = record.get("row") or {}
+    detail = f"{row['median_ms']:.3f} ms, parity {'ok' if row['parity_ok'] else 'FAIL'}" if row else (
+        record.get("reason") or record.get("error") or "")  # fmt: skip
+    print(f"[{time.strftime('%H:%M:%S')}] {record['type']} {record.get('key')} {record.get('variant', '')}: "
+          f"{str(detail)[:300]}", flush=True)  # fmt: skip
 
 
 def reference(model: torch.nn.Module, x: torch.Tensor, device: str) -> tuple[torch.Tensor, str]:
@@ -192,7 +197,10 @@ def run_job(job: dict, spec: dict, out, deadline: float) -> None:
             )
             continue
         try:
-            p = prepare_variant(variant, model, x, settings, cache)
+            with (
+                torch.inference_mode()
+            ):  # graphs are captured, and the engine packs its weights, for inference
+                p = prepare_variant(variant, model, x, settings, cache)
             parity = check_parity(p, ref, warmup)
             with torch.inference_mode():
                 samples = [timer(p.run) for _ in range(repeats)]

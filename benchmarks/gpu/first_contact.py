@@ -94,6 +94,8 @@ def gpu_config() -> dict:
             }
         ],
         "test_timeout_s": 90,
+        # after the last result: time for pytest to end on its own (xdist waits for a replacement worker)
+        "test_end_grace_s": 20.0,
         "sanitizer": shutil.which("compute-sanitizer")
         or _first_existing("/usr/local/cuda/bin/compute-sanitizer"),
         # the tensor-core kernels (shared memory, cp.async) in fp16 first; fp32 (the SIMT conv) if time is left
@@ -113,6 +115,8 @@ def gpu_config() -> dict:
         "bench_repeats": 20,
         "bench_warmup": 3,
         "bench_min_row_s": 6.0,
+        # a first row compiles every Triton kernel of its dtype and autotunes every layer: minutes are a hang
+        "bench_stall_s": 180.0,
         "compile_cap_s": 100.0,
     }
 
@@ -136,7 +140,8 @@ def dry_run_config() -> dict:
             # engine GPU tests, which must all skip cleanly here, plus the probe tests (pass, fail, time out)
             {
                 "name": "gpu",
-                "args": [*DRY_RUN_GPU_PATHS, PROBE_TESTS, "-m", "gpu"],
+                # the probes first: the worker their timeout kills is replaced while the rest runs
+                "args": [PROBE_TESTS, *DRY_RUN_GPU_PATHS, "-m", "gpu"],
                 "workers": 2,
                 "env": {"UNET_FAST_TEST_ON_GPU": "1", "FC_PROBE": "1", "FC_PROBE_SLEEP": "60"},
             },
@@ -148,6 +153,7 @@ def dry_run_config() -> dict:
             },
         ],
         "test_timeout_s": 6,
+        "test_end_grace_s": 5.0,
         "sanitizer": str(HERE / "fc_fake_sanitizer.py"),
         "sanitizer_runs": [("memcheck", "torch", "float32")],
         "sanitizer_models": ["transpose-bn-softmax"],
@@ -166,6 +172,7 @@ def dry_run_config() -> dict:
         "bench_repeats": 3,
         "bench_warmup": 1,
         "bench_min_row_s": 1.0,
+        "bench_stall_s": 120.0,
         "compile_cap_s": 4.0,
     }
 
@@ -294,12 +301,12 @@ def child_env(extra: dict | None = None) -> dict:
 
 
 def run_logged(cmd: list[str], log: Log, timeout_s: float, env: dict | None = None,
-               poll: Callable[[], bool | None] | None = None) -> dict:  # fmt: skip
+               poll: Callable[[], bool | str | None] | None = None, grace_s: float = 20.0) -> dict:  # fmt: skip
     """Run cmd (its own process group), its output into `log`; past timeout_s: SIGINT to the group (pytest
     then writes its summary), SIGKILL 15 s later. `poll` runs every 0.5 s; when it returns True (all the
-    results are in) a process still running 20 s later is interrupted the same way (pytest-xdist waits for
-    the replacement of a crashed worker to start before it ends). Returns rc, seconds, timed_out,
-    stopped_after_results."""
+    results are in) a process still running `grace_s` later is interrupted the same way (pytest-xdist waits for
+    the replacement of a crashed worker to start before it ends); when it returns "stall", at once. Returns rc,
+    seconds, timed_out, stopped_after_results."""
     log.line("$ " + shlex.join(cmd))
     t0 = time.monotonic()
     try:
@@ -318,10 +325,15 @@ def run_logged(cmd: list[str], log: Log, timeout_s: float, env: dict | None = No
     reader.start()
     timed_out, interrupted_at, done_at, stopped = False, None, None, False
     while proc.poll() is None:
-        if poll and poll() and done_at is None:
+        state = poll() if poll else None
+        if state is True and done_at is None:
             done_at = time.monotonic()
         now = time.monotonic()
-        if interrupted_at is None and done_at is not None and now - done_at > 20:
+        if interrupted_at is None and state == "stall":
+            stopped, interrupted_at = True, now
+            log.line(f"no progress: interrupting (SIGINT to process group {proc.pid})")
+            _signal_group(proc, signal.SIGINT)
+        elif interrupted_at is None and done_at is not None and now - done_at > grace_s:
             stopped, interrupted_at = True, now
             log.line(
                 f"every result is in but the process runs on: interrupting (SIGINT to process group {proc.pid})"
@@ -421,6 +433,9 @@ def stage_machine(run: Run, allowed: float) -> str:
                 f"{probe.get('torch_cuda')}), triton {probe['versions'].get('triton')}; "
                 + (f"bf16 matmul {probe['measured']['matmul_bf16_tflops']:.0f} TFLOP/s, copy "
                    f"{probe['measured']['copy_tb_s']:.2f} TB/s" if probe.get("measured") else "no measured ceilings"))  # fmt: skip
+    if probe and run.cfg["device"] == "cuda" and not probe.get("cuda_available"):
+        run.doc["stages"]["machine"]["note"] = "torch sees no CUDA device: the GPU stages cannot prove anything"
+        return "failed"
     return "ok" if res["rc"] == 0 and probe else "failed"
 
 
@@ -463,6 +478,12 @@ def stage_build(run: Run, allowed: float) -> str:
     env = {"MAX_JOBS": str(os.cpu_count() or 2), "UNET_FAST_CUDA_ARCHS": gpu_arch(run)}
     if run.cfg["mode"] == "gpu":
         env["UNET_FAST_CUDA_BUILD"] = "1"  # no nvcc must be an error there, not a silent CPU-only build
+        if (
+            not shutil.which("nvcc")
+            and not os.environ.get("CUDA_HOME")
+            and Path("/usr/local/cuda/bin/nvcc").exists()
+        ):
+            env["CUDA_HOME"] = "/usr/local/cuda"  # setup.py looks on PATH and in CUDA_HOME
     b = run.doc["build"]
     b["command"] = " ".join(f"{k}={v}" for k, v in env.items()) + " " + shlex.join(run.cfg["build_cmd"])
     if run.cfg["mode"] == "dry-run":
@@ -542,7 +563,7 @@ def stage_tests(run: Run, allowed: float) -> str:
         record.update(command=shlex.join(cmd), notes=notes)
         poll = _TestPoller(run, JsonLines(report), record, spec["name"])
         env = child_env({**spec["env"], "FC_REPORTLOG": str(report), "OMP_NUM_THREADS": "2"})
-        res = run_logged(cmd, run.logs["tests"], left, env, poll)
+        res = run_logged(cmd, run.logs["tests"], left, env, poll, grace_s=run.cfg["test_end_grace_s"])
         record.update(res)
         record["counts"] = c = _counts(run.doc["tests"]["results"], spec["name"], record.get("collected"))
         run.log(f"tests [{spec['name']}]: " + ", ".join(f"{v} {k}" for k, v in c.items() if v) +
@@ -551,6 +572,11 @@ def stage_tests(run: Run, allowed: float) -> str:
         ok_rc = res["rc"] in (0, 5) or (res["stopped_after_results"] and res["rc"] in (2, -2))
         statuses.append("timeout" if res["timed_out"] else ("failed" if c.get("failed") or c.get("error") or
                                                             not ok_rc else "ok"))  # fmt: skip
+    counts = _counts(run.doc["tests"]["results"], "", None, every_run=True)
+    if counts.get("skipped") and not counts.get("passed"):
+        run.doc["stages"]["tests"]["note"] = (
+            "every test that ran was skipped (see their reasons in results.json)"
+        )
     for s in ("timeout", "failed", "partial"):
         if s in statuses:
             return s
@@ -583,10 +609,10 @@ class _TestPoller:
         return counts.get("not run") == 0
 
 
-def _counts(results: dict, name: str, collected: int | None) -> dict:
+def _counts(results: dict, name: str, collected: int | None, every_run: bool = False) -> dict:
     c: dict[str, int] = {}
     for r in results.values():
-        if r.get("run") == name:
+        if every_run or r.get("run") == name:
             c[r["outcome"]] = c.get(r["outcome"], 0) + 1
     if collected is not None:
         c["not run"] = max(0, collected - sum(c.values()))
@@ -602,6 +628,7 @@ def stage_sanitizer(run: Run, allowed: float) -> str:
     s["tool"] = tool
     if not tool or not (Path(tool).exists() or shutil.which(tool)):
         s["reason"] = f"compute-sanitizer not found ({tool or 'not on PATH, not in /usr/local/cuda/bin'})"
+        run.doc["stages"]["sanitizer"]["note"] = s["reason"]
         run.log(f"sanitizer: skipped: {s['reason']}")
         return "skipped"
     if run.cfg["mode"] == "dry-run" and tool.endswith(".py"):
@@ -667,14 +694,22 @@ def stage_bench(run: Run, allowed: float) -> str:
     b = run.doc["bench"]
     until = time.monotonic() + allowed
     probe = run.doc["machine"].get("probe") or {}
+    if run.cfg["device"] == "cuda" and probe.get("cuda_available") is False:
+        run.doc["stages"]["bench"]["note"] = (
+            "torch sees no CUDA device here (machine stage): nothing to measure"
+        )
+        return "skipped"
     measured = (probe.get("measured") or {}).get("matmul_bf16_tflops")
     jobs = bench_jobs(run)
     b["plan"] = [{"key": j["key"], "variants": j["variants"]} for j in jobs]
     rows_path = run.scratch / "bench-rows.jsonl"
     reader = JsonLines(rows_path)
     done: set[tuple[str, str]] = set()
+    last_progress = [time.monotonic()]
 
-    def fold() -> None:
+    def fold() -> str | None:
+        """Fold new rows into the results; "stall" when the worker wrote nothing for bench_stall_s (a hung
+        kernel: the row it was on fails, a fresh worker takes the rest)."""
         changed = False
         for r in reader.new():
             key, variant = r.get("key"), r.get("variant")
@@ -697,7 +732,9 @@ def stage_bench(run: Run, allowed: float) -> str:
                 run.log(f"bench {key} {variant}: FAILED {r['error'][:200]}")
             changed = True
         if changed:
+            last_progress[0] = time.monotonic()
             run.save()
+        return "stall" if time.monotonic() - last_progress[0] > run.cfg["bench_stall_s"] else None
 
     # consecutive main jobs share one worker (its CUDA context, Triton's autotuning); each compile job gets one
     segments: list[list[dict]] = []
@@ -742,8 +779,21 @@ def stage_bench(run: Run, allowed: float) -> str:
                    "--deadline", f"{deadline:.1f}"]  # fmt: skip
             env = child_env({"TORCHINDUCTOR_CACHE_DIR": str(run.scratch / "inductor"),
                              "TORCHINDUCTOR_COMPILE_THREADS": str(os.cpu_count() or 1)})  # fmt: skip
+            last_progress[0] = time.monotonic()
             res = run_logged(cmd, run.logs["bench"], timeout, env, fold)
             fold()
+            if (
+                res["stopped_after_results"] and restarts < 3
+            ):  # stalled: its current row fails, the rest go on
+                stuck = next(
+                    ((j["key"], v) for j in todo for v in j["variants"] if (j["key"], v) not in done), None
+                )
+                if stuck:
+                    b["failed"].append({"key": stuck[0], "variant": stuck[1],
+                                        "error": f"no progress for {run.cfg['bench_stall_s']:.0f} s: stopped (a hung kernel?)"})  # fmt: skip
+                    done.add(stuck)
+                restarts += 1
+                continue
             if res["timed_out"]:
                 why = (f"torch.compile exceeded its {timeout:.0f} s cap (compile time, not a failure of the peer)"
                        if compile_seg else f"the bench stage's deadline ({timeout:.0f} s) was reached")  # fmt: skip
@@ -876,6 +926,8 @@ def render_summary(doc: dict) -> str:
 
 def _summary_tests(t: dict) -> list[str]:
     lines = ["", "## Tests", ""]
+    if not t.get("runs"):
+        return [*lines, "Not run."]
     for r in t.get("runs", []):
         c = r.get("counts") or {}
         lines.append(f"- run `{r['name']}`: " + (", ".join(f"{v} {k}" for k, v in c.items() if v) or r.get("reason", "no results"))
@@ -909,6 +961,8 @@ def _summary_sanitizer(s: dict) -> list[str]:
     lines = ["", "## compute-sanitizer", ""]
     if s.get("reason"):
         return [*lines, f"Skipped: {s['reason']}."]
+    if not s.get("runs"):
+        return [*lines, "Not run."]
     if s.get("note"):
         lines.append(s["note"] + ".")
     if s.get("runs"):
