@@ -434,7 +434,9 @@ def stage_machine(run: Run, allowed: float) -> str:
                 + (f"bf16 matmul {probe['measured']['matmul_bf16_tflops']:.0f} TFLOP/s, copy "
                    f"{probe['measured']['copy_tb_s']:.2f} TB/s" if probe.get("measured") else "no measured ceilings"))  # fmt: skip
     if probe and run.cfg["device"] == "cuda" and not probe.get("cuda_available"):
-        run.doc["stages"]["machine"]["note"] = "torch sees no CUDA device: the GPU stages cannot prove anything"
+        run.doc["stages"]["machine"]["note"] = (
+            "torch sees no CUDA device: the GPU stages cannot prove anything"
+        )
         return "failed"
     return "ok" if res["rc"] == 0 and probe else "failed"
 
