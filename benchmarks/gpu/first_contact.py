@@ -325,7 +325,7 @@ def run_logged(cmd: list[str], log: Log, timeout_s: float, env: dict | None = No
     reader.start()
     timed_out, interrupted_at, done_at, stopped = False, None, None, False
     while proc.poll() is None:
-        state = poll() if poll else None
+        state = _safe(poll, log)
         if state is True and done_at is None:
             done_at = time.monotonic()
         now = time.monotonic()
@@ -350,9 +350,9 @@ def run_logged(cmd: list[str], log: Log, timeout_s: float, env: dict | None = No
             _signal_group(proc, signal.SIGKILL)
             interrupted_at = float("inf")
         time.sleep(0.5)
+    _signal_group(proc, signal.SIGKILL)  # what it left behind in its group (xdist or Inductor workers)
     reader.join(timeout=5)
-    if poll:
-        poll()
+    _safe(poll, log)
     seconds = time.monotonic() - t0
     log.line(f"exit {proc.returncode} after {seconds:.1f} s" + (" (deadline)" if timed_out else ""))
     return {
@@ -361,6 +361,17 @@ def run_logged(cmd: list[str], log: Log, timeout_s: float, env: dict | None = No
         "timed_out": timed_out,
         "stopped_after_results": stopped,
     }
+
+
+def _safe(poll: Callable[[], bool | str | None] | None, log: Log) -> bool | str | None:
+    """poll(), with its errors logged: a bad record must not leave the subprocess running unwatched."""
+    if poll is None:
+        return None
+    try:
+        return poll()
+    except Exception as e:
+        log.line(f"(error while reading results: {type(e).__name__}: {e})")
+        return None
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
