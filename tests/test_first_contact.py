@@ -16,12 +16,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu" / "first_contact.py"
 PROBES = "benchmarks/gpu/fc_probe_tests.py"
 
 pytestmark = pytest.mark.slow
+# The dry run rehearses the GPU run where there is no GPU (its GPU tests must skip); with one, run the real one.
+no_gpu = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a CUDA device is here: run first_contact.py itself"
+)
 
 
 def _load():
@@ -47,6 +52,7 @@ def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, subpr
     return out, doc, proc
 
 
+@no_gpu
 def test_outdir_holds_what_the_device_tool_brings_back(dry_run) -> None:
     out, doc, proc = dry_run
     files = sorted(p.name for p in out.iterdir())
@@ -61,6 +67,7 @@ def test_outdir_holds_what_the_device_tool_brings_back(dry_run) -> None:
     assert "stages with problems: tests, sanitizer" in proc.stdout, proc.stdout[-3000:]
 
 
+@no_gpu
 def test_every_stage_ran(dry_run) -> None:
     _, doc, proc = dry_run
     st = {k: v["status"] for k, v in doc["stages"].items()}
@@ -72,6 +79,7 @@ def test_every_stage_ran(dry_run) -> None:
     assert "UNET_FAST_CUDA_ARCHS=90" in b["command"] and "setup.py build_ext --inplace" in b["note"]
 
 
+@no_gpu
 def test_tests_stage_collects_every_failure_and_the_gpu_selection_skips_here(dry_run) -> None:
     _, doc, _ = dry_run
     res = doc["tests"]["results"]
@@ -96,6 +104,7 @@ def test_tests_stage_collects_every_failure_and_the_gpu_selection_skips_here(dry
     assert interp == {fc.INTERPRETER_TEST: "passed"}
 
 
+@no_gpu
 def test_sanitizer_stage_reports_findings(dry_run) -> None:
     _, doc, _ = dry_run
     s = doc["sanitizer"]
@@ -105,6 +114,7 @@ def test_sanitizer_stage_reports_findings(dry_run) -> None:
     assert r["forwards"] and all(f["ok"] for f in r["forwards"]), r["forwards"]
 
 
+@no_gpu
 def test_bench_rows_have_parity_and_efficiency_and_compile_is_capped(dry_run) -> None:
     _, doc, _ = dry_run
     b = doc["bench"]
@@ -122,6 +132,7 @@ def test_bench_rows_have_parity_and_efficiency_and_compile_is_capped(dry_run) ->
     assert not b["failed"]
 
 
+@no_gpu
 def test_only_failed_reruns_exactly_the_failures(dry_run, tmp_path: Path) -> None:
     out, _, _ = dry_run
     proc = _run(tmp_path, "--dry-run", "--stages", "tests", "--only-failed", str(out / "results.json"))
@@ -132,6 +143,7 @@ def test_only_failed_reruns_exactly_the_failures(dry_run, tmp_path: Path) -> Non
     assert proc.returncode == 0 and doc["stages"]["bench"]["status"] == "not selected"
 
 
+@no_gpu
 def test_a_stage_that_no_longer_fits_is_skipped_and_said(tmp_path: Path) -> None:
     proc = _run(tmp_path, "--dry-run", "--stages", "machine,bench", "--budget", "12", timeout=120)
     doc = json.loads((tmp_path / "results.json").read_text())
@@ -143,6 +155,7 @@ def test_a_stage_that_no_longer_fits_is_skipped_and_said(tmp_path: Path) -> None
     assert "no time left" in (tmp_path / "summary.md").read_text() and proc.returncode == 0
 
 
+@no_gpu
 def test_absent_sanitizer_is_a_skip_with_the_reason(tmp_path: Path) -> None:
     proc = _run(tmp_path, "--dry-run", "--stages", "sanitizer", "--sanitizer", "/nonexistent/compute-sanitizer",
                 timeout=120)  # fmt: skip
@@ -151,6 +164,7 @@ def test_absent_sanitizer_is_a_skip_with_the_reason(tmp_path: Path) -> None:
     assert "compute-sanitizer not found" in doc["sanitizer"]["reason"]
 
 
+@no_gpu
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     for args, why in ((["--stages", "tests,warp"], "unknown stages"), (["--only-failed", "nope.json"], "not a file"),
                       (["--cap", "tests=soon"], "STAGE=SECONDS")):  # fmt: skip
