@@ -9,6 +9,12 @@ if not os.environ.get("UNET_FAST_TEST_ON_GPU"):
 import pytest
 import torch
 
+if torch.cuda.is_available():
+    # An fp32 reference must be fp32: PyTorch runs cuDNN convolutions in TF32 by default (10-bit mantissa),
+    # which is further from the truth than the fp32 kernels under test.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

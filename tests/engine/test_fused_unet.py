@@ -259,6 +259,7 @@ def test_half_moves_the_storage_dtype(model: UNet) -> None:
     assert (f(x) - model(x)).abs().max() < 5e-3
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_cuda_backend_and_graphs(model: UNet) -> None:
     m = model.cuda()

@@ -13,6 +13,7 @@ from unet_fast.parity import compare
 requires_gpu = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)"
 )
+pytestmark = pytest.mark.gpu
 # Whole-network error bounds per storage dtype (a dozen layers of one rounding each, fp32 accumulation).
 REL_L2 = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 MODELS = {

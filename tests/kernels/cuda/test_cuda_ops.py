@@ -28,9 +28,16 @@ from unet_fast import _ext
 from unet_fast.kernels import cuda, spec
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, InputView, Resample
 
-requires_gpu = pytest.mark.skipif(
+_no_gpu = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device (none visible to torch)"
 )
+
+
+def requires_gpu(test):
+    """Marked `gpu` (benchmarks/gpu/first_contact.py selects these with -m gpu) and skipped without a GPU."""
+    return pytest.mark.gpu(_no_gpu(test))
+
+
 SLOPE = 0.1
 
 

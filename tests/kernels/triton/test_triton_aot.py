@@ -63,3 +63,20 @@ def test_interpreter_configs_exist_for_every_op():
     for op in configs.OPS:
         cfg = configs.interpreter_config(op)
         assert cfg["BLOCK_M"] >= 16 and configs.configs_for(op, torch.float16, 90)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv_transpose2x2", "head", "maxpool2x2", "upsample_concat"])
+def test_autotuned_launchers_build_with_this_triton(op):
+    """The GPU path's `triton.autotune(configs=..., key=...)` objects, built for both archs and every dtype
+    (no GPU needed): an autotune or Config argument this triton does not take fails here, not on the GPU
+    machine (.ci/run also runs this file with triton 3.6, the version the lent H200 has)."""
+    import importlib
+
+    module = importlib.import_module(f"unet_fast.kernels.triton.{op}")
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for arch in aot.ARCHS:
+            tuned = module._autotuned_kernel(dtype, arch)
+            want = [aot._config_str(c) for c in configs.configs_for(op, dtype, arch)]
+            got = [aot._config_str({**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages})
+                   for c in tuned.configs]  # fmt: skip
+            assert got == want, f"{op} {dtype} sm_{arch}"

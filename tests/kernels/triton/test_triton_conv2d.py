@@ -1,5 +1,6 @@
-"""Parity of the Triton fused conv (interpreter on CPU) with spec.conv2d: geometry, activations, slot
-output, residual, virtual concat, resampled / cropped / padded views, the pool epilogue, bad calls."""
+"""Parity of the Triton fused conv with spec.conv2d: geometry, activations, slot output, residual, virtual
+concat, resampled / cropped / padded views, the pool epilogue, bad calls. Under the interpreter on CPU by
+default; compiled on the GPU, every shipped config, with UNET_FAST_TEST_ON_GPU=1 (conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from triton_helpers import (
     assert_outside_untouched,
     assert_parity,
     conv_weight,
+    device,
+    launch_configs,
     poisoned_slot,
     rand,
 )
@@ -19,26 +22,29 @@ from unet_fast.kernels import spec
 from unet_fast.kernels import triton as tk
 from unet_fast.kernels.spec import InputView, Resample
 
+pytestmark = pytest.mark.gpu  # runs compiled on a GPU in GPU mode (conftest.py), interpreted otherwise
+
 # Large tiles keep the interpreter fast (its cost is per program); Cout 37 > BLOCK_N splits columns.
 CFG = {"BLOCK_M": 1024, "BLOCK_N": 32, "BLOCK_K": 32, "num_warps": 4, "num_stages": 1}
 
 
 def run_both(inputs, w, bias, dtype, cout, *, out_hw, n, pool=False, **kw):
-    """Run the kernel into a poisoned slot (and pool slot) and the reference; check both."""
-    buf, out = poisoned_slot(n, *out_hw, cout, dtype)
-    pbuf, pool_out = poisoned_slot(n, out_hw[0] // 2, out_hw[1] // 2, cout, dtype, before=1, after=4)
-    got = tk.conv2d(inputs, tk.pack_conv_weight(w, dtype), bias, out=out, pool_out=pool_out if pool else None,
-                    config=CFG, **kw)  # fmt: skip
-    assert got.data_ptr() == out.data_ptr()
-    ref_pool = torch.empty(pool_out.shape) if pool else None
+    """Run the kernel into a poisoned slot (and pool slot) and the reference; check both, for every config."""
+    ref_pool = torch.empty(n, out_hw[0] // 2, out_hw[1] // 2, cout) if pool else None
     ref = spec.conv2d(inputs, w, bias, pool_out=ref_pool, **kw)
-    assert_parity(out, ref, dtype, "out")
-    assert_outside_untouched(buf, 3, 3 + cout)
-    if pool:
-        assert_parity(pool_out, ref_pool, dtype, "pool_out")
-        assert_outside_untouched(pbuf, 1, 1 + cout)
-    else:
-        assert pbuf.isnan().all()
+    for cfg in launch_configs("conv2d", dtype, CFG):
+        buf, out = poisoned_slot(n, *out_hw, cout, dtype)
+        pbuf, pool_out = poisoned_slot(n, out_hw[0] // 2, out_hw[1] // 2, cout, dtype, before=1, after=4)
+        got = tk.conv2d(inputs, tk.pack_conv_weight(w, dtype), bias, out=out, pool_out=pool_out if pool else None,
+                        config=cfg, **kw)  # fmt: skip
+        assert got.data_ptr() == out.data_ptr()
+        assert_parity(out, ref, dtype, f"out {cfg}")
+        assert_outside_untouched(buf, 3, 3 + cout, f"out {cfg}")
+        if pool:
+            assert_parity(pool_out, ref_pool, dtype, f"pool_out {cfg}")
+            assert_outside_untouched(pbuf, 1, 1 + cout, f"pool_out {cfg}")
+        else:
+            assert pbuf.isnan().all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -80,12 +86,13 @@ def test_conv_residual_no_bias(dtype):
 def test_conv_residual_in_place():
     """out = act(conv + out): the residual is the output slot itself."""
     x, w, b = rand(3, 17, 23, 5), conv_weight(6, 5, 3), torch.randn(6)
-    buf = rand(3, 17, 23, 9)
-    res = buf[..., 2:8]
-    ref = spec.conv2d([x], w, b, padding=1, act="relu", residual=res.clone())
-    tk.conv2d([x], tk.pack_conv_weight(w, torch.float32), b, padding=1, act="relu", residual=res, out=res,
-              config=CFG)  # fmt: skip
-    assert_parity(res, ref, torch.float32)
+    for cfg in launch_configs("conv2d", torch.float32, CFG):
+        buf = rand(3, 17, 23, 9)
+        res = buf[..., 2:8]
+        ref = spec.conv2d([x], w, b, padding=1, act="relu", residual=res.clone())
+        tk.conv2d([x], tk.pack_conv_weight(w, torch.float32), b, padding=1, act="relu", residual=res, out=res,
+                  config=cfg)  # fmt: skip
+        assert_parity(res, ref, torch.float32, f"in place {cfg}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -188,7 +195,7 @@ def test_bad_calls_raise_value_error():
         _conv([rand(1, 5, 9, 11).permute(0, 2, 3, 1)])  # an NCHW tensor viewed as NHWC
     with pytest.raises(ValueError, match=r"out has shape .* expected \(1, 9, 11, 4\)"):
         _conv([x], out=torch.empty(1, 9, 11, 10)[..., 7:10])  # the slot is 3 channels wide, not 4
-    with pytest.raises(ValueError, match="expects cpu tensors"):
+    with pytest.raises(ValueError, match=f"expects {device()} tensors"):
         _conv([x.to("meta")], w=conv_weight(4, 5, 3).to("meta"))
     with pytest.raises(ValueError, match="at most 4 inputs"):
         _conv([rand(1, 9, 11, 1)] * 5)

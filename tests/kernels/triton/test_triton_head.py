@@ -1,14 +1,25 @@
-"""Parity of the Triton head (1x1 conv + softmax / sigmoid / argmax / logits) with spec.head."""
+"""Parity of the Triton head (1x1 conv + softmax / sigmoid / argmax / logits) with spec.head. Under the
+interpreter by default; compiled on the GPU, every shipped config, with UNET_FAST_TEST_ON_GPU=1."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from triton_helpers import DTYPE_IDS, DTYPES, assert_outside_untouched, assert_parity, poisoned_slot, rand
+from triton_helpers import (
+    DTYPE_IDS,
+    DTYPES,
+    assert_outside_untouched,
+    assert_parity,
+    launch_configs,
+    poisoned_slot,
+    rand,
+)
 
 from unet_fast.kernels import spec
 from unet_fast.kernels import triton as tk
 from unet_fast.kernels.spec import InputView, Resample
+
+pytestmark = pytest.mark.gpu  # runs compiled on a GPU in GPU mode (conftest.py), interpreted otherwise
 
 CFG = {"BLOCK_M": 1024, "BLOCK_K": 32, "num_warps": 4, "num_stages": 1}
 
@@ -19,11 +30,13 @@ def test_head_float_ops_into_slot(op, dtype):
     n, k = (3, 5) if op == "softmax" else (1, 3)
     x = rand(n, 17, 23, 37, dtype=dtype)
     w, b = torch.randn(k, 37, 1, 1) / 37**0.5, torch.randn(k)
-    buf, out = poisoned_slot(n, 17, 23, k, dtype)
-    got = tk.head(x, tk.pack_head_weight(w, dtype), b, op, out, config=CFG)
-    assert got.data_ptr() == out.data_ptr()
-    assert_parity(out, spec.head(x, w, b, op), dtype, op)
-    assert_outside_untouched(buf, 3, 3 + k)
+    ref = spec.head(x, w, b, op)
+    for cfg in launch_configs("head", dtype, CFG):
+        buf, out = poisoned_slot(n, 17, 23, k, dtype)
+        got = tk.head(x, tk.pack_head_weight(w, dtype), b, op, out, config=cfg)
+        assert got.data_ptr() == out.data_ptr()
+        assert_parity(out, ref, dtype, f"{op} {cfg}")
+        assert_outside_untouched(buf, 3, 3 + k, f"{op} {cfg}")
 
 
 def assert_argmax(got: torch.Tensor, logits: torch.Tensor) -> None:
@@ -54,12 +67,14 @@ def test_head_argmax(dtype, out_dtype):
     n = 3 if out_dtype == torch.int64 else 1
     x = rand(n, 17, 23, 37, dtype=dtype)
     w, b = torch.randn(19, 37) / 37**0.5, torch.randn(19)
-    out = torch.full((n, 17, 23), 255, dtype=out_dtype)
-    got = tk.head(x, tk.pack_head_weight(w, dtype), b, "argmax", out, config=CFG)
-    assert got.data_ptr() == out.data_ptr()
     # Reference logits from the same rounded weight the kernel multiplies (argmax has no tolerance).
     w_rounded = w.to(dtype).float()
-    assert_argmax(out, spec.head(x, w_rounded, b, "logits", torch.empty(n, 17, 23, 19)))
+    logits = spec.head(x, w_rounded, b, "logits", torch.empty(n, 17, 23, 19))
+    for cfg in launch_configs("head", dtype, CFG):
+        out = torch.full((n, 17, 23), 255, dtype=out_dtype)
+        got = tk.head(x, tk.pack_head_weight(w, dtype), b, "argmax", out, config=cfg)
+        assert got.data_ptr() == out.data_ptr()
+        assert_argmax(out, logits)
 
 
 def test_head_argmax_ties_pick_the_first_class():
@@ -67,17 +82,19 @@ def test_head_argmax_ties_pick_the_first_class():
     w = torch.zeros(4, 3)
     w[1] = w[3] = torch.tensor([1.0, -1.0, 0.5])  # classes 1 and 3 always tie for the maximum
     bias = torch.tensor([-50.0, 0.0, -50.0, 0.0])
-    got = tk.head(x, tk.pack_head_weight(w, torch.float32), bias, "argmax", config=CFG)
-    assert torch.equal(got, spec.head(x, w, bias, "argmax"))
-    assert (got == 1).all()
+    for cfg in launch_configs("head", torch.float32, CFG):
+        got = tk.head(x, tk.pack_head_weight(w, torch.float32), bias, "argmax", config=cfg)
+        assert torch.equal(got, spec.head(x, w, bias, "argmax"))
+        assert (got == 1).all()
 
 
 def test_head_softmax_is_stable_for_huge_logits():
     """Logits near 200: exp() of them overflows fp32 (> 3.4e38), so only a max-shifted softmax passes."""
     x = rand(1, 9, 11, 16)
     w, b = torch.randn(7, 16) / 4, 200 + torch.randn(7)
-    got = tk.head(x, tk.pack_head_weight(w, torch.float32), b, "softmax", config=CFG)
-    assert_parity(got, spec.head(x, w, b, "softmax"), torch.float32)
+    for cfg in launch_configs("head", torch.float32, CFG):
+        got = tk.head(x, tk.pack_head_weight(w, torch.float32), b, "softmax", config=cfg)
+        assert_parity(got, spec.head(x, w, b, "softmax"), torch.float32, f"huge logits {cfg}")
 
 
 @pytest.mark.parametrize("op", ["softmax", "argmax"])

@@ -6,11 +6,12 @@ import inspect
 
 import pytest
 import torch
-from triton_helpers import assert_parity, conv_weight, rand
+from triton_helpers import assert_parity, conv_weight, launch_configs, rand
 
 from unet_fast.backends.base import ALL_FUNCTIONS
 from unet_fast.kernels import spec
 from unet_fast.kernels import triton as tk
+from unet_fast.kernels.triton import common
 
 
 @pytest.mark.parametrize("name", ALL_FUNCTIONS)
@@ -40,9 +41,17 @@ def test_pack_functions_cast_and_lay_out_once(dtype):
         tk.pack_conv_weight(w, torch.float64)
 
 
+@pytest.mark.gpu  # compiled on a GPU in GPU mode (conftest.py)
 def test_allow_tf32_is_accepted_and_fp32_exact_under_the_interpreter():
-    """tf32 is opt-in for fp32 on a GPU; the interpreter has no tf32 and computes in fp32."""
+    """tf32 is opt-in for fp32 on a GPU; the interpreter has no tf32 and computes in fp32. On a GPU the
+    products are TF32's (10-bit mantissa, as fp16's): fp16's tolerance; and without the opt-in, fp32's."""
     x, w = rand(1, 9, 11, 5), conv_weight(6, 5, 3)
-    cfg = {"BLOCK_M": 128, "BLOCK_N": 16, "BLOCK_K": 16, "num_warps": 4, "num_stages": 1}
-    got = tk.conv2d([x], tk.pack_conv_weight(w, torch.float32), None, padding=1, allow_tf32=True, config=cfg)
-    assert_parity(got, spec.conv2d([x], w, None, padding=1), torch.float32)
+    ref = spec.conv2d([x], w, None, padding=1)
+    interp = {"BLOCK_M": 128, "BLOCK_N": 16, "BLOCK_K": 16, "num_warps": 4, "num_stages": 1}
+    for cfg in launch_configs("conv2d", torch.float32, interp):
+        for tf32 in (True, False):
+            got = tk.conv2d(
+                [x], tk.pack_conv_weight(w, torch.float32), None, padding=1, allow_tf32=tf32, config=cfg
+            )
+            tol = torch.float16 if tf32 and not common.interpreting() else torch.float32
+            assert_parity(got, ref, tol, f"allow_tf32={tf32} {cfg}")

@@ -1,14 +1,26 @@
-"""Parity of the Triton transposed conv 2x2, standalone max-pool and upsample + concat with spec.py."""
+"""Parity of the Triton transposed conv 2x2, standalone max-pool and upsample + concat with spec.py. Under
+the interpreter by default; compiled on the GPU, every shipped config, with UNET_FAST_TEST_ON_GPU=1."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from triton_helpers import DTYPE_IDS, DTYPES, assert_outside_untouched, assert_parity, poisoned_slot, rand
+from triton_helpers import (
+    DTYPE_IDS,
+    DTYPES,
+    assert_outside_untouched,
+    assert_parity,
+    device,
+    launch_configs,
+    poisoned_slot,
+    rand,
+)
 
 from unet_fast.kernels import spec
 from unet_fast.kernels import triton as tk
 from unet_fast.kernels.spec import InputView, Resample
+
+pytestmark = pytest.mark.gpu  # runs compiled on a GPU in GPU mode (conftest.py), interpreted otherwise
 
 GEMM_CFG = {"BLOCK_M": 1024, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 1}
 COPY_CFG = {"BLOCK_M": 1024, "BLOCK_C": 32, "num_warps": 4, "num_stages": 1}
@@ -28,12 +40,14 @@ def test_conv_transpose2x2_into_slot(dtype, act):
     n = 3 if act == "relu" else 1
     x = rand(n, 9, 12, 37, dtype=dtype)
     w, b = torch.randn(37, 21, 2, 2) / 37**0.5, torch.randn(21)  # 4 * 21 columns: two column tiles
-    buf, out = poisoned_slot(n, 18, 24, 21, dtype)
-    got = tk.conv_transpose2x2(x, tk.pack_conv_transpose_weight(w, dtype), b, act=act, negative_slope=0.1,
-                               out=out, config=GEMM_CFG)  # fmt: skip
-    assert got.data_ptr() == out.data_ptr()
-    assert_parity(out, spec.conv_transpose2x2(x, w, b, act=act, negative_slope=0.1), dtype)
-    assert_outside_untouched(buf, 3, 24)
+    ref = spec.conv_transpose2x2(x, w, b, act=act, negative_slope=0.1)
+    for cfg in launch_configs("conv_transpose2x2", dtype, GEMM_CFG):
+        buf, out = poisoned_slot(n, 18, 24, 21, dtype)
+        got = tk.conv_transpose2x2(x, tk.pack_conv_transpose_weight(w, dtype), b, act=act, negative_slope=0.1,
+                                   out=out, config=cfg)  # fmt: skip
+        assert got.data_ptr() == out.data_ptr()
+        assert_parity(out, ref, dtype, f"conv_transpose2x2 {cfg}")
+        assert_outside_untouched(buf, 3, 24, f"conv_transpose2x2 {cfg}")
 
 
 def test_conv_transpose2x2_default_config_no_bias_odd_input():
@@ -67,10 +81,11 @@ def test_conv_transpose2x2_bad_calls():
 def test_maxpool2x2_into_slot(dtype, hw):
     n = 3 if hw[0] % 2 else 1
     x = rand(n, *hw, 37, dtype=dtype)
-    buf, out = poisoned_slot(n, hw[0] // 2, hw[1] // 2, 37, dtype)
-    assert tk.maxpool2x2(x, out, config=COPY_CFG).data_ptr() == out.data_ptr()
-    assert torch.equal(out, spec.maxpool2x2(x)), "a max-pool is exact"
-    assert_outside_untouched(buf, 3, 40)
+    for cfg in launch_configs("maxpool2x2", dtype, COPY_CFG):
+        buf, out = poisoned_slot(n, hw[0] // 2, hw[1] // 2, 37, dtype)
+        assert tk.maxpool2x2(x, out, config=cfg).data_ptr() == out.data_ptr()
+        assert torch.equal(out, spec.maxpool2x2(x)), f"a max-pool is exact {cfg}"
+        assert_outside_untouched(buf, 3, 40, f"maxpool2x2 {cfg}")
 
 
 def test_maxpool2x2_reads_a_slot_default_config():
@@ -83,7 +98,7 @@ def test_maxpool2x2_bad_calls():
         tk.maxpool2x2(rand(1, 1, 5, 3))
     with pytest.raises(ValueError, match=r"out has shape .* expected \(1, 2, 2, 3\)"):
         tk.maxpool2x2(rand(1, 5, 5, 3), torch.empty(1, 3, 3, 3))
-    with pytest.raises(ValueError, match="expects cpu tensors"):
+    with pytest.raises(ValueError, match=f"expects {device()} tensors"):
         tk.maxpool2x2(rand(1, 5, 5, 3).to("meta"))
 
 
@@ -108,10 +123,12 @@ def test_upsample_concat_into_slot(dtype, mode):
         rand(n, 23, 29, 3, dtype=dtype),
     )
     views = [skip, UP_VIEWS[mode](low), InputView(big, offset=(2, 2), size=(19, 25))]
-    buf, out = poisoned_slot(n, 19, 25, 45, dtype)
-    assert tk.upsample_concat(views, out, config=COPY_CFG).data_ptr() == out.data_ptr()
-    assert_parity(out, spec.upsample_concat(views), dtype)
-    assert_outside_untouched(buf, 3, 48)
+    ref = spec.upsample_concat(views)
+    for cfg in launch_configs("upsample_concat", dtype, COPY_CFG):
+        buf, out = poisoned_slot(n, 19, 25, 45, dtype)
+        assert tk.upsample_concat(views, out, config=cfg).data_ptr() == out.data_ptr()
+        assert_parity(out, ref, dtype, f"upsample_concat {cfg}")
+        assert_outside_untouched(buf, 3, 48, f"upsample_concat {cfg}")
 
 
 def test_upsample_concat_default_config_allocates():

@@ -1,5 +1,6 @@
 """Shared helpers of the Triton kernel tests: poisoned slot buffers and parity asserts that explain a
-failure (where, how many, NaN counts), with tolerances from spec.TOLERANCES."""
+failure (where, how many, NaN counts), with tolerances from spec.TOLERANCES, and the configs a test checks
+(the interpreter's one, or on a GPU every shipped config: conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,25 @@ import torch
 from torch import Tensor
 
 from unet_fast.kernels import spec
+from unet_fast.kernels.triton import common, configs
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DTYPE_IDS = ("fp32", "fp16", "bf16")
+
+
+def device() -> str:
+    """Where the kernels under test run: 'cpu' under the interpreter, else 'cuda' (conftest.py)."""
+    return "cpu" if common.interpreting() else "cuda"
+
+
+def launch_configs(op: str, dtype: torch.dtype, interpreter_config: dict) -> list[dict]:
+    """The configs a test launches `op` with: `interpreter_config` under the interpreter; on a GPU every
+    shipped config of configs.py for the dtype and the GPU's arch, since any one of them can miscompile
+    (a num_warps=8 conv loop did in Inductor: pytorch/pytorch#173068). fp32 with tf32 uses the fp32 ones."""
+    if common.interpreting():
+        return [interpreter_config]
+    major, minor = torch.cuda.get_device_capability()
+    return configs.configs_for(op, dtype, 10 * major + minor)
 
 
 def rand(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -28,11 +45,11 @@ def poisoned_slot(n: int, h: int, w: int, c: int, dtype: torch.dtype, *, before:
     return buf, buf[..., before : before + c]
 
 
-def assert_outside_untouched(buf: Tensor, start: int, stop: int) -> None:
+def assert_outside_untouched(buf: Tensor, start: int, stop: int, what: str = "") -> None:
     outside = torch.cat([buf[..., :start], buf[..., stop:]], dim=-1)
     written = (~outside.isnan()).sum().item()
     assert written == 0, (
-        f"{written} of {outside.numel()} elements outside slot [{start}, {stop}) were written"
+        f"{what}: {written} of {outside.numel()} elements outside slot [{start}, {stop}) were written"
     )
 
 

@@ -24,8 +24,10 @@ def conv2d_configs(dtype: torch.dtype, arch: int) -> list[dict]:
     whose shared memory (227 KiB) is larger than sm_80's (163 KiB). fp32 (no tensor cores unless tf32)
     keeps BLOCK_K 16: fp32 operands double registers and shared memory per element."""
     if dtype == torch.float32:
-        # A 128x64x16 fp32 tile with 8 warps spilled (ptxas held it to 128 registers): one 64-row tile.
-        return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=64, BLOCK_K=16)]
+        # A 128x64x16 fp32 tile with 8 warps spilled (ptxas held it to 128 registers): one 64-row tile, with
+        # 8 warps (half the accumulators per thread): with 4 warps Triton 3.6 (the GPU machine's, torch
+        # 2.11's pin) spilled 16 bytes on sm_80, where 3.9 did not (.ci/run compiles with both).
+        return [_cfg(8, 2, BLOCK_M=64, BLOCK_N=64, BLOCK_K=16)]
     stages = 4 if arch >= 90 else 3
     return [
         _cfg(4, stages, BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
