@@ -64,7 +64,7 @@ class OnnxExport:
         lines = [f"wrote {self.path} (opset {exp['opset']}, dynamic {exp['dynamic'] or 'none'})"]
         fixed = exp.get("fixed_axes") or {}
         if fixed:
-            lines.append(f"fixed: {_fixed_text(fixed)}")
+            lines.append(f"fixed: {_fixed_text(fixed)}{_trace_hint(exp.get('tracer_notes', []))}")
         lines.append(f"BatchNorm: {exp['bn_folded']} folded into convolutions, {len(exp['bn_left'])} left as is")
         lines += [f"  fold dropped: {r}" for r in exp.get("bn_fold_rejected", [])]
         lines += [_parity_line(p) for p in self.parity] or ["parity: not measured"]
@@ -77,7 +77,7 @@ def _fixed_text(fixed: dict[str, Any]) -> str:
     """One line: which axes were declared fixed, at what size, and the first reason."""
     axes = ", ".join(f"{a} = {v['size']}" for a, v in fixed.items())
     why = next(iter(fixed.values()))["failures"][:1]
-    return (f"{axes} (asked dynamic; the traced graph is wrong at other sizes: {why[0] if why else '?'})")
+    return f"{axes} (asked dynamic; the traced graph is wrong at other sizes: {why[0] if why else '?'})"
 
 
 def _parity_line(p: dict[str, Any]) -> str:

@@ -51,8 +51,8 @@ def _snap(model: nn.Module, length: int) -> int:
 def probe_shapes(model: nn.Module, example_shape: Sequence[int], dynamic: Sequence[str]) -> list[tuple[int, ...]]:
     """The input shapes the export's parity check runs (the first is the example's): with dynamic H/W, one
     at `flipped` H and W (every pooling level's parity the opposite of the example's; batch + 1 where the
-    batch is dynamic; W further + 64 so that it is not square) and one at an odd, non-square size
-    (H + 17, W + 9); with a dynamic batch only, batch + 1. Only dynamic axes vary. Lengths our UNet does
+    batch is dynamic) and one at an odd size, not square where the example is (H + 17, W + 9); with a
+    dynamic batch only, batch + 1. Only dynamic axes vary. Lengths our UNet does
     not take are moved to the next it takes; other models' refusals are recorded as skipped sizes."""
     n, c, h, w = (int(d) for d in example_shape)
     dyn = set(dynamic)
@@ -60,7 +60,7 @@ def probe_shapes(model: nn.Module, example_shape: Sequence[int], dynamic: Sequen
     hd, wd = "height" in dyn, "width" in dyn
     shapes = [(n, c, h, w)]
     if hd or wd:
-        shapes.append((nb, c, _snap(model, flipped(h)) if hd else h, _snap(model, flipped(w) + 64) if wd else w))
+        shapes.append((nb, c, _snap(model, flipped(h)) if hd else h, _snap(model, flipped(w)) if wd else w))
         shapes.append((n, c, _snap(model, h + 17) if hd else h, _snap(model, w + 9) if wd else w))
     elif nb != n:
         shapes.append((nb, c, h, w))
