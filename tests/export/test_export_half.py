@@ -309,14 +309,13 @@ def test_fp16_class_map_and_no_bf16(tmp_path) -> None:
 def test_rewrite_errors_are_export_errors(tmp_path) -> None:
     from onnx import TensorProto, helper
 
-    # the graph, broken by hand: an fp32 InstanceNormalization with fp16 scale and bias
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])
-    scale, bias = (helper.make_tensor(n, TensorProto.FLOAT16, [2], [1.0, 1.0]) for n in ("s", "b"))
-    node = helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"])
-    bad = helper.make_model(helper.make_graph([node], "g", [x], [y], [scale, bias]),
+    # a broken fp32 file handed to to_tensorrt(..., strongly typed fp16): shapes that cannot broadcast
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    k = helper.make_tensor("k", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+    bad = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "k"], ["y"])], "g", [x], [y], [k]),
                             opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
-    with pytest.raises(ExportError, match="cannot infer the tensor types of the fp32 graph.*scale has inconsistent"):
+    with pytest.raises(ExportError, match=r"cannot infer the tensor types of the fp32 graph.*Incompatible dim"):
         convert_to_half(bad)
     model = small_unet()
     r = to_onnx(model, tmp_path / "m.onnx", torch.randn(1, 3, 16, 16), precision="fp16", check_parity=False)
