@@ -56,3 +56,39 @@ def load_test_model(name: str):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def lively_norms(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random affine parameters for InstanceNorm / GroupNorm / LayerNorm (lively_weights randomises only
+    BatchNorms; defaults 1 and 0 would make a scale or bias cast to the wrong type invisible) and random
+    running statistics for InstanceNorms that track them."""
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.InstanceNorm2d, nn.GroupNorm, nn.LayerNorm)) and getattr(m, "weight", None) is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3)
+            if isinstance(m, nn.InstanceNorm2d) and m.track_running_stats:
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def rel_l2(reference: torch.Tensor, got: torch.Tensor) -> float:
+    ref, out = reference.double(), got.double()
+    return float((out - ref).norm() / ref.norm())
+
+
+def torch_half_rel_l2(model: torch.nn.Module, x: torch.Tensor, reference: torch.Tensor) -> float | None:
+    """How far PyTorch's own fp16 (the model in half, half input) is from its fp32 `reference`; None where
+    PyTorch's CPU has no half kernel for a layer (LocalResponseNorm's avg_pool3d)."""
+    import copy
+
+    try:
+        with torch.no_grad():
+            half = copy.deepcopy(model).half()(x.half()).float()
+    except RuntimeError:
+        return None
+    return rel_l2(reference, half)

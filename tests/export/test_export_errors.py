@@ -72,3 +72,56 @@ def test_model_must_return_one_map(tmp_path) -> None:
 def test_read_metadata_of_missing_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no ONNX file"):
         read_metadata(tmp_path / "nope.onnx")
+
+
+def test_exporter_failure_is_an_export_error_and_keeps_the_old_file(tmp_path, monkeypatch) -> None:
+    """A failure inside torch.onnx.export (here simulated: it has many, e.g. SymbolicValueError, an OnnxExporterError) is our
+    ExportError naming the step, with torch's exception as its cause; the file already at `path` stays."""
+    from unet_fast.export import ExportError
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"the caller's previous export")
+
+    def broken(*args, **kwargs):
+        raise torch.onnx.errors.OnnxExporterError("Unsupported: ONNX export of something")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(ExportError, match=r"torch\.onnx\.export .* cannot export UNetExportForm: Unsupported") as e:
+        to_onnx(small_unet(), path, torch.randn(1, 3, 16, 16))
+    assert isinstance(e.value.__cause__, torch.onnx.errors.OnnxExporterError)
+    assert path.read_bytes() == b"the caller's previous export" and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_cli_export_error_is_exit_1_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from unet_fast.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("deep inside the tracer\nsecond line of a long trace")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    out = tmp_path / "m.onnx"
+    rc = main(["export", "onnx", "--out", str(out), "--base-channels", "4", "--depth", "2", "--input-shape", "1,3,32,32"])
+    err = capsys.readouterr().err
+    assert rc == 1 and not out.exists()
+    assert "unet-fast export onnx: error: torch.onnx.export" in err and "deep inside the tracer" in err
+    assert "Traceback" not in err and "second line" not in err
+
+
+class ShapeError(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).view(1, 2, 16, 16)  # only batch 1 at 16x16
+
+
+def test_foreign_model_refusing_the_example_is_a_value_error(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"cannot run on the example input \(2, 3, 16, 16\): RuntimeError"):
+        to_onnx(ShapeError().eval(), tmp_path / "m.onnx", torch.randn(2, 3, 16, 16))
+    # at its one size it exports; the probes at other sizes are refused by the model itself: recorded as
+    # not checked (nothing to compare), not failures
+    r = to_onnx(ShapeError().eval(), tmp_path / "m.onnx", torch.randn(1, 3, 16, 16))
+    assert r.metadata["parity_ok"] and len(r.parity) == 3
+    assert all("the model does not take this size (RuntimeError" in p["skipped"] for p in r.parity[1:])
+    assert "not checked: the model does not take this size" in r.summary()

@@ -153,6 +153,28 @@ def _difference(candidate: nn.Module, reference: object, example: Tensor) -> str
     return ""
 
 
+def _running_stat_norms_as_batch_norms(model: nn.Module) -> None:
+    """Replace, in place, each eval-mode InstanceNorm2d that tracks running statistics by the BatchNorm2d it
+    computes: with `track_running_stats=True` it normalises with the running mean and variance, a fixed
+    per-channel affine map, exactly eval-mode BatchNorm. Why: torch.onnx's exporter refuses that
+    InstanceNorm for a dynamic batch ("instance_norm training for unknown batch size"); a BatchNorm2d
+    exports, and folds into the conv before it."""
+    for name, child in list(model.named_children()):
+        if (isinstance(child, nn.InstanceNorm2d) and child.track_running_stats and not child.training
+                and child.running_mean is not None and child.running_var is not None):  # fmt: skip
+            bn = nn.BatchNorm2d(child.num_features, eps=child.eps, affine=child.affine,
+                                device=child.running_mean.device, dtype=child.running_mean.dtype).eval()  # fmt: skip
+            with torch.no_grad():
+                bn.running_mean.copy_(child.running_mean)
+                bn.running_var.copy_(child.running_var)
+                if child.affine:
+                    bn.weight.copy_(child.weight)
+                    bn.bias.copy_(child.bias)
+            setattr(model, name, bn)
+        else:
+            _running_stat_norms_as_batch_norms(child)
+
+
 def _fold_copy(model: nn.Module, use_fx: bool) -> tuple[nn.Module, FoldReport]:
     folded = copy.deepcopy(model).eval()
     report = FoldReport()
@@ -165,7 +187,8 @@ def _fold_copy(model: nn.Module, use_fx: bool) -> tuple[nn.Module, FoldReport]:
 def fold_batchnorm(model: nn.Module, example_input: Tensor | None = None,
                    reference_output: Tensor | None = None) -> tuple[nn.Module, FoldReport]:  # fmt: skip
     """A deep copy of `model` in eval mode with every foldable Conv2d/ConvTranspose2d -> BatchNorm2d pair
-    folded (math: unet_fast.graph.bn_fold.fold_bn, in float64). BatchNorms that could not be folded are
+    folded (math: unet_fast.graph.bn_fold.fold_bn, in float64); an InstanceNorm2d with running statistics
+    counts as the BatchNorm2d it computes in eval mode. BatchNorms that could not be folded are
     named in the report; they still export correctly (as BatchNormalization nodes).
 
     Pairs inside an nn.Sequential are found structurally; other pairs in a torch.fx symbolic trace. A
@@ -177,6 +200,7 @@ def fold_batchnorm(model: nn.Module, example_input: Tensor | None = None,
     `reference_output`: the model's output on `example_input` when the caller has it already (to_onnx
     does), so the model is not run a second time. The caller's model is not changed."""
     original = copy.deepcopy(model).eval()
+    _running_stat_norms_as_batch_norms(original)
     if example_input is None:
         folded, report = _fold_copy(original, use_fx=True)
         report.left = [n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)]

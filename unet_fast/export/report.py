@@ -3,7 +3,8 @@ onnxruntime-vs-PyTorch parity measured at export (worst over the sizes checked) 
 
 Weights: He-normal convolutions and random BN statistics (`lively_weights`), seed 0.
 Families: our UNet in every configuration, the presets, and (from a source checkout) the test stand-ins
-for milesial's Pytorch-UNet and segmentation_models_pytorch's Unet-resnet34 (tests/models/)."""
+for milesial's Pytorch-UNet, segmentation_models_pytorch's Unet-resnet34 and MONAI's BasicUNet
+(tests/models/). The "dynamic" column is what the file declares: axes the export had to fix are named."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import argparse
 import importlib.util
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from torch import nn
 
 from unet_fast import UNet, unet_milesial, unet_original
 from unet_fast.bench.workloads import lively_weights
+from unet_fast.export.errors import DynamicAxesFixedWarning
 
 Case = tuple[str, Callable[[], nn.Module], tuple[int, int, int, int]]
 
@@ -58,6 +61,11 @@ def cases(base: int) -> Iterator[Case]:
     if smp is not None:
         yield ("smp-like Unet(resnet34), decoder (16, 8, 8, 4, 4)",
                lambda: smp.SmpLikeUnet("resnet34", classes=3, decoder_channels=(16, 8, 8, 4, 4)), (1, 3, 64, 64))  # fmt: skip
+    monai = _test_model("monai_like")
+    if monai is not None:
+        for norm in ("instance", "batch"):
+            yield (f"MONAI BasicUNet layout, features (8, 8, 16, 32, 64, 8), {norm} norm",
+                   lambda n=norm: monai.BasicUNetLike(1, 3, (8, 8, 16, 32, 64, 8), norm=n), (1, 1, 64, 64))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,28 +76,31 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from unet_fast.export.onnx import to_onnx
 
-    print("| model | resize nodes | sizes checked | max abs | rel L2 | argmax agreement |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| model | resize nodes | dynamic | sizes checked | max abs | rel L2 | argmax agreement |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as tmp:
         for name, build, shape in cases(args.base_channels):
             if args.filter not in name:
                 continue
             torch.manual_seed(0)
             model = lively_weights(build())
-            r = to_onnx(
-                model, Path(tmp) / "m.onnx", torch.randn(shape), precision="fp16" if args.fp16 else "fp32"
-            )
-            rows = r.parity
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DynamicAxesFixedWarning)  # the table's "dynamic" column says it
+                r = to_onnx(
+                    model, Path(tmp) / "m.onnx", torch.randn(shape), precision="fp16" if args.fp16 else "fp32"
+                )
+            rows = [row for row in r.parity if "skipped" not in row]
             bad = [row for row in rows if "error" in row]
             if bad:
-                print(f"| {name} | - | - | ERROR: {bad[0]['error']} | | |")
+                print(f"| {name} | - | - | - | ERROR: {bad[0]['error']} | | |")
                 continue
-            modes = sorted(
-                {f"{z['mode']}/{z['coordinate_transformation_mode']}" for z in r.metadata["export"]["resize"]}
-            )
+            exp = r.metadata["export"]
+            modes = sorted({f"{z['mode']}/{z['coordinate_transformation_mode']}" for z in exp["resize"]})
+            fixed = f" ({', '.join(f'{a} fixed' for a in exp['fixed_axes'])})" if exp["fixed_axes"] else ""
             sizes = ", ".join("x".join(str(d) for d in row["input_shape"]) for row in rows)
-            print(f"| {name} | {', '.join(modes) or '-'} | {sizes} | {max(x['max_abs'] for x in rows):.2e} | "
-                  f"{max(x['rel_l2'] for x in rows):.2e} | {min(x['argmax_agreement'] for x in rows):.4%} |")  # fmt: skip
+            print(f"| {name} | {', '.join(modes) or '-'} | {', '.join(exp['dynamic']) or 'none'}{fixed} | {sizes} | "
+                  f"{max(x['max_abs'] for x in rows):.2e} | {max(x['rel_l2'] for x in rows):.2e} | "
+                  f"{min(x['argmax_agreement'] for x in rows):.4%} |")  # fmt: skip
             sys.stdout.flush()
     return 0
 

@@ -218,7 +218,18 @@ def _parse_onnx(network: trt.INetworkDefinition, logger: Any, onnx_path: Path) -
         )
 
 
-def _check_network_input(network: trt.INetworkDefinition, profile: Profile) -> tuple[str, str]:
+def _fixed_axes(onnx_file: Path) -> dict[str, Any]:
+    """metadata["export"]["fixed_axes"] of a file from `to_onnx` (axes it had to declare fixed, and why)."""
+    try:
+        from unet_fast.export.onnx import read_metadata
+
+        return dict(read_metadata(onnx_file).get("export", {}).get("fixed_axes") or {})
+    except Exception:  # not our file, or no onnx package: nothing to add to the message
+        return {}
+
+
+def _check_network_input(network: trt.INetworkDefinition, profile: Profile,
+                         fixed: dict[str, Any] | None = None) -> tuple[str, str]:  # fmt: skip
     if network.num_inputs != 1 or network.num_outputs != 1:
         raise ValueError(f"expected a model with one input and one output, the ONNX graph has "
                          f"{network.num_inputs} inputs and {network.num_outputs} outputs")  # fmt: skip
@@ -228,8 +239,13 @@ def _check_network_input(network: trt.INetworkDefinition, profile: Profile) -> t
         raise ValueError(f"expected a 4-D (N, C, H, W) input, the ONNX input {inp.name!r} has shape {dims}")
     for axis, d in enumerate(dims):
         if d >= 0 and not profile.min[axis] == profile.max[axis] == d:
+            name = {0: "batch", 2: "height", 3: "width"}.get(axis, "")
+            why = (fixed or {}).get(name)
+            hint = (f"; to_onnx declared it fixed because the traced graph is wrong at other sizes "
+                    f"({why['failures'][0]}): use a profile with min = opt = max = {d} there"
+                    if why and why.get("failures") else "; export with that axis dynamic")  # fmt: skip
             raise ValueError(f"the ONNX input {inp.name!r} has static size {d} on axis {axis} but the profile "
-                             f"spans {profile.min[axis]}..{profile.max[axis]}; export with that axis dynamic")  # fmt: skip
+                             f"spans {profile.min[axis]}..{profile.max[axis]}{hint}")  # fmt: skip
     return inp.name, network.get_output(0).name
 
 
@@ -241,10 +257,10 @@ def _half_copy(onnx_file: Path, engine_path: Path, keep_fp32: bool) -> tuple[Pat
     """An fp16 copy of an fp32 ONNX file for a strongly typed build (a file already fp16 is used as is)."""
     import onnx
 
-    from unet_fast.export.half import KEEP_FP32_OPS, convert_to_half
+    from unet_fast.export.half import KEEP_FP32_OPS, convert_to_half, is_converted
 
     proto = onnx.load(str(onnx_file))
-    if any(n.name.startswith("/cast_in/") for n in proto.graph.node):
+    if is_converted(proto):
         return onnx_file, []
     pinned = convert_to_half(proto, KEEP_FP32_OPS if keep_fp32 else ())
     out = engine_path.with_suffix(".fp16.onnx")
@@ -314,12 +330,22 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
     pinned: list[str] = []
     if isinstance(model_or_onnx, nn.Module):
         from unet_fast.export.onnx import to_onnx
+        from unet_fast.export.probes import AXIS_INDEX, profile_probe_shapes
 
         onnx_file = Path(onnx_path) if onnx_path is not None else path.with_suffix(".onnx")
         x = example_input if example_input is not None else torch.randn(profile.opt)
-        exported = to_onnx(model_or_onnx, onnx_file, x, dynamic=("batch", "height", "width"),
+        # Dynamic exactly where the engine will see other sizes, and checked at sizes inside the profile
+        # that take other pooling decisions than opt's: a graph the tracer baked for one size fails here,
+        # naming the size, before any engine is built (a fixed axis would contradict the profile).
+        dynamic = tuple(a for a, i in AXIS_INDEX.items()
+                        if not profile.min[i] == profile.max[i] == x.shape[i])  # fmt: skip
+        g = torch.Generator().manual_seed(0)
+        probes = [torch.randn(s, generator=g, dtype=x.dtype)
+                  for s in profile_probe_shapes(profile.min, profile.opt, profile.max)]  # fmt: skip
+        exported = to_onnx(model_or_onnx, onnx_file, x, dynamic=dynamic,
                            precision="fp16" if half_graph else "fp32", keep_fp32=keep_fp32,
-                           check_parity=check_parity, allow_mismatch=allow_mismatch)  # fmt: skip
+                           check_parity=check_parity, allow_mismatch=allow_mismatch, parity_tensors=probes,
+                           fix_dynamic=False)  # fmt: skip
         pinned = list(exported.metadata["export"]["fp32_nodes"])
     else:
         onnx_file = Path(model_or_onnx)
@@ -333,7 +359,7 @@ def to_tensorrt(model_or_onnx: nn.Module | str | PathLike, path: str | PathLike,
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     _parse_onnx(network, logger, onnx_file)
-    input_name, output_name = _check_network_input(network, profile)
+    input_name, output_name = _check_network_input(network, profile, _fixed_axes(onnx_file))
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace))
