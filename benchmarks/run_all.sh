@@ -2,6 +2,8 @@
 # Produce every recorded benchmark artefact for one machine, into benchmarks/results/:
 #   <machine>-<date>.json/.md/.png     `unet-fast bench` over the workloads below, all contenders side by side
 #                                      (interleaved rounds), parity on every row, roofline model appended
+#                                      (fp32: PyTorch eager, torch.compile, ONNX Runtime, OpenVINO f32, MNN at
+#                                      precision high and normal, ncnn, and every usable unet_fast backend)
 #   <machine>-<date>-suite.json/.md/.png + <machine>-<date>-pytest-benchmark.json
 #                                      the pytest-benchmark suite (only with --suite: it repeats the work)
 #   --dtype bfloat16 (or bf16): the bf16 comparison of issue 17 instead, as <machine>-<date>-bf16.json/.md/.png
@@ -11,11 +13,12 @@
 #                                      --suite the suite's bf16 cases as <machine>-<date>-bf16-suite.*
 # Usage: benchmarks/run_all.sh MACHINE_NAME [--note "taken while 3 other jobs ran"] [--suite] [--quick]
 #        [--threads N] [--workloads a,b,c] [--repeats N] [--dtype float32|bfloat16]
-# Run from a checkout with the venv active (pip install -e ".[bench]"); it never installs anything.
+# Run from a checkout with the venv active (pip install -e ".[bench]": OpenVINO, MNN, ncnn + pnnx included);
+# it never installs anything. A peer that is not installed is listed as not run, with the install command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -lt 1 || "$1" == -* ]]; then
-  sed -n '2,14p' "$0"; exit 2
+  sed -n '2,17p' "$0"; exit 2
 fi
 machine="$1"; shift
 note=""; suite=0; quick=0; threads=""; repeats=5; dtype=float32; workloads=""

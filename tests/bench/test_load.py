@@ -97,7 +97,7 @@ def test_ratio_to_the_fastest_peer() -> None:
                                          "= 0.50x  (latency ratio: below 1 is faster)")  # fmt: skip
     alone = [r for r in _rows() if r["contender"] in ("eager", "unet_fast-cpu")]
     add_peer_ratios(alone)
-    assert "no peer of compile, onnxruntime, openvino, tensorrt ran" in peer_ratio_lines(alone)[0]
+    assert "no peer of compile, onnxruntime, openvino, tensorrt, mnn, mnn-normal, ncnn ran" in peer_ratio_lines(alone)[0]
 
 
 QUICK = ["bench", "--quick", "--threads", "1", "--repeats", "1", "--warmup", "0"]

@@ -434,6 +434,17 @@ def _unet_fast_contender(backend: str) -> Contender:
                      lambda s: unet_fast_backend_reason(backend, s), _prepare_unet_fast(backend))  # fmt: skip
 
 
+def _peer(module: str, attr: str, *args: object) -> Callable:
+    """A function of a peer's own module (unet_fast.bench.peers_mnn / peers_ncnn), imported on first call:
+    those modules import this one, and an engine that is not installed costs nothing until it is asked."""
+
+    def call(*call_args: object) -> object:
+        fn = getattr(importlib.import_module(f"unet_fast.bench.{module}"), attr)
+        return (fn(*args) if args else fn)(*call_args)
+
+    return call
+
+
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in [
@@ -447,6 +458,12 @@ CONTENDERS: dict[str, Contender] = {
         Contender("openvino-default", "OpenVINO CPU plugin at its default precision (bf16 where the CPU has it)",
                   "peer", _check_openvino, _prepare_openvino(False), default_dtypes=(torch.bfloat16,)),
         Contender("tensorrt", "TensorRT engine from ONNX", "peer", _check_tensorrt, _prepare_tensorrt),
+        Contender("mnn", "MNN, Session API, precision=high (fp32), converted in-process from ONNX", "peer",
+                  _peer("peers_mnn", "check"), _peer("peers_mnn", "prepare", "high"), default_dtypes=(torch.float32,)),
+        Contender("mnn-normal", "MNN, Session API, precision=normal (fp32 on x86)", "peer",
+                  _peer("peers_mnn", "check"), _peer("peers_mnn", "prepare", "normal"), default_dtypes=(torch.float32,)),
+        Contender("ncnn", "ncnn via pnnx from ONNX, Winograd + sgemm on, fp16/bf16/int8 off", "peer",
+                  _peer("peers_ncnn", "check"), _peer("peers_ncnn", "prepare"), default_dtypes=(torch.float32,)),
         *[_unet_fast_contender(b) for b in UNET_FAST_BACKENDS],
         Contender("unet_fast-cpu-fp32", "unet_fast.optimize(backend='cpu') at fp32, a reference row in bf16 runs",
                   "unet_fast", _check_unet_fast_cpu_fp32, _prepare_unet_fast_cpu_fp32,

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 _ROOT = Path(__file__).resolve().parents[2]
-PEER_MODULES = ("numpy", "triton", "onnx", "onnxruntime", "openvino", "tensorrt", "matplotlib")
+PEER_MODULES = ("numpy", "triton", "onnx", "onnxruntime", "openvino", "tensorrt", "matplotlib", "MNN", "ncnn", "pnnx")
 
 
 def cpu_model() -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 SCHEMA = 1
 # The peers unet_fast is measured against in the README's last column ("cpu / fastest peer"): the compilers
-# and runtimes. Eager PyTorch is the reference, not a peer.
-RATIO_PEERS = ("compile", "onnxruntime", "openvino", "tensorrt")
+# and runtimes, and the Winograd CPU engines MNN and ncnn (issue 25: the strongest fp32 peers). Eager
+# PyTorch is the reference, not a peer.
+RATIO_PEERS = ("compile", "onnxruntime", "openvino", "tensorrt", "mnn", "mnn-normal", "ncnn")
 # The peers per precision a row computed in (its `precision`). At bf16/fp16 eager channels_last is a peer
 # (oneDNN's bf16 convolutions; the reference is the fp32 eager model, not it), and OpenVINO counts at its
 # default precision (the pinned-f32 row is an fp32 reference there). shared/BENCHMARKING.md lists them.

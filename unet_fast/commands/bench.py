@@ -36,7 +36,7 @@ def results_suffix(dtype_name: str) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("bench", help="time U-Net inference here against PyTorch, torch.compile, ORT, OpenVINO",
+    b = sub.add_parser("bench", help="time U-Net inference here against PyTorch, torch.compile, ORT, OpenVINO, MNN, ncnn",
                        description=__doc__, epilog=EXIT_CODES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     b.add_argument("--workload", default=None,
@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=None, help="CPU threads for every contender (default: all cores)"
     )
     b.add_argument("--contenders", default=None,
-                   help="comma-separated contenders to run (default: all usable here; --list shows them)")  # fmt: skip
+                   help="comma-separated contenders to run (default: all usable here; --list shows them); 'unet_fast' "
+                   "names every unet_fast backend, 'winograd-peers' MNN (precision high and normal) and ncnn, "
+                   "each as a group whose members that cannot run here skip quietly")  # fmt: skip
     b.add_argument("--backends", default=None,
                    help="comma-separated unet_fast backends to include (torch,cpu,triton,cuda; 'none' for none) "
                    "(default: every usable one)")  # fmt: skip
@@ -98,11 +100,16 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
     return h, w
 
 
+# `--contenders winograd-peers`: the CPU engines that, like ours, run 3x3 convs by Winograd (issue 25)
+WINOGRAD_PEERS = ("mnn", "mnn-normal", "ncnn")
+
+
 def contender_names(contenders: list[str] | None, backends: list[str] | None, quick: bool,
                     dtype_name: str = "float32") -> tuple[list[str] | None, set[str]]:  # fmt: skip
     """(the contenders to run, None = every one of the dtype's default selection; the ones named one by
-    one, which must then run here). 'unet_fast' in --contenders means every unet_fast backend, as a group:
-    those skip quietly. Lists built without --contenders hold the dtype's default selection only (no
+    one, which must then run here). 'unet_fast' in --contenders means every unet_fast backend, and
+    'winograd-peers' the Winograd CPU engines (WINOGRAD_PEERS: MNN at both precisions, ncnn), as groups: those
+    skip quietly. Lists built without --contenders hold the dtype's default selection only (no
     openvino-default in a float32 run: it is a bf16 row)."""
     import torch
 
@@ -117,6 +124,8 @@ def contender_names(contenders: list[str] | None, backends: list[str] | None, qu
     for c in contenders or []:
         if c == "unet_fast":
             names += [f"unet_fast-{b}" for b in UNET_FAST_BACKENDS]
+        elif c == "winograd-peers":
+            names += list(WINOGRAD_PEERS)
         else:
             names.append(get_contender(c).name)
             named.add(c)
