@@ -71,6 +71,14 @@ class OutputTree:
     spec: Any
     leaves: list[int | Const]
 
+    # pickled as plain (type, context, children) tuples: unpickling a TreeSpec itself makes torch 2.13 warn
+    # about its own deprecated LeafSpec on every load (a FusedUNet is pickled to Ray workers)
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": _plain_spec(self.spec), "leaves": self.leaves}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.spec, self.leaves = _tree_spec(state["spec"]), state["leaves"]
+
     def paths(self) -> list[str]:
         """Per leaf, where it sits in the return value, as pytree writes it ("[0]", "['out']", "['aux'][1]")."""
         from torch.utils import _pytree as pytree
@@ -78,6 +86,22 @@ class OutputTree:
         tree = pytree.tree_unflatten(list(range(len(self.leaves))), self.spec)
         flat, _ = pytree.tree_flatten_with_path(tree)
         return [pytree.keystr(path) for path, _ in flat]
+
+
+def _plain_spec(spec: Any) -> Any:
+    """A TreeSpec as nested (type, context, children) tuples; None for a leaf."""
+    if spec.is_leaf():
+        return None
+    return (spec.type, spec.context, [_plain_spec(c) for c in spec.children()])
+
+
+def _tree_spec(plain: Any) -> Any:
+    from torch.utils import _pytree as pytree
+
+    if plain is None:
+        return pytree.treespec_leaf()
+    typ, context, children = plain
+    return pytree.TreeSpec(typ, context, [_tree_spec(c) for c in children])
 
 
 def assemble_outputs(tree: OutputTree | None, values: list[Any], results: list[int] | None = None) -> Any:

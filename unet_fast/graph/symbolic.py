@@ -117,8 +117,9 @@ class SymbolicGraph:
                 continue
             if d not in self.symbols and shape[d] != self.example_shape[d]:
                 return False
+        fn = self._guards()
         try:
-            return bool(self._guards()(_AnyName(_Sized(tuple(shape)))))
+            return bool(fn(_AnyName(_Sized(tuple(shape)))))
         except Exception as e:
             raise self._guard_error(shape, e) from e
 

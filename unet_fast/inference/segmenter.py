@@ -20,7 +20,7 @@ from torch import Tensor
 import unet_fast
 from unet_fast.inference.image_io import match_channels, normalize
 from unet_fast.inference.model_card import ModelCard, load_model
-from unet_fast.inference.sliding_window import sliding_window_inference
+from unet_fast.inference.sliding_window import one_output, sliding_window_inference
 from unet_fast.model_guard import eval_model
 from unet_fast.models.unet import UNet
 
@@ -68,7 +68,7 @@ def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str 
     name = str(getattr(chosen, "name", backend))
     why = getattr(fused, "backend_reason", "")
     note = f"unet_fast engine, backend {name!r}, {dtype}" + (f" ({why})" if why else "")
-    return Runner(lambda x: fused(x).float(), name, note)
+    return Runner(lambda x: one_output(fused(x)).float(), name, note)  # a dict model: its 'out'
 
 
 def _engine_backends() -> tuple[str, ...] | None:
