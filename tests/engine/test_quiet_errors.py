@@ -67,6 +67,15 @@ def test_a_bad_size_prints_nothing_but_our_error(name: str, backend: str, capfd:
     fast(torch.randn(example))  # and the module still works
 
 
+@pytest.mark.parametrize("name", ["milesial", "valid_convs"])
+def test_optimize_at_a_bad_size_prints_nothing_but_our_error(name: str, capfd: pytest.CaptureFixture) -> None:
+    model, _, bad, hint = _models()[name]
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=rf"cannot take an input of {bad[2]}x{bad[3]}.*{hint}"):
+        unet_fast.optimize(model.eval(), torch.randn(bad), backend="torch")
+    assert capfd.readouterr() == ("", "")
+
+
 def test_the_output_format_probe_is_quiet(capfd: pytest.CaptureFixture) -> None:
     capfd.readouterr()
     assert eager_output_formats(ValidConvs().eval(), (1, 3, 6, 6), "channels_last") == ["channels_last"]

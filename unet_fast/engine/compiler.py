@@ -100,9 +100,11 @@ def check_size(model: nn.Module, shape: tuple[int, ...]) -> None:
 
 
 def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozenset[str] | None,
-                  reason: str) -> Capture:  # fmt: skip
+                  reason: str, valid: tuple[int, ...] | None = None) -> Capture:  # fmt: skip
     """Capture `model` (a private eval-mode copy) around `example`. Raises ValueError for models the engine
-    cannot take (training mode, several inputs/outputs)."""
+    cannot take (training mode, several inputs, writes into buffers) and for an example the model cannot run
+    (naming the nearest sizes; `valid`: a shape known to work, for the hint), GuardError for a guard that
+    cannot be evaluated."""
     target = _target(model)
     try:
         g, guards = capture_dynamic(target, example)
@@ -125,7 +127,12 @@ def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozen
         why = f"{type(e).__name__}: {e}"
     except Exception as e:  # the dynamic export failed: capture at this shape only
         why = f"{type(e).__name__}: {e}"
-    g = capture(target, example)
+    try:
+        g = capture(target, example)
+    except ValueError:
+        raise
+    except Exception as e:  # the model itself fails at this example (a size it cannot take): say so, once
+        raise ValueError(size_error(model, tuple(example.shape), e, valid)) from e
     agnostic = all(_batch_agnostic(n) for n in g.nodes if n.op == "fallback")
     sym = SymbolicGraph(g, {}, [], tuple(example.shape), batch_free=agnostic)
     own = model_gives_output(sym.graph, output)
@@ -179,7 +186,10 @@ def size_error(model: nn.Module, shape: tuple[int, ...], err: Exception,
 
     msg = f"the model cannot take an input of {h}x{w} ({type(err).__name__}: {str(err)[:200]})"
     if not ok(h, w):
-        vh, vw = (int(valid[2]), int(valid[3])) if valid is not None else (h, w)
+        if valid is None:  # no size known to work (optimize's own example): the nearest square one
+            s = next((s for d in range(0, 65) for s in (max(h, w) + d, min(h, w) - d) if s >= 1 and ok(s, s)), None)
+            valid = (1, c, s, s) if s is not None else (1, c, h, w)
+        vh, vw = int(valid[2]), int(valid[3])
         hint_h = str(h) if ok(h, vw) else nearest(h, vw, 0)
         hint_w = str(w) if ok(vh, w) else nearest(w, vh, 1)
         msg += f"; nearest valid height: {hint_h}, width: {hint_w}"

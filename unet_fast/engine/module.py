@@ -200,7 +200,7 @@ class FusedUNet(nn.Module):
             why = "static captures"
         try:
             cap = capture_model(self._source, example, self.config.output, self.config.passes,
-                                f"re-captured at {_fmt(shape)}: {why}")  # fmt: skip
+                                f"re-captured at {_fmt(shape)}: {why}", valid=self._example_shape)  # fmt: skip
             compile_plan(cap, shape, self.config.passes)
         except (ValueError, GuardError):
             raise
