@@ -158,8 +158,7 @@ def functional(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram
         # torch 2.13 deep-copies pytree specs here and warns about its own deprecated LeafSpec check
         warnings.simplefilter("ignore", FutureWarning)
         ep = ep.run_decompositions({})
-    left = [f"{n.name} ({n.target})" for n in ep.graph.nodes if n.op == "call_function" and _writes(n.target)
-            and out_of_place(n.target) is None]  # fmt: skip
+    left = unsafe_writes(ep.graph)  # functionalization leaves none; a torch that did would be refused here
     if left:
         raise CaptureError(f"the model writes in place in a way the engine cannot turn into values: "
                            f"{', '.join(left[:5])}")  # fmt: skip
