@@ -64,15 +64,22 @@ class CaptureError(ValueError):
 
 
 def check_eval_mode(model: nn.Module) -> None:
-    """Folding BatchNorm needs eval-mode statistics: refuse a model (or any BN) left in training mode."""
+    """The engine captures inference: refuse a model (or any BatchNorm) left in training mode, saying what
+    training mode would change in this model (issue 23: an InstanceNorm model was told about BatchNorm)."""
     bad = [name or "<root>" for name, m in model.named_modules()
            if m.training and (name == "" or isinstance(m, nn.modules.batchnorm._BatchNorm))]  # fmt: skip
     if bad:
         shown = ", ".join(bad[:5]) + (f" ... ({len(bad)} in all)" if len(bad) > 5 else "")
-        raise ValueError(
-            f"the model is in training mode ({shown}): BatchNorm would use batch statistics, which cannot be "
-            "folded into the convolutions. Call model.eval() before unet_fast.optimize(...)"
-        )
+        kinds = {type(m).__name__ for m in model.modules() if m.training and isinstance(m, (
+            nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.modules.dropout._DropoutNd))}  # fmt: skip
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules()):
+            why = "BatchNorm would use batch statistics, which cannot be folded into the convolutions"
+        elif kinds:
+            why = f"its {', '.join(sorted(kinds))} would run as in training (batch statistics, random dropout)"
+        else:
+            why = "a module's forward may differ in training mode, and the engine captures inference"
+        raise ValueError(f"the model is in training mode ({shown}): {why}. Call model.eval() before "
+                         "unet_fast.optimize(...)")  # fmt: skip
 
 
 def export(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
