@@ -80,9 +80,11 @@ def table(model_name: str, backend: str, repeats: int) -> dict:
             fast(x)
             steady.append(CLOCK() - t0)
         med = statistics.median(steady)
-        rows.append({"shape": list(shape), "first_ms": first * 1e3, "steady_ms": med * 1e3, "ratio": first / med})
+        caps = len(fast.captures)  # the promise: one capture serves every size (issue 23: not on torch 2.14)
+        rows.append({"shape": list(shape), "first_ms": first * 1e3, "steady_ms": med * 1e3, "ratio": first / med,
+                     "captures": caps})  # fmt: skip
         print(f"{model_name:<11} {backend:<6} {'x'.join(map(str, shape)):<12} first {first * 1e3:8.1f} ms  "
-              f"steady {med * 1e3:7.1f} ms  ratio {first / med:5.2f}", flush=True)  # fmt: skip
+              f"steady {med * 1e3:7.1f} ms  ratio {first / med:5.2f}  captures {caps}", flush=True)  # fmt: skip
     return {"model": model_name, "backend": backend, "optimize_s": opt_s, "rows": rows}
 
 
@@ -99,9 +101,11 @@ def rss_growth(n_sizes: int, backend: str) -> dict:
         fast(torch.randn(1, 3, rng.randint(64, 256), rng.randint(64, 256)))
         peak = max(peak, rss_mib())
     after = rss_mib()
-    print(f"RSS over {n_sizes} sizes ({backend}): {before:.0f} -> {after:.0f} MiB (peak {peak:.0f})", flush=True)
+    caps = len(fast.captures) + fast.__dict__.get("_dropped_captures", 0)
+    print(f"RSS over {n_sizes} sizes ({backend}): {before:.0f} -> {after:.0f} MiB (peak {peak:.0f}), "
+          f"{caps} captures made", flush=True)  # fmt: skip
     return {"backend": backend, "sizes": n_sizes, "rss_before_mib": before, "rss_after_mib": after,
-            "rss_peak_mib": peak, "growth_mib": after - before}  # fmt: skip
+            "rss_peak_mib": peak, "growth_mib": after - before, "captures_made": caps}  # fmt: skip
 
 
 def main() -> None:

@@ -52,8 +52,26 @@ def mean_iou(a: Tensor, b: Tensor) -> float:
     return float(sum(ious) / len(ious)) if ious else 1.0
 
 
+def describe(value: object) -> str:
+    """A model output in words, for errors: "a tensor (2, 3, 8, 8)", "a tuple of 2 tensors", "a dict ['out']"."""
+    if isinstance(value, Tensor):
+        return f"a tensor {tuple(value.shape)}"
+    if isinstance(value, dict):
+        return f"a {type(value).__name__} with keys {list(value)}"
+    if isinstance(value, (list, tuple)):
+        n = sum(isinstance(v, Tensor) for v in value)
+        return f"a {type(value).__name__} of {len(value)} ({n} tensor{'s' if n != 1 else ''})"
+    return f"a {type(value).__name__}"
+
+
 def compare(reference: Tensor, out: Tensor, class_dim: int = 1) -> ParityReport:
-    """Compare `out` with `reference` (same shape; NCHW outputs have classes on dim 1)."""
+    """Compare `out` with `reference` (same shape; NCHW outputs have classes on dim 1). Raises TypeError for
+    anything but two tensors (a model returning a tuple or dict: compare its outputs one by one) and
+    ValueError for different shapes."""
+    if not isinstance(reference, Tensor) or not isinstance(out, Tensor):
+        raise TypeError(f"compare compares one tensor with one tensor; got {describe(reference)} and "
+                        f"{describe(out)}: for a model returning several outputs compare each, e.g. "
+                        "compare(ref['out'], out['out'])")  # fmt: skip
     if tuple(reference.shape) != tuple(out.shape):
         raise ValueError(f"shape mismatch: reference {tuple(reference.shape)} vs output {tuple(out.shape)}")
     ref = reference.detach().to("cpu", torch.float64)

@@ -179,7 +179,8 @@ def test_guard_on_size_is_right_on_both_sides(backend: str) -> None:
     for h in (32, 48, 33, 47, 64, 31):  # both sides, each twice
         check_parity(m, fast, torch.randn(2, 3, h, 21), f"H={h}")
     caps = fast.captures
-    assert len(caps) == 2 and "a guard" in caps[1].reason, [c.reason for c in caps]
+    # the reason names the guard that fails (issue 23: it used to blame "a guard" even where every guard held)
+    assert len(caps) == 2 and "% 16" in caps[1].reason and "fails there" in caps[1].reason, [c.reason for c in caps]
     assert "captures: 2 (1 re-captures due to guards)" in fast.report()
 
 
@@ -211,3 +212,17 @@ def test_static_captures_are_bounded_too() -> None:
             torch.testing.assert_close(fast(x), m(x))
     assert len(fast.captures) == 3  # the first + max_cached_shapes re-captures
     assert "static, one per input size" in fast.report() and "oldest dropped" in fast.report()
+
+
+def test_monai_like_one_capture_per_pad_pattern_of_its_branches() -> None:
+    """MONAI's UpCat branches on whether the pooled size was floored (`if x_e.shape != x_0.shape`): a guard per
+    level and side. Sizes with the same pattern share a capture; a new pattern adds exactly one (issue 23: on
+    torch 2.14 every size added one, because the guards could not be evaluated)."""
+    from monai_like import BasicUNetLike
+
+    m = randomize_bn(BasicUNetLike(3, 2, (4, 4, 8, 8, 16, 4)), seed=8)
+    fast = unet_fast.optimize(m, torch.randn(1, 3, 64, 64), backend="torch")
+    for shape, captures in (((2, 3, 80, 48), 1),  # no floor at any level: the example's pattern
+                            ((1, 3, 65, 64), 2), ((2, 3, 97, 80), 2)):  # H floored at the first pool only  # fmt: skip
+        check_parity(m, fast, torch.randn(shape), f"monai-like {shape}")
+        assert len(fast.captures) == captures, (shape, [c.reason for c in fast.captures])

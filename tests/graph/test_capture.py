@@ -47,3 +47,16 @@ def test_training_mode_is_refused() -> None:
     m.encoders[0][1].train()  # one BatchNorm left in training mode
     with pytest.raises(ValueError, match=r"encoders\.0\.1"):
         capture(m, torch.randn(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize(("norm", "says", "not_says"), [
+    (torch.nn.InstanceNorm2d(4, track_running_stats=True), "InstanceNorm2d", "BatchNorm"),
+    (torch.nn.GroupNorm(2, 4), "training mode", "BatchNorm"),
+    (torch.nn.BatchNorm2d(4), "BatchNorm would use batch statistics", "InstanceNorm"),
+])  # fmt: skip
+def test_training_mode_refusal_names_what_training_changes(norm: torch.nn.Module, says: str, not_says: str) -> None:
+    """Issue 23: an InstanceNorm model in training mode was told about BatchNorm."""
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), norm).train()
+    with pytest.raises(ValueError, match="training mode") as e:
+        capture(m, torch.randn(1, 3, 16, 16))
+    assert says in str(e.value) and not_says not in str(e.value), str(e.value)

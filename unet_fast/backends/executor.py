@@ -152,12 +152,19 @@ class Executor:
         return out
 
     def run(self, x: Tensor) -> Any:
-        """`x`: NHWC [N, H, W, C] in the engine dtype on the engine device. Returns the plan output
-        (NHWC activation, [N, H, W] class map, or a raw fallback value)."""
+        """`x`: NHWC [N, H, W, C] in the engine dtype on the engine device. Returns the output of a
+        single-output plan (NHWC activation, [N, H, W] class map, or a raw fallback value)."""
+        outs = self.run_outputs(x)
+        if len(outs) != 1:
+            raise ValueError(f"the plan has {len(outs)} outputs: use run_outputs")
+        return outs[0]
+
+    def run_outputs(self, x: Tensor) -> list[Any]:
+        """Every output of the plan, in plan.outputs order (see `run`)."""
         with torch.no_grad():
             return self._run(x)
 
-    def _run(self, x: Tensor) -> Any:
+    def _run(self, x: Tensor) -> list[Any]:
         bufs = self._tensors(x)
         raw: dict[str, Any] = {}
         for i, p in enumerate(self.prepared):
@@ -171,8 +178,7 @@ class Executor:
                 self._refused[i] = f"{self.backend_name} kernel refused ({e}): torch reference for this call"
                 q = _prepare_with(p.step, spec, "", self._reference_weights, self.device, self.dtype, False)
                 self._run_step(q, bufs, raw)
-        out = self.plan.output
-        return raw[out] if isinstance(out, str) else _view(bufs, out)
+        return [raw[o] if isinstance(o, str) else _view(bufs, o) for o in self.plan.outputs]
 
     def _run_step(self, p: _Prepared, bufs: dict[str, Tensor], raw: dict[str, Any]) -> None:
         s, km = p.step, p.kernels

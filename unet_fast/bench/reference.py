@@ -17,4 +17,10 @@ def reference_output(model: nn.Module, x: Tensor) -> Tensor:
         raise ValueError("the reference runs on CPU: pass the model and the input on CPU")
     model = eval_model(model)  # a training-mode forward would use batch statistics and update the BNs
     with torch.inference_mode():
-        return model(x.float()).float()
+        out = model(x.float())
+    if not isinstance(out, Tensor):
+        from unet_fast.parity import describe
+
+        raise ValueError(f"the model returns {describe(out)}; the bench compares one output tensor per row: "
+                         "benchmark a wrapper module whose forward returns the output you want")  # fmt: skip
+    return out.float()

@@ -107,9 +107,14 @@ def resolve_threads(threads: int | None) -> int:
 
 
 def _as_tensor(out: object) -> Tensor:
+    """A contender's output as one fp32 CPU tensor: a tensor, an array, or a list of exactly one of them
+    (onnxruntime's and OpenVINO's convention). Several outputs are a ValueError: taking the first would
+    compare the wrong thing silently."""
     if isinstance(out, Tensor):
         return out.detach().float().cpu()
-    if isinstance(out, (list, tuple)) and out:
+    if isinstance(out, (list, tuple)):
+        if len(out) != 1:
+            raise ValueError(f"the contender returned {len(out)} outputs; the bench compares one output tensor")
         return _as_tensor(out[0])
     import numpy as np
 

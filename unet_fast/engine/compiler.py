@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,11 +21,12 @@ from torch import Tensor, nn
 from unet_fast.graph.capture import BATCH_AGNOSTIC_FALLBACKS, CaptureError, capture, capture_dynamic
 from unet_fast.graph.ir import Plan
 from unet_fast.graph.lower import lower
-from unet_fast.graph.opgraph import OpGraph
+from unet_fast.graph.opgraph import OpGraph, OutputTree, assemble_outputs
 from unet_fast.graph.passes import PASSES, run_shape_free_passes, run_shape_passes
 from unet_fast.graph.passes.output_mode import model_gives_output
 from unet_fast.graph.planner import BufferPlan, plan_buffers
-from unet_fast.graph.symbolic import SymbolicGraph, is_symbolic
+from unet_fast.graph.quiet import quiet_torch_logs
+from unet_fast.graph.symbolic import GuardError, SymbolicGraph, is_symbolic
 from unet_fast.model_guard import TrainingModeError
 from unet_fast.models.unet import UNet
 
@@ -58,6 +60,18 @@ class CompiledPlan:
     pass_lines: list[str]
     capture: Capture
     notes: list[str] = field(default_factory=list)
+    tree: OutputTree | None = None  # the model's return structure over plan.outputs (None: one bare tensor)
+    input_update: int | None = None  # plan output holding the input's new value (the model writes its input)
+
+    def assemble(self, values: list) -> Any:
+        """The model's return value from the plan's output values."""
+        return assemble_outputs(self.tree, values, [i for i in range(len(values)) if i != self.input_update])
+
+    def leaf_of(self, i: int) -> int | None:
+        """The first leaf of the model's return value (pytree order) that plan output `i` gives."""
+        if self.tree is None:
+            return 0 if i != self.input_update else None
+        return next((j for j, leaf in enumerate(self.tree.leaves) if leaf == i), None)
 
 
 class _TraceSafe(nn.Module):
@@ -87,9 +101,11 @@ def check_size(model: nn.Module, shape: tuple[int, ...]) -> None:
 
 
 def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozenset[str] | None,
-                  reason: str) -> Capture:  # fmt: skip
+                  reason: str, valid: tuple[int, ...] | None = None) -> Capture:  # fmt: skip
     """Capture `model` (a private eval-mode copy) around `example`. Raises ValueError for models the engine
-    cannot take (training mode, several inputs/outputs)."""
+    cannot take (training mode, several inputs, writes into buffers) and for an example the model cannot run
+    (naming the nearest sizes; `valid`: a shape known to work, for the hint), GuardError for a guard that
+    cannot be evaluated."""
     target = _target(model)
     try:
         g, guards = capture_dynamic(target, example)
@@ -104,13 +120,20 @@ def capture_model(model: nn.Module, example: Tensor, output: str, passes: frozen
         lines = run_shape_free_passes(sym.graph, output, passes)
         sym.instantiate(tuple(example.shape))  # every size expression evaluates (no data-dependent sizes)
         return Capture(sym, lines, reason, dynamic=True, model_output=own)
+    except GuardError:
+        raise  # our bug, never a reason to degrade to static captures
     except ValueError as e:
         if isinstance(e, (TrainingModeError, CaptureError)):
             raise
         why = f"{type(e).__name__}: {e}"
     except Exception as e:  # the dynamic export failed: capture at this shape only
         why = f"{type(e).__name__}: {e}"
-    g = capture(target, example)
+    try:
+        g = capture(target, example)
+    except ValueError:
+        raise
+    except Exception as e:  # the model itself fails at this example (a size it cannot take): say so, once
+        raise ValueError(size_error(model, tuple(example.shape), e, valid)) from e
     agnostic = all(_batch_agnostic(n) for n in g.nodes if n.op == "fallback")
     sym = SymbolicGraph(g, {}, [], tuple(example.shape), batch_free=agnostic)
     own = model_gives_output(sym.graph, output)
@@ -125,7 +148,7 @@ def compile_plan(cap: Capture, shape: tuple[int, ...], passes: frozenset[str] | 
     lines = cap.pass_lines + run_shape_passes(g, passes)
     on = set(PASSES) if passes is None else set(passes)
     plan = lower(g, fuse_reads="fuse_upsample" in on, virtual_concat="eliminate_concat" in on)
-    return CompiledPlan(tuple(shape), plan, plan_buffers(plan), lines, cap)
+    return CompiledPlan(tuple(shape), plan, plan_buffers(plan), lines, cap, tree=g.tree, input_update=g.input_update)
 
 
 def _batch_agnostic(n) -> bool:
@@ -135,15 +158,18 @@ def _batch_agnostic(n) -> bool:
     return str(n.attrs.get("target", "")) in BATCH_AGNOSTIC_FALLBACKS
 
 
-def size_error(model: nn.Module, shape: tuple[int, ...], err: Exception) -> str:
-    """Name the nearest input sizes the model accepts (tried on the meta device: no compute). Only for
-    models without a closed form (check_size), on the error path."""
+def size_error(model: nn.Module, shape: tuple[int, ...], err: Exception,
+               valid: tuple[int, ...] | None = None) -> str:  # fmt: skip
+    """Name the nearest input sizes the model accepts (tried on the meta device: no compute, torch's logging
+    silenced). `valid`: a shape the model is known to take (the example's): each side is searched with the
+    other side at its valid size, so a bad width does not hide the valid heights. Only for models without a
+    closed form (check_size), on the error path."""
     _, c, h, w = shape
     meta = copy.deepcopy(model).to("meta")
 
     def ok(hh: int, ww: int) -> bool:
         try:
-            with torch.no_grad():
+            with quiet_torch_logs(), torch.no_grad():
                 meta(torch.empty(1, c, hh, ww, device="meta"))
             return True
         except Exception:
@@ -161,7 +187,11 @@ def size_error(model: nn.Module, shape: tuple[int, ...], err: Exception) -> str:
 
     msg = f"the model cannot take an input of {h}x{w} ({type(err).__name__}: {str(err)[:200]})"
     if not ok(h, w):
-        hint_h = nearest(h, w, 0) if not ok(h, h if h == w else w) else str(h)
-        hint_w = nearest(w, h, 1)
+        if valid is None:  # no size known to work (optimize's own example): the nearest square one
+            s = next((s for d in range(0, 65) for s in (max(h, w) + d, min(h, w) - d) if s >= 1 and ok(s, s)), None)
+            valid = (1, c, s, s) if s is not None else (1, c, h, w)
+        vh, vw = int(valid[2]), int(valid[3])
+        hint_h = str(h) if ok(h, vw) else nearest(h, vw, 0)
+        hint_w = str(w) if ok(vh, w) else nearest(w, vh, 1)
         msg += f"; nearest valid height: {hint_h}, width: {hint_w}"
     return msg

@@ -18,7 +18,8 @@ class CudaGraphRunner:
         self._lock = threading.Lock()
         self._entry: tuple[Any, Tensor, Any] | None = None
 
-    def run(self, xn: Tensor) -> Any:
+    def run(self, xn: Tensor) -> list[Any]:
+        """Every plan output (Executor.run_outputs), replayed; tensors are cloned out of the static buffers."""
         with self._lock:
             if self._entry is None:
                 ex = self.executor
@@ -26,13 +27,13 @@ class CudaGraphRunner:
                 stream = torch.cuda.Stream(device=self.device)
                 stream.wait_stream(torch.cuda.current_stream(self.device))
                 with torch.cuda.stream(stream):
-                    ex.run(static_in)  # warm-up: lazy init and Triton compiles stay out of the graph
+                    ex.run_outputs(static_in)  # warm-up: lazy init and Triton compiles stay out of the graph
                 torch.cuda.current_stream(self.device).wait_stream(stream)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
-                    static_out = ex.run(static_in)
+                    static_out = ex.run_outputs(static_in)
                 self._entry = (graph, static_in, static_out)
             graph, static_in, static_out = self._entry
             static_in.copy_(xn)
             graph.replay()
-            return static_out.clone()
+            return [o.clone() if isinstance(o, Tensor) else o for o in static_out]

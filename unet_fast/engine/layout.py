@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from unet_fast.graph.quiet import quiet_torch_logs
+
 MEMORY_FORMATS = ("model", "contiguous", "channels_last")
 
 
@@ -19,28 +21,38 @@ def input_format(x: Tensor) -> str:
     return "contiguous"
 
 
-def eager_output_format(model: nn.Module, shape: tuple[int, ...], fmt: str, mode: str = "model") -> str:
-    """The memory format eager PyTorch gives for an input of `shape` in format `fmt`: for output "model" the
-    model's own output (run on fake tensors: no compute); for "logits" the last convolution's (convolutions
-    keep the input's format); for "probabilities" a softmax over channels of such logits."""
+def eager_output_formats(model: nn.Module, shape: tuple[int, ...], fmt: str, mode: str = "model") -> list[str | None]:
+    """Per leaf of the model's return value (pytree order: one entry for a bare tensor), the memory format
+    eager PyTorch gives for an input of `shape` in format `fmt` (None for a leaf that is not a 4-D tensor):
+    for output "model" the model's own outputs (run on fake tensors: no compute); for "logits" the last
+    convolution's (convolutions keep the input's format); for "probabilities" a softmax over channels of
+    such logits. Where the model cannot be run on fake tensors, every leaf gets `fmt`."""
+    from torch.utils import _pytree as pytree
+
     if fmt == "contiguous":
-        return "contiguous"
-    if mode == "logits":
-        return fmt
-    if mode == "probabilities":
-        probe = torch.softmax(torch.zeros(1, 2, 2, 2).contiguous(memory_format=torch.channels_last), dim=1)
-        return "contiguous" if probe.is_contiguous() else "channels_last"
+        return ["contiguous"]
     try:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
-        with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
+        with quiet_torch_logs(), torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
             x = torch.empty(shape).contiguous(memory_format=torch.channels_last)
-            out = model(x)
-        if isinstance(out, Tensor) and out.dim() == 4 and not out.is_contiguous():
-            return "channels_last" if out.is_contiguous(memory_format=torch.channels_last) else "contiguous"
-        return "contiguous"
+            leaves = pytree.tree_leaves(model(x))
     except Exception:
-        return fmt
+        return [fmt]
+    if mode == "logits":
+        return [fmt] * len(leaves)
+    if mode == "probabilities":
+        probe = torch.softmax(torch.zeros(1, 2, 2, 2).contiguous(memory_format=torch.channels_last), dim=1)
+        return ["contiguous" if probe.is_contiguous() else "channels_last"] * len(leaves)
+    return [_format_of(t) for t in leaves]
+
+
+def _format_of(out: object) -> str | None:
+    if not isinstance(out, Tensor) or out.dim() != 4:
+        return None
+    if not out.is_contiguous() and out.is_contiguous(memory_format=torch.channels_last):
+        return "channels_last"
+    return "contiguous"
 
 
 def to_format(out_nhwc: Tensor, fmt: str) -> Tensor:

@@ -32,11 +32,12 @@ from unet_fast.engine.compiler import (
     size_error,
 )
 from unet_fast.engine.cuda_graphs import CudaGraphRunner
-from unet_fast.engine.layout import MEMORY_FORMATS, eager_output_format, input_format, to_format
+from unet_fast.engine.layout import MEMORY_FORMATS, eager_output_formats, input_format, to_format
 from unet_fast.engine.plan_cache import DEFAULT_MAX_CACHED_SHAPES, PlanCache
 from unet_fast.graph.capture import check_eval_mode
 from unet_fast.graph.ir import Plan
 from unet_fast.graph.passes import OUTPUT_MODES, PASSES
+from unet_fast.graph.symbolic import GuardError
 
 __all__ = ["EngineConfig", "FusedUNet", "optimize"]
 
@@ -191,15 +192,20 @@ class FusedUNet(nn.Module):
                 return cap
         # no capture serves this shape: a guard (the model's code branches on this size) or a static capture
         example = torch.randn(shape)
-        why = "a guard of the earlier capture(s) fails there" if self._captures[0].dynamic else "static captures"
+        if self._captures[0].dynamic:
+            failed = self._captures[0].graph.failed_guards(shape)
+            why = "guard " + "; ".join(f"`{g}`" for g in failed[:2]) + (f" (+{len(failed) - 2})" if len(failed) > 2
+                                                                        else "") + " of the first capture fails there"  # fmt: skip
+        else:
+            why = "static captures"
         try:
             cap = capture_model(self._source, example, self.config.output, self.config.passes,
-                                f"re-captured at {_fmt(shape)}: {why}")  # fmt: skip
+                                f"re-captured at {_fmt(shape)}: {why}", valid=self._example_shape)  # fmt: skip
             compile_plan(cap, shape, self.config.passes)
-        except ValueError:
+        except (ValueError, GuardError):
             raise
         except Exception as e:
-            raise ValueError(size_error(self._source, shape, e)) from e
+            raise ValueError(size_error(self._source, shape, e, self._example_shape)) from e
         self._captures.append(cap)
         # the first capture stays; re-captures are bounded like the shapes (their weights go with them)
         while len(self._captures) > 1 + self.config.max_cached_shapes:
@@ -209,7 +215,10 @@ class FusedUNet(nn.Module):
         return cap
 
     # -- run -------------------------------------------------------------------------------------------
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Any:
+        """What the model returns for `x` (a tensor, or the model's tuple / list / dict of them, same keys),
+        each tensor with the model's shape, dtype and memory format; where the model's forward writes into
+        its input, `x` is written the same way."""
         self._check_input(x)
         e = self._entry(tuple(x.shape))
         xn = x.permute(0, 2, 3, 1)
@@ -217,28 +226,41 @@ class FusedUNet(nn.Module):
             xn = xn.to(self.dtype)
         if xn.shape[3] > 1 and xn.stride(3) != 1:
             xn = xn.contiguous()
-        out = e.runner.run(xn) if e.runner is not None else e.executor.run(xn)
-        return self._finish(e.compiled.plan, out, x)
+        outs = e.runner.run(xn) if e.runner is not None else e.executor.run_outputs(xn)
+        return self._finish(e.compiled, outs, x)
 
-    def _finish(self, plan: Plan, out: Any, x: Tensor) -> Any:
-        if plan.output_kind == "activation":
-            fmt = self.config.output_memory_format
-            if fmt == "model":
-                fmt = self._output_format(x)
-            out = to_format(out, fmt)
-            if out.dtype != x.dtype:
-                out = out.to(x.dtype)
-        return out
+    def _finish(self, c: CompiledPlan, outs: list[Any], x: Tensor) -> Any:
+        values = []
+        for i, (kind, out) in enumerate(zip(c.plan.output_kinds, outs, strict=True)):
+            if kind == "input":
+                out = x  # the model returns its input: the caller's tensor itself, as eager does
+            elif kind == "activation":
+                fmt = self.config.output_memory_format
+                if fmt == "model":
+                    fmt = self._output_format(x, c.leaf_of(i))
+                out = to_format(out, fmt)
+                if out.dtype != x.dtype:
+                    out = out.to(x.dtype)
+            values.append(out)
+        if c.input_update is not None:
+            # the model's forward writes into its input: so does the module (after every output is computed,
+            # from the engine's value of it: rounded to the engine dtype where that is narrower)
+            with torch.no_grad():
+                x.copy_(values[c.input_update])
+        return c.assemble(values)
 
-    def _output_format(self, x: Tensor) -> str:
+    def _output_format(self, x: Tensor, leaf: int | None) -> str:
+        """The memory format eager PyTorch gives the model's output leaf `leaf` for an input like `x`."""
         fin = input_format(x)
-        fmt = self._formats.get(fin)
-        if fmt is None:
+        if fin == "contiguous" or leaf is None:
+            return "contiguous"
+        fmts = self._formats.get(fin)
+        if fmts is None:
             mode = self.config.output
             if mode == "probabilities" and self._captures[0].model_output:
                 mode = "model"  # the model's own softmax / sigmoid: its own output format
-            fmt = self._formats[fin] = eager_output_format(self._source, tuple(x.shape), fin, mode)
-        return fmt
+            fmts = self._formats[fin] = eager_output_formats(self._source, tuple(x.shape), fin, mode)
+        return fmts[leaf] if leaf < len(fmts) and fmts[leaf] is not None else fin
 
     def warmup(self, shapes: Iterable[tuple[int, ...]]) -> FusedUNet:
         """Derive the plan of every (N, C, H, W) in `shapes` and run it once on zeros in this thread, so the

@@ -381,8 +381,11 @@ def to_onnx(model: nn.Module, path: str | PathLike, example_input: Tensor,
         raise ValueError(f"the model cannot run on the example input {tuple(example_input.shape)}: "
                          f"{type(e).__name__}: {_first_line(e)}") from e  # fmt: skip
     if not isinstance(reference_out, Tensor) or reference_out.dim() != 4:
-        raise ValueError("to_onnx expects the model to return one (N, classes, H, W) tensor, got "
-                         f"{type(reference_out).__name__}{tuple(getattr(reference_out, 'shape', ()))}")  # fmt: skip
+        from unet_fast.parity import describe
+
+        raise ValueError(f"the model returns {describe(reference_out)}; to_onnx exports a model that returns one "
+                         "(N, classes, H, W) tensor: export a wrapper module whose forward returns the output you "
+                         "want (e.g. model(x)['out'])")  # fmt: skip
     threshold = class_map_threshold if class_map_threshold is not None else default_threshold(model)
     if class_map and reference_out.shape[1] == 1 and threshold is None:
         raise ValueError(

@@ -7,18 +7,34 @@ exports at one static shape (the fallback when a dynamic export fails).
 
 Known ATen patterns become the small op vocabulary of graph/opgraph.py; anything else becomes a `fallback`
 node that calls the same ATen op, so an unknown layer costs speed, never correctness.
+
+Mutation (issue 23): torch.export's graph keeps in-place ops as they were written (`y[:, 1:2] = 0` is a
+`slice` view and a `fill_` with no users). The OpGraph is a graph of values, so every write must become a
+value: an in-place op on a fresh value that nothing reads afterwards through another name (`relu_` after a
+conv, a residual `+=`) is its out-of-place twin (`relu`, `add`); any other write (through a view, on a
+value read again later, on the input, on a buffer) makes the capture functionalize the program first
+(`ExportedProgram.run_decompositions({})`: writes become `slice_scatter` / `select_scatter` / `copy` /
+`index_put` values, decomposing nothing else). After that the graph has no write left, or the model is
+refused: a write into a buffer or parameter (a running counter) is a CaptureError naming it, and a write into
+the input is an extra output the engine writes back into the caller's tensor (OpGraph.input_update).
+
+Outputs: the model's return value may be any pytree of tensors and constants (`(y,)`, `{"out": y, "aux": a}`,
+a deep-supervision list); its structure (the export's out_spec) is kept in OpGraph.tree.
 """
 
 from __future__ import annotations
 
 import operator
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.fx import Node as FxNode
 
-from unet_fast.graph.opgraph import AtenCall, Node, OpGraph, _Ref
+from unet_fast.graph.opgraph import AtenCall, Const, Node, OpGraph, OutputTree, _Ref
+from unet_fast.graph.quiet import quiet_torch_logs
 from unet_fast.model_guard import TrainingModeError, training_mode_problems
 
 aten = torch.ops.aten
@@ -67,8 +83,8 @@ def check_eval_mode(model: nn.Module) -> None:
 
 def export(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
     check_eval_mode(model)
-    with torch.no_grad():
-        return torch.export.export(model, (example,), strict=False)
+    with quiet_torch_logs(), torch.no_grad():
+        return functional(torch.export.export(model, (example,), strict=False))
 
 
 def export_dynamic(model: nn.Module, example: Tensor) -> torch.export.ExportedProgram:
@@ -79,8 +95,80 @@ def export_dynamic(model: nn.Module, example: Tensor) -> torch.export.ExportedPr
     if example.shape[0] == 1:
         example = example.expand(2, *example.shape[1:]).contiguous()
     auto = torch.export.Dim.AUTO
-    with torch.no_grad():
-        return torch.export.export(model, (example,), dynamic_shapes=({0: auto, 2: auto, 3: auto},), strict=False)
+    with quiet_torch_logs(), torch.no_grad():  # a size the model cannot take: our error says it, once
+        ep = torch.export.export(model, (example,), dynamic_shapes=({0: auto, 2: auto, 3: auto},), strict=False)
+        return functional(ep)
+
+
+def _writes(op: Any) -> bool:
+    """Whether an ATen op writes into one of its arguments (its schema marks it `Tensor(a!)`)."""
+    schema = getattr(op, "_schema", None)
+    return schema is not None and any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+
+
+def _is_view(op: Any) -> bool:
+    return bool(getattr(op, "is_view", False))
+
+
+def out_of_place(op: Any) -> Any:
+    """The out-of-place twin of an in-place ATen op (`aten.relu_.default` -> `aten.relu.default`), None where
+    there is none; an op that writes nothing is returned as it is."""
+    if not _writes(op):
+        return op
+    name = op._schema.name.split("::")[-1]
+    if not name.endswith("_") or op._schema.arguments[0].alias_info is None:
+        return None
+    twin = getattr(getattr(aten, name[:-1], None), op._overloadname, None)
+    return twin if twin is not None and not _writes(twin) else None
+
+
+def unsafe_writes(graph: torch.fx.Graph) -> list[str]:
+    """The in-place ops of an export graph that are NOT equivalent to their out-of-place twin on the value
+    they write: a write into a placeholder (the input, a parameter, a buffer), into a view, into a value that
+    has a view or is read after the write under its old name, into an argument other than the first, or an op
+    without an out-of-place twin. Empty: every write can be read as a value op."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    bad = []
+    for n in graph.nodes:
+        if n.op != "call_function" or not _writes(n.target):
+            continue
+        a = n.args[0] if n.args else None
+        if out_of_place(n.target) is None or not isinstance(a, FxNode):
+            bad.append(f"{n.name} ({n.target})")
+            continue
+        # the written value and the values it aliases through earlier in-place ops (relu_(add_(conv)))
+        chain = [a]
+        while chain[-1].op == "call_function" and _writes(chain[-1].target) and chain[-1].args:
+            chain.append(chain[-1].args[0])
+        base = chain[-1]
+        if base.op != "call_function" or _is_view(base.target):
+            bad.append(f"{n.name} ({n.target} into {base.name})")
+            continue
+        for v in chain:
+            if any(_is_view(u.target) for u in v.users if u.op == "call_function"):
+                bad.append(f"{n.name} ({n.target} into {v.name}, which has a view)")
+                break
+        else:
+            if any(order[u] > order[n] for u in a.users if u is not n):
+                bad.append(f"{n.name} ({n.target} into {a.name}, read again after the write)")
+    return bad
+
+
+def functional(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """`ep` when every write in it can be read as a value op (unsafe_writes is empty: the common in-place
+    activations and residual adds), else its functionalized form (run_decompositions with an empty table:
+    writes become values, nothing else is decomposed). Raises CaptureError when a write is left."""
+    if not unsafe_writes(ep.graph):
+        return ep
+    with warnings.catch_warnings():
+        # torch 2.13 deep-copies pytree specs here and warns about its own deprecated LeafSpec check
+        warnings.simplefilter("ignore", FutureWarning)
+        ep = ep.run_decompositions({})
+    left = unsafe_writes(ep.graph)  # functionalization leaves none; a torch that did would be refused here
+    if left:
+        raise CaptureError(f"the model writes in place in a way the engine cannot turn into values: "
+                           f"{', '.join(left[:5])}")  # fmt: skip
+    return ep
 
 
 def capture(model: nn.Module, example: Tensor) -> OpGraph:
@@ -137,6 +225,9 @@ def _is_size_value(fx: FxNode) -> bool:
 
 
 def from_exported(ep: torch.export.ExportedProgram) -> OpGraph:
+    """Normalise an ExportedProgram (from `export` / `export_dynamic`, so without unsafe writes) into an
+    OpGraph. Raises CaptureError for what the engine cannot take: several inputs, a non-4-D or integer input,
+    a forward that writes into a buffer or parameter, a write that could not be made a value."""
     sig = ep.graph_signature
     state = dict(ep.state_dict)
     state.update({k: v for k, v in ep.constants.items() if isinstance(v, Tensor)})
@@ -144,10 +235,11 @@ def from_exported(ep: torch.export.ExportedProgram) -> OpGraph:
     user_inputs = [n for n in ep.graph.nodes if n.op == "placeholder" and n.name not in lifted]
     if len(user_inputs) != 1:
         raise CaptureError(f"the model must take exactly one tensor input, it takes {len(user_inputs)}")
+    _refuse_state_writes(ep)
 
     env: dict[FxNode, Any] = {}  # fx node -> Node (activation/raw) or a constant tensor
     nodes: list[Node] = []
-    output: Node | None = None
+    out_args: list[Any] = []
     for fx in ep.graph.nodes:
         if fx.op == "placeholder":
             if fx.name in lifted:
@@ -170,15 +262,74 @@ def from_exported(ep: torch.export.ExportedProgram) -> OpGraph:
             if isinstance(node, Node) and all(node is not n for n in nodes):
                 nodes.append(node)
         elif fx.op == "output":
-            outs = fx.args[0]
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            if len(outs) != 1 or not isinstance(env.get(outs[0]), Node):
-                raise CaptureError(f"the model must return one tensor, it returns {len(outs)} values")
-            output = env[outs[0]]
-    assert output is not None
-    g = OpGraph(nodes, env[user_inputs[0]], output)
+            out_args = list(fx.args[0]) if isinstance(fx.args[0], (list, tuple)) else [fx.args[0]]
+    g = OpGraph(nodes, env[user_inputs[0]], [])
+    _outputs(ep, g, env, out_args)
     g.prune()
     return g
+
+
+def _refuse_state_writes(ep: torch.export.ExportedProgram) -> None:
+    from torch.export.graph_signature import OutputKind
+
+    written = [s.target for s in ep.graph_signature.output_specs
+               if s.kind in (OutputKind.BUFFER_MUTATION, OutputKind.PARAMETER_MUTATION)]  # fmt: skip
+    if written:
+        raise CaptureError(
+            f"the model's forward writes into its buffer(s) or parameter(s) {', '.join(map(repr, written))} (a "
+            "running counter or statistic updated per call): the engine takes buffers as constants and would "
+            "return results as if the update never happened. Remove the update from forward() (or run the "
+            "model eagerly)"
+        )
+
+
+def _outputs(ep: torch.export.ExportedProgram, g: OpGraph, env: dict[FxNode, Any], args: list[Any]) -> None:
+    """Fill g.outputs, g.tree and g.input_update from the export's output specs and out_spec."""
+    from torch.export.graph_signature import OutputKind
+
+    specs = ep.graph_signature.output_specs
+    if len(specs) != len(args):
+        raise CaptureError(f"the export's output specs ({len(specs)}) do not match its outputs ({len(args)})")
+    index: dict[int, int] = {}  # id(Node) -> index into g.outputs, so `return y, y` computes y once
+    leaves: list[int | Const] = []
+    for spec, arg in zip(specs, args, strict=True):
+        if spec.kind == OutputKind.USER_INPUT_MUTATION:
+            g.outputs.append(_output_node(env, arg, "the model's new input value"))
+            g.input_update = len(g.outputs) - 1
+            continue
+        if spec.kind != OutputKind.USER_OUTPUT:
+            raise CaptureError(f"the exported program has an output of kind {spec.kind.name}, which an "
+                               "inference engine cannot reproduce")  # fmt: skip
+        if not isinstance(arg, FxNode):
+            leaves.append(Const(arg))
+            continue
+        value = env[arg]
+        if not isinstance(value, Node):
+            if isinstance(value, Tensor):
+                raise CaptureError(f"the model returns a constant tensor ({arg.name}); the engine returns "
+                                   "computed tensors only")  # fmt: skip
+            leaves.append(Const(value))  # a size (int or sympy expression of the input sizes)
+            continue
+        if id(value) not in index:
+            g.outputs.append(value)
+            index[id(value)] = len(g.outputs) - 1
+        leaves.append(index[id(value)])
+    out_spec = ep.call_spec.out_spec
+    if out_spec is None or (out_spec.num_leaves == 1 and out_spec.is_leaf() and g.input_update is None
+                            and len(g.outputs) == 1):  # fmt: skip
+        if len(g.outputs) != 1 or leaves != [0]:
+            raise CaptureError(f"the model must return a tensor, it returns {leaves}")
+        return  # a bare tensor: tree None
+    g.tree = OutputTree(out_spec, leaves)
+    if not g.result_indices():
+        raise CaptureError("the model returns no tensor")
+
+
+def _output_node(env: dict[FxNode, Any], arg: Any, what: str) -> Node:
+    value = env.get(arg) if isinstance(arg, FxNode) else None
+    if not isinstance(value, Node):
+        raise CaptureError(f"{what} is not a tensor the engine computes ({arg})")
+    return value
 
 
 def _arg(fx: FxNode, i: int, name: str, default: Any = None) -> Any:
@@ -194,8 +345,33 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(v[0]), int(v[0] if len(v) == 1 else v[1]))
 
 
+class _BatchNormResult:
+    """`_native_batch_norm_legit_no_training` returns (out, mean, invstd) (what a functionalized export writes
+    for an eval-mode BatchNorm): item 0 is the batch_norm node; the others, never used in eval mode, run the
+    ATen op as a fallback if something reads them."""
+
+    def __init__(self, fx: FxNode, node: Node) -> None:
+        self.fx, self.node = fx, node
+
+
+@dataclass(frozen=True)
+class _Item:
+    """`op(*args)[index]`: one result of a multi-output ATen op, as a picklable fallback callable."""
+
+    op: Any
+    index: int
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.op(*args, **kwargs)[self.index]
+
+    @property
+    def __name__(self) -> str:  # the report names the op
+        return f"{getattr(self.op, '__name__', self.op)}[{self.index}]"
+
+
 def _convert(fx: FxNode, env: dict[FxNode, Any]) -> Any:
-    t = fx.target
+    # a write that unsafe_writes let through is its out-of-place twin on a value nothing else reads
+    t = out_of_place(fx.target) if _writes(fx.target) else fx.target
     shape = _tensor_shape(fx)
 
     def resolve(v: Any) -> Any:
@@ -213,6 +389,11 @@ def _convert(fx: FxNode, env: dict[FxNode, Any]) -> Any:
 
     x = val(0, "input")
     try:
+        if t is operator.getitem and isinstance(x, _BatchNormResult):
+            i = int(_arg(fx, 1, "idx"))
+            if i == 0:
+                return x.node
+            return _fallback(fx, env, shape, inner=x.fx, target=_Item(x.fx.target, i))
         if t in _IDENTITY and isinstance(x, Node):
             return x
         if t is aten.dropout.default and not val(2, "train") and isinstance(x, Node):
@@ -233,20 +414,29 @@ def _convert(fx: FxNode, env: dict[FxNode, Any]) -> Any:
                             stride=_pair(val(3, "stride", 1)), padding=_pair(val(4, "padding", 0)),
                             output_padding=_pair(val(5, "output_padding", 0)), groups=int(val(6, "groups", 1)),
                             dilation=_pair(val(7, "dilation", 1)), act="none", negative_slope=0.01)  # fmt: skip
-        if t in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default) and shape:
-            if t is aten.batch_norm.default:
-                if val(5, "training"):
-                    raise TrainingModeError(f"BatchNorm {fx.name} runs in training mode (batch statistics); "
-                                            "call model.eval() first", [(fx.name, "batch statistics")])  # fmt: skip
-                eps = val(7, "eps")
-            else:
-                eps = val(6, "eps")
+        if t is aten.batch_norm.default and shape:
+            if val(5, "training"):
+                raise TrainingModeError(f"BatchNorm {fx.name} runs in training mode (batch statistics); "
+                                        "call model.eval() first", [(fx.name, "batch statistics")])  # fmt: skip
+            eps = val(7, "eps")
             mean, var = val(3, "running_mean"), val(4, "running_var")
             gamma, beta = val(1, "weight"), val(2, "bias")
             if isinstance(x, Node) and isinstance(mean, Tensor) and isinstance(var, Tensor):
                 return node("batch_norm", [x], mean=mean.float(), var=var.float(),
                             gamma=None if gamma is None else gamma.float(),
                             beta=None if beta is None else beta.float(), eps=float(eps))  # fmt: skip
+        if t is aten._native_batch_norm_legit_no_training.default and isinstance(x, Node):
+            v = fx.meta.get("val")
+            out = v[0] if isinstance(v, (list, tuple)) and v else None
+            mean, var = val(3, "running_mean"), val(4, "running_var")
+            gamma, beta = val(1, "weight"), val(2, "bias")
+            if isinstance(out, Tensor) and out.dim() == 4 and isinstance(mean, Tensor) and isinstance(var, Tensor):
+                bn = Node("batch_norm", [x], {"mean": mean.float(), "var": var.float(),
+                                              "gamma": None if gamma is None else gamma.float(),
+                                              "beta": None if beta is None else beta.float(),
+                                              "eps": float(val(6, "eps"))},
+                          tuple(_size(d) for d in out.shape), fx.name)  # fmt: skip
+                return _BatchNormResult(fx, bn)
         if t in _ACTS and isinstance(x, Node) and shape:
             slope = float(val(1, "negative_slope", 0.01)) if _ACTS[t] == "leaky_relu" else 0.01
             return node("act", [x], kind=_ACTS[t], negative_slope=slope)
@@ -312,7 +502,7 @@ def _convert(fx: FxNode, env: dict[FxNode, Any]) -> Any:
                 return Node("argmax", [x], {}, None, fx.name)
     except (TypeError, IndexError, KeyError):
         pass
-    return _fallback(fx, env, shape)
+    return _fallback(fx, env, shape, target=t)
 
 
 def _resample(fx: FxNode, in_shape: tuple[int, ...], out_shape: tuple[int, ...], val: Any) -> dict | None:
@@ -334,7 +524,9 @@ def _resample(fx: FxNode, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
             "align_corners": bool(val(2, "align_corners", False)) if bilinear else False}  # fmt: skip
 
 
-def _fallback(fx: FxNode, env: dict[FxNode, Any], shape: tuple[int, ...] | None) -> Node:
+def _fallback(fx: FxNode, env: dict[FxNode, Any], shape: tuple[int, ...] | None, *, target: Any = None,
+              inner: FxNode | None = None) -> Node:
+    """A node calling `target` (default: fx's op) on fx's arguments (those of `inner` for an _Item)."""
     inputs: list[Node] = []
 
     def sub(v: Any) -> Any:
@@ -351,9 +543,10 @@ def _fallback(fx: FxNode, env: dict[FxNode, Any], shape: tuple[int, ...] | None)
             return type(v)(sub(a) for a in v)
         return v
 
-    args = tuple(sub(a) for a in fx.args)
-    kwargs = {k: sub(v) for k, v in fx.kwargs.items()}
-    target = fx.target
+    src = inner if inner is not None else fx
+    args = tuple(sub(a) for a in src.args)
+    kwargs = {k: sub(v) for k, v in src.kwargs.items()}
+    target = fx.target if target is None else target
     name = "getitem" if target is operator.getitem else getattr(target, "__name__", str(target))
     op_name = name.split(".")[0]
     if op_name == "batch_norm":

@@ -171,13 +171,32 @@ class Fallback(Step):
         return [s for s in self.outputs if isinstance(s, Slice)]
 
 
+OUTPUT_KINDS = ("activation", "index", "raw", "input")
+
+
 @dataclass
 class Plan:
-    """Steps in execution order over `buffers`; `input` is the graph input buffer, `output` the result."""
+    """Steps in execution order over `buffers`; `input` is the graph input buffer, `outputs` the results (one
+    per output of the OpGraph, in its order: the module rebuilds the model's return value from them)."""
 
     buffers: dict[str, Buffer]
     steps: list[Step]
     input: Slice
-    output: Slice | str
-    output_kind: str  # "activation" (NCHW float out), "index" (class map), "raw"
+    outputs: list[Slice | str]
+    # per output: "activation" (NCHW float out), "index" (class map), "raw" (a fallback's value as it is),
+    # "input" (the model returns its input: the caller's tensor)
+    output_kinds: list[str]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> Slice | str:
+        """The one output of a single-output plan."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"the plan has {len(self.outputs)} outputs, not one")
+        return self.outputs[0]
+
+    @property
+    def output_kind(self) -> str:
+        if len(self.output_kinds) != 1:
+            raise ValueError(f"the plan has {len(self.output_kinds)} outputs, not one")
+        return self.output_kinds[0]

@@ -229,17 +229,23 @@ def lower(g: OpGraph, *, fuse_reads: bool = True, virtual_concat: bool = True) -
     lw.place()
     lw.emit()
     inp = lw.slices[id(g.input)]
-    out_node = g.output
-    if id(out_node) in lw.raw:
-        output: Slice | str = lw.raw[id(out_node)]
-        kind = "raw"
-    else:
-        output = lw.plain(out_node)
-        kind = "index" if lw.buffers[output.buffer].index else "activation"
+    outputs: list[Slice | str] = []
+    kinds: list[str] = []
+    for out_node in g.outputs:
+        if out_node is g.input:
+            outputs.append(inp)
+            kinds.append("input")
+        elif id(out_node) in lw.raw:
+            outputs.append(lw.raw[id(out_node)])
+            kinds.append("raw")
+        else:
+            s = lw.plain(out_node)
+            outputs.append(s)
+            kinds.append("index" if lw.buffers[s.buffer].index else "activation")
     notes = []
     if g.count("fallback") or any(isinstance(s, Fallback) for s in lw.steps):
         notes.append("some steps run as PyTorch fallbacks (listed below)")
-    plan = Plan(lw.buffers, lw.steps, inp, output, kind, notes)
+    plan = Plan(lw.buffers, lw.steps, inp, outputs, kinds, notes)
     _check_dtypes(plan)
     return plan
 

@@ -21,6 +21,13 @@ Ops and their attrs
 - fallback        fn (a picklable ATen call), reason; the value may be non-4-D ("raw")
 Passes add markers: max_pool["epilogue"] (computed by its conv), cat["slots"] (producers write into one
 buffer) / cat["virtual"] (read as a virtual concat), resample/window["virtual"] (read on the fly).
+
+Outputs: a graph has one or more output nodes (`outputs`). `tree` is the structure of the model's return value
+(torch.export's out_spec: a tuple, list, dict, nested, ...) with, per leaf, the output computing it or a
+constant; `assemble` rebuilds that structure from the output values, so the engine returns what the model
+returns (`(y,)` stays a tuple, `{"out": y}` a dict). `input_update` names the output holding the new value of
+the model's input where its forward writes into its input (`x.mul_(2)`): the engine writes it back into the
+caller's tensor, as the model does.
 """
 
 from __future__ import annotations
@@ -48,26 +55,125 @@ class Node:
         return f"Node({self.op} {self.name} {self.shape})"
 
 
+@dataclass(frozen=True)
+class Const:
+    """A leaf of the model's return value that is not a tensor: None, a number, a string (or a sympy
+    expression of the input sizes, for a size the model returns)."""
+
+    value: Any
+
+
+@dataclass
+class OutputTree:
+    """The structure of the model's return value: `spec` (a torch.utils._pytree.TreeSpec) and, per leaf in
+    pytree order, the index into OpGraph.outputs that computes it, or a Const."""
+
+    spec: Any
+    leaves: list[int | Const]
+
+    # pickled as plain (type, context, children) tuples: unpickling a TreeSpec itself makes torch 2.13 warn
+    # about its own deprecated LeafSpec on every load (a FusedUNet is pickled to Ray workers)
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": _plain_spec(self.spec), "leaves": self.leaves}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.spec, self.leaves = _tree_spec(state["spec"]), state["leaves"]
+
+    def paths(self) -> list[str]:
+        """Per leaf, where it sits in the return value, as pytree writes it ("[0]", "['out']", "['aux'][1]")."""
+        from torch.utils import _pytree as pytree
+
+        tree = pytree.tree_unflatten(list(range(len(self.leaves))), self.spec)
+        flat, _ = pytree.tree_flatten_with_path(tree)
+        return [pytree.keystr(path) for path, _ in flat]
+
+
+def _plain_spec(spec: Any) -> Any:
+    """A TreeSpec as nested (type, context, children) tuples; None for a leaf."""
+    if spec.is_leaf():
+        return None
+    return (spec.type, spec.context, [_plain_spec(c) for c in spec.children()])
+
+
+def _tree_spec(plain: Any) -> Any:
+    from torch.utils import _pytree as pytree
+
+    if plain is None:
+        return pytree.treespec_leaf()
+    typ, context, children = plain
+    return pytree.TreeSpec(typ, context, [_tree_spec(c) for c in children])
+
+
+def assemble_outputs(tree: OutputTree | None, values: list[Any], results: list[int] | None = None) -> Any:
+    """The model's return value from the graph's (or plan's) output values: `tree` rebuilt with them, or
+    for a bare-tensor graph (tree None) the one result (`results`: its index, default 0)."""
+    if tree is None:
+        return values[results[0] if results else 0]
+    from torch.utils import _pytree as pytree
+
+    return pytree.tree_unflatten([leaf.value if isinstance(leaf, Const) else values[leaf] for leaf in tree.leaves],
+                                 tree.spec)  # fmt: skip
+
+
 @dataclass
 class OpGraph:
+    """`outputs`: the graph's output nodes (a Node is accepted for one output); see the module docstring for
+    `tree` and `input_update`."""
+
     nodes: list[Node]
     input: Node
-    output: Node
+    outputs: list[Node]
+    tree: OutputTree | None = None  # None: one output, returned bare
+    input_update: int | None = None  # index into outputs: the new value of the input, written back
+
+    def __post_init__(self) -> None:
+        if isinstance(self.outputs, Node):
+            self.outputs = [self.outputs]
 
     # -- structure ---------------------------------------------------------------------------------
+    @property
+    def output(self) -> Node:
+        """The one output of a single-output graph (ValueError for several: passes then loop over
+        `result_indices`)."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"the graph has {len(self.outputs)} outputs, not one")
+        return self.outputs[0]
+
+    @output.setter
+    def output(self, node: Node) -> None:
+        if len(self.outputs) != 1:
+            raise ValueError(f"the graph has {len(self.outputs)} outputs, not one")
+        self.outputs = [node]
+
+    def result_indices(self) -> list[int]:
+        """Indices into `outputs` of the tensors the model returns (not the input write-back)."""
+        if self.tree is None:
+            return [i for i in range(len(self.outputs)) if i != self.input_update]
+        return list(dict.fromkeys(leaf for leaf in self.tree.leaves if isinstance(leaf, int)))
+
+    def output_name(self, i: int) -> str:
+        """Where output `i` sits in the model's return value ("" for a bare tensor), for messages."""
+        if self.tree is None:
+            return ""
+        paths = self.tree.paths()
+        return " and ".join(p for p, leaf in zip(paths, self.tree.leaves, strict=True) if leaf == i) or f"#{i}"
+
+    def assemble(self, values: list[Any]) -> Any:
+        """The model's return value from the output values (in `outputs` order)."""
+        return assemble_outputs(self.tree, values, self.result_indices())
+
     def users(self, node: Node) -> list[Node]:
         users = [n for n in self.nodes if any(i is node for i in n.inputs)]
         return users
 
     def is_output(self, node: Node) -> bool:
-        return node is self.output
+        return any(node is o for o in self.outputs)
 
     def replace(self, old: Node, new: Node) -> None:
         """Route every use of `old` to `new` and drop `old`."""
         for n in self.nodes:
             n.inputs = [new if i is old else i for i in n.inputs]
-        if self.output is old:
-            self.output = new
+        self.outputs = [new if o is old else o for o in self.outputs]
         self.nodes = [n for n in self.nodes if n is not old]
         self.toposort()
 
@@ -90,9 +196,9 @@ class OpGraph:
         self.nodes = order
 
     def prune(self) -> None:
-        """Drop nodes the output does not depend on."""
+        """Drop nodes no output depends on."""
         live: set[int] = set()
-        stack = [self.output]
+        stack = list(self.outputs)
         while stack:
             n = stack.pop()
             if id(n) not in live:
@@ -105,11 +211,16 @@ class OpGraph:
 
     # -- reference interpreter -----------------------------------------------------------------------
     def evaluate(self, x: Tensor) -> Any:
+        """What the model returns for `x` (and, where the model writes into its input, `x` written too)."""
         env: dict[int, Any] = {id(self.input): x}
         for n in self.nodes:
             if n is not self.input:
                 env[id(n)] = evaluate_node(n, [env[id(i)] for i in n.inputs])
-        return env[id(self.output)]
+        values = [env[id(o)] for o in self.outputs]
+        if self.input_update is not None:
+            with torch.no_grad():
+                x.copy_(values[self.input_update])
+        return self.assemble(values)
 
 
 def _act(y: Tensor, kind: str, slope: float) -> Tensor:

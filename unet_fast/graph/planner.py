@@ -47,8 +47,7 @@ def lifetimes(plan: Plan) -> dict[str, tuple[int, int]]:
 def plan_buffers(plan: Plan) -> BufferPlan:
     life = lifetimes(plan)
     external = {plan.input.buffer}
-    if isinstance(plan.output, Slice):
-        external.add(plan.output.buffer)
+    external |= {o.buffer for o in plan.outputs if isinstance(o, Slice)}
     external |= {n for n, b in plan.buffers.items() if b.index}
     inside = sorted((n for n in plan.buffers if n not in external and n in life),
                     key=lambda n: (-_numel(plan, n), life[n][0]))  # fmt: skip

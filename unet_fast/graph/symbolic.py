@@ -9,22 +9,46 @@ passes that decide on concrete sizes (pool fusion, concat slots) then run on it 
 
 Guards: where the model's Python code branches on a size (`if h % 16`), torch.export records the branch taken
 as a guard (`ExportedProgram._guards_code`); `matches(shape)` evaluates them, and a shape that fails one needs
-a capture of its own (the engine does it and says so in the report).
+a capture of its own (the engine does it and says so in the report). Guards and size expressions are Python
+source printed by torch's own sympy printers, whose vocabulary changes between releases (torch 2.14 writes
+`torch.sym_max(...)` where 2.13 wrote `max(...)`; others emit `math.floor`, `torch.sym_float`,
+`torch._sym_sqrt`, ...): they are evaluated in the namespace torch itself evaluates them in
+(`torch.export._unlift._convert_guards_code_to_fn`: `SYMPY_INTERP` + `math` + `inf`), so every name a torch
+release may print resolves. A guard that cannot be evaluated is a GuardError, never a failed guard: a
+silent re-capture per shape would cost seconds and memory on every new size (issue 23).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import sympy
+import torch
 from torch import Tensor
 
-from unet_fast.graph.opgraph import AtenCall, Node, OpGraph
+from unet_fast.graph.opgraph import AtenCall, Const, Node, OpGraph, OutputTree
 
-__all__ = ["SymbolicGraph", "is_symbolic"]
+__all__ = ["GuardError", "SymbolicGraph", "is_symbolic", "source_namespace"]
+
+
+class GuardError(RuntimeError):
+    """A guard (or size expression) of a capture could not be evaluated: a bug to report, not a failed guard."""
+
+
+@functools.cache
+def source_namespace() -> dict[str, Any]:
+    """The globals torch evaluates its printed guards in (torch.export._unlift._convert_guards_code_to_fn):
+    `torch`, `math`, `inf` and its helper functions, plus Python's builtins (`max`, `min`, `abs`, `int`, as
+    printed by torch.utils._sympy.printers.PythonPrinter). Built from torch's own table, so a name a new
+    release prints is there when that release's table has it."""
+    from torch.fx.experimental.symbolic_shapes import SYMPY_INTERP
+
+    return {**SYMPY_INTERP, "math": math, "inf": math.inf, "nan": math.nan}
 
 
 def is_symbolic(v: Any) -> bool:
@@ -93,19 +117,40 @@ class SymbolicGraph:
                 continue
             if d not in self.symbols and shape[d] != self.example_shape[d]:
                 return False
+        fn = self._guards()
+        try:
+            return bool(fn(_AnyName(_Sized(tuple(shape)))))
+        except Exception as e:
+            raise self._guard_error(shape, e) from e
+
+    def failed_guards(self, shape: tuple[int, ...]) -> list[str]:
+        """The guards that do not hold at `shape` (for the report: why a shape gets a capture of its own)."""
+        return [g for g in self.guards if not _eval_guard(g, shape)]
+
+    def _guards(self) -> Callable[[Any], bool]:
         fn = self._guard_fn
         if fn is None:
             src = " and ".join(f"({g})" for g in self.guards) or "True"
             try:
-                fn = eval(compile(f"lambda L: {src}", "<guards>", "eval"), {"__builtins__": {}, "max": max, "min": min,
-                                                                            "abs": abs})  # fmt: skip
-            except SyntaxError:
-                fn = _never
+                fn = eval(compile(f"lambda L: {src}", "<guards>", "eval"), source_namespace())
+            except SyntaxError as e:
+                raise GuardError(f"a guard of the capture is not Python unet_fast can compile ({e}); guards: "
+                                 f"{self.guards}. This is a bug: please report it with your torch version") from e  # fmt: skip
             self._guard_fn = fn
-        try:
-            return bool(fn(_AnyName(_Sized(tuple(shape)))))
-        except Exception:  # a guard we cannot evaluate: this shape gets a capture of its own
-            return False
+        return fn
+
+    def _guard_error(self, shape: tuple[int, ...], err: Exception) -> GuardError:
+        """Name the guard that raised (evaluated one by one) in a GuardError."""
+        bad = "?"
+        for g in self.guards:
+            try:
+                _eval_guard(g, shape)
+            except Exception as e:
+                bad, err = g, e
+                break
+        return GuardError(f"cannot evaluate the capture's guard `{bad}` at input shape {tuple(shape)} "
+                          f"({type(err).__name__}: {err}); torch {torch.__version__}. This is a bug in unet_fast's "
+                          "guard evaluation, not a failed guard: please report it")  # fmt: skip
 
     def drop_pad_guards(self, samples: int = 24) -> int:
         """Drop guards that only say whether a zero-pad amount is 0, for a model known to pad on both sides of
@@ -127,13 +172,9 @@ class SymbolicGraph:
         for g in self.guards:
             lhs = _zero_test(g)
             if lhs is not None:
-                try:
-                    fn = eval(compile(f"lambda L: {lhs}", "<guard>", "eval"), {"__builtins__": {}, "max": max, "min": min})
-                    vals = [fn(_AnyName(_Sized(sh))) for sh in shapes]
-                    if any(vals == pv for pv in pad_values):
-                        continue
-                except Exception:
-                    pass
+                vals = [_eval_guard(lhs, sh) for sh in shapes]
+                if any(vals == pv for pv in pad_values):
+                    continue
             kept.append(g)
         dropped = len(self.guards) - len(kept)
         self.guards, self._guard_fn = kept, None
@@ -156,7 +197,7 @@ class SymbolicGraph:
         if unknown:
             raise ValueError(f"a size of the captured graph depends on {sorted(unknown)}, not only on the input shape")
         src = f"lambda {', '.join(names) or '_'}: int({PythonPrinter().doprint(expr)})"
-        return eval(compile(src, "<size>", "eval"), {"__builtins__": {}, "int": int, "max": max, "min": min})
+        return eval(compile(src, "<size>", "eval"), source_namespace())
 
     def instantiate(self, shape: tuple[int, ...]) -> OpGraph:
         """A concrete OpGraph for an input of `shape` (nodes are new; weight tensors are shared). Identity
@@ -194,7 +235,21 @@ class SymbolicGraph:
             m = Node(n.op, inputs, attrs, shp, n.name, list(n.fused))
             new[id(n)] = m
             nodes.append(m)
-        return OpGraph(nodes, new[id(g.input)], new[id(g.output)])
+        tree = g.tree
+        if tree is not None:
+            tree = OutputTree(tree.spec, [Const(sub(leaf.value)) if isinstance(leaf, Const) else leaf
+                                          for leaf in tree.leaves])  # fmt: skip
+        return OpGraph(nodes, new[id(g.input)], [new[id(o)] for o in g.outputs], tree, g.input_update)
+
+
+def _eval_guard(source: str, shape: tuple[int, ...]) -> Any:
+    """One guard (or a part of one) at `shape`; raises what the evaluation raises."""
+    return _guard_fn(source)(_AnyName(_Sized(tuple(shape))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _guard_fn(source: str) -> Callable[[Any], Any]:
+    return eval(compile(f"lambda L: {source}", "<guard>", "eval"), source_namespace())
 
 
 def _zero_test(guard: str) -> str | None:
@@ -215,6 +270,3 @@ def _balanced(s: str) -> bool:
             return False
     return depth == 0
 
-
-def _never(_: Any) -> bool:
-    return False

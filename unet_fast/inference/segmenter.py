@@ -25,7 +25,7 @@ from unet_fast.inference.image_io import match_channels, normalize
 from unet_fast.inference.masks import to_mask
 from unet_fast.inference.memory import ImageHeader, check_fits, engine_bytes, segmentation_bytes
 from unet_fast.inference.model_card import ModelCard, load_model
-from unet_fast.inference.sliding_window import sliding_window_inference
+from unet_fast.inference.sliding_window import one_output, sliding_window_inference
 from unet_fast.model_guard import eval_model
 from unet_fast.models.unet import UNet
 
@@ -68,7 +68,7 @@ def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str 
     name = fused.backend.name
     why = fused.backend_reason
     note = f"unet_fast engine, backend {name!r}, {dtype}" + (f" ({why})" if why else "")
-    return Runner(lambda x: fused(x).float(), name, note)
+    return Runner(lambda x: one_output(fused(x)).float(), name, note)  # a dict model: its 'out'
 
 
 class Segmenter:

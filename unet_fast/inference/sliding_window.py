@@ -13,7 +13,7 @@ one input shape only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -93,6 +93,21 @@ def _pad_to(image: Tensor, padded: tuple[int, int], mode: str, value: float) -> 
 
 
 @torch.no_grad()
+def one_output(out: object) -> Tensor:
+    """The predictor's output as one tensor: a tensor, or the "out" entry of a mapping (torchvision's
+    segmentation models return {"out": ..., "aux": ...}). Anything else is a ValueError: the windows are
+    blended from one [B, K, pH, pW] tensor, and picking an element of a tuple could pick the wrong one."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Mapping) and isinstance(out.get("out"), Tensor):
+        return out["out"]
+    from unet_fast.parity import describe
+
+    raise ValueError(f"the predictor returns {describe(out)}; sliding-window inference needs one tensor (or a "
+                     "dict with an 'out' tensor, as torchvision's models return): pass a predictor that returns "
+                     "the output to blend, e.g. lambda x: model(x)[0]")  # fmt: skip
+
+
 def sliding_window_inference(image: Tensor, predictor: Predictor, patch_size: int | tuple[int, int],
                              overlap: float = 0.5, batch_size: int = 4, blend: BlendMode = "gaussian",
                              sigma_scale: float = 1 / 8, pad_mode: str = "replicate", pad_value: float = 0.0,
@@ -101,7 +116,8 @@ def sliding_window_inference(image: Tensor, predictor: Predictor, patch_size: in
     """Run `predictor` over `image` [N, C, H, W] patch by patch and blend: returns [N, K, H, W] (fp32).
 
     `predictor` maps [B, C, pH, pW] to [B, K, pH, pW] (a "same"-padded model; a valid-padded U-Net, whose
-    output is smaller than its input, is rejected). `overlap` is the fraction of a patch shared with its
+    output is smaller than its input, is rejected); a predictor returning a dict is read at its "out" key
+    (torchvision's convention), any other container is a ValueError. `overlap` is the fraction of a patch shared with its
     neighbour. `blend="constant"` averages with equal weights. `fixed_batch` pads the last batch of
     patches to `batch_size` so the predictor always sees one shape. `progress(done, total)` is called
     after each batch. Each image of the batch N is windowed on its own."""
@@ -135,7 +151,7 @@ def sliding_window_inference(image: Tensor, predictor: Predictor, patch_size: in
             if fixed_batch and len(starts) < batch_size:
                 filler = patches.new_zeros((batch_size - len(starts), *patches.shape[1:]))
                 patches = torch.cat([patches, filler])
-            out = predictor(patches)
+            out = one_output(predictor(patches))
             if out.dim() != 4 or out.shape[0] != patches.shape[0] or tuple(out.shape[2:]) != patch:
                 raise ValueError(
                     f"the predictor mapped patches {tuple(patches.shape)} to {tuple(out.shape)}; sliding-window "

@@ -54,7 +54,10 @@ def run_shape_free_passes(
     elif "fuse_residual" in on:
         lines.append(f"fuse_residual: {fuse_residuals(g)} residual adds fused into conv epilogues")
     if "fuse_head" in on:
-        lines.append("fuse_head: " + ("final 1x1 conv + op fused into a Head step" if fuse_head(g)
+        n = fuse_head(g)
+        many = len(g.result_indices()) > 1
+        lines.append("fuse_head: " + (f"{n} final 1x1 conv + op fused into Head steps" if many and n
+                                      else "final 1x1 conv + op fused into a Head step" if n
                                       else "not applicable (the output is not a 1x1 conv [+ softmax/sigmoid/argmax])"))  # fmt: skip
     return lines
 

@@ -1,4 +1,10 @@
-"""Output options: the model's own output, logits, probabilities (softmax/sigmoid) or a class map (argmax)."""
+"""Output options: the model's own output, logits, probabilities (softmax/sigmoid) or a class map (argmax).
+
+A model returning several tensors (a tuple, list or dict: `{"out": y, "aux": a}`, a deep-supervision list)
+gets the option applied to each tensor it returns, and keeps its structure (`output="classes"` on
+`{"out": y, "aux": a}` returns `{"out": classes of y, "aux": classes of a}`); a returned tensor that cannot
+take the option (not [N, K, H, W], a class map already, one channel for "classes") is a ValueError naming it.
+"""
 
 from __future__ import annotations
 
@@ -10,53 +16,65 @@ OutputMode = Literal["model", "logits", "probabilities", "classes"]
 OUTPUT_MODES = ("model", "logits", "probabilities", "classes")
 
 
+def _last(n: Node) -> str:
+    return n.op if n.op in ("softmax", "sigmoid", "argmax") else "logits"
+
+
 def model_gives_output(g: OpGraph, mode: str) -> bool:
-    """Whether the model's own output already is `mode` (call before `set_output` rewrites the tail): its
+    """Whether the model's own outputs already are `mode` (call before `set_output` rewrites the tails): its
     own softmax / sigmoid for "probabilities", its own argmax for "classes", a last conv for "logits". The
-    engine then returns it in the memory format the model itself would."""
+    engine then returns them in the memory format the model itself would."""
     if mode == "model":
         return True
-    last = g.output.op if g.output.op in ("softmax", "sigmoid", "argmax") else "logits"
-    return {"probabilities": last in ("softmax", "sigmoid"), "classes": last == "argmax",
-            "logits": last == "logits"}.get(mode, False)  # fmt: skip
+    want = {"probabilities": ("softmax", "sigmoid"), "classes": ("argmax",), "logits": ("logits",)}.get(mode, ())
+    return all(_last(g.outputs[i]) in want for i in g.result_indices())
 
 
 def set_output(g: OpGraph, mode: str) -> str:
-    """Rewrite the graph's tail for `mode`; returns a line for the report."""
+    """Rewrite the tail of each returned tensor for `mode`; returns a line for the report."""
     if mode not in OUTPUT_MODES:
         raise ValueError(f"output={mode!r} is not one of {OUTPUT_MODES}")
     if mode == "model":
         return "output: as the model returns it"
-    out = g.output
-    last = out.op if out.op in ("softmax", "sigmoid", "argmax") else "logits"
+    lines = []
+    for i in g.result_indices():
+        name = g.output_name(i)
+        try:
+            node, line = _tail(g, g.outputs[i], mode)
+        except ValueError as e:
+            raise ValueError(f"the model's output {name}: {e}" if name else str(e)) from None
+        g.outputs[i] = node
+        if node not in g.nodes:
+            g.nodes.append(node)
+        lines.append(f"{name}: {line}" if name else line)
+    g.prune()
+    return "output: " + "; ".join(lines)
+
+
+def _tail(g: OpGraph, out: Node, mode: str) -> tuple[Node, str]:
+    """The node giving `mode` for the returned tensor `out`, and a report phrase."""
+    last = _last(out)
     logits = out.inputs[0] if last != "logits" else out
-    if logits.shape is None:
+    if logits.shape is None or out is g.input:
         raise ValueError(f"output={mode!r} needs the model to end in a 4-D [N, K, H, W] tensor")
     if mode == "logits":
         if last == "argmax":
             raise ValueError("output='logits' is not available: the model returns a class map")
-        g.output = logits
-        g.prune()
-        return f"output: logits (dropped the model's final {last})" if last != "logits" else "output: logits"
+        return logits, (f"logits (dropped the model's final {last})" if last != "logits" else "logits")
     if mode == "probabilities":
         if last in ("softmax", "sigmoid"):
-            return f"output: probabilities ({last}, as the model)"
+            return out, f"probabilities ({last}, as the model)"
         if last == "argmax":
             raise ValueError("output='probabilities' is not available: the model returns a class map")
         op = "softmax" if logits.shape[1] > 1 else "sigmoid"
-        _append(g, Node(op, [logits], {}, logits.shape, f"{op}_out"))
-        return f"output: probabilities ({op} over the {logits.shape[1]} channels)"
+        return Node(op, [logits], {}, logits.shape, f"{op}_out"), (
+            f"probabilities ({op} over the {logits.shape[1]} channels)"
+        )
     # classes
+    if last == "argmax":
+        return out, "class map (as the model)"
     if logits.shape[1] < 2:
         raise ValueError("output='classes' needs at least 2 output channels (argmax over 1 channel is all 0)")
-    if last == "argmax":
-        return "output: class map (as the model)"
-    g.output = logits
-    g.prune()
-    _append(g, Node("argmax", [logits], {}, None, "argmax_out"))
-    return f"output: class map (argmax over {logits.shape[1]} channels; the model's {last} is skipped)"
-
-
-def _append(g: OpGraph, node: Node) -> None:
-    g.nodes.append(node)
-    g.output = node
+    return Node("argmax", [logits], {}, None, "argmax_out"), (
+        f"class map (argmax over {logits.shape[1]} channels; the model's {last} is skipped)"
+    )
