@@ -52,7 +52,7 @@ def test_training_mode_is_refused() -> None:
 @pytest.mark.parametrize(("norm", "says", "not_says"), [
     (torch.nn.InstanceNorm2d(4, track_running_stats=True), "InstanceNorm2d", "BatchNorm"),
     (torch.nn.GroupNorm(2, 4), "training mode", "BatchNorm"),
-    (torch.nn.BatchNorm2d(4), "BatchNorm would use batch statistics", "InstanceNorm"),
+    (torch.nn.BatchNorm2d(4), "BatchNorm2d would normalise with the batch's statistics", "InstanceNorm"),
 ])  # fmt: skip
 def test_training_mode_refusal_names_what_training_changes(norm: torch.nn.Module, says: str, not_says: str) -> None:
     """Issue 23: an InstanceNorm model in training mode was told about BatchNorm."""
