@@ -536,13 +536,14 @@ def _tiles(store: TileStore, channel: int | None) -> Iterator[np.ndarray]:
 
 def write_pyramid(path: str | Path, store: TileStore, *, min_size: int | None = None,
                   resolution_um: tuple[float, float] | None = None, name: str = "",
-                  planar_channels: bool = False) -> list[tuple[int, int]]:  # fmt: skip
+                  planar_channels: bool = False, uuid: str | None = None) -> list[tuple[int, int]]:  # fmt: skip
     """Write a finished `store` as a BigTIFF at `path`: OME-TIFF, `store.tile` square deflate tiles, pyramid
     levels (2x nearest subsampling) in SubIFDs until a level fits in one tile (or `min_size`). Written to
     `path` + ".tmp" and renamed when complete, so a file at `path` is always whole. Channels: one sample for a
     class map; several as separate planes ("CYX", e.g. per-class probabilities) with `planar_channels`.
     `resolution_um` (y, x): pixel size written to the OME metadata and the resolution tags. Returns the (H, W)
-    of every level written. Temporary level stores are made beside `path` and removed."""
+    of every level written. `uuid`: the OME UUID (default: a random one); a UUID derived from what decides
+    the content makes reruns byte-identical. Temporary level stores are made beside `path` and removed."""
     import tifffile
 
     path = Path(path)
@@ -558,6 +559,8 @@ def write_pyramid(path: str | Path, store: TileStore, *, min_size: int | None = 
         meta: dict[str, Any] = {"axes": axes}
         if name:
             meta["Name"] = name
+        if uuid:
+            meta["UUID"] = f"urn:uuid:{uuid}"
         opts: dict[str, Any] = {"tile": (store.tile, store.tile), "compression": "zlib", "dtype": store.dtype,
                                 "photometric": "minisblack"}  # fmt: skip
         if planar_channels:

@@ -39,6 +39,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,7 +56,15 @@ from unet_fast.inference.slide_io import Slide, TileStore, open_slide, write_pyr
 from unet_fast.inference.sliding_window import gaussian_importance_map, plan_windows
 from unet_fast.inference.tissue import TissueTest, make_tissue_test
 
-__all__ = ["SlideJob", "SlideModel", "SlideReport", "SlideSettings", "class_map", "segment_slide"]
+__all__ = [
+    "SlideJob",
+    "SlideModel",
+    "SlidePlan",
+    "SlideReport",
+    "SlideSettings",
+    "class_map",
+    "segment_slide",
+]
 
 FORMAT = "unet_fast.wsi/1"
 DONE = "done.txt"
@@ -90,45 +99,43 @@ class SlideModel:
     identity: str = ""  # a hash of the weights and card: part of the resume key
 
     @classmethod
-    def from_segmenter(cls, seg: Any, identity: str = "") -> SlideModel:
-        """From a `Segmenter` (its runner, card, patch and overlap); the tiling analysis reuses the engine's
-        capture when the runner holds one (`runner.engine`), else captures the model once. `identity` (the
-        resume key's model part) defaults to a hash of the weights, the card and the runner."""
+    def from_segmenter(cls, seg: Any, identity: str = "", analyze: bool = True) -> SlideModel:
+        """From a `Segmenter` (its runner, card, patch and overlap). The tiling analysis reuses the engine's
+        capture when the runner holds one (`runner.engine`), else captures the model once; `analyze=False`
+        skips it (a Ray worker runs a plan the driver made). `identity` (the resume key's model part) defaults
+        to a hash of the card, the weights and the backend."""
         card = seg.card
         if not identity:
             h = hashlib.sha256(json.dumps(card.to_json(), sort_keys=True).encode())
             for k, v in seg.model.state_dict().items():
                 h.update(k.encode())
                 h.update(v.detach().cpu().contiguous().numpy().tobytes())
-            h.update(f"{seg.runner.backend} {seg.runner.note}".encode())
+            h.update(seg.runner.backend.encode())
             identity = h.hexdigest()[:32]
-        fused = getattr(seg.runner, "engine", None)
-        try:
-            if fused is not None:
-                analysis = TilingAnalysis.from_fused(fused)
-            else:
-                analysis = TilingAnalysis.from_model(
-                    seg.model, torch.zeros(1, card.in_channels, seg.patch, seg.patch)
-                )
-        except Exception as e:  # no capture: blended windows only, and say why
-            analysis = None
-            note = f"; no exact tiles ({type(e).__name__}: {e})"
-        else:
-            note = ""
+        analysis, note = None, ""
+        if analyze:
+            fused = getattr(seg.runner, "engine", None)
+            try:
+                if fused is not None:
+                    analysis = TilingAnalysis.from_fused(fused)
+                else:
+                    example = torch.zeros(1, card.in_channels, seg.patch, seg.patch)
+                    analysis = TilingAnalysis.from_model(seg.model, example)
+            except Exception as e:  # no capture: blended windows only, and say why
+                note = f"; no exact tiles ({type(e).__name__}: {e})"
         return cls(seg.runner.predict, card.in_channels, card.num_classes, card.mean, card.std,
                    list(card.class_names), str(card.config.get("head", "softmax")), analysis, seg.patch,
                    seg.overlap, seg.runner.note + note, identity)  # fmt: skip
 
     @classmethod
-    def from_files(
-        cls, weights: str | Path, card: str | Path | None = None, **segmenter_kwargs: Any
-    ) -> SlideModel:
+    def from_files(cls, weights: str | Path, card: str | Path | None = None, analyze: bool = True,
+                   **segmenter_kwargs: Any) -> SlideModel:  # fmt: skip
+        """Load weights + card into a `Segmenter` (`segmenter_kwargs`: backend, dtype, patch_size, overlap,
+        batch_size) and wrap it. The identity hashes the weights file, the card and the options."""
         from unet_fast.inference.segmenter import Segmenter
 
         seg = Segmenter.from_files(weights, card, **segmenter_kwargs)
-        identity = _sha256(Path(weights))[:16] + "-" + hashlib.sha256(json.dumps(seg.card.to_json(), sort_keys=True)
-                                                                      .encode()).hexdigest()[:16]  # fmt: skip
-        return cls.from_segmenter(seg, identity)
+        return cls.from_segmenter(seg, model_identity(weights, seg.card.to_json(), segmenter_kwargs), analyze)
 
     def prepare(self, raw: np.ndarray, name: str) -> Tensor:
         """Raw samples [h, w, C] (file dtype) -> normalised float32 [C, h, w], as `Segmenter.prepare`."""
@@ -183,6 +190,17 @@ class SlideReport:
 
 
 @dataclass(frozen=True)
+class SlidePlan:
+    """What a job decided (a driver hands it to workers, which then compute exactly its cores): the path,
+    why, the exact-tile geometry and the tissue test."""
+
+    strategy: str  # exact | blended
+    reason: str
+    geometry: TilingGeometry | None
+    tissue: TissueTest | None
+
+
+@dataclass(frozen=True)
 class _Core:
     index: int
     oy0: int
@@ -196,7 +214,8 @@ class SlideJob:
     """One slide, one model, one set of settings: the plan, the partial results and the final files."""
 
     def __init__(self, slide: str | Path | Slide, model: SlideModel, out_dir: str | Path, name: str | None = None,
-                 settings: SlideSettings | None = None, *, create: bool = True) -> None:  # fmt: skip
+                 settings: SlideSettings | None = None, *, create: bool = True,
+                 plan: SlidePlan | None = None) -> None:  # fmt: skip
         self.settings = settings or SlideSettings()
         self.settings.check()
         self.slide = slide if not isinstance(slide, (str, Path)) else open_slide(slide)
@@ -205,16 +224,26 @@ class SlideJob:
         self.out_dir = Path(out_dir)
         h, w, _ = self.slide.shape
         self.work = self.out_dir / f".{self.name}.wsi-partial"
-        self.strategy, self.reason, self.geometry = self._decide(h, w)
+        # `plan`: what a driver decided, for workers that run its cores
+        if plan is not None:
+            self.strategy, self.reason, self.geometry = plan.strategy, plan.reason, plan.geometry
+        else:
+            self.strategy, self.reason, self.geometry = self._decide(h, w)
         self.out_shape = self.geometry.out_size if self.geometry is not None else (h, w)
         self.cores = self._cores()
-        self.tissue: TissueTest | None = None
-        if self.settings.tissue_threshold is not None:
+        self.tissue: TissueTest | None = plan.tissue if plan is not None else None
+        if plan is None and self.settings.tissue_threshold is not None:
             self.tissue = make_tissue_test(self.slide, self.settings.core, self.settings.tissue_threshold,
                                            self.settings.tissue_min_fraction, self.settings.background)  # fmt: skip
         self.key = self._key()
         if create:
             self._open_work()
+        else:  # a worker: the driver made the partial results; open them
+            self._open_stores(fresh=False)
+
+    @property
+    def plan(self) -> SlidePlan:
+        return SlidePlan(self.strategy, self.reason, self.geometry, self.tissue)
 
     # -- planning ------------------------------------------------------------------------------------------
     def _decide(self, h: int, w: int) -> tuple[str, str, TilingGeometry | None]:
@@ -269,16 +298,19 @@ class SlideJob:
         if fresh and self.work.exists():
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True, exist_ok=True)
-        oh, ow = self.out_shape
-        t = self.settings.store_tile
-        self.mask_store = TileStore(self.work / "mask.bin", (oh, ow), 1, np.uint8, t, create=fresh)
-        self.prob_store = (TileStore(self.work / "probabilities.bin", (oh, ow), self.model.num_classes, np.uint8, t,
-                                     create=fresh) if self.settings.probabilities else None)  # fmt: skip
+        self._open_stores(fresh)
         if fresh:
             (self.work / DONE).write_text("")
             tmp = job.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.key, indent=1))
             os.replace(tmp, job)
+
+    def _open_stores(self, fresh: bool) -> None:
+        oh, ow = self.out_shape
+        t = self.settings.store_tile
+        self.mask_store = TileStore(self.work / "mask.bin", (oh, ow), 1, np.uint8, t, create=fresh)
+        self.prob_store = (TileStore(self.work / "probabilities.bin", (oh, ow), self.model.num_classes, np.uint8, t,
+                                     create=fresh) if self.settings.probabilities else None)  # fmt: skip
 
     def done(self) -> dict[int, str]:
         """Finished cores from `done.txt`: index -> "ok" | "skipped" (a torn last line is ignored)."""
@@ -446,12 +478,15 @@ class SlideJob:
                                "not writing an incomplete mask")  # fmt: skip
         res = self.slide.resolution_um() if hasattr(self.slide, "resolution_um") else None
         mask_path = self.out_dir / f"{self.name}_mask.ome.tif"
-        levels = write_pyramid(mask_path, self.mask_store, resolution_um=res, name=f"{self.name} class map")
+        # OME UUIDs from the resume key: the same slide, model and settings give byte-identical files
+        key = json.dumps(self.key, sort_keys=True)
+        levels = write_pyramid(mask_path, self.mask_store, resolution_um=res, name=f"{self.name} class map",
+                               uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, key + "mask")))  # fmt: skip
         prob_path = None
         if self.prob_store is not None:
             prob_path = self.out_dir / f"{self.name}_probabilities.ome.tif"
             write_pyramid(prob_path, self.prob_store, resolution_um=res, name=f"{self.name} probabilities x255",
-                          planar_channels=True)  # fmt: skip
+                          planar_channels=True, uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, key + "probabilities")))  # fmt: skip
         skipped = sum(1 for v in done.values() if v == "skipped")
         report = SlideReport(self.slide.path, mask_path, self.out_dir / f"{self.name}_wsi.json", prob_path,
                              self.strategy, self.reason, tuple(self.out_shape), len(self.cores), computed, skipped,
@@ -542,6 +577,15 @@ def _stem(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def model_identity(weights: str | Path, card: dict, options: dict) -> str:
+    """The resume key's model part: hashes of the weights file, the model card and the options that decide the
+    output (backend, dtype, patch, overlap, batch size)."""
+    text = json.dumps(card, sort_keys=True) + json.dumps(
+        {k: options.get(k) for k in sorted(options)}, default=str
+    )
+    return _sha256(Path(weights))[:16] + "-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _sha256(path: Path) -> str:
