@@ -166,9 +166,10 @@ def exact_tiled_inference(image: Tensor, predictor: Predictor, geometry: TilingG
         if fixed_batch and len(chunk) < batch_size:
             crops = torch.cat([crops, crops.new_zeros((batch_size - len(chunk), *crops.shape[1:]))])
         pred = predictor(crops)
-        if out is None:
+        if out is None:  # poisoned (NaN / -1): a pixel no tile wrote cannot pass for a result
             lead = (pred.shape[1],) if pred.dim() == 4 else ()
-            out = pred.new_empty((image.shape[0], *lead, oh, ow))
+            fill = float("nan") if pred.is_floating_point() else -1
+            out = pred.new_full((image.shape[0], *lead, oh, ow), fill)
         for (b, t), p in zip(chunk, pred, strict=False):
             oy0, oy1, ox0, ox1 = t.out
             out[b, ..., oy0:oy1, ox0:ox1] = p[..., oy0 - t.y : oy1 - t.y, ox0 - t.x : ox1 - t.x]
