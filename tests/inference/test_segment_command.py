@@ -121,7 +121,7 @@ def test_runtime_failure_is_exit_1(tiny_model, capsys, monkeypatch) -> None:
     def boom(*a, **k):
         raise RuntimeError("kernel launch failed")
 
-    monkeypatch.setattr(segmenter_module, "sliding_window_inference", boom)
+    monkeypatch.setattr(segmenter_module.Segmenter, "probabilities", boom)  # whichever path runs
     assert main(args(tiny_model, str(tiny_model / "images" / "gray.png"))) == 1
     assert "inference failed on" in capsys.readouterr().err
 

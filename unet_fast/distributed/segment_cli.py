@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             images, weights, args.out, card=args.card, address=args.ray_address, workers=args.workers,
             cpus_per_worker=args.threads or 1, batch_size=args.batch_size, backend=args.backend,
             dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap, overlay=True,
-            alpha=args.alpha, overwrite=args.overwrite, progress=not args.quiet,
+            alpha=args.alpha, overwrite=args.overwrite, progress=not args.quiet, mode=args.mode,
         )  # fmt: skip
     except (RayMissingError, RuntimeError) as e:  # Ray missing, no cluster at --ray-address
         print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)

@@ -1,10 +1,16 @@
-"""Whole-image segmentation with a trained U-Net: image -> normalised tensor -> sliding-window inference
-(on the fused engine when it is available, else the reference model) -> class map.
+"""Whole-image segmentation with a trained U-Net: image -> normalised tensor -> inference (on the fused engine
+when it is available, else the reference model) -> class map.
 
-`Segmenter` is what `unet-fast segment` drives; it is also the library entry point:
+`Segmenter` is what `unet-fast segment`, `serve` and `--ray` drive; it is also the library entry point:
 
     seg = Segmenter.from_files("demo_unet.pt")          # reads demo_unet.json beside it
     mask = seg.segment(read_image("cells.png"))          # uint8 [H, W] class indices
+    seg.last_strategy.describe()                          # which path ran, and why
+
+Which path (`mode`, tiled_inference.choose_strategy): "auto" runs the whole image in one call when its
+activations fit `memory_budget`, else exact halo tiles when the model is exact under tiling (halo.py), else
+the blended sliding window; "whole" / "exact" / "blended" force one. Images smaller than the model's minimum
+size (or the patch) take the blended window, which pads them.
 """
 
 from __future__ import annotations
@@ -12,15 +18,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 import unet_fast
+from unet_fast.inference.halo import TilingAnalysis
 from unet_fast.inference.image_io import match_channels, normalize
 from unet_fast.inference.model_card import ModelCard, load_model
 from unet_fast.inference.sliding_window import sliding_window_inference
+from unet_fast.inference.tiled_inference import (
+    DEFAULT_MEMORY_BUDGET,
+    MODES,
+    Strategy,
+    choose_strategy,
+    exact_tiled_inference,
+)
 from unet_fast.model_guard import eval_model
 from unet_fast.models.unet import UNet
 
@@ -35,6 +50,7 @@ class Runner:
     predict: Callable[[Tensor], Tensor]
     backend: str  # "reference" or the engine backend asked for
     note: str  # one line for the user: what runs, and why (e.g. why the engine is not used)
+    engine: Any = None  # the FusedUNet when the engine runs (its capture serves the tiling analysis)
 
 
 def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str = "float32") -> Runner:
@@ -68,7 +84,7 @@ def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str 
     name = str(getattr(chosen, "name", backend))
     why = getattr(fused, "backend_reason", "")
     note = f"unet_fast engine, backend {name!r}, {dtype}" + (f" ({why})" if why else "")
-    return Runner(lambda x: fused(x).float(), name, note)
+    return Runner(lambda x: fused(x).float(), name, note, fused)
 
 
 def _engine_backends() -> tuple[str, ...] | None:
@@ -84,7 +100,8 @@ class Segmenter:
     """A trained U-Net plus its model card, ready to segment whole images of any size."""
 
     def __init__(self, model: UNet, card: ModelCard, backend: str = "auto", dtype: str = "float32",
-                 patch_size: int | None = None, overlap: float = 0.5, batch_size: int = 4) -> None:  # fmt: skip
+                 patch_size: int | None = None, overlap: float = 0.5, batch_size: int = 4, mode: str = "auto",
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, tile: int = 512) -> None:  # fmt: skip
         if model.config.padding != "same":
             raise ValueError(
                 "sliding-window segmentation needs a 'same'-padded UNet (output size = input size)"
@@ -97,8 +114,43 @@ class Segmenter:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         self.overlap, self.batch_size = overlap, batch_size
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if memory_budget < 1 or tile < 1:
+            raise ValueError(f"memory_budget and tile must be >= 1, got {memory_budget}, {tile}")
+        self.mode, self.memory_budget, self.tile = mode, int(memory_budget), int(tile)
         example = torch.randn(batch_size, card.in_channels, self.patch, self.patch)
         self.runner = make_runner(self.model, example, backend, dtype)
+        self._analysis: TilingAnalysis | None = None
+        self.last_strategy: Strategy | None = None  # the path the last image took (for reports)
+
+    @property
+    def analysis(self) -> TilingAnalysis | None:
+        """The model's tiling analysis: from the engine's capture (free), else one capture of the model; None
+        when the model cannot be captured (then only the blended window and the whole image run)."""
+        if self._analysis is None and self.mode != "blended":
+            try:
+                if self.runner.engine is not None:
+                    self._analysis = TilingAnalysis.from_fused(self.runner.engine)
+                else:
+                    example = torch.zeros(1, self.card.in_channels, self.patch, self.patch)
+                    self._analysis = TilingAnalysis.from_model(self.model, example)
+            except Exception:  # no capture: the strategy says "no capture", blended windows
+                self._analysis = None
+        return self._analysis
+
+    def strategy(self, height: int, width: int) -> Strategy:
+        """The path an image of height x width takes (see the module docstring)."""
+        try:
+            self.model.output_size(height, width)  # ValueError where the model cannot take the size whole
+        except ValueError:
+            return Strategy("blended", f"blended window: {height}x{width} is smaller than the model takes whole "
+                            "(the window pads it)")  # fmt: skip
+        analysis = self.analysis
+        if self.mode == "auto" and analysis is None:
+            return Strategy("whole", "the whole image in one call (no capture to estimate its memory)")
+        return choose_strategy(analysis, height, width, mode=self.mode, memory_budget=self.memory_budget,
+                               core=self.tile)  # fmt: skip
 
     @classmethod
     def from_files(cls, weights: str | Path, card: str | Path | None = None, **kwargs) -> Segmenter:
@@ -113,8 +165,20 @@ class Segmenter:
     @torch.no_grad()
     def probabilities(self, image: np.ndarray, name: str | Path = "image",
                       progress: Callable[[int, int], None] | None = None) -> Tensor:  # fmt: skip
-        """[K, H, W] blended class probabilities (what the model's head gives) for one image."""
+        """[K, H, W] class probabilities (what the model's head gives) for one image, by the path `strategy`
+        picks (recorded in `last_strategy`)."""
         x = self.prepare(image, name)
+        s = self.strategy(int(x.shape[2]), int(x.shape[3]))
+        self.last_strategy = s
+        if s.mode == "whole":
+            out = self.runner.predict(x)[0]
+            if progress is not None:
+                progress(1, 1)
+            return out
+        if s.mode == "exact":
+            assert s.geometry is not None
+            return exact_tiled_inference(x, self.runner.predict, s.geometry, batch_size=self.batch_size,
+                                         progress=progress)[0].float()  # fmt: skip
         return sliding_window_inference(x, self.runner.predict, self.patch, overlap=self.overlap,
                                         batch_size=self.batch_size, progress=progress)[0]  # fmt: skip
 

@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -554,6 +555,37 @@ def segment_slide(slide: str | Path, model: SlideModel, out_dir: str | Path, *, 
         job.close()
         with contextlib.suppress(Exception):
             job.slide.close()
+
+
+def is_slide(path: str | Path, max_decoded_bytes: int = 1 << 30) -> bool:
+    """Whether `segment` should stream `path` tile by tile: a zarr array, an OpenSlide format, a tiled TIFF with
+    a pyramid or over `max_decoded_bytes` decoded, an .npy over it, or a PNG / JPEG / BMP over it (which
+    `open_slide` then refuses with the formats that stream). Everything else is read whole."""
+    from unet_fast.inference import slide_io
+
+    path = Path(path)
+    suffix = slide_io._suffix(path)
+    if suffix == ".zarr" or suffix in slide_io.OPENSLIDE_SUFFIXES or path.is_dir():
+        return True
+    try:
+        if suffix in slide_io.TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as t:
+                series = t.series[0]
+                page = t.pages[0]
+                size = series.size * series.dtype.itemsize
+                return bool(page.is_tiled and (len(series.levels) > 1 or size > max_decoded_bytes))
+        if suffix == ".npy":
+            npy = slide_io.NpySlide(path)
+            npy.close()
+            return npy.dtype.itemsize * math.prod(npy.shape) > max_decoded_bytes
+        if suffix in slide_io.DECODED_SUFFIXES:
+            size = slide_io.decoded_size(path)
+            return size is not None and math.prod(size) > max_decoded_bytes
+    except Exception:  # unreadable: the ordinary reader reports what is wrong
+        return False
+    return False
 
 
 def _bar(job: SlideJob, resumed: int, enabled: bool):
