@@ -140,7 +140,16 @@ class Segmenter:
         return self._analysis
 
     def strategy(self, height: int, width: int) -> Strategy:
-        """The path an image of height x width takes (see the module docstring)."""
+        """The path an image of height x width takes (see the module docstring); remembered per size."""
+        key = (int(height), int(width), self.mode, self.memory_budget, self.tile)
+        cache = self.__dict__.setdefault("_strategies", {})
+        if key not in cache:
+            if len(cache) >= 256:
+                cache.pop(next(iter(cache)))
+            cache[key] = self._strategy(int(height), int(width))
+        return cache[key]
+
+    def _strategy(self, height: int, width: int) -> Strategy:
         try:
             self.model.output_size(height, width)  # ValueError where the model cannot take the size whole
         except ValueError:
