@@ -220,3 +220,24 @@ def test_planar_probabilities_pyramid(tmp_path) -> None:
         assert s.axes in ("CYX", "SYX") and s.shape == (3, 300, 280)  # one page, a plane per class
         np.testing.assert_array_equal(s.levels[0].asarray(), p.transpose(2, 0, 1))
         np.testing.assert_array_equal(s.levels[1].asarray(), p[::2, ::2].transpose(2, 0, 1))
+
+
+def _hwm_mib() -> float:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's VmHWM reset")
+def test_pyramid_writer_memory_flat_in_image_size(tmp_path) -> None:
+    """Writing a 16x larger mask (2k -> 8k square) does not raise the peak RSS by more than 8 MiB: tiles stream
+    through tifffile in small encoding passes (its default pass gathers 512 MiB of tiles)."""
+    growth = []
+    for n in (2048, 8192):
+        store = TileStore(tmp_path / f"{n}.bin", (n, n), 1, np.uint8, 256)
+        store.write(0, 0, np.ones((512, 512), np.uint8))
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _hwm_mib()
+        write_pyramid(tmp_path / f"{n}.ome.tif", store)
+        growth.append(_hwm_mib() - before)
+        store.close()
+    assert growth[1] - growth[0] < 8, growth

@@ -561,8 +561,10 @@ def write_pyramid(path: str | Path, store: TileStore, *, min_size: int | None = 
             meta["Name"] = name
         if uuid:
             meta["UUID"] = f"urn:uuid:{uuid}"
+        # buffersize: tifffile gathers this many bytes of tiles per encoding pass (512 MiB by default), which
+        # would make the writer's memory, not the tile batch, the peak on a large slide
         opts: dict[str, Any] = {"tile": (store.tile, store.tile), "compression": "zlib", "dtype": store.dtype,
-                                "photometric": "minisblack"}  # fmt: skip
+                                "photometric": "minisblack", "buffersize": 16 << 20}  # fmt: skip
         if planar_channels:
             opts["planarconfig"] = "separate"
         if resolution_um is not None:
