@@ -37,6 +37,13 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _timed(headers: dict, timing: dict, since: float) -> dict:
+    """`headers` + Server-Timing: the stages' durations (seconds in `timing`, `encode` since `since`) in ms.
+    Defined above the deployment: Serve pickles the class with the module globals it saw at definition."""
+    timing = {**timing, "encode": time.perf_counter() - since}
+    return {**headers, "Server-Timing": ", ".join(f"{k};dur={1000 * v:.2f}" for k, v in timing.items())}
+
+
 @serve.deployment(name="unet_fast")
 @serve.ingress(app)
 class SegmentDeployment:
@@ -124,8 +131,3 @@ class SegmentDeployment:
         self.model_calls += calls
         paths = [self.seg.strategy(int(im.shape[0]), int(im.shape[1])).mode for im in images]
         return [(m, len(images), infer, p) for m, p in zip(masks, paths, strict=True)]
-
-
-def _timed(headers: dict, timing: dict, since: float) -> dict:
-    timing = {**timing, "encode": time.perf_counter() - since}
-    return {**headers, "Server-Timing": ", ".join(f"{k};dur={1000 * v:.2f}" for k, v in timing.items())}
