@@ -32,3 +32,18 @@ def test_ray_slide_equals_single_process_and_resumes_across(tmp_path, ray_cluste
                         progress=False)  # fmt: skip
     assert rep.resumed == 4 and rep.computed == 5
     assert rep.mask.read_bytes() == single.mask.read_bytes()
+
+
+def test_segment_ray_routes_slides_to_tiles(tmp_path, ray_cluster, capsys) -> None:
+    from unet_fast.cli import main
+
+    slide = synthetic_slide(tmp_path / "cli.tif", 600, 520, tissue=0.5, seed=2)
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["segment", str(slide), "--out", str(out), "--ray", "--workers", "1", "--tile", "256", "--quiet"]
+        )
+        == 0
+    )
+    assert "on Ray: exact tiles" in capsys.readouterr().out
+    assert (out / "cli_mask.ome.tif").is_file() and (out / "cli_wsi.json").is_file()

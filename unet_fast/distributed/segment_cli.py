@@ -45,6 +45,13 @@ def run(args: argparse.Namespace) -> int:
     # usage (images given, --threads, --alpha) is checked by commands/segment.run before it hands over
     images = ([str(bundled.require(bundled.DEMO_IMAGE))] if args.demo else []) + list(args.images)
     weights = Path(args.weights) if args.weights else bundled.require(bundled.DEMO_WEIGHTS)
+    slides, images = _split_slides(images, args)
+    for slide in slides:  # whole-slide inputs: their tiles over the actor pool (docs/wsi.md)
+        code = _run_slide(slide, weights, args)
+        if code:
+            return code
+    if not images:
+        return 0
     try:
         from unet_fast.distributed.batch import segment_dataset
 
@@ -67,3 +74,42 @@ def run(args: argparse.Namespace) -> int:
           f"{report.failed} failed, {report.resumed} already done; {report.seconds:.1f}s; manifest "
           f"{report.manifest}")  # fmt: skip
     return min(report.failed, MAX_EXIT)
+
+
+def _split_slides(images: list[str], args: argparse.Namespace) -> tuple[list[Path], list[str]]:
+    """Files given by name that are whole-slide inputs (or all files with --wsi) apart from the rest (folders
+    and globs go to the image job as before)."""
+    from unet_fast.inference.wsi import is_slide
+
+    slides, rest = [], []
+    for spec in images:
+        path = Path(spec)
+        if (path.is_file() and (args.wsi or is_slide(path))) or (
+            path.is_dir() and path.suffix.lower() == ".zarr"
+        ):
+            slides.append(path)
+        else:
+            rest.append(spec)
+    return slides, rest
+
+
+def _run_slide(path: Path, weights: Path, args: argparse.Namespace) -> int:
+    from unet_fast.distributed.ray_env import RayMissingError
+    from unet_fast.inference.wsi import SlideSettings
+
+    mode = "exact" if args.mode == "whole" else args.mode  # a slide is never run whole
+    settings = SlideSettings(mode=mode, core=max(256, args.tile // 256 * 256), batch_size=args.batch_size,
+                             probabilities=args.probabilities, tissue_threshold=args.skip_background)  # fmt: skip
+    try:
+        from unet_fast.distributed.wsi_ray import segment_slide_ray
+
+        report = segment_slide_ray(path, weights, args.out, card=args.card, settings=settings, address=args.ray_address,
+                                   workers=args.workers, cpus_per_worker=args.threads or 1, backend=args.backend,
+                                   dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap,
+                                   progress=not args.quiet)  # fmt: skip
+    except (RayMissingError, RuntimeError) as e:
+        print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)
+        return 1
+    print(f"segmented slide {path} on Ray: {report.strategy} tiles ({report.computed} computed, {report.skipped} "
+          f"skipped, {report.resumed} already done) -> {report.mask}")  # fmt: skip
+    return 0
