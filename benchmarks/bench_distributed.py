@@ -110,9 +110,10 @@ def _free_port() -> int:
 
 
 def _load(
-    url: str, bodies: list[bytes], requests: int, concurrency: int
+    url: str, bodies: list[bytes], requests: int, concurrency: int, timings: list[dict] | None = None
 ) -> tuple[list[float], list[int], float]:
-    """`concurrency` threads post bodies back to back until `requests` are done: latencies (s), batch sizes."""
+    """`concurrency` threads post bodies back to back until `requests` are done: latencies (s), batch sizes;
+    each reply's Server-Timing (ms per stage inside the replica) appended to `timings`."""
     latencies, sizes, lock, next_index = [], [], threading.Lock(), [0]
 
     def client() -> None:
@@ -127,9 +128,12 @@ def _load(
             with urllib.request.urlopen(request, timeout=120) as r:
                 r.read()
                 size = int(r.headers["X-Batch-Size"])
+                stages = _server_timing(r.headers.get("Server-Timing", ""))
             with lock:
                 latencies.append(time.perf_counter() - t)
                 sizes.append(size)
+                if timings is not None:
+                    timings.append({**stages, "total": latencies[-1] * 1000})
 
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
     start = time.perf_counter()
@@ -138,6 +142,58 @@ def _load(
     for t in threads:
         t.join()
     return latencies, sizes, time.perf_counter() - start
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    out = {}
+    for part in header.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name and dur:
+            out[name] = float(dur)
+    return out
+
+
+def _in_process_ms(bodies: list[bytes], repeats: int, threads: int) -> dict[str, float]:
+    """What a request costs without the server: decode + Segmenter.segment + PNG encode, in this process, one
+    thread of calls (median ms per request), and the engine's whole-image call alone."""
+    import torch
+
+    from unet_fast.distributed.http_io import decode, mask_png
+    from unet_fast.inference.segmenter import Segmenter
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        seg = Segmenter.from_files(bundled.DEMO_WEIGHTS)
+        stages: dict[str, list[float]] = {"decode": [], "segment": [], "encode": [], "engine": []}
+        for i in range(repeats + 2):
+            body = bodies[i % len(bodies)]
+            t0 = time.perf_counter()
+            image = decode(body, seg.card.in_channels, None)
+            t1 = time.perf_counter()
+            mask = seg.segment(image)
+            t2 = time.perf_counter()
+            mask_png(mask, seg.card.palette)
+            t3 = time.perf_counter()
+            x = seg.prepare(image)
+            t4 = time.perf_counter()
+            with torch.no_grad():
+                (seg.runner.engine or seg.runner.predict)(x)
+            t5 = time.perf_counter()
+            if i >= 2:  # the first calls build the plan and arena for the size
+                for k, v in (
+                    ("decode", t1 - t0),
+                    ("segment", t2 - t1),
+                    ("encode", t3 - t2),
+                    ("engine", t5 - t4),
+                ):
+                    stages[k].append(v * 1000)
+        out = {k: statistics.median(v) for k, v in stages.items()}
+        out["total"] = out["decode"] + out["segment"] + out["encode"]
+        out["path"] = seg.last_strategy.mode if seg.last_strategy else "?"
+        return out
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _serve_rows(requests: int, concurrency: int, cores: int) -> list[dict]:
@@ -152,23 +208,35 @@ def _serve_rows(requests: int, concurrency: int, cores: int) -> list[dict]:
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(buf, format="PNG")
         bodies.append(buf.getvalue())
-    # (replicas, threads per replica, max batch)
-    configs = [(1, cores, 1), (1, cores, 8)] + ([(cores, 1, 8)] if cores > 1 else [])
+    # (replicas, threads per replica, max batch, clients)
+    configs = [(1, cores, 1, 1), (1, cores, 8, 1), (1, cores, 1, concurrency), (1, cores, 8, concurrency)]
+    configs += [(cores, 1, 8, concurrency)] if cores > 1 else []
+    # in process at 1 thread and at all cores: two OpenMP threads on two busy cores can be 20x slower than one
+    # (measured here: 544 ms vs 22 ms for a 128 x 128 image), so the faster row is the baseline
+    rows = [{"bench": "in-process", "threads": t, "payload": "PNG 128x128 gray", **_in_process_ms(bodies, 30, t)}
+            for t in sorted({1, cores})]  # fmt: skip
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    rows = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for replicas, threads, max_batch in configs:
+        for replicas, threads, max_batch, clients in configs:
             serve.run(build_app(bundled.DEMO_WEIGHTS, replicas=replicas, threads=threads, max_batch=max_batch,
                                 batch_wait_ms=5), name=APP_NAME, route_prefix="/")  # fmt: skip
-            _load(url, bodies, 4 * concurrency, concurrency)  # warm-up: engines, connections, the proxy
-            latencies, sizes, wall = _load(url, bodies, requests, concurrency)
+            _load(url, bodies, 4 * clients, clients)  # warm-up: engines, connections, the proxy
+            timings: list[dict] = []
+            n = requests if clients > 1 else max(20, requests // 4)
+            latencies, sizes, wall = _load(url, bodies, n, clients, timings)
             ms = np.array(latencies) * 1000
-            rows.append({"bench": "serve", "replicas": replicas, "threads_per_replica": threads,
-                         "max_batch": max_batch, "batch_wait_ms": 5, "concurrency": concurrency,
-                         "requests": requests, "payload": "PNG 128x128 gray (1 patch)",
+            stage = {f"median_{k}_ms": float(np.median([t.get(k, np.nan) for t in timings]))
+                     for k in ("decode", "queue", "infer", "encode")}  # fmt: skip
+            inside = [sum(t.get(k, 0.0) for k in ("decode", "queue", "infer", "encode")) for t in timings]
+            stage["median_outside_replica_ms"] = float(
+                np.median([t["total"] - i for t, i in zip(timings, inside, strict=True)])
+            )
+            rows.append({"bench": "serve", "replicas": replicas, "threads_per_replica": threads, **stage,
+                         "max_batch": max_batch, "batch_wait_ms": 5, "concurrency": clients, "requests": n,
+                         "payload": "PNG 128x128 gray",
                          "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                          "mean_ms": float(ms.mean()), "requests_per_s": requests / wall,
                          "mean_batch_size_seen": float(np.mean(sizes))})  # fmt: skip
@@ -198,17 +266,31 @@ def _markdown(doc: dict) -> str:
                          f"| {r['images_per_s']:.2f} | {per} | {start} |")  # fmt: skip
         lines += ["", "Wall time includes building each worker's engine; `worker s/image` is the mean time one "
                   "worker spent per image (read + segment + write), from the manifest.", ""]  # fmt: skip
+    inproc = [r for r in doc["rows"] if r["bench"] == "in-process"]
     serve_rows = [r for r in doc["rows"] if r["bench"] == "serve"]
+    if inproc:
+        lines += ["## In process (the same request without the server; medians)", ""]
+        for r in inproc:
+            lines += [f"- {r['threads']} thread(s): decode {r['decode']:.1f} ms + Segmenter.segment {r['segment']:.1f} ms "
+                      f"({r['path']}) + PNG encode {r['encode']:.1f} ms = **{r['total']:.1f} ms**; the engine's "
+                      f"whole-image call alone {r['engine']:.1f} ms (segment / engine = {r['segment'] / r['engine']:.2f}x)."]  # fmt: skip
+        lines.append("")
     if serve_rows:
         lines += ["## Serve: `unet-fast serve` under a fixed concurrent load (128x128 PNG tiles)", "",
-                  "| replicas x threads | max batch | clients | requests | p50 ms | p99 ms | requests/s | mean batch |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+                  "| replicas x threads | max batch | clients | requests | p50 ms | p99 ms | requests/s | mean batch "
+                  "| decode / queue / infer / encode ms | outside the replica ms | p50 over in-process ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        base = min(r["total"] for r in inproc) if inproc else float("nan")
         for r in serve_rows:
             lines.append(f"| {r['replicas']} x {r['threads_per_replica']} | {r['max_batch']} | {r['concurrency']} "
                          f"| {r['requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.1f} "
-                         f"| {r['mean_batch_size_seen']:.2f} |")  # fmt: skip
+                         f"| {r['mean_batch_size_seen']:.2f} | {r['median_decode_ms']:.1f} / {r['median_queue_ms']:.1f} / "
+                         f"{r['median_infer_ms']:.1f} / {r['median_encode_ms']:.1f} | {r['median_outside_replica_ms']:.1f} "
+                         f"| {r['p50_ms'] - base:+.1f} |")  # fmt: skip
         lines += ["", "Latency is measured by the clients (HTTP through Serve's proxy included); the clients run "
-                  "on the same cores as the server.", ""]  # fmt: skip
+                  "on the same cores as the server. The stages come from the replica's Server-Timing header "
+                  "(queue = waiting for the batch to fill and for the engine thread); `outside the replica` = client "
+                  "latency minus them: HTTP, Serve's proxy and its handle.", ""]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -86,7 +86,9 @@ KINDS: dict[str, tuple[Callable[[Path, str, Path], Path], str]] = {
     "unreadable": (_unreadable, "ermission denied"),
     "directory with an image suffix": (_directory, "is a directory"),
     "wrong channel count": (_wrong_channels, "C in 1..4 channels, got shape (30, 30, 5)"),
-    "too large for the memory": (_too_large, "available; tile it first"),
+    # the CLI streams it as a slide when the image is too large to decode whole (wsi.is_slide) and the PNG
+    # cannot be read in parts; Segmenter.segment_files refuses it by its memory need: both say how to tile it
+    "too large for the memory": (_too_large, "tile by tile"),
     "unwritable output": (_unwritable_output, "IsADirectoryError"),
 }
 

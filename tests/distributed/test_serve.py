@@ -98,6 +98,9 @@ def test_concurrent_clients_get_the_single_process_masks_in_batches(server, tmp_
         replies = list(pool.map(client, range(len(bodies))))
     for (status, headers, body), mask in zip(replies, expected, strict=True):
         assert status == 200 and headers["content-type"] == "image/png"
+        # the path (whole: these fit the memory budget) and where the time went inside the replica
+        assert headers["x-inference"] == "whole"
+        assert all(f"{k};dur=" in headers["server-timing"] for k in ("decode", "queue", "infer", "encode"))
         with Image.open(io.BytesIO(body)) as im:
             assert im.mode == "P"
             np.testing.assert_array_equal(np.array(im), mask)

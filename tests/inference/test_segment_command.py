@@ -120,7 +120,7 @@ def test_engine_failing_on_an_input_is_that_inputs_failure_exit_3(tiny_model, ca
     def boom(*a, **k):
         raise RuntimeError("kernel launch failed")
 
-    monkeypatch.setattr(segmenter_module, "sliding_window_inference", boom)
+    monkeypatch.setattr(segmenter_module.Segmenter, "probabilities", boom)  # whichever path runs
     assert main(args(tiny_model, str(tiny_model / "images" / "gray.png"))) == 3
     err = capsys.readouterr().err
     assert f"failed: {tiny_model / 'images' / 'gray.png'}: RuntimeError: kernel launch failed" in err

@@ -49,12 +49,21 @@ def run(args: argparse.Namespace, specs: list[str]) -> int:
     from unet_fast.distributed.ray_env import RayMissingError
 
     weights = Path(args.weights) if args.weights else bundled.require(bundled.DEMO_WEIGHTS)
+    slides, specs = _split_slides(specs, args)
+    failed_slides = 0
+    for slide in slides:  # whole-slide inputs: their tiles over the actor pool (docs/wsi.md)
+        code = _run_slide(slide, weights, args)
+        if code == EXIT_FAILURE:
+            return code  # Ray missing or unreachable: nothing else can run either
+        failed_slides += code == EXIT_INPUTS_FAILED
+    if not specs:
+        return EXIT_INPUTS_FAILED if failed_slides else EXIT_OK
     try:
         report = segment_dataset(
             specs, weights, args.out, card=args.card, address=args.ray_address, workers=args.workers,
             cpus_per_worker=args.threads or 1, batch_size=args.batch_size, backend=args.backend,
             dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap, overlay=True,
-            alpha=args.alpha, overwrite=args.overwrite, progress=not args.quiet,
+            alpha=args.alpha, overwrite=args.overwrite, progress=not args.quiet, mode=args.mode,
         )  # fmt: skip
     except (RayMissingError, RuntimeError) as e:  # Ray missing, no cluster at --ray-address
         print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)
@@ -67,4 +76,46 @@ def run(args: argparse.Namespace, specs: list[str]) -> int:
     print(f"segmented {report.total} image(s) on Ray ({report.workers} workers): {report.ok} ok, "
           f"{report.failed} failed, {report.resumed} already done; {report.seconds:.1f}s; manifest "
           f"{report.manifest}")  # fmt: skip
-    return EXIT_INPUTS_FAILED if report.failed else EXIT_OK
+    return EXIT_INPUTS_FAILED if report.failed or failed_slides else EXIT_OK
+
+
+def _split_slides(images: list[str], args: argparse.Namespace) -> tuple[list[Path], list[str]]:
+    """Files given by name that are whole-slide inputs (or all files with --wsi) apart from the rest (folders
+    and globs go to the image job as before)."""
+    from unet_fast.inference.wsi import is_slide
+
+    slides, rest = [], []
+    for spec in images:
+        path = Path(spec)
+        if (path.is_file() and (args.wsi or is_slide(path))) or (
+            path.is_dir() and path.suffix.lower() == ".zarr"
+        ):
+            slides.append(path)
+        else:
+            rest.append(spec)
+    return slides, rest
+
+
+def _run_slide(path: Path, weights: Path, args: argparse.Namespace) -> int:
+    from unet_fast.distributed.ray_env import RayMissingError
+    from unet_fast.inference.wsi import SlideSettings
+
+    mode = "exact" if args.mode == "whole" else args.mode  # a slide is never run whole
+    settings = SlideSettings(mode=mode, core=max(256, args.tile // 256 * 256), batch_size=args.batch_size,
+                             probabilities=args.probabilities, tissue_threshold=args.skip_background)  # fmt: skip
+    try:
+        from unet_fast.distributed.wsi_ray import segment_slide_ray
+
+        report = segment_slide_ray(path, weights, args.out, card=args.card, settings=settings, address=args.ray_address,
+                                   workers=args.workers, cpus_per_worker=args.threads or 1, backend=args.backend,
+                                   dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap,
+                                   progress=not args.quiet)  # fmt: skip
+    except (RayMissingError, RuntimeError) as e:
+        print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as e:  # a bad slide (unreadable tile, refused mode...) is that input's failure
+        print(f"unet-fast segment: failed: {path}: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INPUTS_FAILED
+    print(f"segmented slide {path} on Ray: {report.strategy} tiles ({report.computed} computed, {report.skipped} "
+          f"skipped, {report.resumed} already done) -> {report.mask}")  # fmt: skip
+    return EXIT_OK

@@ -51,7 +51,7 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
                     backend: str = "auto", dtype: str = "float32", patch_size: int | None = None,
                     overlap: float = 0.5, overlay: bool = False, alpha: float = 0.5, overwrite: bool = False,
                     max_pixels: int | None = DEFAULT_MAX_PIXELS, max_worker_deaths: int = 2,
-                    progress: bool = True) -> SegmentReport:  # fmt: skip
+                    progress: bool = True, mode: str = "auto") -> SegmentReport:  # fmt: skip
     """Segment every image in `inputs` (files, folders, glob patterns) with the U-Net `weights` (+ its
     model card, default: the weights' name with `.json`) on Ray; write `<name>_mask.png` (uint8 class
     indices, palette PNG; `<name>_overlay.png` too with `overlay=True`) and `manifest.parquet` to `out_dir`.
@@ -95,12 +95,12 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
     model, model_card = load_model(weights, card)  # bad weights or card fail here, before Ray starts
     # Validates patch size, overlap and batch size with Segmenter's own messages; builds no engine.
     Segmenter(model, model_card, backend="reference", patch_size=patch_size, overlap=overlap,
-              batch_size=batch_size)  # fmt: skip
+              batch_size=batch_size, mode=mode)  # fmt: skip
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out_dir {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    options = SegmentOptions(backend, dtype, patch_size, overlap, batch_size, overlay, alpha)
+    options = SegmentOptions(backend, dtype, patch_size, overlap, batch_size, overlay, alpha, mode)
     w_hash = manifest.file_sha256(weights)
     s_hash = manifest.settings_hash(model_card.to_json(), dataclasses.asdict(options))
     listed = [(str(p.resolve()), n) for p, n in zip(images, names, strict=True)]

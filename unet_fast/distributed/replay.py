@@ -1,4 +1,7 @@
-"""Several images through one stream of patch batches, for the server's dynamic batching.
+"""Several images through as few model calls as possible, for the server's dynamic batching.
+
+Images the segmenter runs whole (its default when they fit the memory budget) are stacked by size: one engine
+call per size. Images on the blended window share one stream of patch batches:
 
 `Segmenter.segment` windows one image at a time and pads its last batch of patches with zeros, so N
 concurrent requests for 128 x 128 tiles would cost N model calls of 4 patches each, 3 of them filler.
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from unet_fast.inference.masks import to_mask
 from unet_fast.inference.segmenter import Runner, Segmenter
 from unet_fast.inference.sliding_window import plan_windows
 
@@ -58,8 +62,41 @@ def _with_runner(seg: Segmenter, predict) -> Segmenter:
 
 @torch.no_grad()
 def segment_many(seg: Segmenter, images: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-    """uint8 [H, W] class maps for [H, W, C] images (any sizes), equal to `seg.segment(image)` each, with
-    the patches of all images batched together. Returns (masks, number of model calls)."""
+    """uint8 [H, W] class maps for [H, W, C] images (any sizes), equal to `seg.segment(image)` each. Images the
+    segmenter runs whole are stacked by size into one engine call per size; images on the blended window have
+    their patches batched together (record / replay); exact-tile images run one by one. Returns (masks,
+    number of model calls)."""
+    masks: list[np.ndarray | None] = [None] * len(images)
+    calls = 0
+    by_size: dict[tuple[int, int], list[int]] = {}
+    blended: list[int] = []
+    for i, image in enumerate(images):
+        mode = seg.strategy(int(image.shape[0]), int(image.shape[1])).mode
+        if mode == "whole":
+            by_size.setdefault((int(image.shape[0]), int(image.shape[1])), []).append(i)
+        elif mode == "blended":
+            blended.append(i)
+        else:
+            masks[i] = seg.segment(image)
+            calls += 1
+    for idx in by_size.values():
+        x = torch.cat([seg.prepare(images[i]) for i in idx])
+        probs = seg.runner.predict(x)
+        calls += 1
+        for i, p in zip(idx, probs, strict=True):
+            seg.last_strategy = seg.strategy(*images[i].shape[:2])
+            masks[i] = to_mask(p, seg.card)  # the card's head decides (argmax, threshold, label bits)
+    if blended:
+        done, n = _segment_blended(seg, [images[i] for i in blended])
+        calls += n
+        for i, m in zip(blended, done, strict=True):
+            masks[i] = m
+    return [m for m in masks if m is not None], calls
+
+
+def _segment_blended(seg: Segmenter, images: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """The blended-window images: every image's patches through the engine in full batches, then each image's
+    own blend replayed from them (record / replay, see the module docstring)."""
     recorders = []
     for image in images:
         n = len(plan_windows(image.shape[:2], (seg.patch, seg.patch), seg.overlap).starts)

@@ -22,7 +22,8 @@ DEFAULT_MAX_PIXELS = 1 << 24  # 4096 x 4096: larger images belong in `segment --
 def build_app(weights: str | Path, card: str | Path | None = None, *, replicas: int = 1, max_batch: int = 8,
               batch_wait_ms: float = 5.0, threads: int = 1, backend: str = "auto", dtype: str = "float32",
               patch_size: int | None = None, overlap: float = 0.5, batch_size: int = 4,
-              max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int | None = DEFAULT_MAX_PIXELS):  # fmt: skip
+              max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+              mode: str = "auto"):  # fmt: skip
     """The Serve application: `replicas` replicas with `threads` CPUs (and torch threads) each, batching up
     to `max_batch` concurrent requests, waiting at most `batch_wait_ms` for a batch to fill. `batch_size`:
     patches per model call. Files are checked here (FileNotFoundError / ValueError), before any replica
@@ -41,12 +42,18 @@ def build_app(weights: str | Path, card: str | Path | None = None, *, replicas: 
         raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels}")
     model, model_card = load_model(weights, card)
     Segmenter(
-        model, model_card, backend="reference", patch_size=patch_size, overlap=overlap, batch_size=batch_size
+        model,
+        model_card,
+        backend="reference",
+        patch_size=patch_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        mode=mode,
     )  # fmt: skip - validates the geometry, builds no engine
     from unet_fast.distributed.serve_app import SegmentDeployment
 
     kwargs = {"backend": backend, "dtype": dtype, "patch_size": patch_size, "overlap": overlap,
-              "batch_size": batch_size}  # fmt: skip
+              "batch_size": batch_size, "mode": mode}  # fmt: skip
     deployment = SegmentDeployment.options(
         num_replicas=replicas, ray_actor_options={"num_cpus": threads},
         # Serve caps requests in flight per replica; below max_batch no batch could ever fill.

@@ -14,6 +14,7 @@ Errors: 400 bad image (reason in the body), 413 body over `max_bytes` or image o
 import asyncio
 import json
 import os
+import time
 from collections import Counter
 
 import numpy as np
@@ -35,6 +36,13 @@ class _TooLarge(Exception):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _timed(headers: dict, timing: dict, since: float) -> dict:
+    """`headers` + Server-Timing: the stages' durations (seconds in `timing`, `encode` since `since`) in ms.
+    Defined above the deployment: Serve pickles the class with the module globals it saw at definition."""
+    timing = {**timing, "encode": time.perf_counter() - since}
+    return {**headers, "Server-Timing": ", ".join(f"{k};dur={1000 * v:.2f}" for k, v in timing.items())}
 
 
 @serve.deployment(name="unet_fast")
@@ -77,6 +85,7 @@ class SegmentDeployment:
             body = await self._read_body(request)
         except _TooLarge as e:
             return _error(413, str(e))
+        t0 = time.perf_counter()
         try:
             image = await asyncio.to_thread(decode, body, self.seg.card.in_channels, self.max_pixels,
                                             self.seg.check_fits)  # fmt: skip
@@ -84,15 +93,23 @@ class SegmentDeployment:
             return _error(413, str(e))
         except ValueError as e:
             return _error(400, str(e))
-        mask, batch_size = await self._batch(image)
-        headers = {"X-Batch-Size": str(batch_size), "X-Backend": self.seg.runner.backend}
+        t1 = time.perf_counter()
+        mask, batch_size, infer_s, path = await self._batch(image)
+        t2 = time.perf_counter()
+        # Server-Timing (the standard header): where this request's time went inside the replica; the rest of
+        # what a client measures is HTTP, Serve's proxy and its handle
+        timing = {"decode": t1 - t0, "queue": max(0.0, t2 - t1 - infer_s), "infer": infer_s}
+        headers = {"X-Batch-Size": str(batch_size), "X-Backend": self.seg.runner.backend, "X-Inference": path}
         card = self.seg.card
         if format == "json":  # the labels of the mask: classes, background / foreground, or bits
             body = {"height": int(mask.shape[0]), "width": int(mask.shape[1]),
                     "class_names": [label.name for label in mask_labels(card)],
                     "class_fractions": label_fractions(mask, card), "batch_size": batch_size}  # fmt: skip
-            return Response(json.dumps(body), media_type="application/json", headers=headers)
-        return Response(mask_png(mask, mask_palette(card)), media_type="image/png", headers=headers)
+            return Response(
+                json.dumps(body), media_type="application/json", headers=_timed(headers, timing, t2)
+            )
+        png = mask_png(mask, mask_palette(card))
+        return Response(png, media_type="image/png", headers=_timed(headers, timing, t2))
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -107,9 +124,12 @@ class SegmentDeployment:
         return b"".join(chunks)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)  # both reset from the options in __init__
-    async def _batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+    async def _batch(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, int, float, str]]:
         # The engine runs in a thread: the event loop keeps decoding requests (and forming the next batch).
+        start = time.perf_counter()
         masks, calls = await asyncio.to_thread(segment_many, self.seg, images)
+        infer = time.perf_counter() - start
         self.batch_sizes[len(images)] += 1
         self.model_calls += calls
-        return [(m, len(images)) for m in masks]
+        paths = [self.seg.strategy(int(im.shape[0]), int(im.shape[1])).mode for im in images]
+        return [(m, len(images), infer, p) for m, p in zip(masks, paths, strict=True)]

@@ -26,10 +26,11 @@ class SegmentOptions:
     batch_size: int = 4  # patches per model call
     overlay: bool = False
     alpha: float = 0.5
+    mode: str = "auto"  # whole image / exact tiles / blended window (Segmenter's `mode`)
 
     def segmenter_kwargs(self) -> dict:
         return {"backend": self.backend, "dtype": self.dtype, "patch_size": self.patch_size,
-                "overlap": self.overlap, "batch_size": self.batch_size}  # fmt: skip
+                "overlap": self.overlap, "batch_size": self.batch_size, "mode": self.mode}  # fmt: skip
 
 
 def segment_one(seg, path: str, name: str, out_dir: Path, options: SegmentOptions,

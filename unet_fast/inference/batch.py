@@ -31,6 +31,7 @@ from unet_fast.inference.memory import ImageHeader, ImageTooLargeError
 
 if TYPE_CHECKING:
     from unet_fast.inference.segmenter import Segmenter
+    from unet_fast.inference.wsi import SlideReport
 
 GLOB_CHARS = set("*?[")
 
@@ -107,6 +108,8 @@ class FileResult:
     mask: Path | None = None
     overlay: Path | None = None
     seconds: float = 0.0
+    strategy: str | None = None  # the path it took: whole | exact | blended, or "<exact|blended> tiles (slide)"
+    written: list[Path] = field(default_factory=list)  # every file written for it
 
     @property
     def ok(self) -> bool:
@@ -131,6 +134,19 @@ class BatchReport:
     @property
     def failures(self) -> list[tuple[Path, str]]:
         return [(r.input, r.error or "") for r in self.results if not r.ok]
+
+    @property
+    def written(self) -> int:
+        """Files written for the inputs (the legend not counted)."""
+        return sum(len(r.written) for r in self.results if r.ok)
+
+    def strategies(self) -> dict[str, int]:
+        """How many inputs took each inference path (Segmenter.strategy; slides by their tiles)."""
+        counts: dict[str, int] = {}
+        for r in self.results:
+            if r.ok and r.strategy:
+                counts[r.strategy] = counts.get(r.strategy, 0) + 1
+        return counts
 
 
 def write_atomically(write: Callable[[Path], None], path: Path) -> None:
@@ -181,6 +197,8 @@ def segment_file(seg: Segmenter, path: str | Path, name: str, out_dir: str | Pat
         result.class_fractions = label_fractions(mask, seg.card)
         result.mask = written[0]
         result.overlay = written[1] if overlay_image else None
+        result.written = list(written)
+        result.strategy = seg.last_strategy.mode if seg.last_strategy is not None else None
     except Exception as e:  # one bad input is that input's failure, never the end of the batch
         result.error = f"{type(e).__name__}: {e}"
         for p in written:  # no half of an input's outputs: a mask exists only for a finished input
@@ -189,16 +207,43 @@ def segment_file(seg: Segmenter, path: str | Path, name: str, out_dir: str | Pat
     return result
 
 
+def slide_file(slide: Callable[[Path, str], SlideReport], path: Path, name: str) -> FileResult:
+    """One whole-slide input through `slide(path, name)` (wsi.segment_slide with the run's model): its
+    failure, like any input's, is recorded in the result, never raised (a partial slide keeps its tile
+    store for a resume, and no `<name>_wsi.json` claims it complete)."""
+    result = FileResult(path, name)
+    start = time.perf_counter()
+    try:
+        report = slide(path, name)
+        result.height, result.width = report.shape
+        result.mask = report.mask
+        result.written = [p for p in (report.mask, report.metadata, report.probabilities) if p is not None]
+        result.strategy = f"{report.strategy} tiles (slide)"
+    except Exception as e:  # one bad slide is that input's failure, never the end of the batch
+        result.error = f"{type(e).__name__}: {e}"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
 def segment_paths(seg: Segmenter, images: Sequence[Path], out_dir: Path, *, overlay: bool = True,
                   alpha: float = 0.5, max_pixels: int | None = None,
                   on_result: Callable[[int, FileResult], None] | None = None,
-                  progress: Callable[[int, Path], Callable[[int, int], None] | None] | None = None) -> BatchReport:  # fmt: skip
+                  progress: Callable[[int, Path], Callable[[int, int], None] | None] | None = None,
+                  slide: Callable[[Path, str], SlideReport] | None = None,
+                  wants_slide: Callable[[Path], bool] | None = None) -> BatchReport:  # fmt: skip
     """`segment_file` for each of the listed `images` (see `collect_images`) into the existing folder
     `out_dir`, named by `output_names`. `on_result(index, result)` is called after each input;
-    `progress(index, path)` may return a per-patch progress callback for that input. Never raises for an
-    input."""
+    `progress(index, path)` may return a per-patch progress callback for that input. Inputs for which
+    `wants_slide(path)` is true go through `slide(path, name)` (the whole-slide path, `slide_file`). Never
+    raises for an input."""
     report = BatchReport()
     for i, (path, name) in enumerate(zip(images, output_names(images), strict=True)):
+        if slide is not None and wants_slide is not None and wants_slide(path):
+            result = slide_file(slide, path, name)
+            report.results.append(result)
+            if on_result is not None:
+                on_result(i, result)
+            continue
         ticker = progress(i, path) if progress is not None else None
         result = segment_file(seg, path, name, out_dir, overlay_image=overlay, alpha=alpha, max_pixels=max_pixels,
                               progress=ticker)  # fmt: skip

@@ -18,7 +18,8 @@ GIB = 1 << 30
 CHUNK_PIXELS = 1 << 20
 _CHUNK_BYTES = 100 * CHUNK_PIXELS  # the overlay's temporaries per chunk: ~80 bytes per pixel, measured
 _UNLIMITED = 1 << 60  # cgroup files say "max" or a huge number when no limit is set
-_WHOLE_SLIDE_HINT = ("tile it first; a streaming whole-slide path (tiled TIFF / zarr) is planned, not built")
+_WHOLE_SLIDE_HINT = ("tile it first: a tiled (pyramidal) TIFF / BigTIFF / OME-TIFF, a .npy or a zarr array is "
+                     "streamed tile by tile in bounded memory (`unet-fast segment --wsi`, docs/wsi.md)")
 
 
 class ImageTooLargeError(ValueError):

@@ -1,11 +1,17 @@
-"""Whole-image segmentation with a trained U-Net: image -> normalised tensor -> sliding-window inference
-(on the fused engine, or the reference model) -> the mask the model's head calls for.
+"""Whole-image segmentation with a trained U-Net: image -> normalised tensor -> inference (on the fused
+engine, or the reference model) -> the mask the model's head calls for.
 
-`Segmenter` is what `unet-fast segment` drives; it is also the library entry point:
+`Segmenter` is what `unet-fast segment`, `serve` and `--ray` drive; it is also the library entry point:
 
     seg = Segmenter.from_files("demo_unet.pt")          # reads demo_unet.json beside it
     mask = seg.segment(read_image("cells.png"))          # uint8 [H, W] (see inference/masks.py)
+    seg.last_strategy.describe()                          # which path ran, and why
     report = seg.segment_files(["slides/"], "masks/")    # many files: every readable one is done
+
+Which path (`mode`, tiled_inference.choose_strategy): "auto" runs the whole image in one call when its
+activations fit `memory_budget`, else exact halo tiles when the model is exact under tiling (halo.py), else
+the blended sliding window; "whole" / "exact" / "blended" force one. Images smaller than the model's minimum
+size (or the patch) take the blended window, which pads them.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,11 +27,19 @@ from torch import Tensor
 
 from unet_fast.backends import BACKENDS
 from unet_fast.engine import optimize
+from unet_fast.inference.halo import TilingAnalysis
 from unet_fast.inference.image_io import match_channels, normalize
 from unet_fast.inference.masks import to_mask
 from unet_fast.inference.memory import ImageHeader, check_fits, engine_bytes, segmentation_bytes
 from unet_fast.inference.model_card import ModelCard, load_model
 from unet_fast.inference.sliding_window import one_output, sliding_window_inference
+from unet_fast.inference.tiled_inference import (
+    DEFAULT_MEMORY_BUDGET,
+    MODES,
+    Strategy,
+    choose_strategy,
+    exact_tiled_inference,
+)
 from unet_fast.model_guard import eval_model
 from unet_fast.models.unet import UNet
 
@@ -33,7 +47,11 @@ if TYPE_CHECKING:
     from unet_fast.inference.batch import BatchReport
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-REFERENCE = "reference"  # the plain PyTorch UNet, no engine
+REFERENCE = "reference"
+# Peak memory of a whole-image call over the capture's live activations (Strategy.whole_bytes), with room:
+# measured 0.3-1.3x on the fused engine (an arena) and 2.0-3.0x on eager PyTorch, which makes a new tensor
+# for every unfused op (need_bytes; tests/inference/test_large_images.py checks the bound)
+WHOLE_FUSED, WHOLE_EAGER = 1.5, 3.5  # the plain PyTorch UNet, no engine
 
 
 @dataclass
@@ -43,6 +61,7 @@ class Runner:
     predict: Callable[[Tensor], Tensor]
     backend: str  # "reference" or the engine backend that runs
     note: str  # one line for the user: what runs, and why (e.g. why the engine is not used)
+    engine: Any = None  # the FusedUNet when the engine runs (its capture serves the tiling analysis)
 
 
 def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str = "float32") -> Runner:
@@ -68,7 +87,7 @@ def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str 
     name = fused.backend.name
     why = fused.backend_reason
     note = f"unet_fast engine, backend {name!r}, {dtype}" + (f" ({why})" if why else "")
-    return Runner(lambda x: one_output(fused(x)).float(), name, note)  # a dict model: its 'out'
+    return Runner(lambda x: one_output(fused(x)).float(), name, note, fused)  # a dict model: its 'out'
 
 
 class Segmenter:
@@ -79,7 +98,8 @@ class Segmenter:
 
     def __init__(self, model: UNet, card: ModelCard, backend: str = "auto", dtype: str = "float32",
                  patch_size: int | None = None, overlap: float = 0.5, batch_size: int = 4,
-                 max_memory: int | None = None) -> None:  # fmt: skip
+                 max_memory: int | None = None, mode: str = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 tile: int = 512) -> None:  # fmt: skip
         if model.config.padding != "same":
             raise ValueError(
                 "sliding-window segmentation needs a 'same'-padded UNet (output size = input size)"
@@ -96,20 +116,76 @@ class Segmenter:
         self.overlap, self.batch_size, self.max_memory = overlap, batch_size, max_memory
         cfg = model.config
         self.engine_bytes = engine_bytes(cfg.base_channels, cfg.depth, self.patch, batch_size)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if memory_budget < 1 or tile < 1:
+            raise ValueError(f"memory_budget and tile must be >= 1, got {memory_budget}, {tile}")
+        self.mode, self.memory_budget, self.tile = mode, int(memory_budget), int(tile)
         example = torch.randn(batch_size, card.in_channels, self.patch, self.patch)
         self.runner = make_runner(self.model, example, backend, dtype)
+        self._analysis: TilingAnalysis | None = None
+        self.last_strategy: Strategy | None = None  # the path the last image took (for reports)
+
+    @property
+    def analysis(self) -> TilingAnalysis | None:
+        """The model's tiling analysis: from the engine's capture (free), else one capture of the model; None
+        when the model cannot be captured (then only the blended window and the whole image run)."""
+        if self._analysis is None and self.mode != "blended":
+            try:
+                if self.runner.engine is not None:
+                    self._analysis = TilingAnalysis.from_fused(self.runner.engine)
+                else:
+                    example = torch.zeros(1, self.card.in_channels, self.patch, self.patch)
+                    self._analysis = TilingAnalysis.from_model(self.model, example)
+            except Exception:  # no capture: the strategy says "no capture", blended windows
+                self._analysis = None
+        return self._analysis
+
+    def strategy(self, height: int, width: int) -> Strategy:
+        """The path an image of height x width takes (see the module docstring); remembered per size."""
+        key = (int(height), int(width), self.mode, self.memory_budget, self.tile)
+        cache = self.__dict__.setdefault("_strategies", {})
+        if key not in cache:
+            if len(cache) >= 256:
+                cache.pop(next(iter(cache)))
+            cache[key] = self._strategy(int(height), int(width))
+        return cache[key]
+
+    def _strategy(self, height: int, width: int) -> Strategy:
+        try:
+            self.model.output_size(height, width)  # ValueError where the model cannot take the size whole
+        except ValueError:
+            return Strategy("blended", f"blended window: {height}x{width} is smaller than the model takes whole "
+                            "(the window pads it)")  # fmt: skip
+        analysis = self.analysis
+        if self.mode == "auto" and analysis is None:
+            return Strategy("whole", "the whole image in one call (no capture to estimate its memory)")
+        return choose_strategy(analysis, height, width, mode=self.mode, memory_budget=self.memory_budget,
+                               core=self.tile)  # fmt: skip
 
     @classmethod
     def from_files(cls, weights: str | Path, card: str | Path | None = None, **kwargs) -> Segmenter:
         model, model_card = load_model(weights, card)
         return cls(model, model_card, **kwargs)
 
+    def need_bytes(self, header: ImageHeader, overlay: bool = False) -> int:
+        """Peak memory, in bytes, of segmenting the image `header` describes by the path `strategy` picks for
+        its size, and writing its mask (and overlay): memory.segmentation_bytes with the engine's share."""
+        engine = self.engine_bytes  # a batch of patches or tiles
+        try:
+            s = self.strategy(header.height, header.width)
+        except Exception:  # an image the strategy cannot place is refused later, by the path that runs it
+            s = None
+        if s is not None and s.mode == "whole" and s.whole_bytes:
+            factor = WHOLE_EAGER if self.runner.backend == REFERENCE else WHOLE_FUSED
+            engine = max(engine, int(s.whole_bytes * factor))
+        return segmentation_bytes(header, self.card.in_channels, self.card.num_classes, overlay, engine)
+
     def check_fits(self, header: ImageHeader, overlay: bool = False) -> None:
         """ImageTooLargeError (a ValueError) when segmenting the image `header` describes (and writing its
-        mask, and its overlay when `overlay`) would need more memory than `max_memory` / the memory
-        available; `read_image(path, check=...)` calls this before decoding."""
-        need = segmentation_bytes(header, self.card.in_channels, self.card.num_classes, overlay, self.engine_bytes)
-        check_fits(header, need, "segment", self.max_memory)
+        mask, and its overlay when `overlay`) would need more memory (`need_bytes`) than `max_memory` / the
+        memory available; `read_image(path, check=...)` calls this before decoding."""
+        check_fits(header, self.need_bytes(header, overlay), "segment", self.max_memory)
 
     def prepare(self, image: np.ndarray, name: str | Path = "image") -> Tensor:
         """[H, W, C] unit-range image -> normalised [1, C, H, W] tensor for this model."""
@@ -119,8 +195,20 @@ class Segmenter:
     @torch.no_grad()
     def probabilities(self, image: np.ndarray, name: str | Path = "image",
                       progress: Callable[[int, int], None] | None = None) -> Tensor:  # fmt: skip
-        """[K, H, W] blended head output for one image: probabilities (softmax / sigmoid heads) or logits."""
+        """[K, H, W] head output for one image (probabilities for softmax / sigmoid heads, or logits), by the
+        path `strategy` picks (recorded in `last_strategy`)."""
         x = self.prepare(image, name)
+        s = self.strategy(int(x.shape[2]), int(x.shape[3]))
+        self.last_strategy = s
+        if s.mode == "whole":
+            out = self.runner.predict(x)[0]
+            if progress is not None:
+                progress(1, 1)
+            return out
+        if s.mode == "exact":
+            assert s.geometry is not None
+            return exact_tiled_inference(x, self.runner.predict, s.geometry, batch_size=self.batch_size,
+                                         progress=progress)[0].float()  # fmt: skip
         return sliding_window_inference(x, self.runner.predict, self.patch, overlap=self.overlap,
                                         batch_size=self.batch_size, progress=progress)[0]  # fmt: skip
 
