@@ -12,7 +12,7 @@ it). When a dynamic export fails the model is captured at each shape, as a stati
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +56,6 @@ class CompiledPlan:
     buffers: BufferPlan
     pass_lines: list[str]
     capture: Capture
-    notes: list[str] = field(default_factory=list)
 
 
 class _TraceSafe(nn.Module):

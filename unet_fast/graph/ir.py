@@ -2,7 +2,8 @@
 
 A Buffer is [N, H, W, C] with N chosen at run time. A Slice is a channel range of a buffer read through an
 optional resample and then a spatial window (negative offset / window past the edge = zero padding); it maps
-one-to-one onto `kernels.spec.InputView`, so the kernel modules consume Slices directly.
+one-to-one onto `kernels.spec.InputView`, so the kernel modules consume Slices directly. The value types a step
+carries (Resample, the activation and head-op names) are graph/types.py's: this module imports no kernel.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from unet_fast.kernels.spec import Resample
+from unet_fast.graph.types import Resample
 
 
 @dataclass(frozen=True)
@@ -180,4 +181,3 @@ class Plan:
     input: Slice
     output: Slice | str
     output_kind: str  # "activation" (NCHW float out), "index" (class map), "raw"
-    notes: list[str] = field(default_factory=list)

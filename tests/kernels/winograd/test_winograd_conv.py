@@ -171,13 +171,13 @@ def test_unet_layer_accuracy_budget(hw: int, cin: int, cout: int) -> None:
 
 def test_env_var_forces_the_variant_at_pack_time(monkeypatch: pytest.MonkeyPatch) -> None:
     x, wt = torch.randn(1, 8, 8, 5), weight(6, 5)
-    monkeypatch.setenv("UNET_FAST_CPU_ISA", "portable")
+    monkeypatch.setenv("UNET_FAST_KERNELS", "cpu=portable")
     packed = pack_winograd_weight(wt)
     assert packed.isa == "portable"
-    monkeypatch.delenv("UNET_FAST_CPU_ISA")  # the packed weight keeps its variant
+    monkeypatch.delenv("UNET_FAST_KERNELS")  # the packed weight keeps its variant
     got = conv3x3_winograd([x], packed, padding=1)
     assert_parity(got, spec.conv2d([x.double()], wt.double(), padding=1), "portable via env")
-    monkeypatch.setenv("UNET_FAST_CPU_ISA", "sse9")
+    monkeypatch.setenv("UNET_FAST_KERNELS", "cpu=sse9")
     with pytest.raises(ValueError, match="unknown Winograd isa"):
         conv3x3_winograd([x], wt, padding=1)
 
