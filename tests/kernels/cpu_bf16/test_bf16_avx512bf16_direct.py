@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import kernel_testutil as ku
 import pytest
 import torch
 
@@ -35,8 +36,7 @@ def _slot(n: int, h: int, w: int, c: int, g: torch.Generator, dtype: torch.dtype
           before: int = 3, after: int = 2, poison: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(buffer, its channel slot [N, H, W, c]): random lively values in the slot, NaN in the neighbours
     (and in the slot too when `poison`)."""
-    buf = torch.full((n, h, w, before + c + after), float("nan"), dtype=dtype)
-    slot = buf[..., before:before + c]
+    buf, slot = ku.poisoned_slot((n, h, w, c), dtype, before=before, after=after)
     if not poison:
         slot.copy_(torch.randn(n, h, w, c, generator=g).to(dtype))
     return buf, slot

@@ -11,6 +11,7 @@ argument errors."""
 
 from __future__ import annotations
 
+import kernel_testutil as ku
 import pytest
 import torch
 from bf16_testutil import U_BF16, U_F32, assert_f32_close, backend_params
@@ -30,7 +31,9 @@ def _slot(
 ) -> torch.Tensor:
     """A channel slot [N, H, W, C] of a wider bf16 buffer whose other channels hold `fill`; random values
     inside the slot when `g` is given, else `fill` too."""
-    buf = torch.full((n, h, w, lo + c + hi), fill, dtype=torch.bfloat16)
+    buf, _ = ku.poisoned_slot((n, h, w, c), torch.bfloat16, before=lo, after=hi)
+    if fill == fill:  # a fill other than the NaN poison
+        buf.fill_(fill)
     if g is not None:
         buf[..., lo : lo + c] = torch.randn(n, h, w, c, generator=g).bfloat16()
     return buf[..., lo : lo + c]
@@ -39,8 +42,11 @@ def _slot(
 def _untouched(slot: torch.Tensor, lo: int = 3) -> bool:
     """The channels of slot's buffer outside the slot are still NaN."""
     base = slot._base if slot._base is not None else slot
-    c = slot.shape[3]
-    return bool(base[..., :lo].isnan().all() and base[..., lo + c :].isnan().all())
+    try:
+        ku.assert_outside_untouched(base, lo, lo + slot.shape[3])
+    except AssertionError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ that are not multiples of the vector width, and outputs written into poisoned (N
 
 from __future__ import annotations
 
+import kernel_testutil as ku
 import pytest
 import torch
 
@@ -59,13 +60,11 @@ def slot(
     n: int, h: int, w: int, c: int, extra: tuple[int, int] = (3, 5)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A NaN-poisoned buffer and the channel slot [extra[0], extra[0] + c) inside it."""
-    buf = torch.full((n, h, w, extra[0] + c + extra[1]), float("nan"))
-    return buf, buf[..., extra[0] : extra[0] + c]
+    return ku.poisoned_slot((n, h, w, c), before=extra[0], after=extra[1])
 
 
 def check_slot(buf: torch.Tensor, c0: int, c: int) -> None:
-    outside = torch.cat([buf[..., :c0], buf[..., c0 + c :]], dim=3)
-    assert torch.isnan(outside).all(), "the kernel wrote outside its channel slot"
+    ku.assert_outside_untouched(buf, c0, c0 + c, "the kernel wrote outside its channel slot")
 
 
 @pytest.mark.parametrize("isa", ISAS)
