@@ -5,7 +5,7 @@ measured peak of the tile backend (amx: a tight TDPBF16PS loop; avx512bf16: a re
 loop), same threads, medians, and each layer's accuracy (rel-L2 against float64 on the same bf16-rounded
 operands) beside its speed. The 3x3 layers Winograd can take (Cin >= 16) also time the Winograd conv on bf16
 activations (kernels/cpu_winograd.py, fp32 compute), and the total line adds up what the engine runs: per
-layer the algorithm cpu_winograd.bf16_winograd_decision picks for this tile backend, so an AMX run checks
+layer the algorithm the kernel registry picks for this tile backend (cpu_winograd.bf16_gate), so an AMX run checks
 that rule with measured figures.
 
     python benchmarks/bench_amx_bf16.py [--size 256] [--threads 2] [--repeats 5] [--isa amx] [--json FILE]
@@ -16,8 +16,8 @@ portable is the tile emulator, a correctness path orders of magnitude slower;
 Effective GFLOP/s = direct-conv FLOPs (2 N Ho Wo Cin Cout K^2) / time for every contender; "% peak" is
 against threads x the one-core peak of the chosen backend. On avx512bf16 the "tile" column is the conv as
 the backend runs it: the register-blocked direct conv where it applies (plain / nearest sources, the
-transposed conv); `--avx512-path tile` times the tile body instead (UNET_FAST_BF16_AVX512_CONV=tile, the
-before / after comparison of docs/amx_bf16.md).
+transposed conv); `--avx512-path tile` times the tile body instead (path="tile"; the engine's
+UNET_FAST_KERNELS=avx512bf16_conv=tile; the before / after comparison of docs/amx_bf16.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unet_fast.kernels import cpu, cpu_bf16, cpu_winograd
+from unet_fast.kernels import cpu, cpu_bf16, cpu_winograd, registry
 
 
 def unet_convs(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, int, int, int, int]]:
@@ -97,6 +96,14 @@ def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got.double() - ref).norm() / ref.norm())
 
 
+def _engine_takes_winograd(isa: str) -> bool:
+    """Whether an engine on tile backend `isa` runs a 3x3 conv that the Winograd supports on the Winograd on
+    bf16 activations (the registry's gate, with UNET_FAST_KERNELS as set)."""
+    env = registry.Choices.from_env()
+    forced = tuple({**dict(env.forced), "bf16": isa}.items())
+    return cpu_winograd.bf16_gate(registry.Context(registry.Choices(env.exact, forced))) is None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
@@ -112,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--avx512-path", choices=("auto", "tile"), default="auto",
                     help="avx512bf16 only: auto = the direct conv where it applies, tile = the tile body")
     args = ap.parse_args(argv)
-    if args.avx512_path == "tile":
-        os.environ["UNET_FAST_BF16_AVX512_CONV"] = "tile"  # read by the C++ at every conv call
     global _CLOCK
     _CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             w = torch.randn(cin, cout, 2, 2) * (2.0 / cin) ** 0.5
             out = torch.empty(args.batch, 2 * hw, 2 * hw, cout, dtype=torch.bfloat16)
             tile = functools.partial(cpu_bf16.conv_transpose2x2, x, cpu_bf16.pack_conv_transpose_weight(w), b,
-                                     act="relu", out=out, isa=isa)  # fmt: skip
+                                     act="relu", out=out, isa=isa, path=args.avx512_path)  # fmt: skip
             onednn = functools.partial(_onednn_up_relu, x_cl, w.bfloat16(), b.bfloat16())
             out32 = torch.empty(args.batch, 2 * hw, 2 * hw, cout)
             fp32 = functools.partial(cpu.conv_transpose2x2, x.float(), cpu.pack_conv_transpose_weight(w, torch.float32),
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             w = torch.randn(cout, cin, k, k) * (2.0 / (cin * k * k)) ** 0.5
             out = torch.empty(args.batch, hw, hw, cout, dtype=torch.bfloat16)
             tile = functools.partial(cpu_bf16.conv2d, x, cpu_bf16.pack_conv_weight(w), b, padding=k // 2,
-                                     act="relu", out=out, isa=isa)  # fmt: skip
+                                     act="relu", out=out, isa=isa, path=args.avx512_path)  # fmt: skip
             wb = w.bfloat16().contiguous(memory_format=torch.channels_last)
             onednn = functools.partial(_onednn_conv_relu, x_cl, wb, b.bfloat16(), k // 2)
             out32 = torch.empty(args.batch, hw, hw, cout)
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             y_ref = onednn().permute(0, 2, 3, 1)
         mt, mr, mf = statistics.median(t_tile), statistics.median(t_ref), statistics.median(t_f32)
         mw = statistics.median(t_wino) if wino else None
-        picked = mw if wino and not cpu_winograd.bf16_winograd_decision(w.shape, tile_backend=isa) else mt
+        picked = mw if wino and _engine_takes_winograd(isa) else mt
         row = dict(layer=name, hw=hw, cin=cin, cout=cout, k=k, tile_ms=mt * 1e3, tile_gflops=flop / mt / 1e9,
                    pct_peak=100 * flop / mt / 1e9 / peak, onednn_ms=mr * 1e3, ratio=mt / mr,
                    fp32_ms=mf * 1e3, ratio_fp32=mt / mf,
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     tot_e = sum(r["engine_ms"] for r in rows)
     print(f"total: tile {tot_t:.1f} ms, oneDNN bf16 {tot_r:.1f} ms (ratio {tot_t / tot_r:.2f}), "
           f"ours fp32 {tot_f:.1f} ms (ratio {tot_t / tot_f:.2f})")  # fmt: skip
-    print(f"the engine's choice per layer (bf16_winograd_decision on {isa}): {tot_e:.1f} ms, "
+    print(f"the engine's choice per layer (the registry's, on {isa}): {tot_e:.1f} ms, "
           f"{tot_e / tot_r:.2f}x oneDNN bf16")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(dict(isa=isa, avx512_path=args.avx512_path, threads=args.threads, size=args.size, clock=args.clock,

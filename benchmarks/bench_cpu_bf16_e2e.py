@@ -27,15 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", default="unet64-256")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--isa", default="auto", help="bf16 tile backend (UNET_FAST_CPU_BF16_ISA at optimize time)")
+    ap.add_argument("--isa", default="auto", help="bf16 tile backend (UNET_FAST_KERNELS bf16= at optimize time)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     w = get_workload(args.workload)
     model = w.build().eval()
     x = torch.randn(w.input_shape, generator=torch.Generator().manual_seed(0))
-    os.environ[cpu_bf16.ISA_ENV] = args.isa  # read once, when the weights are packed
+    os.environ["UNET_FAST_KERNELS"] = f"bf16={args.isa}"  # read once, by optimize
     bf16 = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16)
-    del os.environ[cpu_bf16.ISA_ENV]
+    del os.environ["UNET_FAST_KERNELS"]
     fp32 = unet_fast.optimize(model, x, backend="cpu")
     eager = copy.deepcopy(model).to(memory_format=torch.channels_last, dtype=torch.bfloat16)
     xe = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)

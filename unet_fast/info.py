@@ -35,35 +35,74 @@ def _triton_status() -> tuple[bool, str]:
     return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels in the interpreter, for testing)"
 
 
-def _cpu_kernels() -> dict[str, Any]:
-    """The C++ CPU kernel variants (the registry, kernels/cpu_isa.py): which this CPU and OS run, and the one
-    packing picks by default (isa="auto", unless UNET_FAST_CPU_ISA says otherwise)."""
-    from unet_fast.kernels import cpu_bf16, cpu_isa, cpu_winograd
+def _choice(kind: str, dtype: torch.dtype, context: Any) -> str:
+    """What the kernel registry runs for a typical step of `kind` here (a 3x3 stride-1 conv with 64 input
+    channels, a 2x2 transposed conv, a 64-channel head), with the reasons better-ranked kernels were passed
+    over."""
+    from unet_fast.graph.ir import Conv, ConvTranspose2x2, Head, Slice
+    from unet_fast.kernels import registry
 
-    reg = cpu_isa.registry()
-    default = cpu_isa.choose(None, what="info").name if cpu_isa.available_isas() else None
-    tiles = cpu_bf16.choose_backend().name if cpu_bf16.available_tile_backends() else None
-    # what a bf16 3x3 stride-1 conv with 64 input channels runs (cpu_winograd.bf16_winograd_decision)
+    x, y = Slice("x", 0, 64), Slice("y", 0, 64)
+    steps = {
+        "conv3x3": Conv("info", [x], torch.zeros(64, 64, 3, 3), None, (1, 1), (1, 1), (1, 1), "relu", 0.01, y),
+        "conv_transpose2x2": ConvTranspose2x2("info", x, torch.zeros(64, 32, 2, 2), None, "none", 0.01, y),
+        "head": Head("info", x, torch.zeros(2, 64), None, "softmax", Slice("p", 0, 2)),
+    }
     try:
-        why = cpu_winograd.bf16_winograd_decision((64, 64, 3, 3), tile_backend=tiles or "")
-    except ValueError as e:  # a bad UNET_FAST_BF16_WINOGRAD: optimize would raise it too
-        why = str(e)
-    direct = f"bf16 direct conv ({tiles})" if tiles == "avx512bf16" else f"bf16 tile conv ({tiles})"
-    conv3x3 = f"Winograd on bf16 activations ({default})" if not why else f"{direct}: {why}"
+        c = registry.choose(steps[kind], "cpu", dtype, context)
+    except ValueError as e:  # a bad forced choice: optimize would raise it too
+        return f"error: {e}"
+    why = "; ".join(dict.fromkeys(r for _, r in c.passed_over))
+    return c.kernel.title + (f" (not: {why})" if why else "")
+
+
+def _cpu_kernels() -> dict[str, Any]:
+    """The CPU variant table (kernels/cpu_isa.py) and what the kernel registry (kernels/registry.py) runs here:
+    which vector variants and bf16 tile backends this CPU and OS run (and why not), the ones an engine uses
+    (forced by UNET_FAST_KERNELS, else the best; never the tile emulator), and the kernel a typical step runs
+    per dtype."""
+    from unet_fast.kernels import cpu_isa, registry
+
+    registry.load("cpu")
+    try:
+        choices = registry.Choices.from_env()
+    except ValueError as e:  # a malformed UNET_FAST_KERNELS: optimize would raise it too
+        return {"error": str(e), "isas": list(cpu_isa.available_isas()), "registered": [], "variants": [],
+                "bf16_tiles": []}  # fmt: skip
+    context = registry.Context(choices)
+    reg = cpu_isa.registry()
+    try:
+        default = context.row("cpu")
+    except ValueError as e:
+        default = f"error: {e}"
+    try:
+        tiles = context.row("bf16")
+        no_tiles = context.why_none("bf16")
+    except ValueError as e:
+        tiles, no_tiles = None, f"error: {e}"
     return {"isas": list(cpu_isa.available_isas()), "auto": cpu_isa.best().name if reg else None,
-            "default": default, "registered": [v.name for v in reg],
-            "variants": [v.__dict__ for v in reg],
-            "bf16_tiles": [b.__dict__ for b in cpu_bf16.tile_backends()],
-            "bf16_tile_backend": tiles, "bf16_conv3x3": conv3x3 if tiles else None}  # fmt: skip
+            "default": default, "registered": [v.name for v in reg], "variants": [v.__dict__ for v in reg],
+            "bf16_tiles": [b.__dict__ for b in cpu_isa.tile_variants()],
+            "bf16_tile_backend": tiles, "bf16_no_tile_backend": no_tiles, "forced": choices.describe(),
+            "fp32": {k: _choice(k, torch.float32, context) for k in ("conv3x3", "conv_transpose2x2", "head")},
+            "bf16": {k: _choice(k, torch.bfloat16, context) for k in ("conv3x3", "conv_transpose2x2", "head")},
+            "bf16_conv3x3": _choice("conv3x3", torch.bfloat16, context)}  # fmt: skip
 
 
 def _cpu_summary(kernels: dict[str, Any]) -> str:
+    if "error" in kernels:
+        return f"C++ kernels built; {kernels['error']}"
     not_here = [n for n in kernels["registered"] if n not in kernels["isas"]]
+    tiles = kernels["bf16_tile_backend"] or f"none ({kernels['bf16_no_tile_backend']})"
     return (f"C++ kernels: {kernels['default']} variant (runnable here: {', '.join(kernels['isas'])}"
             + (f"; not on this CPU: {', '.join(not_here)}" if not_here else "") + ")"
-            + "; bf16 tiles: " + ", ".join(b["name"] + ("" if b["runnable"] else f" (not here: {b['reason']})")
+            + "; bf16 tiles: " + ", ".join(b["name"] + (" (emulator)" if b["emulator"] else "")
+                                           + ("" if b["runnable"] else f" (not here: {b['reason']})")
                                            for b in kernels["bf16_tiles"])
-            + (f"; bf16 3x3 convs: {kernels['bf16_conv3x3']}" if kernels.get("bf16_conv3x3") else ""))  # fmt: skip
+            + f"; bf16 engines use tiles: {tiles}"
+            + f"; bf16 3x3 convs: {kernels['bf16_conv3x3']}"
+            + f"; bf16 transposed convs: {kernels['bf16']['conv_transpose2x2']}; bf16 head: {kernels['bf16']['head']}"
+            + (f"; forced: {kernels['forced']}" if kernels.get("forced") else ""))  # fmt: skip
 
 
 def collect() -> dict[str, Any]:

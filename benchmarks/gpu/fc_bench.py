@@ -98,7 +98,7 @@ def prepare_unet_fast(backend: str, graphs: bool, model: torch.nn.Module, x: tor
         torch.cuda.synchronize()
     report = str(fast.report())
     notes = ["engine CUDA graphs" if graphs else "no CUDA graphs"]
-    if "FALLBACK" in report or "torch reference" in report:
+    if any(step.fallback for step in fast.report_data().steps):  # the reference or PyTorch runs a step
         notes.append("some steps fall back to PyTorch (see the report in the JSON)")
     return Prepared(run, time.perf_counter() - t0, "; ".join(notes), report=report)
 

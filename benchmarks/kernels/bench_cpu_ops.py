@@ -5,7 +5,7 @@ replaces, side by side in one run, on U-Net-sized stages (fp32, NHWC / channels_
         --benchmark-group-by=group --benchmark-columns=median,min,max,rounds
 
 Each pair shares a `group`; the ratio torch median / fused median is the speed-up (> 1: fused is faster).
-The fused side runs the best CPU kernel variant this machine has; `UNET_FAST_CPU_ISA=avx2` (or any name in
+The fused side runs the best CPU kernel variant this machine has; `UNET_FAST_KERNELS=cpu=avx2` (or any name in
 `unet_fast.kernels.cpu_isa.available_isas()`) forces one, e.g. to compare AVX2 and AVX-512 in separate runs.
 On a shared machine add `--bench-threads 1 --benchmark-timer time.process_time` (CPU time, one thread).
 Threads: both sides use torch.get_num_threads() (benchmarks/conftest.py sets it, --bench-threads N).

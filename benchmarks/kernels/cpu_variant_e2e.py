@@ -1,13 +1,14 @@
 """Whole-model time of the `cpu` backend with one CPU kernel variant, for A/B runs on a shared machine.
 
-    UNET_FAST_CPU_ISA=avx2 python benchmarks/kernels/cpu_variant_e2e.py unet64-256 --calls 5 --threads 1
-    UNET_FAST_CPU_ISA=avx512 python benchmarks/kernels/cpu_variant_e2e.py unet64-256 --calls 5 --threads 1
+    UNET_FAST_KERNELS=cpu=avx2 python benchmarks/kernels/cpu_variant_e2e.py unet64-256 --calls 5 --threads 1
+    UNET_FAST_KERNELS=cpu=avx512 python benchmarks/kernels/cpu_variant_e2e.py unet64-256 --calls 5 --threads 1
 
 One process per variant (the variant is chosen when optimize() packs the weights); alternate the processes
 and repeat them, then compare medians. Times are CPU time of the process (`time.process_time`), so with
 --threads 1 other processes' time slices do not count; with more threads use the pytest-benchmark suite
 (benchmarks/test_unet64.py) on a quiet machine. Prints the median, min, max, the relative L2 error against
-the fp32 PyTorch model on the same input, and the report's algorithm line (which names the variant).
+the fp32 PyTorch model on the same input, and the kernels the steps ran (the report's step records, which
+name the variant).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections import Counter
 
 import torch
 
@@ -41,7 +43,8 @@ def main() -> None:
             t0 = time.process_time()
             fast(x)
             samples.append(time.process_time() - t0)
-    algo = next((line.strip() for line in fast.report().splitlines() if "algorithms" in line), "")
+    ran = Counter(r.kernel for r in fast.report_data().steps)
+    algo = ", ".join(f"{n} x {k}" for k, n in ran.items())
     med, lo, hi = (1e3 * f(samples) for f in (statistics.median, min, max))
     print(f"{args.workload}: {med:.1f} ms (min {lo:.1f}, max {hi:.1f}), {args.threads} threads, CPU time; "
           f"rel-L2 {err:.1e}; {algo}")  # fmt: skip

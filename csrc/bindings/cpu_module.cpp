@@ -20,6 +20,7 @@ void register_head(py::module_& m);
 void register_conv_transpose2x2(py::module_& m);
 void register_winograd(py::module_& m);
 void register_conv_bf16(py::module_& m);  // csrc/cpu/amx/
+py::list cpu_isa_table();                  // csrc/cpu/cpu_isa.cpp
 namespace bf16ops {
 void register_bf16_ops(py::module_& m);  // csrc/cpu/bf16/
 }
@@ -42,29 +43,6 @@ static py::dict build_info() {
   return info;
 }
 
-// The variant registry as Python sees it: one dict per entry, registry order (= the ops' `isa` index).
-static py::list cpu_isa_table() {
-  py::list rows;
-  const auto& table = unet_fast::cpu_variants();
-  for (std::size_t i = 0; i < table.size(); ++i) {
-    const unet_fast::CpuVariant& v = table[i];
-    const unet_fast::CpuVariantOps& ops = v.ops();
-    py::dict row;
-    row["name"] = v.name;
-    row["index"] = static_cast<int>(i);
-    row["target"] = v.target;
-    row["rank"] = v.rank;
-    row["runnable"] = unet_fast::cpu_variant_runnable(static_cast<int>(i));
-    row["lanes"] = ops.lanes;
-    row["winograd_mr"] = ops.winograd.mr;
-    row["winograd_nr"] = ops.winograd.nr;
-    row["conv_transpose_mr"] = ops.conv_transpose.mr;
-    row["conv_transpose_nr"] = ops.conv_transpose.nr;
-    rows.append(row);
-  }
-  return rows;
-}
-
 static int omp_max_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -78,10 +56,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info, "Compile-time metadata: compiler, OpenMP version, git commit.");
   m.def("omp_max_threads", &omp_max_threads, "omp_get_max_threads() as seen by this module's OpenMP runtime.");
   m.def("cpu_isas", &unet_fast::available_isas,
-        "Names of the CPU kernel variants this CPU and OS can run, registry order (csrc/include/unet_fast/cpu_isa.h).");
-  m.def("cpu_isa_table", &cpu_isa_table,
-        "The CPU kernel variant registry: name, index (the ops' `isa`), target, rank, runnable, lanes and the "
-        "Winograd / transposed-conv register blocking (mr x nr; nr = the packed weight's block width).");
+        "Names of the vector variants this CPU and OS can run, table order (csrc/include/unet_fast/cpu_isa.h).");
+  m.def("cpu_isa_table", &unet_fast::cpu_isa_table,
+        "The CPU variant table (csrc/include/unet_fast/cpu_isa.h), vector variants and bf16 tile backends: name, "
+        "index (the ops' `isa` / `backend`), kind, target, isa, rank, emulator, runnable, reason, dtypes, ops, and "
+        "the blocking (vector: lanes, Winograd / transposed-conv mr x nr, nr = the packed weight's block width; "
+        "tiles: chunk_cin, block_cout, block_pixels, tile_rows, max_sources).");
   unet_fast::register_activation(m);
   unet_fast::register_maxpool2x2(m);
   unet_fast::register_upsample_concat(m);

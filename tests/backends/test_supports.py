@@ -1,18 +1,22 @@
-"""Kernel support is decided when a plan is prepared (Backend.supports / the kernel module's limits); running
-never rewrites the prepared steps, even when a kernel refuses a call at run time."""
+"""Kernel choice is decided when a plan is prepared (kernels/registry.py: each kernel's `supports(step, dtype)`),
+per step, with the reason kept as data; running never re-decides, and a kernel that fails at run time is an
+error, not a silent switch to the reference."""
 
 from __future__ import annotations
 
-import types
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import pytest
 import torch
 
 import unet_fast
 from unet_fast import UNet
-from unet_fast.backends import BACKENDS
 from unet_fast.backends.executor import Executor
-from unet_fast.bench.workloads import randomize_bn
-from unet_fast.kernels import spec
+from unet_fast.graph.ir import Head
+from unet_fast.kernels import registry
+from unet_fast.models.weights import randomize_bn
 
 
 def _fast():
@@ -21,38 +25,52 @@ def _fast():
     return m, x, unet_fast.optimize(m, x, backend="torch")
 
 
+@contextmanager
+def _fake_backend(**overrides: object) -> Iterator[str]:
+    """A backend 'test-fake' whose kernels are the reference's, with `overrides` applied to its Head kernel."""
+    name = "test-fake"
+    fakes = []
+    for k in registry.kernels("torch"):
+        fake = dataclasses.replace(k, name=k.name.replace("torch.", f"{name}."), backend=name, label="fake")
+        if k.step is Head:
+            fake = dataclasses.replace(fake, **overrides)  # type: ignore[arg-type]
+        fakes.append(fake)
+    registry.register(*fakes)
+    try:
+        yield name
+    finally:
+        registry.unregister(*(k.name for k in fakes))
+
+
 def test_supports_decides_at_prepare_time() -> None:
     m, x, fast = _fast()
     c = fast._entry(tuple(x.shape)).compiled
-    cpu = BACKENDS["cpu"].kernels()
-    ex = Executor(c.plan, c.buffers, cpu, "cpu", torch.device("cpu"), torch.float32,
-                  supports=lambda s: "no head here" if s.kind == "Head" else "")  # fmt: skip
-    kinds = {p.step.kind: p.kernels for p in ex.prepared}
-    assert kinds["Head"] is spec and kinds["Conv"] is cpu
-    assert any("no head here" in n for n in ex.step_notes())
-    with torch.no_grad():
-        torch.testing.assert_close(ex.run(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2), m(x),
-                                   atol=1e-4, rtol=1e-4)  # fmt: skip
+    with _fake_backend(supports=lambda s, d: "no head here" if isinstance(s, Head) else None) as fake:
+        ex = Executor(c.plan, c.buffers, fake, torch.device("cpu"), torch.float32)
+        records = {r.kind: r for r in ex.records()}
+        assert records["Head"].kernel == "torch.head" and records["Conv"].kernel == "test-fake.conv2d"
+        assert records["Head"].backend == "torch" and records["Head"].reference
+        assert "no head here" in records["Head"].fallback and not records["Conv"].fallback
+        assert records["Head"].passed_over == (("test-fake.head", "no head here"),)
+        with torch.no_grad():
+            torch.testing.assert_close(ex.run(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2), m(x),
+                                       atol=1e-4, rtol=1e-4)  # fmt: skip
 
 
-def test_a_kernel_refusing_at_run_time_changes_nothing_shared() -> None:
-    m, x, fast = _fast()
+def test_a_kernel_failing_at_run_time_is_an_error_and_changes_nothing() -> None:
+    _, x, fast = _fast()
     c = fast._entry(tuple(x.shape)).compiled
 
-    def refuse(*args, **kwargs):
+    def refuse(*args: object, **kwargs: object) -> None:
         raise NotImplementedError("too many classes for this fake kernel")
 
-    fake = types.SimpleNamespace(**{k: getattr(spec, k) for k in dir(spec) if not k.startswith("_")})
-    fake.head = refuse
-    ex = Executor(c.plan, c.buffers, fake, "fake", torch.device("cpu"), torch.float32)
-    before = list(ex.prepared)
-    xn = x.permute(0, 2, 3, 1).contiguous()
-    prepared_for_reference = []
-    with torch.no_grad():
-        for _ in range(2):
-            torch.testing.assert_close(ex.run(xn).permute(0, 3, 1, 2), m(x), atol=1e-4, rtol=1e-4)
-            prepared_for_reference.append(len(ex._reference_weights))
-    # the refused step's reference weights are prepared on the first refusal and reused by the next call
-    assert prepared_for_reference[0] > 0 and prepared_for_reference[0] == prepared_for_reference[1]
-    assert all(a is b for a, b in zip(before, ex.prepared, strict=True))
-    assert any("refused" in n for n in ex.step_notes())
+    with _fake_backend(run=refuse) as fake:
+        ex = Executor(c.plan, c.buffers, fake, torch.device("cpu"), torch.float32)
+        before = [(p.kernel, p.weight) for p in ex.prepared]
+        xn = x.permute(0, 2, 3, 1).contiguous()
+        for _ in range(2):  # no per-call fallback: the same error each call, the prepared choice unchanged
+            with torch.no_grad(), pytest.raises(NotImplementedError, match="too many classes"):
+                ex.run(xn)
+        assert all(a == b[0] and p.weight is b[1] for a, b, p in
+                   zip((p.kernel for p in ex.prepared), before, ex.prepared, strict=True))  # fmt: skip
+        assert not any(r.fallback for r in ex.records())

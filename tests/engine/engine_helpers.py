@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
 from milesial_unet import MilesialUNet
 from smp_like import SmpLikeUnet
 
-from unet_fast.bench.workloads import randomize_bn
 from unet_fast.engine import FusedUNet
+from unet_fast.models.weights import randomize_bn
 from unet_fast.parity import assert_parity
 
 # fp32 bounds of the issue: relative L2 < 1e-5, argmax agreement > 99.9% (random weights, random BN stats)

@@ -82,7 +82,7 @@ def _check(model: torch.nn.Module, fast: unet_fast.FusedUNet, x: torch.Tensor, d
     a CUDA graph replays from the second call on)."""
     ex = fast.executor_for(tuple(x.shape))
     ex.poison = True
-    notes = [n for n in ex.step_notes() if n]
+    notes = [f"{r.index} {r.kind} {r.name}: {r.fallback}" for r in ex.records() if r.reference]
     assert not notes, f"{what}: steps not on the backend's kernels: {notes}\n{fast.report()}"
     with torch.no_grad():
         ref = model(x.cpu())

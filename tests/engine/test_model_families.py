@@ -37,10 +37,10 @@ def test_our_unet(cfg: tuple) -> None:
     m = randomize_bn(UNet(3, 3, base, depth, norm, up, ac, pad, head="softmax"), seed=depth)
     x = torch.randn(2, 3, h, w)
     fast = unet_fast.optimize(m, x, backend="torch")
-    text = fast.report()
-    assert "fallbacks: 0" in text and "Head" in text
-    if norm == "batch":
-        assert "fold_bn: 0 " not in text
+    plan = fast.report_data().plan
+    assert plan is not None and plan.fallbacks == 0 and plan.steps_by_kind.get("Head") == 1
+    if norm == "batch":  # every BatchNorm folded: none is left to run as a fallback
+        assert any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules())
     for f in _backends(fast):
         check_parity(m, f, x, f"UNet{cfg} on {f.backend.name}")
 
@@ -50,8 +50,10 @@ def test_milesial(bilinear: bool) -> None:
     m = randomize_bn(MilesialUNet(3, 2, bilinear, base=4))
     x = torch.randn(2, 3, 36, 44)  # 36 -> 18 -> 9 -> 4 -> 2: F.pad by diffY in two decoder stages
     fast = unet_fast.optimize(m, x, backend="torch")
-    text = fast.report()
-    assert "fallbacks: 0" in text and "fold_bn: 18 " in text
+    plan = fast.report_data().plan
+    # 18 BatchNorms, all folded: none runs as a fallback
+    assert plan is not None and plan.fallbacks == 0
+    assert sum(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules()) == 18
     for f in _backends(fast):
         check_parity(m, f, x, f"milesial bilinear={bilinear} on {f.backend.name}")
 
@@ -68,11 +70,12 @@ def test_smp_like_unet(encoder: str) -> None:
     m = randomize_bn(SmpLikeUnet(encoder, 3, 3, decoder_channels=(32, 16, 16, 8, 8)))
     x = torch.randn(2, 3, 40, 57)  # odd: nearest resamples to each skip's size (ratios other than 2)
     fast = unet_fast.optimize(m, x, backend="torch")
-    text = fast.report()
+    data = fast.report_data()
     n_blocks = 8 if encoder == "resnet18" else 16
-    assert f"fuse_residual: {n_blocks} residual adds" in text
-    assert "5 resamples" in text and "4 convs read a virtual concat" in text
-    assert "fallbacks: 1" in text and "max-pool 3x3" in text  # the stem's 3x3/2 pool runs in PyTorch
+    assert data.plan is not None and data.plan.residuals == n_blocks
+    assert data.plan.resamples == 5 and data.plan.virtual_concats == 4
+    (pool,) = [s for s in data.steps if s.kind == "Fallback"]  # the stem's 3x3/2 pool runs in PyTorch
+    assert data.plan.fallbacks == 1 and "max-pool 3x3" in pool.fallback
     for f in _backends(fast):
         check_parity(m, f, x, f"smp-like {encoder} on {f.backend.name}")
 
@@ -86,6 +89,7 @@ def test_real_segmentation_models_pytorch() -> None:
                               decoder_channels=(32, 16, 16, 8, 8)))  # fmt: skip
     x = torch.randn(1, 3, 64, 64)
     fast = unet_fast.optimize(m, x, backend="torch")
-    assert "fuse_residual: 8 residual adds" in fast.report()
+    plan = fast.report_data().plan
+    assert plan is not None and plan.residuals == 8
     for f in _backends(fast):
         check_parity(m, f, x, f"smp.Unet on {f.backend.name}")

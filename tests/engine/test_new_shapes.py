@@ -46,7 +46,7 @@ def test_every_family_every_size_one_capture(family: str) -> None:
         for f in (fast, on_cpu):
             check_parity(m, f, x, f"{family} {shape} on {f.backend.name}")
     assert len(fast.captures) == 1 and fast.captures[0].dynamic, fast.report()
-    assert "0 re-captures" in fast.report()
+    assert fast.report_data().recaptures == 0
 
 
 def test_weights_prepared_once_and_shared_by_every_shape() -> None:
@@ -72,8 +72,10 @@ def test_lru_bounds_cached_shapes_and_eviction_frees_arenas() -> None:
     assert fast.cached_shapes() == [(1, 22, 20), (1, 23, 20), (1, 24, 20)]
     gc.collect()
     assert arena() is None  # evicted with its executor
-    text = fast.report()
-    assert "cached shapes: 3 of at most 3" in text and "N x H x W = 1x24x20" in text and "arena" in text
+    data = fast.report_data()
+    assert len(data.cached_shapes) == 3 and data.max_cached_shapes == 3
+    assert (1, 24, 20) in [shape for shape, _, _ in data.cached_shapes]
+    assert all(steps > 0 and mib > 0 for _, steps, mib in data.cached_shapes)
     with pytest.raises(ValueError, match="max_cached_shapes"):
         unet_fast.optimize(m, torch.randn(1, 1, 16, 16), backend="torch", max_cached_shapes=0)
 
@@ -154,9 +156,11 @@ def test_warmup_and_report() -> None:
     fast = unet_fast.optimize(m, torch.randn(1, 3, 32, 32), backend="cpu")
     assert fast.warmup([(1, 3, 48, 40), (2, 3, 33, 31)]) is fast
     assert fast.cached_shapes()[-2:] == [(1, 48, 40), (2, 33, 31)]
-    text = fast.report()
-    assert "captures: 1 (0 re-captures due to guards)" in text
-    assert "N x H x W = 2x33x31" in text and "MiB" in text and "weights:" in text
+    data = fast.report_data()
+    assert len(data.captures) == 1 and data.captures[0].dynamic and data.recaptures == 0
+    assert data.cached_shapes[-1][0] == (2, 33, 31) and data.plan is not None and data.plan.shape == (2, 33, 31)
+    assert data.weights > 0 and data.weights_mib > 0
+    assert "N x H x W = 2x33x31" in str(data)  # the text renders the fields
 
 
 class BranchesOnSize(nn.Module):
@@ -181,7 +185,8 @@ def test_guard_on_size_is_right_on_both_sides(backend: str) -> None:
     caps = fast.captures
     # the reason names the guard that fails (issue 23: it used to blame "a guard" even where every guard held)
     assert len(caps) == 2 and "% 16" in caps[1].reason and "fails there" in caps[1].reason, [c.reason for c in caps]
-    assert "captures: 2 (1 re-captures due to guards)" in fast.report()
+    data = fast.report_data()
+    assert len(data.captures) == 2 and data.recaptures == 1 and data.captures[0].dynamic
 
 
 def test_valid_unet_size_error_is_closed_form() -> None:
@@ -211,7 +216,8 @@ def test_static_captures_are_bounded_too() -> None:
         with torch.no_grad():
             torch.testing.assert_close(fast(x), m(x))
     assert len(fast.captures) == 3  # the first + max_cached_shapes re-captures
-    assert "static, one per input size" in fast.report() and "oldest dropped" in fast.report()
+    data = fast.report_data()
+    assert not data.captures[0].dynamic and data.dropped_captures > 0
 
 
 def test_monai_like_one_capture_per_pad_pattern_of_its_branches() -> None:

@@ -1,14 +1,13 @@
 """The cpu backend runs profitable 3x3 convs by Winograd, within issue 8's accuracy budget; exact=True
-refuses it; a call Winograd cannot take (stride 2) still runs, by direct convolution."""
-
-import re
+refuses it; a call Winograd cannot take (stride 2) still runs, by direct convolution. The engine's choice is
+the kernel registry's, read from the report's step records."""
 
 import pytest
 import torch
 
 import unet_fast
-from unet_fast.bench.workloads import randomize_bn
 from unet_fast.kernels import cpu, cpu_isa, cpu_winograd, spec
+from unet_fast.models.weights import randomize_bn
 from unet_fast.parity import assert_parity
 
 
@@ -55,8 +54,16 @@ def test_engine_uses_winograd_and_exact_refuses_it() -> None:
         model.float()
     fast = unet_fast.optimize(model, x, backend="cpu")
     exact = unet_fast.optimize(model, x, backend="cpu", exact=True)
-    assert "convs by Winograd F(4x4,3x3)" in fast.report()
+    isa = cpu_isa.best().name
+    convs = [s for s in fast.report_data().steps if s.kind == "Conv"]
+    wino = [s for s in convs if s.kernel == f"cpu.conv2d.winograd.{isa}"]
+    # the rule, written out: 3x3 stride 1 with >= 16 input channels (the stem, Cin 3, stays direct)
+    assert len(wino) == len(convs) - 1 and wino[0].algorithm == "Winograd F(4x4,3x3)", [s.kernel for s in convs]
     assert "Winograd" not in exact.report()
+    ex_convs = [s for s in exact.report_data().steps if s.kind == "Conv"]
+    assert ex_convs and all(s.kernel == f"cpu.conv2d.direct.{isa}" for s in ex_convs)
+    assert all(("cpu.conv2d.winograd." + isa, "exact=True: no approximate algorithm") in s.passed_over
+               for s in ex_convs)  # fmt: skip
     with torch.no_grad():
         assert_parity(ref, fast(x), rel_l2=1e-4, min_agreement=0.999, what="cpu backend with Winograd")
         assert_parity(ref, exact(x), rel_l2=1e-5, min_agreement=0.999, what="cpu backend, exact=True")
@@ -64,17 +71,32 @@ def test_engine_uses_winograd_and_exact_refuses_it() -> None:
 
 @pytest.mark.parametrize("isa", cpu_isa.available_isas())
 def test_report_names_the_kernel_variant_of_every_packed_step(isa: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The variant is chosen once, when optimize packs the weights (here forced by UNET_FAST_CPU_ISA), and
-    report() names it on every step that holds a packed weight: Winograd convs in their algorithm, the
-    transposed convs and the head with `[variant ...]`."""
-    monkeypatch.setenv(cpu_isa.ISA_ENV, isa)
+    """The variant is chosen once, when optimize prepares the steps (here forced by UNET_FAST_KERNELS cpu=), and
+    every step's record names it: the kernel that runs it is that variant's build, Winograd convs included; the
+    text names it on every packed step (`[variant ...]` or in the algorithm)."""
+    monkeypatch.setenv("UNET_FAST_KERNELS", f"cpu={isa}")
     model = randomize_bn(unet_fast.UNet(3, 2, 16, 2, "batch", "transpose", head="softmax")).eval()
     fast = unet_fast.optimize(model, torch.randn(1, 3, 32, 32), backend="cpu")
-    lines = fast.report().splitlines()
-    steps = [ln for ln in lines if re.match(r"\s+\d+ \w", ln)]  # "  12 Head  head: ..."
-    packed = [ln for ln in steps if any(k in ln for k in (" ConvTranspose2x2 ", " Head "))]
-    assert packed and all(f"[variant {isa}]" in ln for ln in packed)
-    assert any(f"Winograd F(4x4,3x3), {isa})" in ln for ln in steps)
-    assert any(ln.startswith("  kernel variant: ") and f"the {isa} build" in ln for ln in lines)
-    others = {v for v in cpu_isa.available_isas() if v != isa}
-    assert not any(f"[variant {v}]" in ln or f"F(4x4,3x3), {v})" in ln for ln in steps for v in others)
+    steps = fast.report_data().steps
+    assert steps and all(s.isa == isa and s.kernel.endswith(f".{isa}") for s in steps), [s.kernel for s in steps]
+    assert {s.kind for s in steps} >= {"Conv", "ConvTranspose2x2", "Head"}
+    assert any(s.kernel == f"cpu.conv2d.winograd.{isa}" for s in steps)
+    assert fast.report_data().kernels_forced == f"cpu={isa}"
+    text = fast.report()
+    assert f"{len(steps)} steps run the {isa} build" in text
+    lines = [ln for ln in text.splitlines() if any(f" {s.kind} " in ln and f" {s.name}:" in ln for s in steps)]
+    assert len(lines) == len(steps) and all(isa in ln for ln in lines)
+
+
+def test_legacy_isa_variable_still_forces_the_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UNET_FAST_CPU_ISA, documented before UNET_FAST_KERNELS, is a deprecated alias of cpu=: it warns and forces."""
+    isa = cpu_isa.available_isas()[0]
+    monkeypatch.delenv("UNET_FAST_KERNELS", raising=False)
+    monkeypatch.setenv(cpu_isa.ISA_ENV, isa)
+    model = randomize_bn(unet_fast.UNet(3, 2, 8, 2, "batch", "transpose", head="softmax")).eval()
+    with pytest.warns(DeprecationWarning, match="UNET_FAST_KERNELS=cpu="):
+        fast = unet_fast.optimize(model, torch.randn(1, 3, 32, 32), backend="cpu")
+    assert all(s.isa == isa for s in fast.report_data().steps)
+    monkeypatch.setenv(cpu_isa.ISA_ENV, "sse9")
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="unknown CPU kernel isa 'sse9'"):
+        unet_fast.optimize(model, torch.randn(1, 3, 32, 32), backend="cpu")

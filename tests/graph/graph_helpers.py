@@ -11,7 +11,6 @@ from unet_fast.graph.ir import Plan
 from unet_fast.graph.lower import lower
 from unet_fast.graph.opgraph import OpGraph
 from unet_fast.graph.planner import plan_buffers
-from unet_fast.kernels import spec
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -26,7 +25,7 @@ def graph_of(model: nn.Module, x: torch.Tensor) -> OpGraph:
 
 def run_plan(plan: Plan, x: torch.Tensor) -> torch.Tensor:
     """Execute `plan` with the reference kernels on poisoned buffers; returns NCHW (or the class map)."""
-    ex = Executor(plan, plan_buffers(plan), spec, "torch", x.device, torch.float32)
+    ex = Executor(plan, plan_buffers(plan), "torch", x.device, torch.float32)
     ex.poison = True
     out = ex.run(x.permute(0, 2, 3, 1).contiguous())
     return out.permute(0, 3, 1, 2) if plan.output_kind == "activation" else out

@@ -1,5 +1,6 @@
-"""Executors: one Executor (executor.py) walks a Plan; each backend file names its kernel module and its
-device/dtype rules. `get_backend` resolves a name (or "auto") to a Backend, with an error naming why not."""
+"""Executors: one Executor (executor.py) walks a Plan, running per step the kernel the registry chose
+(kernels/registry.py); each backend file names its device rules. `resolve_backend` resolves a name (or
+"auto") to a Backend, with an error naming why not."""
 
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype | None =
         for cand in order:
             b = BACKENDS[cand]
             reason = b.unavailable_reason(device)
-            if not reason and cand != "torch" and "conv2d" in b.missing_functions():
-                reason = "its kernel module has no conv2d yet"
+            if not reason and cand != "torch":
+                reason = b.conv_missing()
             if not reason and dtype is not None and dtype not in b.supported_dtypes():
                 reason = f"its kernels support {', '.join(str(d).replace('torch.', '') for d in b.supported_dtypes())}"
             if not reason:

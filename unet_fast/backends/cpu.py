@@ -17,5 +17,4 @@ def _reason(device: torch.device | None) -> str:
     return ""
 
 
-BACKEND = Backend("cpu", "unet_fast.kernels.cpu", "C++ CPU kernels (unet_fast._C, OpenMP)", _reason,
-                  lambda: torch.device("cpu"))  # fmt: skip
+BACKEND = Backend("cpu", "C++ CPU kernels (unet_fast._C, OpenMP)", _reason, lambda: torch.device("cpu"))

@@ -1,115 +1,159 @@
-"""The one executor: walks a Plan and calls a kernel module (the backend interface of kernels/spec.py).
+"""The one executor: walks a Plan and runs, per step, the kernel the registry chose for it.
 
-Weights come from a WeightStore (backends/weights.py): packed once per (backend, device, dtype) and shared by
-the executors of every input shape. Activations live in an arena (graph/planner.py) per thread and batch
-size, reused across calls and freed with the thread (threading.local) or with the executor (evicted from the
-engine's plan cache); the output is allocated per call.
+Which kernel runs a step is decided once, when the executor is prepared: `kernels.registry.choose` picks the
+highest-ranked eligible kernel of the backend whose `supports(step, dtype)` takes the step, else the torch
+reference (kernels/reference.py) with the reason. The choice is kept with the packed weight (`_Prepared`) and
+reported as a structured record (`records()`: kernel, ISA, algorithm, fallback reason); running only runs
+it: nothing re-decides per call, and a kernel that raises is an error, not a silent switch.
 
-Which module runs a step is decided when the plan is prepared: a step kind the kernel module lacks, or a step
-the backend's `supports(step)` rule turns down (a kernel limit such as the CUDA conv's number of concat
-views), runs the torch reference (kernels/spec.py) for that step only, and the report says so. Running never
-changes the prepared steps: a kernel that still raises NotImplementedError gets that one call run by the
-reference (and the report names it), so threads can share one executor without a lock.
+Weights come from a WeightStore (backends/weights.py): packed once per (kernel, weight) for one (backend,
+device, dtype) and shared by the executors of every input shape; the store also holds what the caller
+forced (kernels/registry.Choices, read once per optimize). Activations live in an arena (graph/planner.py)
+per thread and batch size, reused across calls and freed with the thread (threading.local) or with the
+executor (evicted from the engine's plan cache); the output is allocated per call.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import ModuleType
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from unet_fast.backends.base import KERNEL_FUNCTIONS
 from unet_fast.backends.weights import WeightStore
 from unet_fast.graph.ir import Concat, Conv, ConvTranspose2x2, Fallback, Head, Plan, Pool, Slice, Step
 from unet_fast.graph.lower import NodeFn
 from unet_fast.graph.opgraph import AtenCall, Node
 from unet_fast.graph.planner import BufferPlan
-from unet_fast.kernels import spec
+from unet_fast.kernels import registry, spec
 from unet_fast.kernels.spec import InputView
+
+# What runs a graph Fallback step (a callable the capture could not lower): PyTorch itself, not a kernel.
+FALLBACK_KERNEL = "torch.fallback"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What runs one plan step, as data (FusedUNet.report_data().steps; report() renders it).
+
+    index, kind ('Conv', 'ConvTranspose2x2', 'Concat', 'Resample', 'Pool', 'Head', 'Fallback'), name (the
+    source layers). kernel: the registry name of the implementation ('cpu.conv2d.winograd.avx512'; a Fallback
+    step: FALLBACK_KERNEL). backend: whose kernel it is ('torch' for the reference and for Fallback steps).
+    isa: the CPU variant / tile backend it runs ('' none). dtype: the storage dtype ('bfloat16'). algorithm,
+    label: what it computes with, and how the report names it. fallback: '' when the requested backend's
+    kernel runs the step, else why the reference (or, for a Fallback step, PyTorch) does. passed_over:
+    (kernel, reason) of better-ranked candidates that did not take it. reads / writes: the buffer slices.
+    time_ms: measured per-step wall time (Executor.profile), None where not measured."""
+
+    index: int
+    kind: str
+    name: str
+    kernel: str
+    backend: str
+    isa: str
+    dtype: str
+    algorithm: str
+    label: str
+    fallback: str = ""
+    passed_over: tuple[tuple[str, str], ...] = ()
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    time_ms: float | None = None
+
+    @property
+    def reference(self) -> bool:
+        """True when the torch reference runs this plan step for a backend whose kernels do not take it."""
+        return bool(self.fallback) and self.kind != "Fallback"
 
 
 @dataclass
 class _Prepared:
     step: Step
-    kernels: ModuleType  # the module running it (the backend's, or spec as a per-step fallback)
+    kernel: registry.Kernel | None  # None: a graph Fallback step (PyTorch runs its callable)
+    choice: registry.Choice | None = None
     weight: Any = None
     bias: Tensor | None = None
-    note: str = ""  # why the torch reference runs it, if it does
+    run: Callable[..., Any] | None = field(default=None, repr=False)
 
 
 class Executor:
-    def __init__(self, plan: Plan, buffers: BufferPlan, kernels: ModuleType, backend_name: str,
-                 device: torch.device, dtype: torch.dtype, *, exact: bool = False,
-                 weights: WeightStore | None = None,
-                 supports: Callable[[Step], str] | None = None) -> None:  # fmt: skip
-        """`weights`: the store shared by every plan of one model on this (backend, device, dtype); a private
-        one when None. `supports(step)`: '' when the backend's kernels take the step, else why not."""
-        self.plan, self.buffers, self.kernels = plan, buffers, kernels
-        self.backend_name, self.device, self.dtype = backend_name, device, dtype
-        self.exact = exact  # passed to pack_conv_weight where a backend has approximate algorithms
+    def __init__(self, plan: Plan, buffers: BufferPlan, backend: str, device: torch.device, dtype: torch.dtype, *,
+                 exact: bool = False, weights: WeightStore | None = None) -> None:  # fmt: skip
+        """`backend`: the backend name whose registered kernels run the plan ('torch' = the reference).
+        `weights`: the store shared by every plan of one model on this (backend, device, dtype), holding what
+        the caller forced; a private one (reading UNET_FAST_KERNELS now) when None. Raises ValueError for a
+        bad forced choice (an unknown or unrunnable ISA)."""
+        self.plan, self.buffers = plan, buffers
+        self.backend_name, self.device, self.dtype = backend, device, dtype
         self.poison = False  # tests: fill buffers with NaN before each run so an unwritten element shows
-        self.weights = weights if weights is not None else WeightStore(backend_name, device, dtype, exact)
-        self._supports = supports
+        self.weights = weights if weights is not None else WeightStore(backend, device, dtype, exact)
         self._local = threading.local()
-        self._refused: dict[int, str] = {}  # step index -> a kernel's NotImplementedError (report only)
-        # the reference's weights for steps a kernel refuses at run time: prepared on the first refusal, then
-        # reused by later calls (the store is thread-safe; the shared `weights` are only read when running)
-        self._reference_weights = WeightStore("torch", device, dtype)
+        registry.load(backend)
+        self.weights.context.validate()
         self.prepared = [self._prepare(s) for s in plan.steps]
         self._output_dtypes = self._head_output_dtypes()
 
     # -- prepare time ----------------------------------------------------------------------------------
-    def _kernels_for(self, step: Step) -> tuple[ModuleType, str]:
-        if isinstance(step, Fallback) or self.kernels is spec:
-            return spec, ""
-        missing = [f for f in KERNEL_FUNCTIONS[step.kind] if not hasattr(self.kernels, f)]
-        if missing:
-            return spec, f"{self.backend_name} kernels lack {', '.join(missing)}: torch reference"
-        why = self._supports(step) if self._supports is not None else ""
-        if why:
-            return spec, f"{self.backend_name} kernels do not support this step ({why}): torch reference"
-        return self.kernels, ""
-
     def _prepare(self, step: Step) -> _Prepared:
-        km, note = self._kernels_for(step)
-        return _prepare_with(step, km, note, self.weights, self.device, self.dtype, self.exact)
+        if isinstance(step, Fallback):
+            return _prepare_fallback(step, self.weights, self.device)
+        choice = registry.choose(step, self.backend_name, self.dtype, self.weights.context)
+        return _prepare_with(step, choice, self.weights, self.device, self.dtype)
 
     def _head_output_dtypes(self) -> dict[str, torch.dtype]:
-        """Per-call output buffers written by a Head whose kernels keep its scores wider than the engine
-        dtype (the cpu backend's bf16 head computes softmax / sigmoid / logits in fp32: its
-        `head_scores_dtype(dtype)`), so they are not rounded to bf16 before the module boundary."""
+        """Per-call output buffers written by a Head whose kernel keeps its scores wider than the engine
+        dtype (the cpu backend's bf16 heads compute softmax / sigmoid / logits in fp32: `scores_dtype`), so
+        they are not rounded to bf16 before the module boundary."""
         out: dict[str, torch.dtype] = {}
         for p in self.prepared:
-            wide = getattr(p.kernels, "head_scores_dtype", None)
+            wide = None if p.kernel is None else p.kernel.scores_dtype
             if isinstance(p.step, Head) and p.step.op != "argmax" and wide is not None:
                 name = p.step.out.buffer
                 if name not in self.buffers.offsets and not self.plan.buffers[name].index:
                     out[name] = wide(self.dtype)
         return out
 
-    def step_notes(self) -> list[str]:
-        return [self._refused.get(i, p.note) for i, p in enumerate(self.prepared)]
+    def records(self, times_ms: list[float] | None = None) -> list[StepRecord]:
+        """One StepRecord per plan step, in plan order (`times_ms`: measured per-step times, from profile)."""
+        dtype = str(self.dtype).replace("torch.", "")
+        out = []
+        for i, p in enumerate(self.prepared):
+            s = p.step
+            reads = tuple(r if isinstance(r, str) else r.describe() for r in getattr(s, "inputs", None) or s.reads())
+            writes = tuple(w.describe() for w in s.writes())
+            t = None if times_ms is None else times_ms[i]
+            if p.kernel is None:
+                out.append(StepRecord(i, s.kind, s.name, FALLBACK_KERNEL, "torch", "", dtype, "PyTorch (the model's op)",
+                                      "PyTorch", s.reason or "not lowered", (), reads, writes, t))  # type: ignore[attr-defined]  # fmt: skip
+                continue
+            k, c = p.kernel, p.choice
+            assert c is not None
+            out.append(StepRecord(i, s.kind, s.name, k.name, k.backend, k.isa, dtype, k.algorithm, k.title,
+                                  c.fallback, c.passed_over, reads, writes, t))  # fmt: skip
+        return out
 
-    def step_algorithms(self) -> list[str]:
-        """The kernel module's `step_algorithm(step, dtype, weight)` where it names the step (a bf16 conv's
-        path depends on the step's inputs, not only on its packed weight); else a packed weight that names
-        its algorithm (the cpu backend's Winograd)."""
-        named = getattr(self.kernels, "step_algorithm", None)
-        return [(named(p.step, self.dtype, p.weight) if named is not None and p.kernels is self.kernels else "")
-                or getattr(p.weight, "algorithm", "")
-                for p in self.prepared]  # fmt: skip
-
-    def step_variants(self) -> list[str]:
-        """The CPU kernel variant (kernels/cpu_isa.py) each step's packed weight was prepared for, chosen once
-        at pack time; '' for steps without a packed weight or on backends without variants."""
-        return [getattr(p.weight, "isa", "") for p in self.prepared]
+    def profile(self, x: Tensor, repeats: int = 3) -> list[float]:
+        """Median wall time per plan step in ms over `repeats` runs of `x` (NHWC, engine dtype and device; on
+        CUDA each step is synchronized, which the normal run does not do)."""
+        times: list[list[float]] = [[] for _ in self.prepared]
+        with torch.no_grad():
+            for _ in range(max(1, repeats)):
+                bufs = self._tensors(x)
+                raw: dict[str, Any] = {}
+                for i, p in enumerate(self.prepared):
+                    if x.device.type == "cuda":
+                        torch.cuda.synchronize(x.device)
+                    t0 = time.perf_counter()
+                    self._run_step(p, bufs, raw)
+                    if x.device.type == "cuda":
+                        torch.cuda.synchronize(x.device)
+                    times[i].append((time.perf_counter() - t0) * 1e3)
+        return [sorted(t)[len(t) // 2] for t in times]
 
     # -- run time --------------------------------------------------------------------------------------
     def _arena(self, batch: int) -> Tensor:
@@ -167,63 +211,54 @@ class Executor:
     def _run(self, x: Tensor) -> list[Any]:
         bufs = self._tensors(x)
         raw: dict[str, Any] = {}
-        for i, p in enumerate(self.prepared):
-            try:
-                self._run_step(p, bufs, raw)
-            except NotImplementedError as e:
-                if p.kernels is spec:
-                    raise
-                # a limit the backend's supports() did not foresee: this call runs the reference for the
-                # step; nothing shared changes (the note is for the report only, a plain dict store)
-                self._refused[i] = f"{self.backend_name} kernel refused ({e}): torch reference for this call"
-                q = _prepare_with(p.step, spec, "", self._reference_weights, self.device, self.dtype, False)
-                self._run_step(q, bufs, raw)
+        for p in self.prepared:
+            self._run_step(p, bufs, raw)
         return [raw[o] if isinstance(o, str) else _view(bufs, o) for o in self.plan.outputs]
 
     def _run_step(self, p: _Prepared, bufs: dict[str, Tensor], raw: dict[str, Any]) -> None:
-        s, km = p.step, p.kernels
+        s, run = p.step, p.run
         if isinstance(s, Conv):
-            km.conv2d([_input_view(bufs, v) for v in s.inputs], p.weight, p.bias, stride=s.stride,
-                      padding=s.padding, dilation=s.dilation, act=s.act, negative_slope=s.negative_slope,
-                      residual=None if s.residual is None else _view(bufs, s.residual), out=_view(bufs, s.out),
-                      pool_out=None if s.pool_out is None else _view(bufs, s.pool_out))  # fmt: skip
+            run([_input_view(bufs, v) for v in s.inputs], p.weight, p.bias, stride=s.stride,  # type: ignore[misc]
+                padding=s.padding, dilation=s.dilation, act=s.act, negative_slope=s.negative_slope,
+                residual=None if s.residual is None else _view(bufs, s.residual), out=_view(bufs, s.out),
+                pool_out=None if s.pool_out is None else _view(bufs, s.pool_out))  # fmt: skip
         elif isinstance(s, ConvTranspose2x2):
-            km.conv_transpose2x2(_view(bufs, s.input), p.weight, p.bias, act=s.act, negative_slope=s.negative_slope,
-                                 out=_view(bufs, s.out))  # fmt: skip
+            run(_view(bufs, s.input), p.weight, p.bias, act=s.act, negative_slope=s.negative_slope,  # type: ignore[misc]
+                out=_view(bufs, s.out))  # fmt: skip
         elif isinstance(s, Concat):
-            km.upsample_concat([_input_view(bufs, v) for v in s.inputs], out=_view(bufs, s.out))
+            run([_input_view(bufs, v) for v in s.inputs], out=_view(bufs, s.out))  # type: ignore[misc]
         elif isinstance(s, Pool):
-            km.maxpool2x2(_view(bufs, s.input), out=_view(bufs, s.out))
+            run(_view(bufs, s.input), out=_view(bufs, s.out))  # type: ignore[misc]
         elif isinstance(s, Head):
-            km.head(_input_view(bufs, s.input), p.weight, p.bias, s.op, out=_view(bufs, s.out))
+            run(_input_view(bufs, s.input), p.weight, p.bias, s.op, out=_view(bufs, s.out))  # type: ignore[misc]
         elif isinstance(s, Fallback):
             _run_fallback(s, p.weight, bufs, raw)
         else:
             raise AssertionError(f"unknown step {s.kind}")
 
 
-def _prepare_with(step: Step, km: ModuleType, note: str, store: WeightStore, dev: torch.device,
-                  dtype: torch.dtype, exact: bool) -> _Prepared:  # fmt: skip
-    p = _Prepared(step, km, note=note)
-    role = "spec" if km is spec else "kernels"  # the reference and the backend pack differently
-    if isinstance(step, Conv):
-        kw = {"exact": True} if exact and "exact" in inspect.signature(km.pack_conv_weight).parameters else {}
-        p.weight = store.get(f"conv-{role}", step.weight,
-                             lambda: km.pack_conv_weight(step.weight.to(dev), dtype, **kw))  # fmt: skip
-    elif isinstance(step, ConvTranspose2x2):
-        p.weight = store.get(f"convT-{role}", step.weight,
-                             lambda: km.pack_conv_transpose_weight(step.weight.to(dev), dtype))  # fmt: skip
-    elif isinstance(step, Head):
-        p.weight = store.get(f"head-{role}", step.weight, lambda: km.pack_head_weight(step.weight.to(dev), dtype))
-    elif isinstance(step, Fallback):
-        # constants moved once, not per call (and not in a CUDA graph); a whole-model fallback's module
-        # is copied to the device once per store, an ATen call's few constants once per plan
-        fn = step.fn
-        p.weight = (store.get("module", fn, lambda: _fn_on_device(fn, dev)) if isinstance(fn, torch.nn.Module)
-                    else _fn_on_device(fn, dev))  # fmt: skip
+def _prepare_with(step: Step, choice: registry.Choice, store: WeightStore, dev: torch.device,
+                  dtype: torch.dtype) -> _Prepared:  # fmt: skip
+    """Pack the step's weight for the chosen kernel (once per kernel and weight: the store's key) and keep
+    both with the choice."""
+    k = choice.kernel
+    p = _Prepared(step, k, choice, run=k.run)
+    w = getattr(step, "weight", None)
+    if k.pack is not None and w is not None:
+        pack = k.pack
+        p.weight = store.get(k.name, w, lambda: pack(w.to(dev), dtype))
     b = getattr(step, "bias", None)
     p.bias = None if b is None else store.get("bias", b, lambda: b.to(device=dev, dtype=torch.float32))
     return p
+
+
+def _prepare_fallback(step: Fallback, store: WeightStore, dev: torch.device) -> _Prepared:
+    # constants moved once, not per call (and not in a CUDA graph); a whole-model fallback's module
+    # is copied to the device once per store, an ATen call's few constants once per plan
+    fn = step.fn
+    weight = (store.get("module", fn, lambda: _fn_on_device(fn, dev)) if isinstance(fn, torch.nn.Module)
+              else _fn_on_device(fn, dev))  # fmt: skip
+    return _Prepared(step, None, weight=weight)
 
 
 def _view(bufs: dict[str, Tensor], s: Slice) -> Tensor:

@@ -12,5 +12,5 @@ def _reason(device: torch.device | None) -> str:
     return ""
 
 
-BACKEND = Backend("torch", "unet_fast.kernels.spec", "reference executor (PyTorch ops, kernels/spec.py)",
-                  _reason, lambda: torch.device("cpu"))  # fmt: skip
+BACKEND = Backend("torch", "reference executor (PyTorch ops, kernels/spec.py via kernels/reference.py)", _reason,
+                  lambda: torch.device("cpu"))  # fmt: skip

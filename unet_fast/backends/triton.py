@@ -32,5 +32,4 @@ def _default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() and not interpreting() else torch.device("cpu")
 
 
-BACKEND = Backend("triton", "unet_fast.kernels.triton", "Triton kernels (GPU, or the interpreter on CPU)",
-                  _reason, _default_device)  # fmt: skip
+BACKEND = Backend("triton", "Triton kernels (GPU, or the interpreter on CPU)", _reason, _default_device)

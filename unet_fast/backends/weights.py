@@ -5,7 +5,9 @@ Every per-shape Executor of one FusedUNet takes its weights from the same Weight
 tensor's storage (data pointer, shape, strides): plans derived for different input sizes hold the same
 folded weight tensors (graph/symbolic.py shares them), so a weight is packed once and never exists twice.
 The store is filled while a plan is prepared (optimize time for the example shape, which already names
-every weight); running a plan only reads it.
+every weight); running a plan only reads it. It also holds what the caller forced (UNET_FAST_KERNELS and
+exact=True, read once when the store is made: kernels/registry.Choices) and the CPU variant rows chosen from
+that, so every plan of one engine chooses its kernels alike.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from unet_fast.kernels.registry import Choices, Context
+
 
 class WeightStore:
-    def __init__(self, backend_name: str, device: torch.device, dtype: torch.dtype, exact: bool = False) -> None:
+    def __init__(self, backend_name: str, device: torch.device, dtype: torch.dtype, exact: bool = False,
+                 choices: Choices | None = None) -> None:  # fmt: skip
+        """`choices`: what the caller forced; None reads UNET_FAST_KERNELS now (Choices.from_env), with `exact`.
+        Raises ValueError for a malformed UNET_FAST_KERNELS."""
         self.backend_name, self.device, self.dtype, self.exact = backend_name, device, dtype, exact
+        self.context = Context(choices if choices is not None else Choices.from_env(exact=exact))
         self._items: dict[tuple, Any] = {}
         self._lock = threading.Lock()
 

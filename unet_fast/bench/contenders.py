@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import re
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -387,16 +387,17 @@ def _prepare_unet_fast(backend: str) -> Callable[[nn.Module, Tensor, Settings], 
         def run() -> Tensor:
             return fast(xs)
 
-        report = ""
-        if callable(getattr(fast, "report", None)):
+        report, data = "", None
+        if callable(getattr(fast, "report_data", None)):
             try:
-                report = str(fast.report())
+                data = fast.report_data()
+                report = str(data)
             except Exception as e:  # the report is informative only
                 report = f"report() failed: {type(e).__name__}: {e}"
         notes = ["engine CUDA graphs"] if graphs else []
         if fp32_io:
-            notes += ["fp32 in/out", *_bf16_summary(report)]
-        if "missing" in report or "Fallback" in report:  # say so in the table, not only in the JSON
+            notes += ["fp32 in/out", *_bf16_summary(data)]
+        if data is not None and any(st.fallback for st in data.steps):  # in the table, not only in the JSON
             notes.append("some steps fall back to PyTorch (see the report in the JSON)")
         note = "; ".join(notes)
         return Prepared(run, _first_call(run, s, t0), note, report=report)
@@ -418,14 +419,21 @@ def _prepare_unet_fast_cpu_fp32(model: nn.Module, x: Tensor, s: Settings) -> Pre
                     precision="fp32")  # fmt: skip
 
 
-def _bf16_summary(report: str) -> list[str]:
-    """From optimize's report: which algorithms ran, one entry per algorithm (e.g. '10 convs by Winograd
-    F(4x4,3x3) on bf16, fp32 compute, avx512', '7 convs by bf16 tiles (portable)': the emulator, not AMX)
-    and how many steps ran on the bf16 torch reference; [] when the report lacks them."""
-    out = [a.strip() for a in re.findall(r"^\s*algorithms: (.+)$", report, re.MULTILINE)]
-    ref = re.search(r"^\s*torch reference in \w+: (\d+) steps", report, re.MULTILINE)
-    if ref:
-        out.append(f"{ref.group(1)} steps on the torch reference")
+def _bf16_summary(data: Any) -> list[str]:
+    """From optimize's report data (its step records): which kernels ran, one entry per kernel with its step
+    count (e.g. '10 convs by Winograd F(4x4,3x3) on bf16, fp32 compute, avx512', '7 convs by bf16 tiles
+    (portable)': the emulator, not AMX), and how many steps ran on the bf16 torch reference; [] without data."""
+    if data is None:
+        return []
+    ours = [st for st in data.steps if st.backend != "torch"]
+    out = []
+    for label in dict.fromkeys(st.label for st in ours):
+        of = [st for st in ours if st.label == label]
+        what = "convs" if {st.kind for st in of} <= {"Conv", "ConvTranspose2x2"} else "steps"
+        out.append(f"{len(of)} {what} by {label}")
+    refs = sum(st.reference for st in data.steps)
+    if refs:
+        out.append(f"{refs} steps on the torch reference")
     return out
 
 

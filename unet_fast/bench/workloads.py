@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 from unet_fast.models import UNet, unet_original
+from unet_fast.models.weights import lively_weights, randomize_bn
+
+__all__ = ["WORKLOADS", "Workload", "lively_weights", "randomize_bn"]  # the randomisers live in models/weights.py
 
 
 @dataclass(frozen=True)
@@ -33,40 +36,6 @@ class Workload:
         h, w = size or (h, w)
         g = torch.Generator().manual_seed(seed)
         return torch.randn(batch or n, c, h, w, generator=g)
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm random running statistics and affine parameters, then set eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                if m.affine:
-                    m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
-                    m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-    return model.eval()
-
-
-def lively_weights(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights that keep activations alive through depth, then random BN statistics.
-
-    With PyTorch's default conv init (variance ~1/(3 fan_in)) each layer shrinks its input's variance and
-    eval-mode BN with running_var ~1 does not restore it, so after a few layers the maps are nearly
-    constant (the BN shifts dominate) and *any* resize mode gives the same output: an end-to-end test
-    would then not see a wrong coordinate transform. He-normal weights keep the variance, so it does
-    (tests/export/test_export_onnx.py::test_upsample_semantics_are_visible_end_to_end)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                fan_in = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.weight.shape[0] * 4
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return randomize_bn(model, seed)
 
 
 def _seeded(factory: Callable[[], nn.Module], seed: int = 0) -> Callable[[], nn.Module]:

@@ -12,7 +12,7 @@ it). When a dynamic export fails the model is captured at each shape, as a stati
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -59,7 +59,6 @@ class CompiledPlan:
     buffers: BufferPlan
     pass_lines: list[str]
     capture: Capture
-    notes: list[str] = field(default_factory=list)
     tree: OutputTree | None = None  # the model's return structure over plan.outputs (None: one bare tensor)
     input_update: int | None = None  # plan output holding the input's new value (the model writes its input)
 

@@ -10,7 +10,6 @@ and an activation arena, both in a bounded LRU (`max_cached_shapes`).
 from __future__ import annotations
 
 import copy
-import functools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -178,18 +177,20 @@ class FusedUNet(nn.Module):
         return self._cache.get(key, lambda: self._build(tuple(int(s) for s in shape)))
 
     def _build(self, shape: tuple[int, ...]) -> _Entry:
-        compiled = compile_plan(self._capture_for(shape), shape, self.config.passes)
-        ex = Executor(compiled.plan, compiled.buffers, self.backend.kernels(), self.backend.name, self.device,
-                      self.dtype, exact=self.config.exact, weights=self._weights,
-                      supports=functools.partial(self.backend.supports, dtype=self.dtype))  # fmt: skip
+        cap, compiled = self._capture_for(shape)
+        compiled = compiled or compile_plan(cap, shape, self.config.passes)
+        ex = Executor(compiled.plan, compiled.buffers, self.backend.name, self.device, self.dtype,
+                      exact=self.config.exact, weights=self._weights)  # fmt: skip
         runner = CudaGraphRunner(ex, self.device) if self.config.cuda_graphs else None
         return _Entry(compiled, ex, runner)
 
-    def _capture_for(self, shape: tuple[int, ...]) -> Capture:
+    def _capture_for(self, shape: tuple[int, ...]) -> tuple[Capture, CompiledPlan | None]:
+        """The capture serving `shape`, and its plan for `shape` where a re-capture had to compile it anyway
+        (to check it compiles), so _build does not compile it twice."""
         check_size(self._source, shape)
         for cap in reversed(self._captures):
             if cap.matches(shape):
-                return cap
+                return cap, None
         # no capture serves this shape: a guard (the model's code branches on this size) or a static capture
         example = torch.randn(shape)
         if self._captures[0].dynamic:
@@ -201,7 +202,7 @@ class FusedUNet(nn.Module):
         try:
             cap = capture_model(self._source, example, self.config.output, self.config.passes,
                                 f"re-captured at {_fmt(shape)}: {why}", valid=self._example_shape)  # fmt: skip
-            compile_plan(cap, shape, self.config.passes)
+            compiled = compile_plan(cap, shape, self.config.passes)
         except (ValueError, GuardError):
             raise
         except Exception as e:
@@ -212,7 +213,7 @@ class FusedUNet(nn.Module):
             old = self._captures.pop(1)
             self._weights.forget(old.tensors())
             self.__dict__["_dropped_captures"] = self.__dict__.get("_dropped_captures", 0) + 1
-        return cap
+        return cap, compiled
 
     # -- run -------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Any:
@@ -291,7 +292,14 @@ class FusedUNet(nn.Module):
 
     # -- introspection ---------------------------------------------------------------------------------
     def report(self) -> str:
-        return _report.report(self)
+        """What was captured, fused and prepared, and what runs each step: report_data() rendered as text."""
+        return _report.render(self.report_data())
+
+    def report_data(self, profile: Tensor | None = None) -> _report.EngineReport:
+        """The report as data (engine/report.py EngineReport; `.steps`: one StepRecord per step of the most
+        recently used plan: kernel, ISA, dtype, algorithm, fallback reason). `profile`: an input (N, C, H, W)
+        to time each step of its plan once (fills StepRecord.time_ms; that plan becomes the most recent)."""
+        return _report.collect(self, profile)
 
     def with_backend(self, backend: str, dtype: torch.dtype | None = None) -> FusedUNet:
         """The same captures on another backend (and/or dtype), without capturing again."""

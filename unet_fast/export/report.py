@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from unet_fast import UNet, unet_milesial, unet_original
-from unet_fast.bench.workloads import lively_weights
 from unet_fast.export.errors import DynamicAxesFixedWarning
+from unet_fast.models.weights import lively_weights
 
 Case = tuple[str, Callable[[], nn.Module], tuple[int, int, int, int]]
 

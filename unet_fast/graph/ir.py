@@ -2,7 +2,8 @@
 
 A Buffer is [N, H, W, C] with N chosen at run time. A Slice is a channel range of a buffer read through an
 optional resample and then a spatial window (negative offset / window past the edge = zero padding); it maps
-one-to-one onto `kernels.spec.InputView`, so the kernel modules consume Slices directly.
+one-to-one onto `kernels.spec.InputView`, so the kernel modules consume Slices directly. The value types a step
+carries (Resample, the activation and head-op names) are graph/types.py's: this module imports no kernel.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from unet_fast.kernels.spec import Resample
+from unet_fast.graph.types import Resample
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,6 @@ class Plan:
     # per output: "activation" (NCHW float out), "index" (class map), "raw" (a fallback's value as it is),
     # "input" (the model returns its input: the caller's tensor)
     output_kinds: list[str]
-    notes: list[str] = field(default_factory=list)
 
     @property
     def output(self) -> Slice | str:

@@ -17,7 +17,7 @@ import torch
 from unet_fast.graph.ir import Buffer, Concat, Conv, ConvTranspose2x2, Fallback, Head, Plan, Pool, Slice, Step
 from unet_fast.graph.opgraph import Node, OpGraph, evaluate_node
 from unet_fast.graph.passes.fuse_pool import is_pool2x2
-from unet_fast.kernels.spec import Resample
+from unet_fast.graph.types import Resample
 
 
 @dataclass
@@ -242,10 +242,7 @@ def lower(g: OpGraph, *, fuse_reads: bool = True, virtual_concat: bool = True) -
             s = lw.plain(out_node)
             outputs.append(s)
             kinds.append("index" if lw.buffers[s.buffer].index else "activation")
-    notes = []
-    if g.count("fallback") or any(isinstance(s, Fallback) for s in lw.steps):
-        notes.append("some steps run as PyTorch fallbacks (listed below)")
-    plan = Plan(lw.buffers, lw.steps, inp, outputs, kinds, notes)
+    plan = Plan(lw.buffers, lw.steps, inp, outputs, kinds)
     _check_dtypes(plan)
     return plan
 

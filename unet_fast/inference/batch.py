@@ -23,15 +23,36 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
+
+import numpy as np
 
 from unet_fast.inference.image_io import IMAGE_SUFFIXES, overlay, read_image, write_mask, write_rgb
-from unet_fast.inference.masks import label_fractions, mask_palette
+from unet_fast.inference.masks import ModelCard, label_fractions, mask_palette
 from unet_fast.inference.memory import ImageHeader, ImageTooLargeError
 
-if TYPE_CHECKING:
-    from unet_fast.inference.segmenter import Segmenter
-    from unet_fast.inference.wsi import SlideReport
+
+class Segmenter(Protocol):
+    """What a batch reads of inference/segmenter.Segmenter (which calls this module from segment_files: a
+    Protocol instead of an import keeps the two out of an import cycle)."""
+
+    card: ModelCard
+    last_strategy: Any  # tiled_inference.Strategy | None: the path the last image took
+
+    def segment(self, image: np.ndarray, name: str | Path = ...,
+                progress: Callable[[int, int], None] | None = ...) -> np.ndarray: ...  # fmt: skip
+
+    def check_fits(self, header: ImageHeader, overlay: bool = ...) -> None: ...
+
+
+class SlideReport(Protocol):
+    """What a batch reads of inference/wsi.SlideReport (the whole-slide path's result)."""
+
+    mask: Path
+    metadata: Path
+    probabilities: Path | None
+    strategy: str
+    shape: tuple[int, int]
 
 GLOB_CHARS = set("*?[")
 

@@ -21,7 +21,7 @@ the server's `class_fractions`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -29,8 +29,19 @@ from torch import Tensor
 
 from unet_fast.inference.memory import CHUNK_PIXELS
 
-if TYPE_CHECKING:
-    from unet_fast.inference.model_card import ModelCard
+
+class ModelCard(Protocol):
+    """What the mask rules read of a model card (inference/model_card.ModelCard, which imports this module
+    to validate its head: a Protocol instead of an import keeps the two out of an import cycle)."""
+
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def head(self) -> str: ...
+    @property
+    def class_names(self) -> list[str]: ...
+    @property
+    def palette(self) -> list[list[int]]: ...
 
 MaskKind = Literal["classes", "binary", "multilabel"]
 MAX_CLASSES = 256  # argmax classes in a uint8 mask

@@ -259,3 +259,24 @@ def check_no_overlap(out: Tensor, name: str, inputs: dict[str, Tensor | None]) -
         if t is not None and may_overlap(out, t):
             raise ValueError(f"{name} overlaps {what}: the kernel would read elements it has already written; "
                              "pass separate memory")  # fmt: skip
+
+
+def check_conv_outputs(inputs: object, residual: object, out: object, pool_out: object) -> None:
+    """A conv's outputs against its inputs, for the CPU conv paths (fp32 direct and Winograd, the bf16
+    Winograd): ValueError when out / pool_out share elements with an input view's tensor or the residual
+    (Winograd reads inputs while other threads write outputs), or with each other (both written, by different
+    threads: which value is left would depend on timing; the bf16 tile conv refuses it too); residual may be
+    out itself (read, then written, by the same thread). Arguments not yet checked are skipped here: the
+    shape checks name them."""
+    if isinstance(out, Tensor) and isinstance(pool_out, Tensor) and may_overlap(pool_out, out):
+        raise ValueError("pool_out overlaps out: the kernel writes both, so which value is left would depend on "
+                         "timing; pass separate memory")  # fmt: skip
+    if not isinstance(inputs, Sequence):
+        return
+    srcs = {f"inputs[{i}]": v.tensor if isinstance(v, InputView) else v for i, v in enumerate(inputs)}
+    srcs = {k: t for k, t in srcs.items() if isinstance(t, Tensor)}
+    res = residual if isinstance(residual, Tensor) else None
+    for name, o in (("out", out), ("pool_out", pool_out)):
+        if isinstance(o, Tensor):
+            same = name == "out" and res is not None and res.data_ptr() == o.data_ptr() and res.stride() == o.stride()
+            check_no_overlap(o, name, {**srcs, "residual": None if same else res})

@@ -5,14 +5,19 @@ The C++ side (csrc/cpu/amx/, csrc/include/unet_fast/amx/) writes one direct NHWC
 tile interface (config, load, TDPBF16PS dot product, store, release) and compiles it once per *tile
 backend*: "portable" (an emulator of exactly TDPBF16PS's arithmetic, any CPU), "amx" (the native tile
 instructions) and "avx512bf16" (the tiles held in memory, each dot product run as VDPBF16PS zmm: native on
-AMD Zen 4, Intel Cooper Lake, or an AMX CPU whose OS refuses the tile state). `isa=` forces one, else the
-environment variable UNET_FAST_CPU_BF16_ISA, else the best this CPU runs (amx > avx512bf16 > portable).
+AMD Zen 4, Intel Cooper Lake, or an AMX CPU whose OS refuses the tile state). They are the *tile* rows of the
+CPU variant table (kernels/cpu_isa.py), whose blocking this module reads from there. `isa=` forces one, else
+UNET_FAST_KERNELS=bf16=<name> (kernels/registry.py; its deprecated alias UNET_FAST_CPU_BF16_ISA), else the
+best this CPU runs (amx > avx512bf16 > portable). The engine's choice is the kernel registry's (the bottom
+of this file registers one conv and one transposed-conv kernel per tile backend): it never picks the
+portable emulator for speed.
 portable and amx give the same bits (same blocking, same operation order), so every test of packing, edge
 tiles and epilogue runs on any CPU; avx512bf16 has VDPBF16PS's own order (one fp32 chain into C, the odd
 product of each K pair before the even one), so it equals them exactly only where every sum is exact, and
 is otherwise held to the same float64 budgets; docs/amx_bf16.md.
 
-Order of this file: the float64 reference, the tile backends, weight packing, the convolution launcher.
+Order of this file: the float64 reference, the tile backends, weight packing, the convolution launchers, the
+registry entries.
 
 Numerics: inputs and weights are bf16; products are exact in fp32 and accumulate in fp32 tiles; the
 epilogue (bias, residual, activation) runs in fp32 and the result is stored once as bf16 (or fp32).
@@ -20,19 +25,19 @@ epilogue (bias, residual, activation) runs in fp32 and the result is stored once
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from unet_fast._ext import require_cpu
-from unet_fast.kernels import checks
-from unet_fast.kernels.cpu import _desc, num_threads
-from unet_fast.kernels.cpu_desc import view_source
+from unet_fast.graph.ir import Conv, ConvTranspose2x2, Step
+from unet_fast.kernels import checks, cpu_isa, registry
+from unet_fast.kernels.cpu_desc import nhwc_desc as _desc
+from unet_fast.kernels.cpu_desc import num_threads, view_source
+from unet_fast.kernels.cpu_isa import CpuVariant
 from unet_fast.kernels.spec import (
     ACTIVATIONS,
     InputView,
@@ -42,11 +47,26 @@ from unet_fast.kernels.spec import (
     read_view,
 )
 
+# The deprecated alias of UNET_FAST_KERNELS=bf16=<name> (kernels/registry.py), kept because users set it.
 ISA_ENV = "UNET_FAST_CPU_BF16_ISA"
 OUT_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float32)
-_CHUNK_CIN = 32  # input channels per tile dot product (16 K pairs)
-_BLOCK_COUT = 32  # output channels per block (two 16-column B tiles)
-_TILE = 16
+
+
+def _layout() -> CpuVariant | None:
+    """The tile rows' blocking, from the CPU variant table (the same for every tile backend; None without
+    unet_fast._C)."""
+    rows = cpu_isa.tile_variants()
+    if not rows:
+        return None
+    if len({(r.chunk_cin, r.block_cout, r.tile_rows, r.max_sources) for r in rows}) != 1:
+        raise RuntimeError("the bf16 tile backends of unet_fast._C disagree on the packed weight layout")
+    return rows[0]
+
+
+_LAYOUT = _layout()
+_CHUNK_CIN = _LAYOUT.chunk_cin if _LAYOUT else 32  # input channels per tile dot product (16 K pairs)
+_BLOCK_COUT = _LAYOUT.block_cout if _LAYOUT else 32  # output channels per block (two 16-column B tiles)
+_TILE = _LAYOUT.tile_rows if _LAYOUT else 16
 
 # ---------------------------------------------------------------------------------------------------
 # Reference
@@ -135,27 +155,15 @@ def conv_transpose2x2_reference(x: Tensor, weight: Tensor, bias: Tensor | None =
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TileBackend:
-    """One build of the bf16 tile ops. `index` is the C++ `backend` argument; `reason` says why it cannot
-    run here ('' when it can)."""
-
-    name: str
-    index: int
-    rank: int
-    runnable: bool
-    reason: str
+# A tile backend is a tile row of the CPU variant table: name, index (the C++ `backend` argument), rank,
+# runnable, reason (why it cannot run here; '' when it can), emulator, ...
+TileBackend = CpuVariant
 
 
-@cache
 def tile_backends() -> tuple[TileBackend, ...]:
-    """Every compiled tile backend ("portable", and "amx", "avx512bf16" on x86-64), in C++ index order; () if
+    """Every compiled tile backend ("portable", and "amx", "avx512bf16" on x86-64), in table order; () if
     unet_fast._C is not built."""
-    from unet_fast._ext import cpu_ext
-
-    if cpu_ext is None or not hasattr(cpu_ext, "bf16_tile_backends"):
-        return ()
-    return tuple(TileBackend(**row) for row in cpu_ext.bf16_tile_backends())
+    return cpu_isa.tile_variants()
 
 
 def available_tile_backends() -> tuple[str, ...]:
@@ -164,19 +172,27 @@ def available_tile_backends() -> tuple[str, ...]:
 
 
 def choose_backend(isa: str | None = None) -> TileBackend:
-    """The tile backend for `isa` ("portable", "amx", "avx512bf16" or "auto"; None: UNET_FAST_CPU_BF16_ISA,
-    else auto = the highest-ranked one this CPU runs: amx > avx512bf16 > portable). Raises ValueError for an
-    unknown name, or for "amx" / "avx512bf16" on a CPU / OS without it (the message says which check
-    failed: the CPUID bit, the XCR0 state, or for amx the Linux tile permission)."""
+    """The tile backend for `isa` ("portable", "amx", "avx512bf16" or "auto"; None: what UNET_FAST_KERNELS
+    forces with bf16=<name> (or its alias UNET_FAST_CPU_BF16_ISA; "none" counts as auto here), else auto = the
+    highest-ranked one this CPU runs: amx > avx512bf16 > portable). The kernel-level choice of a direct call,
+    which asked for the tile ops, so auto may give the emulator; the engine's is the registry's (the "bf16"
+    family at the bottom of this file), which never does. Raises ValueError for an unknown name, or for "amx" /
+    "avx512bf16" on a CPU / OS without it (the message says which check failed: the CPUID bit, the XCR0
+    state, or for amx the Linux tile permission)."""
     require_cpu()
-    name = (isa or os.environ.get(ISA_ENV) or "auto").lower()
+    forced = registry.Choices.from_env().get("bf16") if isa is None else None
+    name = (isa or (forced if forced != "none" else None) or "auto").lower()
     backends = tile_backends()
     if name == "auto":
         return max((b for b in backends if b.runnable), key=lambda b: b.rank)
-    by_name = {b.name: b for b in backends}
+    return _runnable_backend(name)
+
+
+def _runnable_backend(name: str) -> TileBackend:
+    by_name = {b.name: b for b in tile_backends()}
     if name not in by_name:
         raise ValueError(f"unknown bf16 tile isa {name!r}; expected 'auto' or one of {tuple(by_name)} "
-                         f"(argument or {ISA_ENV})")  # fmt: skip
+                         f"(argument, or UNET_FAST_KERNELS=bf16=<name>)")  # fmt: skip
     if not by_name[name].runnable:
         raise ValueError(f"bf16 tile isa {name!r} cannot run on this machine: {by_name[name].reason}")
     return by_name[name]
@@ -320,7 +336,24 @@ def _check_input(x: Tensor, cin: int) -> tuple[int, int, int]:
     return n, h, w
 
 
-MAX_INPUTS = 8  # views of one virtual concat (C++ amx::kMaxSources)
+MAX_INPUTS = _LAYOUT.max_sources if _LAYOUT else 8  # views of one virtual concat (C++ amx::kMaxSources)
+PATHS = ("auto", "direct", "tile")
+
+
+def direct_reason(views: Sequence[InputView]) -> str | None:
+    """Why the avx512bf16 backend's register-blocked direct conv cannot read these input views (None when it
+    can: plain, windowed and nearest views; a bilinear one needs the tile body's staging)."""
+    if any(v.resample is not None and v.resample.mode == "bilinear" for v in views):
+        return "a bilinear input view (the avx512bf16 direct conv reads plain and nearest ones)"
+    return None
+
+
+def _tile_body(path: str, views: Sequence[InputView]) -> bool:
+    """The C++ `tile_body` flag of a call: `path` "tile", or "auto" where the direct conv cannot read the views
+    (only the avx512bf16 backend has two bodies; the others ignore the flag). ValueError for another path."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    return path == "tile" or (path == "auto" and direct_reason(views) is not None)
 
 
 def _check_views(x: Tensor | Sequence[Tensor | InputView], cin: int) -> list[InputView]:
@@ -348,7 +381,7 @@ def _check_views(x: Tensor | Sequence[Tensor | InputView], cin: int) -> list[Inp
 def conv2d(x: Tensor | Sequence[Tensor | InputView], weight: ConvWeightBF16, bias: Tensor | None = None, *,
            stride: int = 1, padding: int = 0, act: str = "none", negative_slope: float = 0.01,
            residual: Tensor | None = None, out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
-           pool_out: Tensor | None = None, isa: str | None = None) -> Tensor:  # fmt: skip
+           pool_out: Tensor | None = None, isa: str | None = None, path: str = "auto") -> Tensor:  # fmt: skip
     """bf16 direct convolution on tiles: out = act(conv(x, w) + bias + residual), NHWC, with the fp32 conv's
     fusions (spec.conv2d): a virtual concat of input views read on the fly and a 2x2 max-pool output.
 
@@ -366,7 +399,10 @@ def conv2d(x: Tensor | Sequence[Tensor | InputView], weight: ConvWeightBF16, bia
     is written); else a new tensor of out_dtype. Accumulation is fp32; a bf16 output is one rounding of it.
     pool_out: [N, Hout // 2, Wout // 2, Cout] bf16 or fp32 (a slot is fine), or None: the 2x2 stride-2
     max-pool (floored like F.max_pool2d, NaN-propagating) of the values stored in out.
-    isa: tile backend (choose_backend). Returns out. Raises ValueError on any argument outside this.
+    isa: tile backend (choose_backend). path: the avx512bf16 backend's body: "direct" (its register-blocked
+    direct conv; ValueError for a bilinear view: direct_reason), "tile" (its tile body) or "auto" (direct where
+    it can read the views); the other backends have one body. Returns out. Raises ValueError on any argument
+    outside this.
     """
     cpu = require_cpu()
     if not isinstance(weight, ConvWeightBF16):
@@ -415,7 +451,7 @@ def conv2d(x: Tensor | Sequence[Tensor | InputView], weight: ConvWeightBF16, bia
         None if residual is None else _desc(residual), residual is not None and residual.dtype == torch.float32,
         _desc(out), out.dtype == torch.float32, None if pool_out is None else _desc(pool_out),
         pool_out is not None and pool_out.dtype == torch.float32, ACTIVATIONS.index(act), float(negative_slope),
-        num_threads(), backend.index,
+        num_threads(), backend.index, _tile_body(path, views),
     )  # fmt: skip
     return out
 
@@ -435,7 +471,7 @@ def _overlaps(a: Tensor, b: Tensor) -> bool:
 
 def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor | None = None, *, act: str = "none",
                       negative_slope: float = 0.01, out: Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
-                      isa: str | None = None) -> Tensor:  # fmt: skip
+                      isa: str | None = None, path: str = "auto") -> Tensor:  # fmt: skip
     """bf16 2x2 stride-2 transposed convolution on tiles: out = act(conv_transpose2d(x, w, stride=2) + bias),
     NHWC, one GEMM [N H W, Cin] x [Cin, 4 Cout] whose epilogue writes each result straight to its output
     pixel (2i + a, 2j + b) (an upsampling into a concat slot costs no extra pass).
@@ -443,6 +479,7 @@ def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor |
     x: bf16 [N, H, W, Cin] (channel stride 1). weight: from pack_conv_transpose_weight. bias: [Cout] float
     or None. act: one of spec.ACTIVATIONS. out: [N, 2H, 2W, Cout] bf16 or fp32 (a channel slot of a wider
     buffer: only the slot is written), else a new tensor of out_dtype. isa: tile backend (choose_backend).
+    path: the avx512bf16 backend's body, "direct" / "auto" (its direct conv) or "tile" (as in conv2d).
     Returns out. Raises ValueError on any argument outside this.
     """
     cpu = require_cpu()
@@ -461,6 +498,136 @@ def conv_transpose2x2(x: Tensor, weight: ConvTransposeWeightBF16, bias: Tensor |
     cpu.conv_transpose2x2_bf16(
         _desc(x), packed.data_ptr(), packed.numel(), weight.cout, 0 if bias is None else bias.data_ptr(),
         _desc(out), out.dtype == torch.float32, ACTIVATIONS.index(act), float(negative_slope), num_threads(),
-        backend.index,
+        backend.index, _tile_body(path, ()),
     )  # fmt: skip
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry entries (kernels/registry.py): the "bf16" family (which tile backend an engine uses) and, per
+# tile backend, the conv and the transposed conv (the head is cpu_bf16_ops'; the Winograd on bf16
+# activations, cpu_winograd's)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _resolve_tiles(choices: registry.Choices) -> str | None:
+    """The engine's tile backend: forced (bf16=<name>; bf16=none: none), else the best-ranked one this CPU runs
+    natively. Never the emulator unless forced: on a CPU without bf16 hardware (AMD Zen 2 / 3) it ran unet64
+    7x slower than the fp32 engine (issue 25), so bf16 steps run fp32 kernels over bf16 storage there
+    (kernels/cpu.py) and the 3x3 convs the Winograd on bf16 activations."""
+    forced = choices.get("bf16")
+    if forced == "none":
+        return None
+    if forced is not None:
+        return _runnable_backend(forced).name
+    native = [b for b in tile_backends() if b.runnable and not b.emulator]
+    return max(native, key=lambda b: b.rank).name if native else None
+
+
+def _why_no_tiles(choices: registry.Choices) -> str:
+    if choices.get("bf16") == "none":
+        return "UNET_FAST_KERNELS bf16=none: no bf16 tile backend"
+    return "no bf16 hardware here (AMX or AVX512-BF16); the portable tile emulator is never picked for speed"
+
+
+registry.register_family(registry.Family("bf16", _resolve_tiles, _why_no_tiles,
+                                         lambda name: cpu_isa.variant(name, "tiles").reason))
+
+
+def _square(v: int | Sequence[int]) -> int | None:
+    """v as one int when it is the same in H and W, else None."""
+    a, b = (v, v) if isinstance(v, int) else tuple(v)
+    return int(a) if a == b else None
+
+
+def conv_supports(step: Step, dtype: torch.dtype) -> str | None:
+    """What the tile conv takes of a Conv step (None: all of it): every fusion the fp32 conv has (a virtual
+    concat of up to MAX_INPUTS views, each a channel slot read plainly, through a window / crop or a nearest /
+    bilinear resample; bias, activation, residual, the 2x2 max-pool output), with one stride / padding for H
+    and W, dilation 1, a kernel of at most 16x16 and a residual read as is."""
+    assert isinstance(step, Conv)
+    if len(step.inputs) > MAX_INPUTS:
+        return f"bf16 tile conv reads up to {MAX_INPUTS} input views, this step {len(step.inputs)}"
+    if step.residual is not None and not step.residual.plain:
+        return "bf16 tile conv reads the residual as is"
+    if _square(step.stride) is None or _square(step.padding) is None:
+        return f"bf16 tile conv takes one stride / padding for H and W, not {step.stride} / {step.padding}"
+    if tuple(step.dilation) != (1, 1):
+        return f"bf16 tile conv has no dilation {tuple(step.dilation)}"
+    if max(step.weight.shape[2:]) > 16:
+        return f"bf16 tile conv takes kernels up to 16x16, not {tuple(step.weight.shape[2:])}"
+    return None
+
+
+def _direct_supports(step: Step, dtype: torch.dtype) -> str | None:
+    why = conv_supports(step, dtype)
+    return why if why is not None else direct_reason(step.inputs)  # type: ignore[attr-defined, arg-type]
+
+
+def _transpose_supports(step: Step, dtype: torch.dtype) -> str | None:
+    assert isinstance(step, ConvTranspose2x2)
+    return None if step.input.plain else "bf16 tile transposed conv reads its input as is"
+
+
+def direct_gate(context: registry.Context) -> str | None:
+    """The direct body of a tile backend that has one runs unless UNET_FAST_KERNELS avx512bf16_conv=tile."""
+    value = context.choices.get("avx512bf16_conv")
+    if value not in (None, "direct", "tile"):
+        raise ValueError(f"{registry.KERNELS_ENV}: avx512bf16_conv must be direct or tile, got {value!r}")
+    return "UNET_FAST_KERNELS avx512bf16_conv=tile: the tile body" if value == "tile" else None
+
+
+def _conv_run(backend: str, path: str):
+    def run(inputs: Sequence[Tensor | InputView], packed: ConvWeightBF16, bias: Tensor | None = None, *,
+            stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+            act: str = "none", negative_slope: float = 0.01, residual: Tensor | None = None,
+            out: Tensor | None = None, pool_out: Tensor | None = None) -> Tensor:  # fmt: skip
+        return conv2d(list(inputs), packed, bias, stride=_square(stride), padding=_square(padding), act=act,  # type: ignore[arg-type]
+                      negative_slope=negative_slope, residual=residual, out=out, pool_out=pool_out, isa=backend,
+                      path=path)  # fmt: skip
+
+    return run
+
+
+def _transpose_run(backend: str, path: str):
+    def run(x: Tensor, packed: ConvTransposeWeightBF16, bias: Tensor | None = None, *, act: str = "none",
+            negative_slope: float = 0.01, out: Tensor | None = None) -> Tensor:  # fmt: skip
+        return conv_transpose2x2(x, packed, bias, act=act, negative_slope=negative_slope, out=out, isa=backend,
+                                 path=path)  # fmt: skip
+
+    return run
+
+
+def _pack_conv(weight: Tensor, dtype: torch.dtype) -> ConvWeightBF16:
+    return pack_conv_weight(weight.detach().to("cpu"))
+
+
+def _pack_transpose(weight: Tensor, dtype: torch.dtype) -> ConvTransposeWeightBF16:
+    return pack_conv_transpose_weight(weight.detach().to("cpu"))
+
+
+def _register() -> None:
+    bf16 = (torch.bfloat16,)
+    for b in tile_backends():
+        common = dict(backend="cpu", dtypes=bf16, isa=b.name, family="bf16", row=b.name, emulator=b.emulator)
+        registry.register(
+            registry.Kernel(f"cpu.conv2d.bf16_tiles.{b.name}", Conv, run=_conv_run(b.name, "tile"),
+                            supports=conv_supports, pack=_pack_conv, algorithm="bf16 tiles",
+                            label=f"bf16 tiles ({b.name})", rank=20, **common),  # type: ignore[arg-type]
+            registry.Kernel(f"cpu.conv_transpose2x2.bf16_tiles.{b.name}", ConvTranspose2x2,
+                            run=_transpose_run(b.name, "tile"), supports=_transpose_supports, pack=_pack_transpose,
+                            algorithm="bf16 tiles", label=f"bf16 tiles ({b.name})", rank=20, **common),  # type: ignore[arg-type]
+        )  # fmt: skip
+        if b.direct_conv:
+            registry.register(
+                registry.Kernel(f"cpu.conv2d.bf16_direct.{b.name}", Conv, run=_conv_run(b.name, "direct"),
+                                supports=_direct_supports, pack=_pack_conv, algorithm="bf16 direct",
+                                label=f"bf16 direct ({b.name})", rank=25, gate=direct_gate, **common),  # type: ignore[arg-type]
+                registry.Kernel(f"cpu.conv_transpose2x2.bf16_direct.{b.name}", ConvTranspose2x2,
+                                run=_transpose_run(b.name, "direct"), supports=_transpose_supports,
+                                pack=_pack_transpose, algorithm="bf16 direct", label=f"bf16 direct ({b.name})",
+                                rank=25, gate=direct_gate, **common),  # type: ignore[arg-type]
+            )  # fmt: skip
+
+
+_register()

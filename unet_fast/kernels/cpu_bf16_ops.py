@@ -12,8 +12,8 @@ slots, and the segmentation head, over NHWC bf16 tensors (csrc/cpu/bf16/).
   while the logits are in L1); `fused=False` runs the two-pass form (tile conv to an fp32 logits tensor, then
   the per-pixel pass).
 
-Order of this file: float64 references, the launchers. Threads follow torch.get_num_threads(); the tile
-backend of the head follows kernels/cpu_bf16.choose_backend (`isa=`).
+Order of this file: float64 references, the launchers, the registry entries. Threads follow
+torch.get_num_threads(); the tile backend of the head follows kernels/cpu_bf16.choose_backend (`isa=`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unet_fast._ext import require_cpu
-from unet_fast.kernels import checks, cpu_bf16
-from unet_fast.kernels.cpu import _desc, num_threads
-from unet_fast.kernels.cpu_desc import view_source
+from unet_fast.graph.ir import Concat, Head, Pool
+from unet_fast.kernels import checks, cpu_bf16, registry
+from unet_fast.kernels.cpu_desc import nhwc_desc as _desc
+from unet_fast.kernels.cpu_desc import num_threads, view_source
 from unet_fast.kernels.spec import HEAD_OPS, InputView, as_view, read_view
 
 _BF16 = (torch.bfloat16,)
@@ -200,7 +201,7 @@ def pack_head_weight(weight: Tensor) -> HeadWeightBF16:
 
 def head(x: Tensor | InputView, weight: HeadWeightBF16, bias: Tensor | None = None, op: str = "softmax",
          out: Tensor | None = None, *, out_dtype: torch.dtype = torch.float32, fused: bool = True,
-         isa: str | None = None) -> Tensor:  # fmt: skip
+         isa: str | None = None, path: str = "auto") -> Tensor:  # fmt: skip
     """The segmentation head on bf16 activations.
 
     x: bf16 NHWC [N, H, W, C] or an InputView of one (resample / window: gathered to bf16 first).
@@ -210,7 +211,8 @@ def head(x: Tensor | InputView, weight: HeadWeightBF16, bias: Tensor | None = No
     out: [N, H, W, K] fp32 or bf16 (a channel slot is fine), or for argmax an [N, H, W] uint8 / int32 / int64
     class map; else allocated: out_dtype (fp32 or bf16) for the scores, int64 for argmax.
     fused: per chunk of rows in one pass (default), or the two-pass form. isa: the tile backend
-    (cpu_bf16.choose_backend). Returns out. Raises TypeError for wrong types / dtypes, ValueError for shapes,
+    (cpu_bf16.choose_backend). path: the avx512bf16 backend's 1x1 body, "direct" / "auto" (its direct conv) or
+    "tile" (cpu_bf16.conv2d). Returns out. Raises TypeError for wrong types / dtypes, ValueError for shapes,
     devices or an op outside this.
     """
     if not isinstance(weight, HeadWeightBF16):
@@ -239,6 +241,7 @@ def head(x: Tensor | InputView, weight: HeadWeightBF16, bias: Tensor | None = No
     checks.check_no_overlap(out, "out", {"x": view.tensor})
     bias = cpu_bf16._bias(bias, weight.num_classes)
     backend = cpu_bf16.choose_backend(isa)
+    tile_body = cpu_bf16._tile_body(path, ())  # the 1x1 reads a plain (gathered) input
     xs = view.tensor
     if not _is_plain(view):
         xs = _gather([view], torch.empty(xs.shape[0], *view.out_size, view.channels, dtype=torch.bfloat16))
@@ -248,13 +251,69 @@ def head(x: Tensor | InputView, weight: HeadWeightBF16, bias: Tensor | None = No
         packed = weight.conv.packed
         require_cpu().head_bf16(_desc(xs), packed.data_ptr(), packed.numel(), weight.num_classes,
                                 0 if bias is None else bias.data_ptr(), op_index, _desc(out), kind,
-                                num_threads(), backend.index)  # fmt: skip
+                                num_threads(), backend.index, tile_body)  # fmt: skip
         return out
     if op == "logits":  # the tile conv's own epilogue stores fp32 or bf16 logits
-        return cpu_bf16.conv2d(xs, weight.conv, bias, out=out, isa=backend.name)
-    logits = cpu_bf16.conv2d(xs, weight.conv, bias, out_dtype=torch.float32, isa=backend.name)
+        return cpu_bf16.conv2d(xs, weight.conv, bias, out=out, isa=backend.name, path=path)
+    logits = cpu_bf16.conv2d(xs, weight.conv, bias, out_dtype=torch.float32, isa=backend.name, path=path)
     require_cpu().head_pixels_bf16(_desc(logits), op_index, _desc(out), kind, num_threads())
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry entries (kernels/registry.py): the head per tile backend, the max-pool and the gather
+# ---------------------------------------------------------------------------------------------------
+
+
+def _fp32_scores(dtype: torch.dtype) -> torch.dtype:
+    """The bf16 head computes softmax / sigmoid / logits in fp32 and keeps them: the engine's output buffer of
+    a Head is fp32 (the module boundary casts to the input's dtype), not rounded to bf16 first."""
+    return torch.float32
+
+
+def _head_run(backend: str, path: str):
+    def run(x: Tensor | InputView, packed: HeadWeightBF16, bias: Tensor | None = None, op: str = "softmax",
+            out: Tensor | None = None) -> Tensor:  # fmt: skip
+        return head(x, packed, bias, op, out, isa=backend, path=path)
+
+    return run
+
+
+def _pack_head(weight: Tensor, dtype: torch.dtype) -> HeadWeightBF16:
+    return pack_head_weight(weight.detach().to("cpu"))
+
+
+def _pool_run(x: Tensor, out: Tensor | None = None) -> Tensor:
+    return maxpool2x2(x, out)
+
+
+def _concat_run(inputs: Sequence[Tensor | InputView], out: Tensor | None = None) -> Tensor:
+    return upsample_concat(inputs, out)
+
+
+def _register() -> None:
+    bf16 = (torch.bfloat16,)
+    for b in cpu_bf16.tile_backends():
+        common = dict(backend="cpu", dtypes=bf16, isa=b.name, family="bf16", row=b.name, emulator=b.emulator,
+                      pack=_pack_head, scores_dtype=_fp32_scores)  # fmt: skip
+        registry.register(registry.Kernel(
+            f"cpu.head.bf16_tiles.{b.name}", Head, run=_head_run(b.name, "tile"), algorithm="bf16 head on tiles",
+            label=f"bf16 head: 1x1 on tiles ({b.name}), per-pixel op in fp32", rank=20, **common))  # type: ignore[arg-type]  # fmt: skip
+        if b.direct_conv:
+            registry.register(registry.Kernel(
+                f"cpu.head.bf16_direct.{b.name}", Head, run=_head_run(b.name, "direct"),
+                algorithm="bf16 head, direct 1x1", label=f"bf16 head: 1x1 direct ({b.name}), per-pixel op in fp32",
+                rank=25, gate=cpu_bf16.direct_gate, **common))  # type: ignore[arg-type]  # fmt: skip
+    registry.register(
+        registry.Kernel("cpu.maxpool2x2.bf16", Pool, "cpu", bf16, _pool_run, algorithm="bf16 max-pool 2x2",
+                        label="bf16 max-pool 2x2 (C++, exact)", rank=10),
+        registry.Kernel("cpu.upsample_concat.bf16", Concat, "cpu", bf16, _concat_run,
+                        algorithm="bf16 concat / resample gather", label="bf16 concat / resample gather (C++)",
+                        rank=10),
+    )  # fmt: skip
+
+
+_register()
 
 
 __all__ = [

@@ -1,11 +1,19 @@
-"""How CPU tensors and input views cross into the C++ kernels: the NHWC descriptor and the per-view source
-tuple, written once for every CPU launcher (fp32 ops, Winograd, the bf16 tile conv and the bf16 ops)."""
+"""How CPU tensors and input views cross into the C++ kernels: the NHWC descriptor, the per-view source
+tuple and the thread count, written once for every CPU launcher (fp32 ops, Winograd, the bf16 tile conv and
+the bf16 ops). A leaf of kernels/: every CPU kernel module imports it, it imports none of them."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from unet_fast.kernels.spec import InputView
+
+
+def num_threads() -> int:
+    """The thread count every CPU op uses: torch's, so the two never oversubscribe the cores."""
+    return max(1, torch.get_num_threads())
+
 
 # C++ ResampleMode (csrc/include/unet_fast/resample.h): 0 none, 1 nearest, 2 bilinear.
 RESAMPLE_MODES = {None: 0, "nearest": 1, "bilinear": 2}

@@ -4,12 +4,14 @@ Reference: `unet_fast.kernels.spec.conv2d` (stride 1, dilation 1, 3x3, padding 0
 weight once (`pack_winograd_weight`, the transform U = G g G^T in float64, then fp32) and launches the
 kernel (`conv3x3_winograd`), which takes the same arguments as spec.conv2d, views included: virtual
 concat, nearest/bilinear resample on read, windows/crops, residual, activation, channel-slot outputs and
-the fused 2x2 max-pool. `winograd_decision` is the one place that decides Winograd vs direct convolution.
+the fused 2x2 max-pool. `winograd_decision` is the rule that says where Winograd profits; the engine applies it
+through the registry entries at the bottom of this file (kernels/registry.py: chosen once per step).
 Accuracy and design: docs/winograd.md.
 
 The kernel variant (kernels/cpu_isa.py) is chosen when the weight is packed, because each variant wants its
 own layout (its micro-GEMM's block width): `pack_winograd_weight(w, isa=...)` forces one (tests run every
-runnable variant), else UNET_FAST_CPU_ISA, else the best the CPU runs. The packed weight remembers it.
+runnable variant), else UNET_FAST_KERNELS=cpu=<name>, else the best the CPU runs. The packed weight remembers
+it. The registry holds one fp32 and one bf16 Winograd kernel per vector variant.
 
 bf16 activations (`pack_winograd_weight(w, io_dtype=torch.bfloat16)`): the weight is rounded to bf16 first
 (the bf16 engine's weights), the views / residual / out / pool_out are bf16, and the kernel computes in fp32
@@ -18,12 +20,11 @@ exactly as for fp32 tensors, rounding each output once to bf16. Its error is the
 17: within one bf16 rounding of the float64 conv of the same bf16 inputs and weights, plus the direct conv's
 fp32 accumulation bound): the fp32 Winograd's error can exceed that bound on outputs that cancel where a 6x6
 patch spans a wide dynamic range (docs/winograd.md, "bf16 activations"); exact=True keeps a conv off it.
-`bf16_winograd_decision` says when the cpu backend's bf16 convs take it instead of the bf16 tile conv.
+`bf16_gate` says when the cpu backend's bf16 convs take it instead of the bf16 tile conv.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,10 +32,11 @@ import torch
 from torch import Tensor
 
 from unet_fast._ext import require_cpu
-from unet_fast.kernels import cpu_isa
-from unet_fast.kernels.checks import check_conv2d
+from unet_fast.graph.ir import Conv, Step
+from unet_fast.kernels import cpu_isa, registry
+from unet_fast.kernels.checks import check_conv2d, check_conv_outputs
 from unet_fast.kernels.cpu_desc import nhwc_desc as _desc
-from unet_fast.kernels.cpu_desc import view_source
+from unet_fast.kernels.cpu_desc import num_threads, view_source
 from unet_fast.kernels.cpu_isa import available_isas
 from unet_fast.kernels.spec import InputView, as_view, pair
 
@@ -72,7 +74,7 @@ class WinogradWeight:
 
 def pack_winograd_weight(weight: Tensor, *, isa: str | None = None,
                          io_dtype: torch.dtype = torch.float32) -> WinogradWeight:  # fmt: skip
-    """OIHW [Cout, Cin, 3, 3] -> WinogradWeight for variant `isa` (None: UNET_FAST_CPU_ISA, else the best
+    """OIHW [Cout, Cin, 3, 3] -> WinogradWeight for variant `isa` (None: UNET_FAST_KERNELS cpu=, else the best
     runnable one) and activations of `io_dtype` (fp32 or bf16; bf16 rounds the weight to bf16 first, so the
     conv is that of the bf16 weight the bf16 tile conv uses). Run once at optimize time: U = G g G^T in
     float64, rounded once to fp32. Raises ValueError for a weight that is not a floating-point OIHW 3x3
@@ -155,11 +157,12 @@ MIN_PROFITABLE_CIN = 16
 
 def winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, exact: bool = False,
                       inputs: Sequence[Tensor | InputView] | None = None, **call: object) -> str:  # fmt: skip
-    """The one place that decides Winograd vs direct convolution: '' when Winograd runs this conv, else why
-    not. At pack time (`inputs` None) it judges the weight alone: exact=True forbids Winograd, and only 3x3
-    weights with >= MIN_PROFITABLE_CIN input channels profit. With `inputs` and spec.conv2d's keyword
-    arguments it also checks that the call fits the kernel (stride 1, padding 0/1, fp32 or bf16 CPU tensors
-    of one dtype, the one the weight was packed for)."""
+    """The rule of Winograd vs direct convolution: '' when Winograd runs this conv, else why not. From the
+    weight alone (`inputs` None; what the registry entries' `supports` use, with geometry_reason for the
+    step's stride / padding / dilation): exact=True forbids Winograd, and only 3x3 weights with >=
+    MIN_PROFITABLE_CIN input channels profit. With `inputs` and spec.conv2d's keyword arguments (a direct
+    call of cpu.conv2d) it also checks that the call fits the kernel (stride 1, padding 0/1, fp32 or bf16 CPU
+    tensors of one dtype, the one the weight was packed for)."""
     if exact:
         return "exact=True: direct convolution only"
     shape = _logical_shape(weight)
@@ -172,36 +175,6 @@ def winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, exact:
     if inputs is None:
         return ""
     return unsupported_reason(inputs, weight, **call)  # type: ignore[arg-type]
-
-
-# The cpu backend's bf16 convs: "auto" (default), "1" (Winograd wherever winograd_decision allows, the AMX
-# backend included: for tests and benchmarks) or "0" (the bf16 tile conv only). Read at pack time.
-BF16_WINOGRAD_ENV = "UNET_FAST_BF16_WINOGRAD"
-
-
-def bf16_winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, tile_backend: str,
-                           exact: bool = False) -> str:  # fmt: skip
-    """'' when the cpu backend runs this bf16 conv by Winograd on bf16 activations (fp32 compute) instead of
-    the bf16 tile conv on `tile_backend` (cpu_bf16.choose_backend), else why not. Decided at pack time.
-
-    auto: Winograd where winograd_decision allows it, except on the AMX backend. Why (measured on AMD EPYC
-    Zen 4, 2 threads, unet64-256's 3x3 layers, benchmarks/results/avx512bf16-zen4-2c-layers-256.json): the
-    fp32 Winograd took 0.66-0.93x the time of the register-blocked VDPBF16PS direct conv on every layer
-    with Cin >= 64, because it does 4x fewer multiplies at half VDPBF16PS's rate. On the portable tile
-    emulator (no bf16 instructions: AMD Zen 3) the direct conv is far slower still. On AMX, a modelled
-    figure: ~3 TFLOP/s bf16 per core (the issue's measurement) against at most 4x the fp32 FMA peak
-    (~0.5 TFLOP/s effective per AVX-512 core) for Winograd, so the tile conv stays there. Set
-    UNET_FAST_BF16_WINOGRAD=0 / 1 to force either; exact=True forbids Winograd, as for fp32. Memory: the
-    fp32 transformed weight takes 16 bytes per weight against the bf16 tile layout's 2 (unet64: 490 MiB of
-    prepared weights instead of 59), so =0 is the choice where weight memory matters more than latency."""
-    mode = os.environ.get(BF16_WINOGRAD_ENV, "auto").strip().lower() or "auto"
-    if mode not in ("auto", "0", "1"):
-        raise ValueError(f"{BF16_WINOGRAD_ENV} must be auto, 0 or 1, got {mode!r}")
-    if mode == "0":
-        return f"{BF16_WINOGRAD_ENV}=0: the bf16 tile conv only"
-    if mode == "auto" and tile_backend == "amx":
-        return "the AMX tile conv is faster than an fp32 Winograd (modelled)"
-    return winograd_decision(weight, exact=exact)
 
 
 def should_use(
@@ -233,7 +206,7 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         raise ValueError(f"packed must be a WinogradWeight or an OIHW tensor, got {type(packed).__name__}")
     if isa is not None and isa != packed.isa:
         raise ValueError(f"the weight was packed for isa {packed.isa!r}, not {isa!r}: repack it")
-    variant = cpu_isa.choose(packed.isa, env=None, what="Winograd")
+    variant = cpu_isa.choose(packed.isa, what="Winograd")
     if variant.winograd_nr != packed.nr:
         raise ValueError(
             f"packed.nr {packed.nr} is not variant {packed.isa!r}'s block width {variant.winograd_nr}"
@@ -268,6 +241,80 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         views, h, w, geo.in_channels, geo.out_channels, d.shape[1] * packed.nr, geo.padding[0], d.data_ptr(),
         d.numel(), 0 if bias_c is None else bias_c.data_ptr(), None if residual is None else _desc(residual),
         _desc(geo.out), None if geo.pool_out is None else _desc(geo.pool_out), geo.act_index,
-        float(negative_slope), max(1, torch.get_num_threads()), variant.index, int(tile_block), int(cout_chunk),
+        float(negative_slope), num_threads(), variant.index, int(tile_block), int(cout_chunk),
     )  # fmt: skip
     return geo.out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry entries (kernels/registry.py): per vector variant, the Winograd conv on fp32 and on bf16 activations
+# ---------------------------------------------------------------------------------------------------
+
+
+def supports(step: Step, dtype: torch.dtype) -> str | None:
+    """None when the Winograd kernel runs this Conv step (3x3, >= MIN_PROFITABLE_CIN input channels, stride 1,
+    dilation 1, padding 0 or 1), else why not. exact=True is the registry's (the kernels are `approximate`)."""
+    assert isinstance(step, Conv)
+    why = winograd_decision(tuple(step.weight.shape)) or geometry_reason(step.stride, step.padding, step.dilation)
+    return why or None
+
+
+def bf16_gate(context: registry.Context) -> str | None:
+    """Whether the bf16 convs take the Winograd on bf16 activations instead of the bf16 tile conv (None: they
+    do, where `supports` takes the step); UNET_FAST_KERNELS bf16_winograd=on / off forces it.
+
+    auto: everywhere but on the AMX tile backend. Why (measured on AMD EPYC Zen 4, 2 threads, unet64-256's
+    3x3 layers, benchmarks/results/avx512bf16-zen4-2c-layers-256.json): the fp32 Winograd took 0.66-0.93x the
+    time of the register-blocked VDPBF16PS direct conv on every layer with Cin >= 64, because it does 4x
+    fewer multiplies at half VDPBF16PS's rate; without bf16 hardware (AMD Zen 2 / 3) there is no tile
+    backend to compare with. On AMX, a modelled figure: ~3 TFLOP/s bf16 per core (the issue's measurement)
+    against at most 4x the fp32 FMA peak (~0.5 TFLOP/s effective per AVX-512 core) for Winograd, so the
+    tile conv stays there. exact=True forbids Winograd, as for fp32. Memory: the fp32 transformed weight
+    takes 16 bytes per weight against the bf16 tile layout's 2 (unet64: 490 MiB of prepared weights instead
+    of 59), so bf16_winograd=off is the choice where weight memory matters more than latency."""
+    mode = context.choices.switch("bf16_winograd")
+    if mode == "off":
+        return "UNET_FAST_KERNELS bf16_winograd=off: the bf16 tile conv only"
+    if mode == "auto" and context.row("bf16") == "amx":
+        return "the AMX tile conv is faster than an fp32 Winograd (modelled)"
+    return None
+
+
+def _run(inputs: Sequence[Tensor | InputView], packed: WinogradWeight, bias: Tensor | None = None, *,
+         stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+         act: str = "none", negative_slope: float = 0.01, residual: Tensor | None = None, out: Tensor | None = None,
+         pool_out: Tensor | None = None) -> Tensor:  # fmt: skip
+    """The registry's run function: conv3x3_winograd after the overlap checks every conv path makes. On bf16
+    activations a bias of any float dtype is used as fp32, as the bf16 tile conv takes it."""
+    check_conv_outputs(inputs, residual, out, pool_out)
+    if isinstance(packed, WinogradWeight) and packed.io_dtype == torch.bfloat16 and isinstance(bias, Tensor) \
+            and bias.is_floating_point() and bias.dtype != torch.float32:  # fmt: skip
+        bias = bias.detach().to(torch.float32)
+    return conv3x3_winograd(inputs, packed, bias, stride=stride, padding=padding, dilation=dilation, act=act,
+                            negative_slope=negative_slope, residual=residual, out=out, pool_out=pool_out)  # fmt: skip
+
+
+def _packer(isa: str, io_dtype: torch.dtype):
+    def pack(weight: Tensor, dtype: torch.dtype) -> WinogradWeight:
+        return pack_winograd_weight(weight, isa=isa, io_dtype=io_dtype)
+
+    return pack
+
+
+def _register() -> None:
+    for v in cpu_isa.registry():
+        common = dict(backend="cpu", run=_run, supports=supports, isa=v.name, family="cpu", row=v.name,
+                      approximate=True)  # fmt: skip
+        registry.register(
+            registry.Kernel(f"cpu.conv2d.winograd.{v.name}", Conv, dtypes=(torch.float32,),
+                            pack=_packer(v.name, torch.float32), algorithm="Winograd F(4x4,3x3)",
+                            label=f"Winograd F(4x4,3x3), {v.name}", rank=20,
+                            **common),  # type: ignore[arg-type]
+            registry.Kernel(f"cpu.conv2d.bf16_winograd.{v.name}", Conv, dtypes=(torch.bfloat16,),
+                            pack=_packer(v.name, torch.bfloat16), algorithm="Winograd F(4x4,3x3) on bf16, fp32 compute",
+                            label=f"Winograd F(4x4,3x3) on bf16, fp32 compute, {v.name}", rank=30, gate=bf16_gate,
+                            **common),  # type: ignore[arg-type]
+        )  # fmt: skip
+
+
+_register()

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unet_fast._ext import require_cuda
-from unet_fast.kernels import checks
+from unet_fast.graph.ir import Concat, Conv, ConvTranspose2x2, Head, Pool, Step
+from unet_fast.kernels import checks, registry
 from unet_fast.kernels.spec import ACTIVATIONS, HEAD_OPS, Activation, HeadOp, InputView
 
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
@@ -217,8 +218,8 @@ def conv2d_args(inputs: Sequence[Tensor | InputView], packed_weight: PackedConvW
     _check_packed(packed_weight, x0.dtype)
     _check_bias(bias)
     if len(g.views) > MAX_VIEWS:
-        # A kernel limit, not bad input: NotImplementedError lets the executor run this step on the reference.
-        raise NotImplementedError(
+        # A kernel limit: the registry's `supports` keeps such steps off this kernel at prepare time.
+        raise ValueError(
             f"the CUDA conv reads at most {MAX_VIEWS} inputs (a virtual concat), got {len(g.views)}"
         )
     geom = [g.batch, *g.in_size, g.in_channels, packed_weight.cin_pad, g.out_channels, *g.kernel, *g.stride,
@@ -316,7 +317,7 @@ def head(x: Tensor | InputView, packed: Tensor, bias: Tensor | None = None, op: 
     dtype = view.tensor.dtype
     k = packed.shape[0]
     if k > MAX_HEAD_CLASSES:
-        raise NotImplementedError(f"the CUDA head supports at most {MAX_HEAD_CLASSES} classes, got {k}")
+        raise ValueError(f"the CUDA head supports at most {MAX_HEAD_CLASSES} classes, got {k}")
     if not packed.is_contiguous():
         raise ValueError("head weight must be contiguous (use pack_head_weight)")
     code = _check_cuda(dtype, x=view.tensor, weight=packed, bias=bias, out=out)
@@ -347,3 +348,36 @@ def activation(
         ext.activation_f32(x.data_ptr(), out.data_ptr(), x.numel(), ACTIVATIONS.index(act), float(negative_slope),
                            current_stream())  # fmt: skip
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry entries (kernels/registry.py): one kernel per op; its limits are `supports`, known from the step
+# ---------------------------------------------------------------------------------------------------
+
+
+def conv_supports(step: Step, dtype: torch.dtype) -> str | None:
+    assert isinstance(step, Conv)
+    if len(step.inputs) > MAX_VIEWS:
+        return f"the CUDA conv reads at most {MAX_VIEWS} inputs of a virtual concat, this one {len(step.inputs)}"
+    return None
+
+
+def head_supports(step: Step, dtype: torch.dtype) -> str | None:
+    assert isinstance(step, Head)
+    if step.weight.shape[0] > MAX_HEAD_CLASSES:
+        return f"the CUDA head supports at most {MAX_HEAD_CLASSES} classes, this one {step.weight.shape[0]}"
+    return None
+
+
+registry.register(
+    registry.Kernel("cuda.conv2d", Conv, "cuda", SUPPORTED_DTYPES, conv2d, conv_supports, pack_conv_weight,
+                    isa="cuda", algorithm="implicit GEMM conv (views and epilogue fused)"),
+    registry.Kernel("cuda.conv_transpose2x2", ConvTranspose2x2, "cuda", SUPPORTED_DTYPES, conv_transpose2x2,
+                    pack=pack_conv_transpose_weight, isa="cuda", algorithm="transposed conv: GEMM + scatter"),
+    registry.Kernel("cuda.upsample_concat", Concat, "cuda", SUPPORTED_DTYPES, upsample_concat, isa="cuda",
+                    algorithm="concat / resample gather"),
+    registry.Kernel("cuda.maxpool2x2", Pool, "cuda", SUPPORTED_DTYPES, maxpool2x2, isa="cuda",
+                    algorithm="max-pool 2x2"),
+    registry.Kernel("cuda.head", Head, "cuda", SUPPORTED_DTYPES, head, head_supports, pack_head_weight, isa="cuda",
+                    algorithm="head: 1x1 + per-pixel op"),
+)  # fmt: skip

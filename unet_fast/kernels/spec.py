@@ -23,17 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Activation = Literal["none", "relu", "leaky_relu", "silu"]
-# Index order is the C++ enum unet_fast::Act (csrc/include/unet_fast/activation.h).
-ACTIVATIONS: tuple[str, ...] = ("none", "relu", "leaky_relu", "silu")
-HeadOp = Literal["softmax", "sigmoid", "argmax", "logits"]
-HEAD_OPS: tuple[str, ...] = ("logits", "softmax", "sigmoid", "argmax")
+# The IR's value types, re-exported: the kernels' API names them from here (graph/types.py is their home).
+from unet_fast.graph.types import ACTIVATIONS, HEAD_OPS, Activation, HeadOp, Resample
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Parity tolerances per storage dtype, relative to an fp32 reference computed from the same (rounded)
@@ -44,17 +41,6 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float16: (2e-3, 4e-3),
     torch.bfloat16: (1.6e-2, 1.6e-2),
 }
-
-
-@dataclass(frozen=True)
-class Resample:
-    """Resampling applied while reading: `size` is the resampled (H, W). `nearest` is F.interpolate's
-    legacy 'nearest' (src = floor(dst * in / out)); bilinear honours align_corners like F.interpolate
-    called with an explicit output size (identical to scale_factor=2 for an exact 2x)."""
-
-    mode: Literal["nearest", "bilinear"]
-    size: tuple[int, int]
-    align_corners: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,11 +203,10 @@ def head(x: Tensor | InputView, weight: Tensor, bias: Tensor | None = None, op: 
 
 
 # ---------------------------------------------------------------------------------------------------
-# The backend interface. Every kernel module (this one for the `torch` executor, kernels/cpu.py,
-# kernels/cuda.py, kernels/triton/) exposes these names with these signatures; pack_* run once at
-# optimize time and return whatever that backend's launchers take (here: the weight, cast). A backend may
-# add keyword-only options with defaults: the executor passes `exact=True` to a pack_conv_weight that takes
-# it when optimize(exact=True) forbids approximate algorithms (the cpu backend's Winograd).
+# The op signatures every registered kernel's `run` takes (kernels/registry.py; the reference kernels,
+# kernels/reference.py, are these functions). pack_* run once at optimize time and return whatever a
+# kernel's run takes (here: the weight, cast). exact=True is the registry's: approximate kernels (the cpu
+# backend's Winograd) are not chosen.
 # ---------------------------------------------------------------------------------------------------
 
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = FLOAT_DTYPES

@@ -28,4 +28,12 @@ float tile_peak_amx(std::int64_t iters) { return native::tile_peak(iters); }
 }  // namespace amx
 }  // namespace unet_fast
 UF_TARGET_END
+
+namespace unet_fast {
+// Outside the target region: reading the table must not execute AMX code on a CPU without it.
+const amx::TileOps& tile_ops_amx() {
+  static const amx::TileOps ops{&amx::conv_bf16_amx, &amx::tile_dot_amx, &amx::tile_peak_amx};
+  return ops;
+}
+}  // namespace unet_fast
 #endif

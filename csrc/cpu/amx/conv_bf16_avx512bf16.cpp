@@ -5,7 +5,6 @@
 
 #include <array>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -119,16 +118,18 @@ float register_peak(std::int64_t iters) {
 }
 }  // namespace avx512bf16
 
-// The register-blocked direct conv where it applies (plain / nearest sources, no transposed-conv scatter),
-// else the tile body. UNET_FAST_BF16_AVX512_CONV=tile forces the tile body: for the tests that compare
-// the two bit for bit and for the benchmark's before / after, not a user setting.
+// The register-blocked direct conv, or the tile body: the caller's choice (cv.tile_body, made once by the
+// kernel registry in Python, so what the report names is what runs). Asking for the direct conv where it
+// cannot run (a bilinear source; a transposed conv with a pool output) is an error, not a silent switch.
 void conv_bf16_avx512bf16(const ConvBf16& cv) {
-  const char* path = std::getenv("UNET_FAST_BF16_AVX512_CONV");
-  const bool tile = path != nullptr && std::strcmp(path, "tile") == 0;
-  if (!tile && avx512bf16::direct_supported(cv))
-    avx512bf16::conv_bf16_direct(cv);
-  else
+  if (cv.tile_body) {
     avx512bf16::conv_bf16(cv);
+    return;
+  }
+  UF_CHECK(avx512bf16::direct_supported(cv),
+           "the avx512bf16 direct conv reads plain and nearest sources only (a bilinear source, or a transposed "
+           "conv with a pool output, runs the tile body: tile_body=True)");
+  avx512bf16::conv_bf16_direct(cv);
 }
 void tile_dot_avx512bf16(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n) {
   avx512bf16::tile_dot(a, b, c, m, kp, n);
@@ -138,4 +139,13 @@ float tile_peak_avx512bf16(std::int64_t iters) { return avx512bf16::register_pea
 }  // namespace amx
 }  // namespace unet_fast
 UF_TARGET_END
+
+namespace unet_fast {
+// Outside the target region: reading the table must not execute AVX-512 code on a CPU without it.
+const amx::TileOps& tile_ops_avx512bf16() {
+  static const amx::TileOps ops{&amx::conv_bf16_avx512bf16, &amx::tile_dot_avx512bf16, &amx::tile_peak_avx512bf16,
+                                /*direct_conv=*/true};
+  return ops;
+}
+}  // namespace unet_fast
 #endif

@@ -1,5 +1,6 @@
-// Bindings of the bf16 tile ops: the tile backend table (portable emulator, native AMX, AVX512-BF16), one tile dot
-// product (tests of the arithmetic), and the bf16 direct convolution. The Python launcher
+// Bindings of the bf16 tile ops over the tile backends of the CPU variant table (unet_fast/cpu_isa.h: portable
+// emulator, native AMX, AVX512-BF16): one tile dot product (tests of the arithmetic), the bf16 direct
+// convolution and transposed convolution, and AMX's detection. The Python launcher
 // (unet_fast/kernels/cpu_bf16.py) checks every argument first; this re-checks what could touch memory out
 // of bounds or run AMX instructions where they fault.
 #include <pybind11/pybind11.h>
@@ -19,6 +20,7 @@
 #include "unet_fast/bf16/ops.h"
 #include "unet_fast/checks.h"
 #include "unet_fast/cpu_gather.h"
+#include "unet_fast/cpu_isa.h"
 #include "unet_fast/cpu_tensor.h"
 #include "unet_fast/resample.h"
 
@@ -27,58 +29,9 @@ namespace py = pybind11;
 namespace unet_fast {
 namespace {
 
-// The bf16 tile backends, in `backend` index order. A separate list from the fp32 variant registry
-// (cpu_isa.h): an fp32 variant provides every fp32 op (Winograd, head, ...), a tile backend only the bf16
-// tile ops; see docs/amx_bf16.md.
-struct TileBackend {
-  const char* name;
-  int rank;  // the auto choice: highest runnable
-  bool (*runnable)();
-  std::string (*reason)();  // why not runnable ("" if it is)
-  amx::ConvFn conv;
-  amx::TileDotFn dot;
-  amx::TilePeakFn peak;
-};
-
-const std::vector<TileBackend>& tile_backends() {
-  static const std::vector<TileBackend> table{
-      {"portable", 0, [] { return true; }, [] { return std::string(); }, &amx::conv_bf16_portable,
-       &amx::tile_dot_portable, &amx::tile_peak_portable},
-#if defined(__x86_64__)
-      {"amx", 2, [] { return amx::cpu_has_amx(); }, [] { return amx::amx_support().reason(); },
-       &amx::conv_bf16_amx, &amx::tile_dot_amx, &amx::tile_peak_amx},
-      // Rank between the two: native bf16 dot products, but 16 lanes per instruction, not a 16x16 tile.
-      {"avx512bf16", 1, [] { return amx::avx512bf16_support().runnable(); },
-       [] { return amx::avx512bf16_support().reason(); }, &amx::conv_bf16_avx512bf16, &amx::tile_dot_avx512bf16,
-       &amx::tile_peak_avx512bf16},
-#endif
-  };
-  return table;
-}
-
-const TileBackend& backend_at(int index) {
-  const auto& t = tile_backends();
-  UF_CHECK(index >= 0 && index < static_cast<int>(t.size()),
-           "unknown bf16 tile backend index " << index << " (there are " << t.size() << ")");
-  const TileBackend& b = t[static_cast<std::size_t>(index)];
-  UF_CHECK(b.runnable(), "bf16 tile backend '" << b.name << "' cannot run here: " << b.reason());
-  return b;
-}
-
-py::list bf16_tile_backends() {
-  py::list rows;
-  const auto& t = tile_backends();
-  for (std::size_t i = 0; i < t.size(); ++i) {
-    py::dict row;
-    row["name"] = t[i].name;
-    row["index"] = static_cast<int>(i);
-    row["rank"] = t[i].rank;
-    row["runnable"] = t[i].runnable();
-    row["reason"] = t[i].reason();
-    rows.append(row);
-  }
-  return rows;
-}
+// The tile backend of row `index` of the CPU variant table (unet_fast/cpu_isa.h), checked: a tile row, and
+// runnable here.
+const amx::TileOps& backend_at(int index) { return tile_variant(index); }
 
 py::dict support_dict(const amx::AmxSupport& s) {
   py::dict d;
@@ -162,7 +115,7 @@ void bf16_tile_dot(std::uintptr_t a, std::uintptr_t b, std::uintptr_t c, int m, 
   UF_CHECK(a != 0 && b != 0 && c != 0, "null operand");
   UF_CHECK(m >= 1 && m <= 16 && kp >= 1 && kp <= 16 && n >= 1 && n <= 16,
            "tile shape m=" << m << " kp=" << kp << " n=" << n << " outside 1..16");
-  const TileBackend& be = backend_at(backend);
+  const amx::TileOps& be = backend_at(backend);
   {
     py::gil_scoped_release release;
     be.dot(reinterpret_cast<const std::uint16_t*>(a), reinterpret_cast<const std::uint16_t*>(b),
@@ -173,7 +126,7 @@ void bf16_tile_dot(std::uintptr_t a, std::uintptr_t b, std::uintptr_t c, int m, 
 
 float bf16_tile_peak(std::int64_t iters, int backend) {
   UF_CHECK_POSITIVE(iters);
-  const TileBackend& be = backend_at(backend);
+  const amx::TileOps& be = backend_at(backend);
   float r;
   {
     py::gil_scoped_release release;
@@ -243,8 +196,9 @@ void conv2d_bf16(const std::vector<SourceArgs>& sources, std::int64_t in_h, std:
                  std::int64_t w_numel, int kh, int kw, int stride, int pad, int cout, std::uintptr_t bias_ptr,
                  const std::optional<DescArgs>& residual_desc, bool residual_f32, const DescArgs& out_desc,
                  bool out_f32, const std::optional<DescArgs>& pool_desc, bool pool_f32, int act,
-                 float negative_slope, int num_threads, int backend) {
+                 float negative_slope, int num_threads, int backend, bool tile_body) {
   amx::ConvBf16 cv{};
+  cv.tile_body = tile_body;
   std::vector<std::vector<Tap>> taps;
   cv.cin = set_sources(cv, sources, in_h, in_w, taps);
   cv.out = make_any(out_desc, out_f32, "out", /*output=*/true);
@@ -280,7 +234,7 @@ void conv2d_bf16(const std::vector<SourceArgs>& sources, std::int64_t in_h, std:
   cv.act = static_cast<Act>(act);
   cv.negative_slope = negative_slope;
   cv.num_threads = num_threads;
-  const TileBackend& be = backend_at(backend);
+  const amx::TileOps& be = backend_at(backend);
   {
     py::gil_scoped_release release;
     be.conv(cv);
@@ -290,8 +244,9 @@ void conv2d_bf16(const std::vector<SourceArgs>& sources, std::int64_t in_h, std:
 
 void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_numel, int cout,
                             std::uintptr_t bias_ptr, const DescArgs& out_desc, bool out_f32, int act,
-                            float negative_slope, int num_threads, int backend) {
+                            float negative_slope, int num_threads, int backend, bool tile_body) {
   amx::ConvBf16 cv{};
+  cv.tile_body = tile_body;
   const Nhwc<const std::uint16_t> x = make_nhwc<const std::uint16_t>(x_desc, "x");
   std::vector<std::vector<Tap>> taps;
   set_sources(cv, {SourceArgs{x_desc, 0, x.h, x.w, false, 0, 0}}, x.h, x.w, taps);
@@ -315,7 +270,7 @@ void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::i
   cv.negative_slope = negative_slope;
   cv.num_threads = num_threads;
   cv.scatter_cout = cout;
-  const TileBackend& be = backend_at(backend);
+  const amx::TileOps& be = backend_at(backend);
   {
     py::gil_scoped_release release;
     be.conv(cv);
@@ -325,14 +280,7 @@ void conv_transpose2x2_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::i
 
 }  // namespace
 
-// For bf16 ops that run the tile conv on blocks of their own (csrc/cpu/bf16/head_bf16.cpp); declared in
-// unet_fast/bf16/ops.h.
-amx::ConvFn amx::tile_conv_fn(int index) { return backend_at(index).conv; }
-
 void register_conv_bf16(py::module_& m) {
-  m.def("bf16_tile_backends", &bf16_tile_backends,
-        "The bf16 tile backends (portable emulator, native AMX, AVX512-BF16): name, index (the ops' `backend`), rank, "
-        "runnable, reason (why not runnable).");
   m.def("amx_support", &amx_support_info,
         "AMX detection: CPUID AMX-BF16/AMX-TILE bits, the AVX-512 the amx build also runs, XCR0 tile state, Linux "
         "tile permission (and the errno of a refusal), runnable, reason.");
@@ -359,13 +307,14 @@ void register_conv_bf16(py::module_& m) {
         py::arg("w_numel"), py::arg("kh"), py::arg("kw"), py::arg("stride"), py::arg("pad"), py::arg("cout"),
         py::arg("bias_ptr"), py::arg("residual"), py::arg("residual_f32"), py::arg("out"), py::arg("out_f32"),
         py::arg("pool_out"), py::arg("pool_f32"), py::arg("act"), py::arg("negative_slope"), py::arg("num_threads"),
-        py::arg("backend"),
+        py::arg("backend"), py::arg("tile_body"),
         "bf16 direct NHWC convolution on tiles: input views (a virtual concat of (descriptor, resample mode, "
         "resampled H, W, align_corners, offset y, x), read at in_h x in_w), fused epilogue and optional 2x2 "
-        "max-pool output (raw descriptors; use unet_fast.kernels.cpu_bf16.conv2d).");
+        "max-pool output; backend: a tile row of cpu_isa_table(); tile_body: the avx512bf16 backend's tile body instead of "
+        "its direct conv (raw descriptors; use unet_fast.kernels.cpu_bf16.conv2d).");
   m.def("conv_transpose2x2_bf16", &conv_transpose2x2_bf16, py::arg("x"), py::arg("w_ptr"), py::arg("w_numel"),
         py::arg("cout"), py::arg("bias_ptr"), py::arg("out"), py::arg("out_f32"), py::arg("act"),
-        py::arg("negative_slope"), py::arg("num_threads"), py::arg("backend"),
+        py::arg("negative_slope"), py::arg("num_threads"), py::arg("backend"), py::arg("tile_body"),
         "bf16 2x2 stride-2 transposed conv on tiles, scatter epilogue into the output slot (raw descriptors; use "
         "unet_fast.kernels.cpu_bf16.conv_transpose2x2).");
 }

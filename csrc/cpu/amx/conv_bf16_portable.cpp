@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "unet_fast/amx/conv_bf16.h"
+#include "unet_fast/cpu_isa.h"
 #include "unet_fast/amx/tile.h"
 #include "unet_fast/epilogue.h"
 
@@ -21,4 +22,9 @@ void tile_dot_portable(const std::uint16_t* a, const std::uint16_t* b, float* c,
 float tile_peak_portable(std::int64_t iters) { return portable::tile_peak(iters); }
 
 }  // namespace amx
+
+const amx::TileOps& tile_ops_tiles_portable() {
+  static const amx::TileOps ops{&amx::conv_bf16_portable, &amx::tile_dot_portable, &amx::tile_peak_portable};
+  return ops;
+}
 }  // namespace unet_fast

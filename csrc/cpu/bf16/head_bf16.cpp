@@ -21,6 +21,7 @@
 #include "unet_fast/amx/tile.h"
 #include "unet_fast/bf16/ops.h"
 #include "unet_fast/checks.h"
+#include "unet_fast/cpu_isa.h"
 #include "unet_fast/cpu_tensor.h"
 #include "unet_fast/pixel_ops.h"
 
@@ -137,7 +138,7 @@ void head_pixels_bf16(const DescArgs& logits_desc, int op, const DescArgs& out_d
 
 void head_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_numel, std::int64_t num_classes,
                std::uintptr_t bias_ptr, int op, const DescArgs& out_desc, int out_kind, int num_threads,
-               int backend) {
+               int backend, bool tile_body) {
   const auto x = make_nhwc<const std::uint16_t>(x_desc, "x");
   UF_CHECK_PTR(w_ptr);
   UF_CHECK_POSITIVE(num_classes);
@@ -149,7 +150,7 @@ void head_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_nume
   const int nb = 2 * ((k + amx::kBlockCout - 1) / amx::kBlockCout);
   UF_CHECK(w_numel == static_cast<std::int64_t>(kc) * nb * 512,
            "packed weight has " << w_numel << " elements, the 1x1 layout needs " << kc * nb * 512);
-  const amx::ConvFn conv = amx::tile_conv_fn(backend);  // checks the backend runs here
+  const amx::ConvFn conv = tile_variant(backend).conv;  // checks the row is a tile backend that runs here
   const std::int64_t chunk = std::min<std::int64_t>(x.h, std::max<std::int64_t>(1, (kChunkPixels + x.w - 1) / x.w));
   const std::int64_t per_image = (x.h + chunk - 1) / chunk, tasks = x.n * per_image;
   py::gil_scoped_release release;
@@ -179,6 +180,7 @@ void head_bf16(const DescArgs& x_desc, std::uintptr_t w_ptr, std::int64_t w_nume
       cv.out.f32 = Nhwc<float>{s.data(), 1, rows, x.w, k, rows * x.w * k, x.w * k, k};
       cv.act = Act::kNone;
       cv.num_threads = 1;  // nested in this thread's task: the tile conv runs single-threaded on the chunk
+      cv.tile_body = tile_body;
       conv(cv);
       finish(s.data(), rows * x.w, k, head_op, o, n, y0, x.w);
     }
@@ -193,7 +195,7 @@ void register_head_bf16(py::module_& m) {
         "bf16, uint8, int32, int64). Use unet_fast.kernels.cpu_bf16_ops.head.");
   m.def("head_bf16", &head_bf16, py::arg("x"), py::arg("w_ptr"), py::arg("w_numel"), py::arg("num_classes"),
         py::arg("bias_ptr"), py::arg("op"), py::arg("out"), py::arg("out_kind"), py::arg("num_threads"),
-        py::arg("backend"),
+        py::arg("backend"), py::arg("tile_body"),
         "The fused bf16 head: 1x1 tile conv (packed 1x1 weight, tile backend index) per chunk of rows into an "
         "fp32 scratch, then the per-pixel op into out. Use unet_fast.kernels.cpu_bf16_ops.head.");
 }

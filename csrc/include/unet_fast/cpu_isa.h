@@ -1,20 +1,29 @@
-// The CPU kernel variant registry: every build of the kernel bodies, in one table.
+// The CPU kernel variant table: every build of the kernel bodies, in one table (issue 24).
 //
-// Each C++ CPU kernel body is written once (csrc/include/unet_fast/cpu_kernel_body.h) over a vector type
-// and a register blocking, and compiled once per registry entry in its own translation unit
-// (csrc/cpu/variants/<id>.cpp) under the entry's `#pragma GCC target`. The wheel has no -march=native: the
-// variant runs only when `detect` says the CPU *and the OS* support it. Everything that lists variants
-// reads this table: the dispatch (`cpu_variant(index)`), `unet_fast._C.cpu_isa_table()` / `cpu_isas()`,
-// unet_fast/kernels/cpu_isa.py, `unet-fast info`, and the tests' parametrisation.
+// Two kinds of rows, one table. A *vector* variant is the fp32 op bodies (csrc/include/unet_fast/
+// cpu_kernel_body.h: Winograd on fp32 or bf16 activations, transposed conv, head, gather, max-pool,
+// activation) written once over a vector type and a register blocking and compiled in its own translation
+// unit (csrc/cpu/variants/<id>.cpp) under the row's `#pragma GCC target`. A *tiles* variant is a build of the
+// bf16 tile ops (csrc/include/unet_fast/amx/conv_bf16_body.h: the bf16 conv, transposed conv and head's 1x1)
+// over one tile interface: the portable emulator, native AMX, or AVX512-BF16. The wheel has no
+// -march=native: a row runs only where `detect` says the CPU *and the OS* support it.
 //
-// Adding a variant = one UF_CPU_VARIANTS line (+ its target macro) and one file csrc/cpu/variants/<id>.cpp
-// that defines its Vec type and blocking and includes the shared body.
+// Everything that lists variants reads this table: the dispatch (`cpu_variant(index)` for vector rows,
+// `tile_variant(index)` for tile rows), `unet_fast._C.cpu_isa_table()` (name, kind, ISA, detection, dtypes,
+// ops and blocking per row), its Python mirror unet_fast/kernels/cpu_isa.py (from which the kernel registry,
+// kernels/registry.py, registers one implementation per row and op), `unet-fast info`, and the tests'
+// parametrisation (every runnable row).
+//
+// Adding a vector variant = one row (+ its UF_TARGET_* macro) and one file csrc/cpu/variants/<id>.cpp that
+// defines its Vec type and blocking and includes the shared body. Adding a tile backend (or an int8 one) =
+// one row and the file that instantiates the tile body over its tile interface, defining tile_ops_<id>().
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "unet_fast/amx/detect.h"
 #include "unet_fast/checks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -26,10 +35,9 @@
 // Compiler target options per variant: the only place they are spelled (variant files use these macros).
 #define UF_TARGET_AVX2 "avx2,fma"
 #define UF_TARGET_AVX512 "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"
-// Reserved for issue 17 (not registered yet: no kernels): AMX bf16 tiles, whose detection must also ask
-// Linux for the tile state (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)) and check XCR0 bits 17-18.
+// The AMX bf16 tile backend (amx/tile_amx.h; its detection also asks Linux for the tile state: amx/detect.h).
 #define UF_TARGET_AMX "amx-tile,amx-bf16,avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma"
-// The bf16 tile backend on AVX512-BF16 (VDPBF16PS; amx/tile_avx512bf16.h): a tile backend, not an fp32 variant.
+// The bf16 tile backend on AVX512-BF16 (VDPBF16PS; amx/tile_avx512bf16.h).
 #define UF_TARGET_AVX512BF16 "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma"
 
 // Every Vec operation (cpu_vec_*.h) is forced inline: the head's row functions carry
@@ -43,22 +51,45 @@
 #define UF_TARGET_BEGIN(flags) _Pragma("GCC push_options") UF_PRAGMA(GCC target(flags))
 #define UF_TARGET_END _Pragma("GCC pop_options")
 
-// The registry. X(id, target, rank, detect): `id` names the namespace/file and the Python-visible name;
-// `rank` orders the auto choice (highest runnable wins; the portable 16-lane variant exists to test the
-// 16-lane blocking everywhere, so it ranks below the 8-lane portable one); `detect` is a bool expression.
-// Order = the C++ `isa` index. An entry's kernels must exist (csrc/cpu/variants/<id>.cpp).
+// The table. X(id, name, kind, target, isa, rank, emulator, detect, reason):
+//   id        the namespace / file / accessor (ops_<id> for VECTOR rows, tile_ops_<id> for TILES rows)
+//   name      the Python-visible name (unique within a kind: "portable" names a vector and a tile row)
+//   kind      VECTOR | TILES
+//   target    compiler target options ("" = the baseline target)
+//   isa       what the CPU must have, in words (named by `unet-fast info` and the report)
+//   rank      the auto choice within a kind: the highest runnable wins (portable16 exists to test the
+//             16-lane blocking everywhere, so it ranks below the 8-lane portable variant)
+//   emulator  true for a build that computes what hardware it lacks would (the portable tile emulator):
+//             tests run it everywhere, the kernel registry never picks it for speed
+//   detect    a bool expression: this CPU and OS run the row
+//   reason    a std::string expression: why not ("" when it runs)
+// Order = the C++ `isa` / `backend` index the ops take.
+// Vector rows first, so their index is the same whatever tile rows a platform has.
+#define UF_NO_REASON(detect, text) ((detect) ? std::string() : std::string(text))
 #ifdef UF_CPU_X86
-#define UF_CPU_VARIANTS(X)                                         \
-  X(portable, "", 1, true)                                         \
-  X(portable16, "", 0, true)                                       \
-  X(avx2, UF_TARGET_AVX2, 2, ::unet_fast::cpu_has_avx2())          \
-  X(avx512, UF_TARGET_AVX512, 3, ::unet_fast::cpu_has_avx512())
-// X(amx, UF_TARGET_AMX, 4, ::unet_fast::cpu_has_amx())  -- issue 17
+#define UF_VECTOR_VARIANTS(X)                                                                                \
+  X(portable, "portable", VECTOR, "", "baseline (SSE2)", 1, false, true, std::string())                    \
+  X(portable16, "portable16", VECTOR, "", "baseline (SSE2)", 0, false, true, std::string())                \
+  X(avx2, "avx2", VECTOR, UF_TARGET_AVX2, "AVX2 + FMA", 2, false, ::unet_fast::cpu_has_avx2(),              \
+    UF_NO_REASON(::unet_fast::cpu_has_avx2(), "the CPU or OS lacks AVX2 + FMA (CPUID, XCR0 bits 1-2)"))     \
+  X(avx512, "avx512", VECTOR, UF_TARGET_AVX512, "AVX-512 F/DQ/BW/VL", 3, false,                            \
+    ::unet_fast::cpu_has_avx512(),                                                                           \
+    UF_NO_REASON(::unet_fast::cpu_has_avx512(),                                                              \
+                 "the CPU or OS lacks AVX-512 F/DQ/BW/VL (CPUID, XCR0 bits 5-7)"))
+#define UF_TILE_VARIANTS(X)                                                                                  \
+  X(tiles_portable, "portable", TILES, "", "any CPU (emulates AMX TDPBF16PS)", 0, true, true, std::string()) \
+  X(amx, "amx", TILES, UF_TARGET_AMX, "AMX-BF16 + AMX-TILE", 2, false,                                     \
+    ::unet_fast::amx::amx_support().runnable(), ::unet_fast::amx::amx_support().reason())                    \
+  X(avx512bf16, "avx512bf16", TILES, UF_TARGET_AVX512BF16, "AVX512-BF16 (VDPBF16PS)", 1, false,             \
+    ::unet_fast::amx::avx512bf16_support().runnable(), ::unet_fast::amx::avx512bf16_support().reason())
 #else
-#define UF_CPU_VARIANTS(X) \
-  X(portable, "", 1, true) \
-  X(portable16, "", 0, true)
+#define UF_VECTOR_VARIANTS(X)                                                                                \
+  X(portable, "portable", VECTOR, "", "baseline", 1, false, true, std::string())                           \
+  X(portable16, "portable16", VECTOR, "", "baseline", 0, false, true, std::string())
+#define UF_TILE_VARIANTS(X)                                                                                  \
+  X(tiles_portable, "portable", TILES, "", "any CPU (emulates AMX TDPBF16PS)", 0, true, true, std::string())
 #endif
+#define UF_CPU_VARIANTS(X) UF_VECTOR_VARIANTS(X) UF_TILE_VARIANTS(X)
 
 namespace unet_fast {
 
@@ -102,34 +133,51 @@ inline bool cpuid_avx512_bf16() {
 }
 #endif
 
-struct CpuVariantOps;  // cpu_variant.h: the kernel entry points of one variant
+struct CpuVariantOps;  // cpu_variant.h: the kernel entry points of one vector variant
+namespace amx {
+struct TileOps;  // amx/conv_bf16.h: the entry points and tile blocking of one tile backend
+}
 
-// One registry entry with what its kernels report about themselves (vector width and register blocking:
-// the packed weight layouts follow the blocking, so Python packs per variant).
+enum class VariantKind : int { kVector = 0, kTiles = 1 };
+
+// One table row (see UF_CPU_VARIANTS).
 struct CpuVariant {
   const char* name;
+  VariantKind kind;
   const char* target;  // compiler target options ("" = baseline)
+  const char* isa;     // what the CPU needs, in words
   int rank;
+  bool emulator;
   bool (*detect)();
-  const CpuVariantOps& (*ops)();
+  std::string (*reason)();
+  const CpuVariantOps* (*vector_ops)();  // kVector rows, else null
+  const amx::TileOps* (*tile_ops)();     // kTiles rows, else null
 };
 
-// Each variant's entry points, defined in csrc/cpu/variants/<id>.cpp.
-#define UF_DECLARE_OPS(id, target, rank, detect) const CpuVariantOps& ops_##id();
+// Each row's entry points: ops_<id>() in csrc/cpu/variants/<id>.cpp, tile_ops_<id>() beside its tile body.
+#define UF_DECLARE_VECTOR(id) const CpuVariantOps& ops_##id();
+#define UF_DECLARE_TILES(id) const amx::TileOps& tile_ops_##id();
+#define UF_DECLARE_OPS(id, name, kind, target, isa, rank, emulator, detect, reason) UF_DECLARE_##kind(id)
 UF_CPU_VARIANTS(UF_DECLARE_OPS)
 #undef UF_DECLARE_OPS
+#undef UF_DECLARE_TILES
+#undef UF_DECLARE_VECTOR
 
-// The table, in registry order (defined in csrc/cpu/cpu_isa.cpp).
+// The table, in row order (defined in csrc/cpu/cpu_isa.cpp).
 const std::vector<CpuVariant>& cpu_variants();
 
-// Whether this CPU and OS can run variant `isa` (detected once).
-bool cpu_variant_runnable(int isa);
+// Whether this CPU and OS can run row `index` (detected once).
+bool cpu_variant_runnable(int index);
 
-// The entry points of variant `isa` (an index into cpu_variants()); an unknown or unrunnable index is a
-// ValueError. Every op calls this before releasing the GIL.
+// The entry points of vector row `isa`; an unknown, non-vector or unrunnable index is a ValueError. Every
+// fp32 op calls this before releasing the GIL.
 const CpuVariantOps& cpu_variant(int isa);
 
-// Names of the runnable variants, registry order.
+// The entry points of tile row `backend`; an unknown, non-tile or unrunnable index is a ValueError. Every
+// bf16 tile op calls this before releasing the GIL.
+const amx::TileOps& tile_variant(int backend);
+
+// Names of the runnable vector variants, table order.
 std::vector<std::string> available_isas();
 
 }  // namespace unet_fast

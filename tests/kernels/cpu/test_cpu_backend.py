@@ -31,14 +31,24 @@ def test_backend_interface_matches_spec(name: str) -> None:
 
 
 def test_supported_dtypes_are_the_only_ones_packed() -> None:
-    # bf16: convs on the tile kernels (kernels/cpu_bf16.py), the head as a 1x1 tile conv (kernels/cpu_bf16_ops.py)
-    assert cpu.SUPPORTED_DTYPES == (torch.float32, torch.bfloat16)
+    # the cpu backend runs fp32 and bf16 (the bf16 kernels are the registry's: tile conv / head, bf16 Winograd);
+    # this module's launchers are fp32 and refuse other dtypes instead of reading them as fp32
+    from unet_fast.backends import BACKENDS
+    from unet_fast.graph.ir import Conv, Head
+    from unet_fast.kernels import cpu_bf16, cpu_bf16_ops, registry
+
+    assert BACKENDS["cpu"].supported_dtypes() == (torch.float32, torch.bfloat16)
     with pytest.raises(ValueError, match="float32"):
         cpu.pack_head_weight(torch.randn(2, 3), torch.float16)
-    assert isinstance(cpu.pack_head_weight(torch.randn(2, 3), torch.bfloat16), cpu.TileHeadWeight)
+    with pytest.raises(ValueError, match="float32"):
+        cpu.pack_head_weight(torch.randn(2, 3), torch.bfloat16)
     with pytest.raises(ValueError, match="float32"):
         cpu.pack_conv_weight(torch.randn(2, 3, 3, 3), torch.float16)
-    assert isinstance(cpu.pack_conv_weight(torch.randn(2, 3, 3, 3), torch.bfloat16), cpu.TileConvWeight)
+    tiles = [k for k in registry.kernels("cpu", Head, torch.bfloat16) if k.family == "bf16"]
+    convs = [k for k in registry.kernels("cpu", Conv, torch.bfloat16) if k.family == "bf16"]
+    assert tiles and convs
+    assert all(isinstance(k.pack(torch.randn(2, 3), torch.bfloat16), cpu_bf16_ops.HeadWeightBF16) for k in tiles)
+    assert all(isinstance(k.pack(torch.randn(2, 3, 3, 3), torch.bfloat16), cpu_bf16.ConvWeightBF16) for k in convs)
 
 
 def test_threads_follow_torch_and_results_do_not_depend_on_them() -> None:
@@ -172,30 +182,5 @@ def test_fp32_outputs_that_overlap_their_inputs_are_refused() -> None:
         cpu.conv_transpose2x2(t[:, :6, :6], wt, out=t)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("exact", [True, False], ids=["direct_or_tiles", "winograd"])
-def test_pool_out_that_overlaps_out_is_refused(dtype: torch.dtype, exact: bool,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """out and pool_out are both written, by different threads: sharing elements is a ValueError before any
-    work on every conv path of cpu.conv2d (fp32 direct and Winograd, bf16 tiles and Winograd), as the bf16
-    tile conv always refused it. Before the fix the Winograd paths and the fp32 direct path accepted it and
-    left a timing-dependent mix. Disjoint channel slots of one buffer stay allowed (but on the bf16 tiles)."""
-    from unet_fast.kernels import cpu_bf16
-
-    if dtype == torch.bfloat16 and not cpu_bf16.available_tile_backends():
-        pytest.skip("unet_fast._C without bf16 tile ops")
-    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "1")  # the bf16 Winograd on every tile backend
-    g = torch.Generator().manual_seed(4)
-    w = cpu.pack_conv_weight(conv_weight(8, 16, 3, 3), dtype, exact=exact)
-    assert (getattr(w, "winograd", None) is not None) == (not exact)
-    x = torch.randn(2, 6, 6, 16, generator=g).to(dtype)
-    buf = torch.full((2, 6, 6, 16), float("nan"), dtype=dtype)
-    with pytest.raises(ValueError, match="pool_out overlaps out"):
-        cpu.conv2d([x], w, padding=1, out=buf[..., :8], pool_out=buf[:, :3, :3, :8])
-    assert buf.isnan().all(), "refused after writing"
-    if dtype == torch.bfloat16 and exact:
-        return  # the bf16 tile conv refuses any shared byte span of pool_out and out (cpu_bf16._overlaps)
-    out, pool_out = buf[..., :8], buf[:, :3, :3, 8:]  # disjoint channel slots of one buffer: fine
-    cpu.conv2d([x], w, padding=1, act="relu", out=out, pool_out=pool_out)
-    expect = torch.nn.functional.max_pool2d(out.float().permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
-    assert torch.equal(pool_out.float(), expect)
+# The refusal of a pool_out that overlaps out, on every conv path (fp32 direct and Winograd, bf16 tiles and
+# Winograd, fp32 over bf16): tests/kernels/conformance/test_conformance_conv2d.py, per registered kernel.

@@ -127,20 +127,31 @@ def test_conv2d_bad_input() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_conv2d_huge_padding_is_a_value_error(dtype: torch.dtype) -> None:
     """A padding whose output cannot be allocated (here ~3e4 GiB) is a ValueError naming the shape, in fp32
-    and bf16, not the allocator's RuntimeError."""
+    and bf16, on every CPU conv kernel of the registry (and cpu.conv2d), not the allocator's RuntimeError."""
+    from unet_fast.graph.ir import Conv
+    from unet_fast.kernels import registry
+
     x = torch.randn(1, 5, 5, 4).to(dtype)
-    with pytest.raises(ValueError, match=r"cannot allocate out of shape \(1, 2000003, 2000003, 4\)"):
-        cpu.conv2d([x], cpu.pack_conv_weight(torch.randn(4, 4, 3, 3), dtype), padding=10**6)
+    w = torch.randn(4, 4, 3, 3)
+    if dtype == torch.float32:
+        with pytest.raises(ValueError, match=r"cannot allocate out of shape \(1, 2000003, 2000003, 4\)"):
+            cpu.conv2d([x], cpu.pack_conv_weight(w, dtype), padding=10**6)
+    kernels = [k for k in registry.kernels("cpu", Conv, dtype) if not registry.unavailable(k)]
+    assert kernels
+    for k in kernels:
+        with pytest.raises(ValueError, match=r"cannot allocate out of shape \(1, 2000003, 2000003, 4\)"):
+            k.run([x], k.pack(w, dtype), padding=10**6)
 
 
 @pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize("shape", [(8, 4, 1, 1), (8, 16, 3, 3)], ids=["1x1", "3x3"])
-def test_bf16_pack_refuses_an_unknown_isa_for_every_weight(shape: tuple[int, ...], exact: bool) -> None:
-    """pack_conv_weight's documented ValueError for an unknown isa holds in bf16 for every weight, as in fp32:
-    before, only a weight that took the bf16 Winograd checked it (a 1x1 or exact=True one took "sse9")."""
-    from unet_fast.kernels import cpu_bf16
+def test_bf16_engine_refuses_an_unknown_isa_for_every_weight(shape: tuple[int, ...], exact: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A forced unknown CPU variant is a ValueError in bf16 for every conv, as in fp32: before, only a weight
+    that took the bf16 Winograd checked it (a 1x1 or exact=True one took "sse9")."""
+    import unet_fast
 
-    if not cpu_bf16.available_tile_backends():
-        pytest.skip("unet_fast._C without bf16 tile ops")
-    with pytest.raises(ValueError, match="unknown conv2d isa 'sse9'"):
-        cpu.pack_conv_weight(torch.randn(*shape), torch.bfloat16, exact=exact, isa="sse9")
+    monkeypatch.setenv("UNET_FAST_KERNELS", "cpu=sse9")
+    model = torch.nn.Sequential(torch.nn.Conv2d(shape[1], shape[0], shape[2], padding=shape[2] // 2)).eval()
+    with pytest.raises(ValueError, match="unknown CPU kernel isa 'sse9'"):
+        unet_fast.optimize(model, torch.randn(1, shape[1], 8, 8), backend="cpu", dtype=torch.bfloat16, exact=exact)

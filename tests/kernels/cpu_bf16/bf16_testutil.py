@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import kernel_testutil as ku
 import pytest
 import torch
 from torch import Tensor
 
 from unet_fast.kernels import cpu_bf16
 
-NAN = float("nan")
+NAN = ku.NAN
 U_BF16 = 2.0**-8  # unit roundoff of bf16 (8-bit significand): one rounding errs by at most U_BF16 |v|
 U_F32 = 2.0**-24
 F32_REL_L2 = 1e-5  # fp32 outputs: only accumulation error
@@ -33,6 +34,7 @@ def backend_params(only: tuple[str, ...] | None = None) -> list:
 
 
 def assert_f32_close(got: Tensor, ref: Tensor, what: str) -> None:
+    """fp32 outputs: NaN-free (every element written) and within F32_REL_L2 of the float64 reference."""
     nan = int(got.isnan().sum())
     assert nan == 0, f"{what}: {nan} of {got.numel()} elements are NaN (unwritten or poisoned)"
     err = ((got.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
@@ -68,21 +70,16 @@ def slot_of_poisoned(n: int, h: int, w: int, c: int, g: torch.Generator, before:
                      after: int = 3) -> tuple[Tensor, Tensor]:  # fmt: skip
     """(buffer, slot): random bf16 channels [before, before + c) of a NaN-filled wider buffer, so a read
     outside the slot poisons the result."""
-    buf = torch.full((n, h, w, before + c + after), NAN, dtype=torch.bfloat16)
-    slot = buf[..., before : before + c]
+    buf, slot = ku.poisoned_slot((n, h, w, c), torch.bfloat16, before=before, after=after)
     slot.copy_(torch.randn(n, h, w, c, generator=g))
     return buf, slot
 
 
 def poisoned_out(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(buffer, slot): an output slot, channels [3, 3 + C), of a NaN-filled [N, H, W, 3 + C + 5] buffer."""
-    n, h, w, c = shape
-    buf = torch.full((n, h, w, 3 + c + 5), NAN, dtype=dtype)
-    return buf, buf[..., 3 : 3 + c]
+    return ku.poisoned_slot(shape, dtype, before=3, after=5)  # type: ignore[arg-type]
 
 
 def assert_only_slot_written(buf: Tensor, c: int, what: str) -> None:
     """A poisoned_out buffer after the kernel: every slot element written, nothing outside it."""
-    outside = torch.cat([buf[..., :3], buf[..., 3 + c :]], dim=-1)
-    assert outside.isnan().all(), f"{what}: {int((~outside.isnan()).sum())} elements outside the slot written"
-    assert not buf[..., 3 : 3 + c].isnan().any(), f"{what}: unwritten (NaN) elements in the slot"
+    ku.assert_slot_only(buf, 3, 3 + c, what)

@@ -232,17 +232,22 @@ def test_detection_agrees_with_the_kernel() -> None:
 
 def test_auto_order_amx_then_avx512bf16_then_portable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(cpu_bf16.ISA_ENV, raising=False)
+    monkeypatch.delenv("UNET_FAST_KERNELS", raising=False)
     by_name = {b.name: b for b in cpu_bf16.tile_backends()}
     assert by_name["portable"].rank < by_name.get("avx512bf16", by_name["portable"]).rank
     if "amx" in by_name and "avx512bf16" in by_name:
         assert by_name["avx512bf16"].rank < by_name["amx"].rank
     want = next(name for name in ("amx", "avx512bf16", "portable") if name in by_name and by_name[name].runnable)
     assert cpu_bf16.choose_backend().name == want
-    monkeypatch.setenv(cpu_bf16.ISA_ENV, "portable")
+    monkeypatch.setenv("UNET_FAST_KERNELS", "bf16=portable")
     assert cpu_bf16.choose_backend().name == "portable"
-    monkeypatch.setenv(cpu_bf16.ISA_ENV, "AVX512BF16")
+    monkeypatch.setenv("UNET_FAST_KERNELS", "bf16=AVX512BF16")
     if by_name.get("avx512bf16") is not None and by_name["avx512bf16"].runnable:
         assert cpu_bf16.choose_backend().name == "avx512bf16"
+    monkeypatch.delenv("UNET_FAST_KERNELS")
+    monkeypatch.setenv(cpu_bf16.ISA_ENV, "portable")  # the deprecated alias still forces
+    with pytest.warns(DeprecationWarning, match="UNET_FAST_KERNELS=bf16=portable"):
+        assert cpu_bf16.choose_backend().name == "portable"
 
 
 def test_forcing_avx512bf16_without_it_is_a_clear_error() -> None:

@@ -3,7 +3,7 @@ tile path, bit for bit.
 
 The direct conv keeps the tile path's per-element order (taps, then 32-channel chunks, then K pairs, each
 pair one VDPBF16PS), so its outputs must be identical (torch.equal on the bits) to the tile body's, which
-UNET_FAST_BF16_AVX512_CONV=tile forces; the tile path itself is checked against float64 references and the
+path="tile" forces (the registry's avx512bf16 tile kernels pass it; UNET_FAST_KERNELS avx512bf16_conv=tile); the tile path itself is checked against float64 references and the
 VDPBF16PS order model in test_bf16_avx512bf16.py / test_bf16_conv*.py (which now run the direct conv by
 default on this backend). Lively random data, odd sizes, batch > 1, NaN-poisoned output slots (only the
 slot may change) and input slots whose neighbouring channels are NaN (never read).
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 
+import kernel_testutil as ku
 import pytest
 import torch
 
 from unet_fast.kernels import cpu_bf16
 from unet_fast.kernels.spec import InputView, Resample
 
-PATH_ENV = "UNET_FAST_BF16_AVX512_CONV"
+_PATH = {"now": "direct"}  # the body the calls below run: _both runs each call on "tile", then on "direct"
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +36,7 @@ def _slot(n: int, h: int, w: int, c: int, g: torch.Generator, dtype: torch.dtype
           before: int = 3, after: int = 2, poison: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(buffer, its channel slot [N, H, W, c]): random lively values in the slot, NaN in the neighbours
     (and in the slot too when `poison`)."""
-    buf = torch.full((n, h, w, before + c + after), float("nan"), dtype=dtype)
-    slot = buf[..., before:before + c]
+    buf, slot = ku.poisoned_slot((n, h, w, c), dtype, before=before, after=after)
     if not poison:
         slot.copy_(torch.randn(n, h, w, c, generator=g).to(dtype))
     return buf, slot
@@ -55,9 +55,8 @@ def _both(monkeypatch: pytest.MonkeyPatch, call) -> None:
     slot and the NaN around it) must be bit-identical, and the slot must have no NaN."""
     outs = []
     for path in ("tile", "direct"):
-        monkeypatch.setenv(PATH_ENV, path)
+        monkeypatch.setitem(_PATH, "now", path)
         outs.append(call())
-    monkeypatch.delenv(PATH_ENV)
     for (tile_buf, tile_slot), (direct_buf, direct_slot) in zip(outs[0], outs[1], strict=True):
         assert not tile_slot.isnan().any(), "tile: unwritten (NaN) elements in the output slot"
         assert not direct_slot.isnan().any(), "direct: unwritten (NaN) elements in the output slot"
@@ -91,7 +90,7 @@ def test_direct_equals_tile(monkeypatch: pytest.MonkeyPatch, case: tuple, out_dt
 
     def call():
         buf, out = _slot(n, ho, wo, cout, g, out_dtype, poison=True)
-        cpu_bf16.conv2d(x, wt, bias, stride=s, padding=p, act="relu", out=out, isa="avx512bf16")
+        cpu_bf16.conv2d(x, wt, bias, stride=s, padding=p, act="relu", out=out, isa="avx512bf16", path=_PATH["now"])
         return [(buf, out)]
 
     _both(monkeypatch, call)
@@ -112,7 +111,7 @@ def test_direct_epilogues(monkeypatch: pytest.MonkeyPatch, act: str, residual_dt
     def call():
         buf, out = _slot(n, h, w, cout, g, out_dtype, poison=True)
         cpu_bf16.conv2d(x, wt, bias, padding=1, act=act, negative_slope=0.2, residual=res, out=out,
-                        isa="avx512bf16")
+                        isa="avx512bf16", path=_PATH["now"])
         return [(buf, out)]
 
     _both(monkeypatch, call)
@@ -128,7 +127,7 @@ def test_direct_virtual_concat(monkeypatch: pytest.MonkeyPatch, chans: tuple[int
 
     def call():
         buf, out = _slot(n, h, w, cout, g, poison=True)
-        cpu_bf16.conv2d(views, wt, None, padding=pad, act="leaky_relu", out=out, isa="avx512bf16")
+        cpu_bf16.conv2d(views, wt, None, padding=pad, act="leaky_relu", out=out, isa="avx512bf16", path=_PATH["now"])
         return [(buf, out)]
 
     _both(monkeypatch, call)
@@ -152,7 +151,7 @@ def test_direct_crop_offsets_and_nearest(monkeypatch: pytest.MonkeyPatch) -> Non
 
         def call(views=views, pad=pad, k=k, wt=wt, hv=hv, wv=wv):
             buf, out = _slot(2, hv + 2 * pad - k + 1, wv + 2 * pad - k + 1, 35, g, poison=True)
-            cpu_bf16.conv2d(views, wt, None, padding=pad, out=out, isa="avx512bf16")
+            cpu_bf16.conv2d(views, wt, None, padding=pad, out=out, isa="avx512bf16", path=_PATH["now"])
             return [(buf, out)]
 
         _both(monkeypatch, call)
@@ -171,7 +170,7 @@ def test_direct_pool_out(monkeypatch: pytest.MonkeyPatch, hw: tuple[int, int], d
     def call():
         obuf, out = _slot(n, h, w, cout, g, dtype, poison=True)
         pbuf, pool = _slot(n, h // 2, w // 2, cout, g, dtype, poison=True)
-        cpu_bf16.conv2d(x, wt, bias, padding=1, act="relu", out=out, pool_out=pool, isa="avx512bf16")
+        cpu_bf16.conv2d(x, wt, bias, padding=1, act="relu", out=out, pool_out=pool, isa="avx512bf16", path=_PATH["now"])
         return [(obuf, out), (pbuf, pool)]
 
     _both(monkeypatch, call)
@@ -191,7 +190,7 @@ def test_direct_transposed_scatter(monkeypatch: pytest.MonkeyPatch, cout: int, a
 
     def call():
         buf, out = _slot(n, 2 * h, 2 * w, cout, g, dtype, poison=True)
-        cpu_bf16.conv_transpose2x2(x, wt, bias, act=act, out=out, isa="avx512bf16")
+        cpu_bf16.conv_transpose2x2(x, wt, bias, act=act, out=out, isa="avx512bf16", path=_PATH["now"])
         return [(buf, out)]
 
     _both(monkeypatch, call)
@@ -215,7 +214,7 @@ def test_direct_deep_layer_split_by_kernel_row(monkeypatch: pytest.MonkeyPatch, 
         obuf, out = _slot(n, ho, wo, cout, g, poison=True)
         pbuf, pool_out = _slot(n, ho // 2, wo // 2, cout, g, torch.float32, poison=True)
         cpu_bf16.conv2d(x, wt, bias, stride=stride, padding=1, act="relu", residual=res, out=out,
-                        pool_out=pool_out if pool else None, isa="avx512bf16")
+                        pool_out=pool_out if pool else None, isa="avx512bf16", path=_PATH["now"])
         return [(obuf, out), (pbuf, pool_out)] if pool else [(obuf, out)]
 
     _both(monkeypatch, call)

@@ -6,6 +6,7 @@ everywhere; the native AMX backend runs where the CPU has it and skips with the 
 
 from __future__ import annotations
 
+import kernel_testutil as ku
 import pytest
 import torch
 import torch.nn.functional as F
@@ -53,9 +54,7 @@ def abs_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, residu
 def poisoned(
     shape: tuple[int, ...], dtype: torch.dtype, before: int = 3, after: int = 5
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    n, h, w, c = shape
-    buf = torch.full((n, h, w, before + c + after), NAN, dtype=dtype)
-    return buf, buf[..., before : before + c]
+    return ku.poisoned_slot(shape, dtype, before=before, after=after)  # type: ignore[arg-type]
 
 
 def run_case(case: tuple, isa: str, act: str, residual_dtype: torch.dtype | None, seed: int) -> None:

@@ -11,11 +11,12 @@ argument errors."""
 
 from __future__ import annotations
 
+import kernel_testutil as ku
 import pytest
 import torch
 from bf16_testutil import U_BF16, U_F32, assert_f32_close, backend_params
 
-from unet_fast.kernels import cpu, cpu_bf16, cpu_bf16_ops
+from unet_fast.kernels import cpu, cpu_bf16, cpu_bf16_ops, registry
 from unet_fast.kernels.spec import InputView, Resample
 
 NAN = float("nan")
@@ -30,7 +31,9 @@ def _slot(
 ) -> torch.Tensor:
     """A channel slot [N, H, W, C] of a wider bf16 buffer whose other channels hold `fill`; random values
     inside the slot when `g` is given, else `fill` too."""
-    buf = torch.full((n, h, w, lo + c + hi), fill, dtype=torch.bfloat16)
+    buf, _ = ku.poisoned_slot((n, h, w, c), torch.bfloat16, before=lo, after=hi)
+    if fill == fill:  # a fill other than the NaN poison
+        buf.fill_(fill)
     if g is not None:
         buf[..., lo : lo + c] = torch.randn(n, h, w, c, generator=g).bfloat16()
     return buf[..., lo : lo + c]
@@ -39,8 +42,11 @@ def _slot(
 def _untouched(slot: torch.Tensor, lo: int = 3) -> bool:
     """The channels of slot's buffer outside the slot are still NaN."""
     base = slot._base if slot._base is not None else slot
-    c = slot.shape[3]
-    return bool(base[..., :lo].isnan().all() and base[..., lo + c :].isnan().all())
+    try:
+        ku.assert_outside_untouched(base, lo, lo + slot.shape[3])
+    except AssertionError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -60,8 +66,10 @@ def test_maxpool2x2_bf16_exact(case: tuple) -> None:
     assert cpu_bf16_ops.maxpool2x2(x, out) is out
     assert torch.equal(x, before) and _untouched(out)
     assert torch.equal(out.double(), cpu_bf16_ops.maxpool2x2_reference(x))
-    # the cpu backend's launcher takes bf16 to the same op; a fresh output too
-    assert torch.equal(cpu.maxpool2x2(x), out)
+    # the cpu backend's bf16 Pool kernel (what the engine runs) is the same op; a fresh output too
+    assert torch.equal(registry.get("cpu.maxpool2x2.bf16").run(x), out)
+    with pytest.raises(ValueError, match="float32"):
+        cpu.maxpool2x2(x)  # the fp32 launcher refuses bf16 instead of reading it as fp32
 
 
 def test_maxpool2x2_bf16_propagates_nan() -> None:
@@ -151,7 +159,7 @@ def test_upsample_concat_bf16_several_views_into_a_slot() -> None:
         _view("crop", 2, 3, g),
     ]
     out = _slot(2, 7, 9, 17 + 8 + 33 + 3, lo=5, hi=1)
-    cpu.upsample_concat(views, out)  # the cpu backend's launcher takes bf16 views to the bf16 gather
+    registry.get("cpu.upsample_concat.bf16").run(views, out)  # the cpu backend's bf16 Concat kernel: the bf16 gather
     assert _untouched(out, lo=5)
     ref = cpu_bf16_ops.upsample_concat_reference(views)
     exact = torch.cat([torch.ones(17), torch.zeros(8), torch.ones(33 + 3)]).bool()
@@ -275,11 +283,20 @@ def test_head_bf16_default_outputs_and_the_cpu_launcher() -> None:
             assert torch.equal(cpu_bf16_ops.maxpool2x2(x), cpu_bf16_ops.maxpool2x2(x.contiguous()))
     finally:
         torch.set_num_threads(before)
-    # the engine's path: cpu.pack_head_weight(bf16) -> TileHeadWeight, cpu.head runs the fused bf16 head
-    tiles = cpu.pack_head_weight(weight, torch.bfloat16)
-    assert isinstance(tiles, cpu.TileHeadWeight) and "bf16 head" in tiles.algorithm
-    assert torch.equal(cpu.head(x, tiles, bias, "softmax", torch.empty(2, 5, 9, 4)), probs)
-    assert torch.equal(cpu.head(x, tiles, bias, "argmax"), classes)
+    # the engine's path: the registry's bf16 head kernels (one per tile backend) run the fused bf16 head
+    from unet_fast.graph.ir import Head
+    from unet_fast.kernels import registry
+
+    heads = [k for k in registry.kernels("cpu", Head, torch.bfloat16) if k.family == "bf16" and not registry.unavailable(k)]
+    assert heads and all("bf16 head" in k.algorithm and k.scores_dtype(torch.bfloat16) == torch.float32 for k in heads)
+    for k in heads:
+        tiles = k.pack(weight, torch.bfloat16)
+        assert isinstance(tiles, cpu_bf16_ops.HeadWeightBF16)
+        same = k.isa == cpu_bf16.choose_backend().name  # probs / classes came from the auto backend
+        got = k.run(x, tiles, bias, "softmax", torch.empty(2, 5, 9, 4))
+        assert torch.equal(got, probs) if same else bool((got - probs).abs().max() < 1e-2), k.name
+        if same:
+            assert torch.equal(k.run(x, tiles, bias, "argmax"), classes), k.name
 
 
 def test_head_bf16_reads_views() -> None:

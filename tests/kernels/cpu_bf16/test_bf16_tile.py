@@ -181,18 +181,23 @@ def test_info_names_the_tile_backends() -> None:
 
 
 def test_info_names_the_bf16_conv3x3_algorithm(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`unet-fast info` says what a bf16 3x3 conv runs here: the Winograd on bf16 activations on every tile
-    backend but AMX (cpu_winograd.bf16_winograd_decision), the tile / direct conv with the reason otherwise."""
+    """`unet-fast info` says what a bf16 3x3 conv runs here (the registry's choice for a typical one): the
+    Winograd on bf16 activations on every tile backend but AMX, the tile / direct conv with the reason otherwise
+    (UNET_FAST_KERNELS bf16_winograd=off)."""
     from unet_fast.info import collect
-    from unet_fast.kernels import cpu_winograd
+    from unet_fast.kernels import cpu_isa
 
-    monkeypatch.delenv(cpu_winograd.BF16_WINOGRAD_ENV, raising=False)
-    why = collect()["backends"]["cpu"]["why"]
-    tiles = cpu_bf16.choose_backend().name
+    monkeypatch.delenv("UNET_FAST_KERNELS", raising=False)
+    kernels = collect()["backends"]["cpu"]["kernels"]
+    tiles = kernels["bf16_tile_backend"]
     if tiles == "amx":
-        assert "bf16 3x3 convs: bf16 tile conv (amx): " in why, why
+        assert kernels["bf16_conv3x3"].startswith("bf16 tiles (amx) (not: the AMX tile conv"), kernels
     else:
-        assert "bf16 3x3 convs: Winograd on bf16 activations (" in why, why
-    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "0")
-    why = collect()["backends"]["cpu"]["why"]
-    assert f"({tiles}): {cpu_winograd.BF16_WINOGRAD_ENV}=0" in why, why
+        assert kernels["bf16_conv3x3"] == f"Winograd F(4x4,3x3) on bf16, fp32 compute, {cpu_isa.best().name}", kernels
+    monkeypatch.setenv("UNET_FAST_KERNELS", "bf16_winograd=off")
+    kernels = collect()["backends"]["cpu"]["kernels"]
+    why = kernels["bf16_conv3x3"]
+    assert "(not: UNET_FAST_KERNELS bf16_winograd=off" in why, why
+    if tiles is not None:
+        assert why.startswith(f"bf16 {'direct' if tiles == 'avx512bf16' else 'tiles'} ({tiles})"), why
+    assert "bf16 3x3 convs: " + why in collect()["backends"]["cpu"]["why"]

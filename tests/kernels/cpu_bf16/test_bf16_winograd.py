@@ -33,7 +33,7 @@ from bf16_testutil import (
     slot_of_poisoned,
 )
 
-from unet_fast.kernels import cpu, cpu_bf16, cpu_winograd
+from unet_fast.kernels import cpu_bf16, cpu_isa, cpu_winograd, registry
 from unet_fast.kernels.spec import InputView, Resample
 
 ISAS = cpu_winograd.available_isas()
@@ -182,39 +182,54 @@ def test_refuses_mixed_dtypes_and_a_weight_packed_for_the_other_dtype() -> None:
     assert not torch.equal(packed.data, cpu_winograd.pack_winograd_weight(w).data)
 
 
-def test_bf16_winograd_decision(monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto: Winograd on every tile backend but AMX, for the 3x3 shapes winograd_decision takes; 0 / 1 force
-    it off / on; exact=True and a bad setting as documented."""
-    decide = cpu_winograd.bf16_winograd_decision
-    monkeypatch.delenv(cpu_winograd.BF16_WINOGRAD_ENV, raising=False)
-    assert decide((64, 64, 3, 3), tile_backend="avx512bf16") == ""
-    assert decide((64, 64, 3, 3), tile_backend="portable") == ""
-    assert "AMX" in decide((64, 64, 3, 3), tile_backend="amx")
-    assert "input channels" in decide((64, 3, 3, 3), tile_backend="avx512bf16")
-    assert "3x3" in decide((64, 64, 1, 1), tile_backend="avx512bf16")
-    assert "exact" in decide((64, 64, 3, 3), tile_backend="avx512bf16", exact=True)
-    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "1")
-    assert decide((64, 64, 3, 3), tile_backend="amx") == ""
-    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "0")
-    assert "=0" in decide((64, 64, 3, 3), tile_backend="avx512bf16")
-    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "yes")
-    with pytest.raises(ValueError, match="auto, 0 or 1"):
-        decide((64, 64, 3, 3), tile_backend="avx512bf16")
+def test_bf16_winograd_gate() -> None:
+    """auto: Winograd on every tile backend but AMX (and without a tile backend), for the 3x3 shapes its
+    `supports` takes; bf16_winograd=on / off (or 1 / 0) force it on / off; exact=True refuses it (an
+    approximate kernel); a bad setting is a ValueError."""
+    from unet_fast.graph.ir import Conv, Slice
+    from unet_fast.kernels.registry import Choices, Context
+
+    def gate(forced: str, tiles: str | None) -> str | None:
+        context = Context(Choices.parse(forced))
+        context._rows["bf16"] = tiles  # the tile backend chosen (what a CPU with it would resolve)
+        return cpu_winograd.bf16_gate(context)
+
+    def step(shape: tuple[int, ...], stride: int = 1) -> Conv:
+        return Conv("c", [Slice("x", 0, shape[1])], torch.zeros(shape), None, (stride, stride), (1, 1), (1, 1),
+                    "relu", 0.01, Slice("y", 0, shape[0]))  # fmt: skip
+
+    assert gate("", "avx512bf16") is None and gate("", "portable") is None and gate("", None) is None
+    assert "AMX" in gate("", "amx")
+    assert cpu_winograd.supports(step((64, 64, 3, 3)), torch.bfloat16) is None
+    assert "input channels" in cpu_winograd.supports(step((64, 3, 3, 3)), torch.bfloat16)
+    assert "3x3" in cpu_winograd.supports(step((64, 64, 1, 1)), torch.bfloat16)
+    assert "stride 1" in cpu_winograd.supports(step((64, 64, 3, 3), stride=2), torch.bfloat16)
+    wino = registry.get(f"cpu.conv2d.bf16_winograd.{cpu_isa.best().name}")
+    assert wino.approximate and "exact" in Context(Choices(exact=True)).eligible(wino)
+    assert gate("bf16_winograd=on", "amx") is None and gate("bf16_winograd=1", "amx") is None
+    assert "bf16_winograd=off" in gate("bf16_winograd=off", "avx512bf16")
+    assert "bf16_winograd=off" in gate("bf16_winograd=0", None)
+    with pytest.raises(ValueError, match="auto, on or off"):
+        gate("bf16_winograd=yes", "avx512bf16")
 
 
 @pytest.mark.skipif(not cpu_bf16.available_tile_backends(), reason="unet_fast._C without bf16 tile ops")
-def test_cpu_conv2d_takes_any_float_bias_on_the_winograd_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """cpu.conv2d with a bf16 TileConvWeight takes what the tile conv takes, a bias of any float dtype used as
-    fp32, whether the call runs on the tiles or on the Winograd: before the fix the Winograd branch raised
-    'bias must be a float32 CPU tensor' for a bf16 bias the tile conv accepts."""
-    monkeypatch.setenv(cpu_winograd.BF16_WINOGRAD_ENV, "1")  # the Winograd on every tile backend
+def test_bf16_conv_kernels_take_any_float_bias() -> None:
+    """Every bf16 conv kernel of the registry takes what the tile conv takes, a bias of any float dtype used as
+    fp32, the bf16 Winograd included: before the fix its branch raised 'bias must be a float32 CPU tensor' for a
+    bf16 bias the tile conv accepts. The results agree to two bf16 roundings."""
+    from unet_fast.graph.ir import Conv
+
     weight, bias = lively(16, 24, 3, seed=21)
-    packed = cpu.pack_conv_weight(weight, torch.bfloat16)
-    assert packed.winograd is not None
     x = torch.randn(2, 7, 9, 16, generator=torch.Generator().manual_seed(21)).bfloat16()
+    wino = registry.get(f"cpu.conv2d.bf16_winograd.{cpu_isa.best().name}")
+    packed = wino.pack(weight, torch.bfloat16)
+    kernels = [k for k in registry.kernels("cpu", Conv, torch.bfloat16) if not registry.unavailable(k)]
+    assert len(kernels) > 1
     for b in (bias.bfloat16(), bias.double()):
-        got = cpu.conv2d([x], packed, b, padding=1, act="relu")
-        want = cpu_winograd.conv3x3_winograd([x], packed.winograd, b.float(), padding=1, act="relu")
+        got = wino.run([x], packed, b, padding=(1, 1), act="relu")
+        want = cpu_winograd.conv3x3_winograd([x], packed, b.float(), padding=1, act="relu")
         assert torch.equal(got, want), b.dtype
-        tiles = cpu.conv2d([x], cpu.TileConvWeight(packed.tiles, packed.backend), b, padding=1, act="relu")
-        torch.testing.assert_close(tiles.float(), got.float(), rtol=2**-7, atol=1e-4)  # two bf16 roundings apart
+        for k in kernels:
+            other = k.run([x], k.pack(weight, torch.bfloat16), b, padding=(1, 1), act="relu")
+            torch.testing.assert_close(other.float(), got.float(), rtol=2**-7, atol=1e-4, msg=k.name)

@@ -42,8 +42,9 @@ def test_unet_on_cuda_kernels_matches_pytorch(name: str, dtype: torch.dtype) -> 
         ref = model(x)
         fast = unet_fast.optimize(model.cuda(), x.cuda(), backend="cuda", dtype=dtype)
         out = fast(x.cuda())
-    report = fast.report()
-    assert "torch reference" not in report and "FALLBACK" not in report, report
+    data = fast.report_data()
+    assert data.steps and not any(s.fallback for s in data.steps), fast.report()
+    assert all(s.backend == "cuda" for s in data.steps)
     parity = compare(ref, out.float().cpu())
     assert parity.nonfinite == 0, str(parity)
     assert parity.rel_l2 < REL_L2[dtype], f"{name} {dtype}: {parity}"

@@ -243,7 +243,7 @@ def test_launchers_reject_bad_arguments() -> None:
         cuda.conv2d_args([x.half()], packed, padding=1, require_device=False)
     with pytest.raises(ValueError, match="expects 4"):
         cuda.conv2d([x[..., :3]], packed, padding=1)
-    with pytest.raises(NotImplementedError, match="at most 4 inputs"):  # the executor falls back
+    with pytest.raises(ValueError, match="at most 4 inputs"):  # the registry keeps such steps off it
         five = [x[..., i : i + 1] for i in range(4)] + [x[..., :1]]
         cuda.conv2d_args(
             five, cuda.pack_conv_weight(torch.randn(6, 5, 1, 1), torch.float32), require_device=False
@@ -263,7 +263,7 @@ def test_launchers_reject_bad_arguments() -> None:
         cuda.upsample_concat([x, InputView(x, Resample("nearest", (8, 9)))])
     with pytest.raises(ValueError, match="pack_head_weight"):
         cuda.head(x, torch.randn(3, 4, 1, 1), None, "softmax")
-    with pytest.raises(NotImplementedError, match="at most 256 classes"):
+    with pytest.raises(ValueError, match="at most 256 classes"):
         cuda.head(x, cuda.pack_head_weight(torch.randn(300, 4), torch.float32), None, "softmax")
     with pytest.raises(ValueError, match="CUDA tensors"):
         cuda.head(x, cuda.pack_head_weight(torch.randn(3, 4), torch.float32), None, "argmax")

@@ -7,6 +7,7 @@ that are not multiples of the vector width, and outputs written into poisoned (N
 
 from __future__ import annotations
 
+import kernel_testutil as ku
 import pytest
 import torch
 
@@ -59,13 +60,11 @@ def slot(
     n: int, h: int, w: int, c: int, extra: tuple[int, int] = (3, 5)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A NaN-poisoned buffer and the channel slot [extra[0], extra[0] + c) inside it."""
-    buf = torch.full((n, h, w, extra[0] + c + extra[1]), float("nan"))
-    return buf, buf[..., extra[0] : extra[0] + c]
+    return ku.poisoned_slot((n, h, w, c), before=extra[0], after=extra[1])
 
 
 def check_slot(buf: torch.Tensor, c0: int, c: int) -> None:
-    outside = torch.cat([buf[..., :c0], buf[..., c0 + c :]], dim=3)
-    assert torch.isnan(outside).all(), "the kernel wrote outside its channel slot"
+    ku.assert_outside_untouched(buf, c0, c0 + c, "the kernel wrote outside its channel slot")
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -171,13 +170,13 @@ def test_unet_layer_accuracy_budget(hw: int, cin: int, cout: int) -> None:
 
 def test_env_var_forces_the_variant_at_pack_time(monkeypatch: pytest.MonkeyPatch) -> None:
     x, wt = torch.randn(1, 8, 8, 5), weight(6, 5)
-    monkeypatch.setenv("UNET_FAST_CPU_ISA", "portable")
+    monkeypatch.setenv("UNET_FAST_KERNELS", "cpu=portable")
     packed = pack_winograd_weight(wt)
     assert packed.isa == "portable"
-    monkeypatch.delenv("UNET_FAST_CPU_ISA")  # the packed weight keeps its variant
+    monkeypatch.delenv("UNET_FAST_KERNELS")  # the packed weight keeps its variant
     got = conv3x3_winograd([x], packed, padding=1)
     assert_parity(got, spec.conv2d([x.double()], wt.double(), padding=1), "portable via env")
-    monkeypatch.setenv("UNET_FAST_CPU_ISA", "sse9")
+    monkeypatch.setenv("UNET_FAST_KERNELS", "cpu=sse9")
     with pytest.raises(ValueError, match="unknown Winograd isa"):
         conv3x3_winograd([x], wt, padding=1)
 

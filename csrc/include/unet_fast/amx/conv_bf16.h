@@ -84,6 +84,10 @@ struct ConvBf16 {
   // (2a + b) Ct + c, and the epilogue scatters that column to output pixel (2y + a, 2x + b), channel c.
   // scatter_cout = Ct (0: a plain conv); out is then [N, 2 H, 2 W, Ct], hout x wout stays the input grid.
   int scatter_cout = 0;
+  // The AVX512-BF16 backend only: false runs its register-blocked direct conv (the caller's choice, made once
+  // by the kernel registry: a ValueError where it cannot run, i.e. a bilinear source, or a transposed conv
+  // with a pool output); true runs the tile body. The other backends have one body and ignore it.
+  bool tile_body = false;
 };
 
 // One TDPBF16PS on tiles loaded from memory: c [m][n] fp32 += a [m][2 kp] bf16 . b [kp][2 n] bf16 (rows
@@ -92,6 +96,18 @@ using TileDotFn = void (*)(const std::uint16_t* a, const std::uint16_t* b, float
 using ConvFn = void (*)(const ConvBf16& cv);
 // `iters` rounds of 4 TDPBF16PS on resident tiles (the tile peak); returns one result element.
 using TilePeakFn = float (*)(std::int64_t iters);
+
+// A tile backend's entry points and the tile blocking its packed weights follow (the same for every backend:
+// the layout above), one row of the CPU variant table (unet_fast/cpu_isa.h, kind TILES).
+struct TileOps {
+  ConvFn conv;
+  TileDotFn dot;
+  TilePeakFn peak;
+  // The backend also has a register-blocked direct conv beside its tile body (ConvBf16::tile_body selects).
+  bool direct_conv = false;
+  int chunk_cin = kChunkCin, block_cout = kBlockCout, block_pixels = kBlockPixels, tile_rows = 16,
+      max_sources = kMaxSources;
+};
 
 void conv_bf16_portable(const ConvBf16& cv);
 void tile_dot_portable(const std::uint16_t* a, const std::uint16_t* b, float* c, int m, int kp, int n);

@@ -27,11 +27,4 @@ struct HeadOutput {
 };
 
 }  // namespace bf16ops
-
-namespace amx {
-// The tile conv entry of bf16 tile backend `index` (checked: known and runnable here), for ops that run the
-// tile conv on blocks of their own (the fused head). Defined in csrc/cpu/amx/conv_bf16_bindings.cpp, next
-// to the backend table.
-ConvFn tile_conv_fn(int index);
-}  // namespace amx
 }  // namespace unet_fast
