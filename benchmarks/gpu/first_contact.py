@@ -785,9 +785,9 @@ def stage_bench(run: Run, allowed: float) -> str:
                     "measured_matmul_tflops": measured, "jobs": todo}  # fmt: skip
             jobs_file = run.scratch / "bench-jobs.json"
             jobs_file.write_text(json.dumps(spec))
-            # the worker stops starting rows 10 s before the kill; a capped compile row may start until the cap
-            # itself (the cap is what stops it: its row then says it exceeded the cap)
-            deadline = time.time() + (timeout if compile_seg else max(0.0, timeout - 10))
+            # the worker stops starting rows 10 s before the kill; a compile row always starts (its worker's own
+            # start-up can take seconds of a small cap): the cap is what stops it, and its row then says so
+            deadline = time.time() + (1e9 if compile_seg else max(0.0, timeout - 10))
             cmd = [sys.executable, str(HERE / "fc_bench.py"), "--jobs", str(jobs_file), "--out", str(rows_path),
                    "--deadline", f"{deadline:.1f}"]  # fmt: skip
             env = child_env({"TORCHINDUCTOR_CACHE_DIR": str(run.scratch / "inductor"),
