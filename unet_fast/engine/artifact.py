@@ -63,6 +63,17 @@ def version() -> str:
 _PACKAGE = Path(__file__).resolve().parents[1]  # unet_fast/
 
 
+class UNetSizes:
+    """Our UNet's closed-form size rule (UNet.output_size: ValueError naming the nearest valid sizes) without
+    the network: what a loaded engine checks an input size with (engine/compiler.check_size does it with the
+    model)."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        self.config = config
+
+    output_size = UNet.output_size
+
+
 class UnsaveableEngine(ValueError):
     """An engine that holds Python code (an nn.Module, a Python function, a class of the model's own), which an
     engine file never stores: the message names the step and why."""
@@ -120,7 +131,7 @@ def _serialize(fast: FusedUNet) -> tuple[dict[str, Any], list[Tensor]]:
     cfg = fast.config
     size_model = None
     model = fast._source if fast._source is not None else fast._size_model
-    if isinstance(model, UNet):
+    if isinstance(model, (UNet, UNetSizes)):
         size_model = {"unet": dataclasses.asdict(model.config)}
     fp = model_fingerprint(fast._source) if fast._source is not None else getattr(fast, "_fingerprint", None)
     header = {
@@ -337,8 +348,7 @@ def _decode(raw: RawFile) -> dict[str, Any]:
     sm = eng.get("size_model")
     if sm is not None:
         cfg = _dict(_dict(sm, "size_model").get("unet"), "size_model.unet")
-        with torch.device("meta"):  # no weights: only UNet.output_size is used (engine/compiler.check_size)
-            size_model = UNet(**UNetConfig(**cfg).__dict__)
+        size_model = UNetSizes(UNetConfig(**cfg))
     captures = []
     for i, cj in enumerate(_list(h.get("captures"), "captures")):
         captures.append(_capture(dec, _dict(cj, f"captures[{i}]"), f"captures[{i}]"))

@@ -382,9 +382,16 @@ class Decoder:
         if cls is None:
             raise ValueError(f"{where}: size-expression function {str(name)[:40]!r} is not allowed")
         parts = [self.sym(a, where, depth + 1) for a in args]
-        if cls is sympy.Pow and not (isinstance(parts[1], sympy.Integer) and abs(int(parts[1])) <= 64):
-            raise ValueError(f"{where}: a power with exponent {parts[1]} is not a size expression")
-        return cls(*parts)
+        if cls is sympy.Pow and not (len(parts) == 2 and isinstance(parts[1], sympy.Integer)
+                                     and abs(int(parts[1])) <= 64):  # fmt: skip
+            raise ValueError(f"{where}: a power with exponent {parts[1] if len(parts) > 1 else '?'} is not a size "
+                             "expression")  # fmt: skip
+        # the saved expression was already in sympy's canonical form: rebuild it as it was, without simplifying
+        # again (also faster: Add's flattening imports half of sympy on first use)
+        try:
+            return cls(*parts, evaluate=False)
+        except TypeError:
+            return cls(*parts)
 
     def graph(self, d: Any, where: str) -> OpGraph:
         if not isinstance(d, dict) or not isinstance(d.get("nodes"), list):

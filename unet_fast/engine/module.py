@@ -204,7 +204,10 @@ class FusedUNet(nn.Module):
     def _capture_for(self, shape: tuple[int, ...]) -> tuple[Capture, CompiledPlan | None]:
         """The capture serving `shape`, and its plan for `shape` where a re-capture had to compile it anyway
         (to check it compiles), so _build does not compile it twice."""
-        check_size(self._source if self._source is not None else self._size_model, shape)
+        if self._source is not None:
+            check_size(self._source, shape)
+        elif self._size_model is not None:
+            self._size_model.output_size(int(shape[2]), int(shape[3]))  # ValueError naming the nearest sizes
         for cap in reversed(self._captures):
             if cap.matches(shape):
                 return cap, None
