@@ -155,7 +155,7 @@ def _serialize(fast: FusedUNet) -> tuple[dict[str, Any], list[Tensor]]:
         },
         "captures": caps,
         "weights": {"backend": store.backend_name, "device": str(store.device), "dtype": _dtype_name(store.dtype),
-                    "packing": packing_fingerprint(), "items": items, "skipped": skipped},
+                    "packing": packing_fingerprint(store.backend_name), "items": items, "skipped": skipped},
         "model": None if fp is None else {"code": fp.code, "state": fp.state},
     }  # fmt: skip
     extra = fast.__dict__.get("_save_extra")
@@ -177,9 +177,18 @@ def _families(backend: str) -> list[str]:
 
 
 def _chosen_rows(store: WeightStore) -> dict[str, str | None]:
-    """The CPU-table row each kernel family of the store's backend resolved to (None: none used)."""
+    """The CPU-table row of each kernel family the engine's prepared weights use ('cpu': 'avx512'; a bf16
+    engine without tile hardware: 'bf16': None)."""
+    used = set()
+    for role, _, _ in store.entries():
+        try:
+            used.add(registry.get(role).family)
+        except KeyError:
+            continue  # "bias", "module": not kernels
+    if store.dtype == torch.bfloat16 and store.backend_name == "cpu":
+        used.add("bf16")  # which tile backend (or none) decides the kernels even where none packs a weight
     out = {}
-    for fam in _families(store.backend_name):
+    for fam in sorted(used & set(_families(store.backend_name))):
         try:
             out[fam] = store.context.row(fam)
         except ValueError:
@@ -192,18 +201,22 @@ def _dtype_name(d: torch.dtype) -> str:
 
 
 @functools.cache
-def packing_fingerprint() -> str:
-    """sha256 of what decides a packed weight's layout: this unet_fast's version, the source of its kernel
-    modules (unet_fast/kernels, where every pack function lives) and the CPU variant table (the blocking the
-    layouts follow). Content only (no paths or times): the same release packs alike on every machine."""
-    from unet_fast.kernels import cpu_isa
-
+def packing_fingerprint(backend: str) -> str:
+    """sha256 of what decides how `backend`'s kernels pack a weight: this unet_fast's version, the source of its
+    kernel modules (unet_fast/kernels, where every pack function lives) and, for the cpu backend, the CPU
+    variant table (the blocking the layouts follow, from the compiled extension). Content only (no paths or
+    times): the same release packs alike on every machine."""
+    registry.load(backend)
     root = _PACKAGE / "kernels"
-    h = hashlib.sha256(version().encode())
+    h = hashlib.sha256(f"{version()}|{backend}".encode())
     for f in sorted(root.rglob("*.py")):
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
-    h.update(repr(cpu_isa.table()).encode())
+    # kernels/cpu_isa.py (loaded by registry.load above for the cpu backend) imports the extension, which imports
+    # the package: importing it from the engine would be an import cycle, so it is read where the registry put it
+    isa = sys.modules.get("unet_fast.kernels.cpu_isa")
+    if backend == "cpu" and isa is not None:
+        h.update(repr(isa.table()).encode())
     return h.hexdigest()
 
 
@@ -435,7 +448,7 @@ def _preload(store: WeightStore, parts: dict[str, Any], device: torch.device, no
              preloaded: set[tuple[str, int]], where: str) -> None:  # fmt: skip
     """Hand the file's packed weights to `store` where they fit what runs here."""
     w = parts["weights"]
-    if w.get("packing") != packing_fingerprint():
+    if w.get("packing") != packing_fingerprint(store.backend_name):
         notes.append("the file's packed weights were made by another build of unet_fast's kernels")
         return
     if (w.get("backend"), str(w.get("device", "")).split(":")[0], w.get("dtype")) != (
