@@ -184,7 +184,7 @@ def read_file(source: str | os.PathLike | bytes | bytearray | memoryview, *, ver
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # type: ignore[assignment]
     if size < PREFIX_SIZE:
         raise EngineFileError(path, f"truncated: {size} bytes, shorter than the {PREFIX_SIZE}-byte prefix")
-    magic, version, _, hlen, doff, dlen, hsha = _PREFIX.unpack_from(buf, 0)
+    magic, version, reserved, hlen, doff, dlen, hsha = _PREFIX.unpack_from(buf, 0)
     if magic != MAGIC:
         raise EngineFileError(path, _foreign(bytes(buf[:16])))
     if version > FORMAT_VERSION:
@@ -196,8 +196,8 @@ def read_file(source: str | os.PathLike | bytes | bytearray | memoryview, *, ver
                                     f"({MIN_FORMAT_VERSION}..{FORMAT_VERSION}; version 0 was an unreleased draft "
                                     "with no migration): make the file again from the model (unet_fast.save, "
                                     "or unet-fast export engine)")  # fmt: skip
-    if hlen > MAX_HEADER or doff < PREFIX_SIZE + hlen or doff % DATA_ALIGN:
-        raise EngineFileError(path, f"corrupt prefix (header {hlen} bytes, data at {doff})")
+    if hlen > MAX_HEADER or doff < PREFIX_SIZE + hlen or doff % DATA_ALIGN or reserved:
+        raise EngineFileError(path, f"corrupt prefix (header {hlen} bytes, data at {doff}, reserved {reserved})")
     if PREFIX_SIZE + hlen > size or doff + dlen > size:
         raise EngineFileError(path, f"truncated: {size} bytes, the prefix announces {doff + dlen}")
     if doff + dlen < size:
@@ -206,6 +206,8 @@ def read_file(source: str | os.PathLike | bytes | bytearray | memoryview, *, ver
     blob = bytes(buf[PREFIX_SIZE : PREFIX_SIZE + hlen])
     if hashlib.sha256(blob).digest() != hsha:
         raise EngineFileError(path, "the header's checksum does not match: the file is corrupt")
+    if any(buf[PREFIX_SIZE + hlen : doff]):
+        raise EngineFileError(path, "the padding after the header is not zero: the file is corrupt")
     try:
         header = json.loads(blob.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as e:
@@ -226,13 +228,18 @@ def _storages(path: str | None, buf: Any, entries: Any, doff: int, dlen: int, ve
     if not isinstance(entries, list):
         raise EngineFileError(path, "the header lists no storages")
     out = []
+    end = 0  # storages are stored in order, aligned, the gaps zero (checked with `verify`: a flip anywhere fails)
     for i, e in enumerate(entries):
         if not (isinstance(e, dict) and all(isinstance(e.get(k), int) and not isinstance(e.get(k), bool)
                                             for k in ("offset", "nbytes", "crc32"))):  # fmt: skip
             raise EngineFileError(path, f"storage {i}: malformed entry {str(e)[:80]}")
         off, n = e["offset"], e["nbytes"]
-        if off < 0 or n < 0 or off % STORAGE_ALIGN or off + n > dlen:
-            raise EngineFileError(path, f"storage {i}: bytes {off}..{off + n} outside the data ({dlen} bytes)")
+        if off < end or n < 0 or off % STORAGE_ALIGN or off + n > dlen:
+            raise EngineFileError(path, f"storage {i}: bytes {off}..{off + n} outside the data ({dlen} bytes) or "
+                                        "overlapping the one before")  # fmt: skip
+        if verify and any(buf[doff + end : doff + off]):
+            raise EngineFileError(path, f"the padding before storage {i} is not zero: the file is corrupt")
+        end = off + n
         if n == 0:
             out.append(torch.empty(0, dtype=torch.uint8))
             continue
@@ -241,4 +248,6 @@ def _storages(path: str | None, buf: Any, entries: Any, doff: int, dlen: int, ve
             raise EngineFileError(path, f"storage {i} ({n} bytes at {doff + off}) fails its CRC-32: the file is "
                                         "corrupt")  # fmt: skip
         out.append(t)
+    if verify and any(buf[doff + end : doff + dlen]):
+        raise EngineFileError(path, "the data ends with bytes no storage owns: the file is corrupt")
     return out
