@@ -52,8 +52,14 @@ def _module_internals() -> frozenset[str]:
 
 
 def _is_torch(cls: type) -> bool:
+    """torch's own class (covered by the torch version in the key) or one of Python's. A class that only says
+    it comes from `builtins` (one made by exec) is neither."""
     mod = getattr(cls, "__module__", "") or ""
-    return mod == "builtins" or mod.split(".")[0] in ("torch", "typing", "abc", "collections")
+    if mod.split(".")[0] == "torch":
+        return True
+    if mod in ("builtins", "typing", "abc", "collections", "enum"):
+        return getattr(sys.modules.get(mod), cls.__qualname__, None) is cls
+    return False
 
 
 class _NoCode(Exception):
