@@ -76,6 +76,10 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget", type=int, default=2048, metavar="MIB",
                    help="activation memory one whole-image call may take, in MiB (default 2048)")  # fmt: skip
     p.add_argument("--tile", type=int, default=512, help="output pixels per exact tile side (default 512)")
+    p.add_argument("--engine", default=None, metavar="FILE.ufe",
+                   help="an engine file made from these weights (unet-fast export engine): loaded instead of "
+                   "building the engine; with --ray / serve every worker loads it (default: the engine is built, "
+                   "once on the driver for --ray and serve)")  # fmt: skip
 
 
 def input_specs(args: argparse.Namespace) -> list[str]:
@@ -121,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         seg = Segmenter.from_files(weights, args.card, backend=args.backend, dtype=args.dtype,
                                    patch_size=args.patch_size, overlap=args.overlap,
                                    batch_size=args.batch_size, mode=args.mode,
-                                   memory_budget=args.memory_budget << 20, tile=args.tile)  # fmt: skip
+                                   memory_budget=args.memory_budget << 20, tile=args.tile,
+                                   engine=args.engine)  # fmt: skip
     except RuntimeError as e:
         print(f"unet-fast segment: error: {e}", file=sys.stderr)
         return EXIT_FAILURE

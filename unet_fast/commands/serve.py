@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         app = serve.build_app(weights, args.card, replicas=args.replicas, max_batch=args.max_batch,
                               batch_wait_ms=args.batch_wait_ms, threads=args.threads, backend=args.backend,
                               dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap,
-                              batch_size=args.batch_size, mode=args.mode, **limits)  # fmt: skip
+                              batch_size=args.batch_size, mode=args.mode, engine=args.engine, **limits)  # fmt: skip
     except RayMissingError as e:
         print(f"unet-fast serve: error: {e}", file=sys.stderr)
         return 1

@@ -11,7 +11,9 @@ api.py holds the entry points (`optimize`, `save`, `load`).
 """
 
 from unet_fast.engine.api import load, optimize, save
+from unet_fast.engine.artifact import UnsaveableEngine
 from unet_fast.engine.engine_file import EngineFileError
 from unet_fast.engine.module import CaptureMissingError, EngineConfig, FusedUNet
 
-__all__ = ["CaptureMissingError", "EngineConfig", "EngineFileError", "FusedUNet", "load", "optimize", "save"]
+__all__ = ["CaptureMissingError", "EngineConfig", "EngineFileError", "FusedUNet", "UnsaveableEngine", "load", "optimize",
+           "save"]
