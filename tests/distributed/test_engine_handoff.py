@@ -58,7 +58,7 @@ def test_the_driver_builds_once_and_a_worker_loads_without_capturing(shared, tmp
 
 
 def test_a_file_that_cannot_be_used_is_built_instead_with_the_reason(shared, tmp_path) -> None:
-    engine, options, _ = shared
+    engine, _options, _ = shared
     missing = Segmenter.from_files(bundled.DEMO_WEIGHTS, engine=tmp_path / "gone.ufe")
     assert missing.runner.origin == "built" and "was not used (FileNotFoundError" in missing.runner.note
     bf16 = Segmenter.from_files(bundled.DEMO_WEIGHTS, dtype="bfloat16", engine=engine.path)

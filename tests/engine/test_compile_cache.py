@@ -111,7 +111,7 @@ def test_two_processes_filling_one_entry_both_succeed(tmp_path: Path) -> None:
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env) for _ in range(2)]  # fmt: skip
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     rows = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert {r["status"] for r in rows} <= {"miss", "hit"} and rows[0]["sum"] == rows[1]["sum"], rows
@@ -258,3 +258,73 @@ def test_the_key_covers_versions_and_code() -> None:
     assert material["model"]["code"] and material["model"]["state"] and len(key) == 40
     assert material["example"] == {"rank": 4, "channels": 3, "dtype": "torch.float32", "device": {"type": "cpu"}}
     assert hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:40] == key
+
+
+def test_the_key_changes_with_what_decides_the_engine_and_only_with_that(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key matrix, without compiling: every input that changes the engine changes the key (weights, graph,
+    example dtype / channels / rank, backend, dtype, options, forced ISA, format / unet_fast / code / torch
+    versions); what the loaded engine sets itself (N, H, W, check_finite, max_cached_shapes, cuda_graphs), a
+    copy of the model and calling it again do not."""
+    from dataclasses import replace
+
+    from unet_fast.engine import EngineConfig
+    from unet_fast.kernels import cpu_isa
+
+    m, x = _model(), _x()
+    cfg = EngineConfig(backend="cpu")
+
+    def key(model: nn.Module = m, example: torch.Tensor = x, config: EngineConfig = cfg) -> str:
+        return cache.cache_key(model, example, config)[0]
+
+    base = key()
+    same = {
+        "again": key(),
+        "a deep copy of the model": key(model=__import__("copy").deepcopy(m)),
+        "another N, H, W": key(example=_x((1, 3, 64, 48))),
+        "check_finite": key(config=replace(cfg, check_finite=True)),
+        "max_cached_shapes": key(config=replace(cfg, max_cached_shapes=2)),
+        "cuda_graphs": key(config=replace(cfg, cuda_graphs=True)),
+    }
+    assert {k: v for k, v in same.items() if v != base} == {}
+
+    heavier = _model()
+    with torch.no_grad():
+        heavier.encoders[1][0].weight[1, 0, 0, 0] += 1e-3  # one weight, deep inside
+    graph = _model()
+    graph.ups[0].align_corners = False  # same weights, another graph
+    bn = _model()
+    bn.encoders[0][1].running_var[0] += 0.5  # a buffer
+    differ = {
+        "a weight": key(model=heavier),
+        "an attribute (the graph)": key(model=graph),
+        "a buffer": key(model=bn),
+        "another model": key(model=_model(seed=4)),
+        "example dtype": key(example=x.double()),
+        "example channels": key(example=torch.randn(2, 4, 29, 35)),
+        "example rank": key(example=torch.randn(2, 3, 5, 29, 35)),
+        "backend torch": key(config=replace(cfg, backend="torch")),
+        "backend auto": key(config=replace(cfg, backend="auto")),
+        "dtype bfloat16": key(config=replace(cfg, dtype=torch.bfloat16)),
+        "output classes": key(config=replace(cfg, output="classes")),
+        "exact": key(config=replace(cfg, exact=True)),
+        "passes": key(config=replace(cfg, passes=frozenset())),
+        "output_memory_format": key(config=replace(cfg, output_memory_format="channels_last")),
+    }
+    other = next((r for r in ("avx2", "portable") if r in cpu_isa.available_isas() and r != cpu_isa.best().name), None)
+    if other is not None:
+        with monkeypatch.context() as mp:
+            mp.setenv("UNET_FAST_KERNELS", f"cpu={other}")
+            differ[f"forced cpu={other}"] = key()
+    for what, target, value in (("format version", cache, "FORMAT_VERSION"),
+                                ("unet_fast version", cache.artifact, "version"),
+                                ("unet_fast code", cache, "unet_fast_fingerprint"),
+                                ("torch version", torch, "__version__")):  # fmt: skip
+        with monkeypatch.context() as mp:
+            old = getattr(target, value)
+            mp.setattr(target, value, (lambda o=old: o() + "-other") if callable(old) and value != "__version__"
+                       else (old + 1 if isinstance(old, int) else old + "+other"))  # fmt: skip
+            differ[what] = key()
+    assert key() == base  # everything restored
+    keys = list(differ.values())
+    assert base not in keys, [k for k, v in differ.items() if v == base]
+    assert len(set(keys)) == len(keys), "two different inputs share a key"

@@ -54,7 +54,7 @@ def _refused(path: Path, *match: str) -> EngineFileError:
 
 def _regions(blob: bytes) -> dict[str, list[int]]:
     """Byte positions to flip, per region of the file."""
-    _, _, _, hlen, doff, dlen, _ = struct.unpack_from("<8sIIQQQ32s", blob, 0)
+    _, _, _, hlen, doff, _dlen, _ = struct.unpack_from("<8sIIQQQ32s", blob, 0)
     header = json.loads(blob[72 : 72 + hlen])
     data = []
     for s in header["storages"]:
@@ -118,6 +118,38 @@ def test_foreign_files_are_named(tmp_path: Path) -> None:
     _refused(onnx, "ONNX")
     with pytest.raises(FileNotFoundError):
         unet_fast.load(tmp_path / "missing.ufe")
+
+
+def test_bad_paths_and_devices_get_a_clear_error_and_change_nothing(small: bytes, tmp_path: Path) -> None:
+    """A missing path, a folder, something that is not a path, a device this machine lacks (asked, or the one
+    the file was saved for), a device string torch does not know: each a clear error, the file untouched."""
+    path = tmp_path / "m.ufe"
+    path.write_bytes(small)
+    with pytest.raises(FileNotFoundError, match=r"missing\.ufe"):
+        unet_fast.load(tmp_path / "missing.ufe")
+    with pytest.raises(IsADirectoryError, match="is a folder, not an engine file"):
+        unet_fast.load(tmp_path)
+    with pytest.raises(TypeError, match="PathLike"):
+        unet_fast.load(123)  # type: ignore[arg-type]
+    with pytest.raises(IsADirectoryError, match="give save\\(\\) a file name"):
+        unet_fast.save(unet_fast.load(path), tmp_path)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda' was asked, and this machine has no CUDA device.*device='cpu'"):
+            unet_fast.load(path, device="cuda")
+        # a file saved on a GPU machine (its header says cuda:0; checksums valid): refused by default, named
+        raw = read_file(path)
+        header = json.loads(json.dumps(raw.header))
+        header["engine"]["device"] = "cuda:0"
+        gpu = tmp_path / "gpu.ufe"
+        write_file(gpu, header, list(raw.storages))
+        with pytest.raises(ValueError, match=r"gpu\.ufe was saved for cuda:0, and this machine has no CUDA device"):
+            unet_fast.load(gpu)
+        x = torch.randn(2, 3, 20, 24)
+        torch.testing.assert_close(unet_fast.load(gpu, device="cpu")(x), unet_fast.load(path)(x), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="nonsense"):
+        unet_fast.load(path, device="nonsense")
+    assert path.read_bytes() == small and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["m.ufe"] + ([] if torch.cuda.is_available() else ["gpu.ufe"]))  # no temporary files left
 
 
 def _with_version(blob: bytes, version: int) -> bytes:

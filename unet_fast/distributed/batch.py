@@ -56,7 +56,8 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
                     backend: str = "auto", dtype: str = "float32", patch_size: int | None = None,
                     overlap: float = 0.5, overlay: bool = False, alpha: float = 0.5, overwrite: bool = False,
                     max_pixels: int | None = DEFAULT_MAX_PIXELS, max_worker_deaths: int = 2,
-                    progress: bool = True, mode: str = "auto", engine: str | Path | None = None) -> SegmentReport:  # fmt: skip
+                    progress: bool = True, mode: str = "auto", engine: str | Path | None = None,
+                    share_engine: bool = True) -> SegmentReport:  # fmt: skip
     """Segment every image in `inputs` (files, folders, glob patterns) with the U-Net `weights` (+ its
     model card, default: the weights' name with `.json`) on Ray; write `<name>_mask.png` (uint8 class
     indices, palette PNG; `<name>_overlay.png` too with `overlay=True`) and `manifest.parquet` to `out_dir`.
@@ -74,7 +75,8 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
 
     The engine is built once, on the driver, and written to `out_dir/.engine/` (engine/artifact.py); every
     actor loads that file instead of compiling again (`engine`: an engine file of yours, e.g. from
-    `unet-fast export engine`, used instead). Each manifest row says how its worker got the engine
+    `unet-fast export engine`, used instead; `share_engine=False`: every actor builds its own, as before
+    issue 26, for comparison). Each manifest row says how its worker got the engine
     (`engine`: "file", or "built" where the file could not be used) and what the worker took to start.
 
     Raises FileNotFoundError (missing input, weights or card), ValueError (bad option, bad model card),
@@ -123,9 +125,12 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
     todo = [key for key in listed if key not in rows]
     n_workers = 0
     shared = SharedEngine(None, "", 0.0)
-    if todo:
+    if todo and share_engine:
         shared = prepare_engine(weights, card, options.segmenter_kwargs(), out_dir / ENGINE_DIR,
                                 f"{w_hash[:16]}-{s_hash[:16]}.ufe", engine)  # fmt: skip
+    elif todo:
+        shared = SharedEngine(None, "every worker builds its own engine (share_engine=False)", 0.0)
+    if todo:
         n_workers = _run(todo, rows, out_dir, weights, card, address, workers, cpus_per_worker,
                          gpus_per_worker, options, max_pixels, max_worker_deaths, progress, w_hash, s_hash,
                          shared.path)  # fmt: skip

@@ -94,8 +94,10 @@ def save(fast: FusedUNet, path: str | os.PathLike) -> Path:
     OSError when the path cannot be written."""
     if not isinstance(fast, FusedUNet):
         raise TypeError(f"save() takes a FusedUNet (from unet_fast.optimize or load), got {type(fast).__name__}")
-    header, storages = _serialize(fast)
     path = Path(path)
+    if path.is_dir():  # before the work, and not os.replace's message about a temporary file
+        raise IsADirectoryError(f"{path} is a folder: give save() a file name, e.g. {path / ('model' + SUFFIX)}")
+    header, storages = _serialize(fast)
     write_file(path, header, storages)
     return path
 
@@ -273,8 +275,9 @@ def _load(path: str | os.PathLike | bytes, device: str | torch.device | None, *,
         source = copy.deepcopy(model).to("cpu").eval()
     dev = torch.device(device) if device is not None else torch.device(eng["device"])
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{where} was saved for {eng['device']}, and this machine has no CUDA device: load it with "
-                         "device='cpu'")  # fmt: skip
+        asked = f"device={str(device)!r} was asked" if device is not None else f"{where} was saved for {eng['device']}"
+        raise ValueError(f"{asked}, and this machine has no CUDA device (torch {torch.__version__}, "
+                         "torch.cuda.is_available() is False): load it with device='cpu'")  # fmt: skip
     cfg = config or parts["config"]
     notes: list[str] = []
     preloaded: set[tuple[str, int]] = set()

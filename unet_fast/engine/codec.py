@@ -111,7 +111,7 @@ class Encoder:
 
     # -- tensors ---------------------------------------------------------------------------------------
     def tensor(self, t: Tensor) -> dict[str, Any]:
-        if t.layout != torch.strided or t.is_sparse or t.is_quantized or t.requires_grad and t.grad_fn is not None:
+        if t.layout != torch.strided or t.is_sparse or t.is_quantized or (t.requires_grad and t.grad_fn is not None):
             raise Unencodable(f"a {t.layout} / quantized / autograd tensor")
         dt = str(t.dtype).replace("torch.", "")
         if dt not in _DTYPES:
@@ -336,7 +336,7 @@ class Decoder:
         if "aten" in c:
             name, overload = c.get("aten"), c.get("overload")
             if not (isinstance(name, str) and isinstance(overload, str) and _IDENT.match(name)
-                    and _IDENT.match(overload)) or name.startswith("_") and name.startswith("__"):  # fmt: skip
+                    and _IDENT.match(overload)) or (name.startswith("_") and name.startswith("__")):  # fmt: skip
                 raise ValueError(f"{where}: bad operator name {name!r}.{overload!r}")
             # a registry lookup (torch.ops resolves a name among the registered operators): nothing from the
             # file is imported or run

@@ -71,6 +71,13 @@ def _file_hash(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+@functools.lru_cache(maxsize=512)
+def _check_class_source(cls: type, path: str, mtime_ns: int) -> None:
+    """inspect.getsource(cls), once per class and file version: it parses the whole file (~10 ms), and a model
+    has many modules of a few classes (the compile cache's key is computed on every optimize)."""
+    inspect.getsource(cls)
+
+
 def _class_code(cls: type) -> list[Any]:
     """The source files (hashes) of `cls` and its non-torch bases, and their distributions' versions."""
     out: list[Any] = []
@@ -83,7 +90,7 @@ def _class_code(cls: type) -> list[Any]:
                 raise TypeError("no source file")
             st = Path(path).stat()
             # the source text of the class itself must be findable too (a class made by exec in a module file)
-            inspect.getsource(c)
+            _check_class_source(c, path, st.st_mtime_ns)
         except (TypeError, OSError) as e:
             raise _NoCode(f"the class {c.__module__}.{c.__qualname__} has no source to hash ({e})") from None
         out.append([f"{c.__module__}.{c.__qualname__}", _file_hash(path, st.st_mtime_ns, st.st_size),
