@@ -328,3 +328,19 @@ def test_the_key_changes_with_what_decides_the_engine_and_only_with_that(monkeyp
     keys = list(differ.values())
     assert base not in keys, [k for k, v in differ.items() if v == base]
     assert len(set(keys)) == len(keys), "two different inputs share a key"
+
+
+def test_the_caller_model_is_untouched_by_a_miss_and_a_hit(tmp_path: Path) -> None:
+    """Keying, compiling, writing and loading an entry change nothing of the caller's: parameters, buffers,
+    requires_grad, device, dtype, mode, the example input."""
+    m, x = _model(), _x()
+    m.encoders[0][0].weight.requires_grad_(False)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    grads = {k: p.requires_grad for k, p in m.named_parameters()}
+    x0 = x.clone()
+    for status in ("miss", "hit"):
+        fast = unet_fast.optimize(m, x, backend="cpu", cache_dir=tmp_path)
+        assert fast.report_data().cache.status == status
+        assert all(torch.equal(before[k], v) for k, v in m.state_dict().items()), status
+        assert {k: p.requires_grad for k, p in m.named_parameters()} == grads and not m.training
+        assert {p.dtype for p in m.parameters()} == {torch.float32} and torch.equal(x, x0)
