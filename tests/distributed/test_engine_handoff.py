@@ -93,3 +93,26 @@ def test_export_engine_command_writes_a_file_segment_loads(tmp_path, capsys) -> 
     assert unet_fast.load(out).report_data().artifact.repacked == ()
     assert main(["segment", "--demo", "--engine", str(out), "--out", str(tmp_path / "seg"), "--quiet"]) == 0
     assert f"loaded from {out}" in capsys.readouterr().out
+
+
+def test_engine_commands_refuse_a_bad_path_before_any_work(tmp_path, capsys) -> None:
+    """--engine naming no file or a folder, and export engine --out naming a folder or a missing folder: exit 2
+    with the reason, before optimize / Ray start, nothing written."""
+    from unet_fast.cli import main
+
+    missing, folder = tmp_path / "gone.ufe", tmp_path / "dir"
+    folder.mkdir()
+    cases = [
+        (["segment", "--demo", "--engine", str(missing), "--out", str(tmp_path / "seg")], "no such file"),
+        (["segment", "--demo", "--engine", str(folder), "--out", str(tmp_path / "seg")], "is a folder"),
+        (["segment", "--demo", "--ray", "--engine", str(missing), "--out", str(tmp_path / "seg")], "no such file"),
+        (["serve", "--engine", str(missing)], "no such file"),
+        (["export", "engine", "--weights", str(bundled.DEMO_WEIGHTS), "--out", str(folder)], "is a folder"),
+        (["export", "engine", "--weights", str(bundled.DEMO_WEIGHTS), "--out", str(tmp_path / "no" / "m.ufe")],
+         "does not exist"),
+    ]
+    for argv, why in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert why in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"] and not list(folder.iterdir())

@@ -316,6 +316,11 @@ def _engine(args: argparse.Namespace) -> int:
 
     from unet_fast.engine import UnsaveableEngine, optimize, save
 
+    out = Path(args.out)
+    if out.is_dir():  # before the minutes of optimize, not after
+        raise ValueError(f"--out {out} is a folder; give the engine file to write, e.g. {out / 'model.ufe'}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
     source = build_source(args)
     print(f"model: {source.description}")
     shape = _example_shape(args.input_shape, source, "--input-shape")
@@ -326,8 +331,8 @@ def _engine(args: argparse.Namespace) -> int:
                     output=args.output)  # fmt: skip
     built = time.perf_counter() - start
     try:
-        path = save(fast, args.out)
-    except UnsaveableEngine as e:
+        path = save(fast, out)
+    except (UnsaveableEngine, OSError) as e:
         print(f"unet-fast export engine: error: {e}", file=sys.stderr)
         return 1
     data = fast.report_data()

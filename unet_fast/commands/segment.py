@@ -82,6 +82,20 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                    "once on the driver for --ray and serve)")  # fmt: skip
 
 
+def check_engine_file(engine: str | None) -> None:
+    """--engine names a file the user made: a missing path or a folder is a usage error (exit 2), not a silent
+    rebuild. (A file that exists but does not fit these weights / options is built instead; the "runs on"
+    line says why.)"""
+    if engine is None:
+        return
+    path = Path(engine)
+    if path.is_dir():
+        raise ValueError(f"--engine {engine} is a folder; give the engine file (unet-fast export engine --out m.ufe)")
+    if not path.is_file():
+        raise FileNotFoundError(f"--engine {engine}: no such file (make one with unet-fast export engine --weights "
+                                "W.pt --out m.ufe)")  # fmt: skip
+
+
 def input_specs(args: argparse.Namespace) -> list[str]:
     """The IMAGE arguments, with the bundled demo image first for --demo."""
     from unet_fast.demo import bundled
@@ -98,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    check_engine_file(args.engine)
     if ray:
         return segment_ray.run(args, input_specs(args))
     import torch

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unet_fast.commands.segment import add_engine_options
+from unet_fast.commands.segment import add_engine_options, check_engine_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     weights = args.weights or bundled.require(bundled.DEMO_WEIGHTS)
+    check_engine_file(args.engine)
     try:
         from unet_fast.distributed import serve
 
