@@ -1,8 +1,11 @@
-"""Throughput of `segment --ray` (Ray Data) against the single-process `segment`, and latency / throughput
-of `unet-fast serve` (Ray Serve) under a fixed concurrent load, on the bundled demo model.
+"""Throughput of `segment --ray` (Ray Data) against the single-process `segment`, latency / throughput of
+`unet-fast serve` (Ray Serve) under a fixed concurrent load, on the bundled demo model, and what starting the
+workers costs: the engine built once on the driver and loaded by each actor / replica (issue 26) against
+each actor building its own.
 
     python benchmarks/bench_distributed.py --machine-name amd-epyc-zen4-2c [--note "..."] [--images 48]
-        [--requests 160] [--concurrency 8] [--repeats 2] [--skip-batch] [--skip-serve]
+        [--requests 160] [--concurrency 8] [--repeats 2] [--skip-batch] [--skip-serve] [--skip-startup]
+        [--startup-model demo|unet64] [--startup-images 8]
 
 Batch: `--images` copies of the demo image (320 x 384, 20 patches of 128 each) segmented with masks and
 overlays, by (a) the single-process `unet-fast segment` path in this process with torch threads = all cores and = 1,
@@ -15,6 +18,11 @@ Serve: one deployment at a time on 127.0.0.1, `--concurrency` client threads in 
 `--requests` PNG tiles of 128 x 128 (one patch each: the case batching is for) back to back; latency per
 request (client side, HTTP included), p50/p99, and requests/s over the whole load. The clients, the HTTP
 proxy and the replicas share the machine's cores: on a small machine the load generator competes.
+
+Start-up: `segment_dataset` with one 1-CPU actor per core, with share_engine=True (the driver builds the
+engine once, every actor loads its file) and False (every actor builds its own), alternating; each actor's
+start-up time from the manifest (worker_startup_s). Serve: each deployment's build_app time (the engine, once)
+and every replica's start-up and engine origin from /health.
 
 Writes benchmarks/results/<machine>-<date>-distributed.json and .md.
 """
@@ -101,6 +109,87 @@ def _batch_rows(images: int, repeats: int, cores: int) -> list[dict]:
 
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _startup_model(name: str, folder: Path) -> tuple[Path, Path | None]:
+    """(weights, card) of the model the start-up rows use: the bundled demo, or unet64 with lively weights."""
+    if name == "demo":
+        return Path(bundled.DEMO_WEIGHTS), None
+    import torch
+
+    from unet_fast.inference.model_card import ModelCard
+    from unet_fast.models import UNet
+    from unet_fast.models.weights import lively_weights
+
+    config = {"in_channels": 1, "num_classes": 2, "base_channels": 64, "depth": 4, "norm": "batch",
+              "upsample": "transpose", "padding": "same", "head": "softmax"}  # fmt: skip
+    weights = folder / "unet64.pt"
+    torch.save(lively_weights(UNet(**config), 0).state_dict(), weights)
+    ModelCard(config, [0.5], [0.25], ["background", "object"], patch_size=256).save(folder / "unet64.json")
+    return weights, folder / "unet64.json"
+
+
+def _startup_rows(images: int, repeats: int, cores: int, model: str) -> list[dict]:
+    """`segment --ray` with one 1-CPU actor per core: the engine built once on the driver and loaded by every
+    actor (share_engine=True, issue 26) against every actor building its own (share_engine=False, as before).
+    Per run: the wall time, the driver's engine time, each actor's start-up (model, card and engine: the
+    manifest's worker_startup_s) and how it got its engine."""
+    import pyarrow.parquet as pq
+    import ray
+
+    from unet_fast.distributed import segment_dataset
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    try:
+        folder = tmp / "images"
+        folder.mkdir()
+        for i in range(images):
+            shutil.copy(bundled.DEMO_IMAGE, folder / f"img{i:04d}.png")
+        weights, card = _startup_model(model, tmp)
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+        runs: dict[bool, list[dict]] = {True: [], False: []}
+        for _ in range(repeats):
+            for share in (True, False):
+                out = tmp / f"out-{share}"
+                shutil.rmtree(out, ignore_errors=True)
+                start = time.perf_counter()
+                report = segment_dataset([folder], weights, out, card=card, workers=cores, cpus_per_worker=1,
+                                         overlay=False, progress=False, share_engine=share)  # fmt: skip
+                wall = time.perf_counter() - start
+                assert report.failed == 0, report.failures
+                rows = pq.read_table(report.manifest).to_pylist()
+                actors = {r["worker"]: (r["worker_startup_s"], r["engine"]) for r in rows}
+                runs[share].append({"wall_s": wall, "driver_engine_s": report.engine_seconds,
+                                    "actor_startup_s": sorted(v[0] for v in actors.values()),
+                                    "actor_engine": sorted({v[1] for v in actors.values()}), "engine": report.engine})  # fmt: skip
+        out_rows = []
+        for share, rs in runs.items():
+            startups = [s for r in rs for s in r["actor_startup_s"]]
+            out_rows.append({"bench": "startup", "model": model, "share_engine": share, "workers": cores,
+                             "cpus_per_worker": 1, "images": images, "repeats": repeats,
+                             "median_wall_s": statistics.median(r["wall_s"] for r in rs),
+                             "median_driver_engine_s": statistics.median(r["driver_engine_s"] for r in rs),
+                             "median_actor_startup_s": statistics.median(startups),
+                             "max_actor_startup_s": max(startups), "actor_engine": rs[0]["actor_engine"],
+                             "note": rs[0]["engine"], "runs": rs})  # fmt: skip
+        return out_rows
+    finally:
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replica_health(url: str, replicas: int, tries: int = 40) -> dict[str, dict]:
+    """GET /health until every replica answered (Serve's proxy spreads requests): replica -> its answer."""
+    seen: dict[str, dict] = {}
+    for _ in range(tries):
+        with urllib.request.urlopen(f"{url}/health", timeout=60) as r:
+            info = json.loads(r.read())
+        seen[info.get("replica", "?")] = info
+        if len(seen) >= replicas:
+            break
+    return seen
 
 
 def _free_port() -> int:
@@ -218,11 +307,17 @@ def _serve_rows(requests: int, concurrency: int, cores: int) -> list[dict]:
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    engines = Path(tempfile.mkdtemp(prefix="bench-serve-engines-"))  # fresh: the first deployment builds
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for replicas, threads, max_batch, clients in configs:
-            serve.run(build_app(bundled.DEMO_WEIGHTS, replicas=replicas, threads=threads, max_batch=max_batch,
-                                batch_wait_ms=5), name=APP_NAME, route_prefix="/")  # fmt: skip
+            reused = any(engines.glob("*.ufe"))  # the engine file depends on the model and options, not replicas
+            t0 = time.perf_counter()
+            app = build_app(bundled.DEMO_WEIGHTS, replicas=replicas, threads=threads, max_batch=max_batch,
+                            batch_wait_ms=5, engine_dir=engines)  # fmt: skip  # the engine, built (or reused) once here
+            driver_s = time.perf_counter() - t0
+            serve.run(app, name=APP_NAME, route_prefix="/")
+            health = _replica_health(url, replicas)
             _load(url, bodies, 4 * clients, clients)  # warm-up: engines, connections, the proxy
             timings: list[dict] = []
             n = requests if clients > 1 else max(20, requests // 4)
@@ -239,10 +334,14 @@ def _serve_rows(requests: int, concurrency: int, cores: int) -> list[dict]:
                          "payload": "PNG 128x128 gray",
                          "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
                          "mean_ms": float(ms.mean()), "requests_per_s": requests / wall,
-                         "mean_batch_size_seen": float(np.mean(sizes))})  # fmt: skip
+                         "mean_batch_size_seen": float(np.mean(sizes)), "build_app_s": driver_s,
+                         "build_app_engine": "file reused" if reused else "built",
+                         "replica_startup_s": sorted(h.get("startup_s", float("nan")) for h in health.values()),
+                         "replica_engine": sorted({h.get("engine", "?") for h in health.values()})})  # fmt: skip
             serve.delete(APP_NAME)
     finally:
         serve.shutdown()
+        shutil.rmtree(engines, ignore_errors=True)
         ray.shutdown()
     return rows
 
@@ -266,6 +365,25 @@ def _markdown(doc: dict) -> str:
                          f"| {r['images_per_s']:.2f} | {per} | {start} |")  # fmt: skip
         lines += ["", "Wall time includes building each worker's engine; `worker s/image` is the mean time one "
                   "worker spent per image (read + segment + write), from the manifest.", ""]  # fmt: skip
+    startup = [r for r in doc["rows"] if r["bench"] == "startup"]
+    if startup:
+        lines += [f"## Engine start-up: built once on the driver vs per actor (`segment --ray`, {startup[0]['model']} "
+                  "model)", "",
+                  "| engine | actors x CPUs | images | wall s (median) | driver engine s | actor start-up s (median, max) "
+                  "| actors' engines | engine build s paid in all |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for r in startup:
+            how = "built once on the driver, file loaded by each actor" if r["share_engine"] else "built by each actor"
+            total = r["median_driver_engine_s"] + (0 if r["share_engine"] else r["workers"] * r["median_actor_startup_s"])
+            lines.append(f"| {how} | {r['workers']} x {r['cpus_per_worker']} | {r['images']} | {r['median_wall_s']:.2f} "
+                         f"| {r['median_driver_engine_s']:.2f} | {r['median_actor_startup_s']:.2f}, {r['max_actor_startup_s']:.2f} "
+                         f"| {', '.join(r['actor_engine'])} | {total:.2f} |")  # fmt: skip
+        lines += ["", "Actor start-up = what one actor took to construct (weights, card and its engine: loading the "
+                  "driver's file, or optimize), from the manifest (worker_startup_s); `engine build s paid in all` "
+                  "= the driver's engine time plus, where each actor builds, every actor's start-up. "
+                  f"Medians over {startup[0]['repeats']} runs per row, rows alternating. With as many cores as "
+                  "actors the per-actor builds run side by side, so the wall time need not drop (the driver builds "
+                  "before the actors start); what sharing saves is each actor's start-up (the time to scale up, or "
+                  "to replace a dead actor) and the CPU spent building (the last column).", ""]  # fmt: skip
     inproc = [r for r in doc["rows"] if r["bench"] == "in-process"]
     serve_rows = [r for r in doc["rows"] if r["bench"] == "serve"]
     if inproc:
@@ -287,6 +405,14 @@ def _markdown(doc: dict) -> str:
                          f"| {r['mean_batch_size_seen']:.2f} | {r['median_decode_ms']:.1f} / {r['median_queue_ms']:.1f} / "
                          f"{r['median_infer_ms']:.1f} / {r['median_encode_ms']:.1f} | {r['median_outside_replica_ms']:.1f} "
                          f"| {r['p50_ms'] - base:+.1f} |")  # fmt: skip
+        lines += ["", "Engine per deployment: " + "; ".join(
+            f"{r['replicas']} replica(s): build_app (the engine once: {r.get('build_app_engine', '?')}) "
+            f"{r.get('build_app_s', float('nan')):.2f} s, "
+            f"replica start-up {', '.join(f'{v:.2f}' for v in r.get('replica_startup_s', []))} s "
+            f"({', '.join(r.get('replica_engine', []))})" for r in serve_rows),
+            "", "build_app builds the engine once on the driver and writes its file (the first deployment; later "
+            "ones with the same model and options reuse it); every replica loads the file (`file` above) instead "
+            "of optimizing: compare a replica's start-up with an actor that builds its own in the start-up table."]  # fmt: skip
         lines += ["", "Latency is measured by the clients (HTTP through Serve's proxy included); the clients run "
                   "on the same cores as the server. The stages come from the replica's Server-Timing header "
                   "(queue = waiting for the batch to fill and for the engine thread); `outside the replica` = client "
@@ -306,12 +432,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="CPUs given to Ray (default: all)")
     p.add_argument("--skip-batch", action="store_true")
     p.add_argument("--skip-serve", action="store_true")
+    p.add_argument("--skip-startup", action="store_true")
+    p.add_argument("--startup-model", choices=("demo", "unet64"), default="demo",
+                   help="the model of the engine start-up rows (default: the demo; unet64: base 64, random weights)")  # fmt: skip
+    p.add_argument("--startup-images", type=int, default=8, help="images of each start-up run (default 8)")
     args = p.parse_args(argv)
     machine = machine_record()
     note = (
         f"{args.note + '; ' if args.note else ''}1-min load average {machine['load_average_1min']} at start"
     )
     rows = [] if args.skip_batch else _batch_rows(args.images, args.repeats, args.cores)
+    if not args.skip_startup:
+        rows += _startup_rows(args.startup_images, args.repeats, args.cores, args.startup_model)
     if not args.skip_serve:
         rows += _serve_rows(args.requests, args.concurrency, args.cores)
     doc = {"machine_name": args.machine_name, "machine": machine, "note": note, "ray": library_version("ray"),

@@ -64,6 +64,9 @@ def test_ray_outputs_are_byte_identical_manifest_complete_and_rerun_skips(mixed,
         assert r["overlay"] == f"{r['name']}_overlay.png"
     assert len({r["worker"] for r in rows}) <= 2
     assert {r["input"] for r in rows} == {str(p.resolve()) for p in (root / "images").iterdir()}
+    # the engine was built once, on the driver: every actor loaded its file (no capture in an actor)
+    assert {r["engine"] for r in rows} == {"file"} and all(r["worker_startup_s"] > 0 for r in rows)
+    assert not (out / ".engine").exists()  # the run is over: no large hidden file left behind
 
     def stamps_of_per_image_outputs() -> dict[str, int]:  # the legend is the model's, rewritten each run
         return {p.name: p.stat().st_mtime_ns for p in out.glob("*_*.png")}

@@ -72,6 +72,8 @@ def test_health(server) -> None:
     with urllib.request.urlopen(f"{server}/health", timeout=TIMEOUT) as r:
         info = json.loads(r.read())
     assert info["status"] == "ok" and info["class_names"][0] == "background" and info["patch"] == 128
+    # the replica loaded the engine build_app wrote once (no capture, no packing in the replica)
+    assert info["engine"] == "file" and "loaded from" in info["runs_on"] and info["startup_s"] > 0, info
 
 
 def test_concurrent_clients_get_the_single_process_masks_in_batches(server, tmp_path) -> None:

@@ -49,6 +49,17 @@ class WeightStore:
                     entry = self._items[key] = (source, make())
         return entry[1]
 
+    def entries(self) -> list[tuple[str, Any, Any]]:
+        """(role, source, prepared form) of every prepared weight (what an engine file saves:
+        engine/artifact.py)."""
+        return [(k[0], src, prepared) for k, (src, prepared) in list(self._items.items())]
+
+    def preload(self, role: str, source: Any, prepared: Any) -> None:
+        """Hold `prepared` as the prepared form of `source` for `role` (a loaded engine's packed weights), so
+        get() returns it instead of making it again."""
+        with self._lock:
+            self._items.setdefault((role, *_identity(source)), (source, prepared))
+
     def forget(self, sources: list[Any]) -> None:
         """Drop the prepared forms of `sources` (a capture that was evicted; executors still holding them
         keep them until they go too)."""

@@ -1,5 +1,5 @@
-"""`unet-fast export onnx|tensorrt`: write an ONNX file (with the onnxruntime parity measured at export
-printed) or a TensorRT engine.
+"""`unet-fast export onnx|tensorrt|engine`: write an ONNX file (with the onnxruntime parity measured at export
+printed), a TensorRT engine, or a unet_fast engine file (unet_fast.save: loaded without compiling again).
 
 The model: `--weights W.pt` with its model card `W.json` beside it (as `unet-fast segment` reads it), a
 milesial/Pytorch-UNet or segmentation_models_pytorch checkpoint (`--model milesial|smp`), or random weights
@@ -67,7 +67,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a U-Net to ONNX or a TensorRT engine",
+    p = sub.add_parser("export", help="export a U-Net to ONNX, a TensorRT engine or a unet_fast engine file",
                        description="Export a U-Net to ONNX (BN folded, PyTorch-exact resizes, dynamic batch/H/W, "
                        "parity against PyTorch measured with onnxruntime) or build a TensorRT engine.")  # fmt: skip
     targets = p.add_subparsers(dest="target", required=True, metavar="TARGET")
@@ -90,6 +90,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the export's own limits are unet_fast.export.onnx.PARITY_LIMITS)")  # fmt: skip
     _model_args(o)
     o.set_defaults(func=run)
+
+    e = targets.add_parser("engine", help="write a unet_fast engine file (.ufe): the captured program and packed "
+                           "weights, loaded by unet_fast.load / segment --engine in a fraction of a second",
+                           description="Optimize the model once (unet_fast.optimize) and save the engine "
+                           "(unet_fast.save): captures, folded and packed weights, no pickle. unet_fast.load(FILE) "
+                           "runs it without capturing or packing again (docs/engine_files.md).")  # fmt: skip
+    e.add_argument("--out", required=True, help="engine file to write (conventionally .ufe)")
+    e.add_argument("--input-shape", type=_shape, default=None,
+                   help="example input N,C,H,W (default: 1,C,S,S with S the model card's patch size, else 256 or "
+                   "the nearest size the model takes); other sizes run later without capturing again")  # fmt: skip
+    e.add_argument("--backend", default="auto", choices=("auto", "cpu", "torch", "triton", "cuda"),
+                   help="engine backend (default: auto, the best one here)")  # fmt: skip
+    e.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="engine storage dtype (default: float32)")  # fmt: skip
+    e.add_argument("--exact", action="store_true", help="direct convolution only (no Winograd)")
+    e.add_argument("--output", default="model", choices=("model", "logits", "probabilities", "classes"),
+                   help="what the engine returns (default: what the model returns)")  # fmt: skip
+    _model_args(e)
+    e.set_defaults(func=run)
 
     t = targets.add_parser("tensorrt", help="build a serialized TensorRT engine (needs TensorRT and a GPU)")
     t.add_argument("--out", required=True, help="engine file to write (a .json sidecar is written beside it)")
@@ -246,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
+    if args.target == "engine":
+        return _engine(args)
+
     if args.target == "onnx":
         from unet_fast.export.onnx import to_onnx
 
@@ -284,6 +306,40 @@ def _run(args: argparse.Namespace) -> int:
     info = build.info
     print(f"wrote {build.engine} (TensorRT {info.tensorrt}, {info.precision}, profile min {info.profile['min']} "
           f"opt {info.profile['opt']} max {info.profile['max']}; fp32-pinned layers: {len(info.fp32_layers)})")  # fmt: skip
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from unet_fast.engine import UnsaveableEngine, optimize, save
+
+    out = Path(args.out)
+    if out.is_dir():  # before the minutes of optimize, not after
+        raise ValueError(f"--out {out} is a folder; give the engine file to write, e.g. {out / 'model.ufe'}")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist")
+    source = build_source(args)
+    print(f"model: {source.description}")
+    shape = _example_shape(args.input_shape, source, "--input-shape")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    start = time.perf_counter()
+    fast = optimize(source.model, x, backend=args.backend, dtype=dtypes[args.dtype], exact=args.exact,
+                    output=args.output)  # fmt: skip
+    built = time.perf_counter() - start
+    try:
+        path = save(fast, out)
+    except (UnsaveableEngine, OSError) as e:
+        print(f"unet-fast export engine: error: {e}", file=sys.stderr)
+        return 1
+    data = fast.report_data()
+    rows = ", ".join(sorted({s.isa for s in data.steps if s.isa})) or "-"
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): backend {data.backend}, {data.dtype}, kernels "
+          f"{rows}, {len(data.captures)} capture(s), built in {built:.1f} s; load it with unet_fast.load({str(path)!r}) "
+          f"or `unet-fast segment --engine {path}`")  # fmt: skip
     return 0
 
 

@@ -76,6 +76,24 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget", type=int, default=2048, metavar="MIB",
                    help="activation memory one whole-image call may take, in MiB (default 2048)")  # fmt: skip
     p.add_argument("--tile", type=int, default=512, help="output pixels per exact tile side (default 512)")
+    p.add_argument("--engine", default=None, metavar="FILE.ufe",
+                   help="an engine file made from these weights (unet-fast export engine): loaded instead of "
+                   "building the engine; with --ray / serve every worker loads it (default: the engine is built, "
+                   "once on the driver for --ray and serve)")  # fmt: skip
+
+
+def check_engine_file(engine: str | None) -> None:
+    """--engine names a file the user made: a missing path or a folder is a usage error (exit 2), not a silent
+    rebuild. (A file that exists but does not fit these weights / options is built instead; the "runs on"
+    line says why.)"""
+    if engine is None:
+        return
+    path = Path(engine)
+    if path.is_dir():
+        raise ValueError(f"--engine {engine} is a folder; give the engine file (unet-fast export engine --out m.ufe)")
+    if not path.is_file():
+        raise FileNotFoundError(f"--engine {engine}: no such file (make one with unet-fast export engine --weights "
+                                "W.pt --out m.ufe)")  # fmt: skip
 
 
 def input_specs(args: argparse.Namespace) -> list[str]:
@@ -94,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    check_engine_file(args.engine)
     if ray:
         return segment_ray.run(args, input_specs(args))
     import torch
@@ -121,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
         seg = Segmenter.from_files(weights, args.card, backend=args.backend, dtype=args.dtype,
                                    patch_size=args.patch_size, overlap=args.overlap,
                                    batch_size=args.batch_size, mode=args.mode,
-                                   memory_budget=args.memory_budget << 20, tile=args.tile)  # fmt: skip
+                                   memory_budget=args.memory_budget << 20, tile=args.tile,
+                                   engine=args.engine)  # fmt: skip
     except RuntimeError as e:
         print(f"unet-fast segment: error: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace, specs: list[str]) -> int:
             cpus_per_worker=args.threads or 1, batch_size=args.batch_size, backend=args.backend,
             dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap, overlay=True,
             alpha=args.alpha, overwrite=args.overwrite, progress=not args.quiet, mode=args.mode,
+            engine=args.engine,
         )  # fmt: skip
     except (RayMissingError, RuntimeError) as e:  # Ray missing, no cluster at --ray-address
         print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace, specs: list[str]) -> int:
     print(f"segmented {report.total} image(s) on Ray ({report.workers} workers): {report.ok} ok, "
           f"{report.failed} failed, {report.resumed} already done; {report.seconds:.1f}s; manifest "
           f"{report.manifest}")  # fmt: skip
+    if report.engine and not args.quiet:
+        print(f"engine: {report.engine}", file=sys.stderr)
     return EXIT_INPUTS_FAILED if report.failed or failed_slides else EXIT_OK
 
 
@@ -109,7 +112,7 @@ def _run_slide(path: Path, weights: Path, args: argparse.Namespace) -> int:
         report = segment_slide_ray(path, weights, args.out, card=args.card, settings=settings, address=args.ray_address,
                                    workers=args.workers, cpus_per_worker=args.threads or 1, backend=args.backend,
                                    dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap,
-                                   progress=not args.quiet)  # fmt: skip
+                                   progress=not args.quiet, engine=args.engine)  # fmt: skip
     except (RayMissingError, RuntimeError) as e:
         print(f"unet-fast segment: error: --ray: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unet_fast.commands.segment import add_engine_options
+from unet_fast.commands.segment import add_engine_options, check_engine_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     weights = args.weights or bundled.require(bundled.DEMO_WEIGHTS)
+    check_engine_file(args.engine)
     try:
         from unet_fast.distributed import serve
 
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         app = serve.build_app(weights, args.card, replicas=args.replicas, max_batch=args.max_batch,
                               batch_wait_ms=args.batch_wait_ms, threads=args.threads, backend=args.backend,
                               dtype=args.dtype, patch_size=args.patch_size, overlap=args.overlap,
-                              batch_size=args.batch_size, mode=args.mode, **limits)  # fmt: skip
+                              batch_size=args.batch_size, mode=args.mode, engine=args.engine, **limits)  # fmt: skip
     except RayMissingError as e:
         print(f"unet-fast serve: error: {e}", file=sys.stderr)
         return 1

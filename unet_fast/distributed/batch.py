@@ -3,7 +3,8 @@
 Pipeline: list the inputs on the driver (files, folders, globs; output names exactly as `unet-fast
 segment` gives them) -> skip those a previous run finished with the same weights -> `from_items` ->
 `map_batches(SegmentPredictor, concurrency=workers)`: an actor pool, each actor holding one Segmenter
-(FusedUNet built once, torch threads = the actor's CPUs) that reads, segments and writes per input ->
+(its FusedUNet loaded from the engine file the driver built once: distributed/engines.py; torch threads = the
+actor's CPUs) that reads, segments and writes per input ->
 rows stream back to the driver, which draws the progress bar and writes the Parquet manifest.
 
 Reading happens inside the actor, not in a separate Ray Data stage: a decoded whole-slide image never
@@ -23,12 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unet_fast.distributed import manifest
+from unet_fast.distributed.engines import SharedEngine, prepare_engine
 from unet_fast.distributed.limits import DEFAULT_MAX_PIXELS
 from unet_fast.distributed.ray_env import ray_session, require_ray
 from unet_fast.distributed.worker import SegmentOptions, SegmentPredictor, attempts_dir
 from unet_fast.inference.batch import collect_images, output_names
 
 PART_ROWS, PART_SECONDS = 256, 5.0  # flush manifest rows to a part file this often
+ENGINE_DIR = ".engine"  # in out_dir: the engine file the driver builds once and every actor loads
 
 
 @dataclass
@@ -43,6 +46,8 @@ class SegmentReport:
     manifest: Path
     workers: int
     failures: list[tuple[str, str]] = field(default_factory=list)
+    engine: str = ""  # how the workers got their engine (built once on the driver and loaded, or why not)
+    engine_seconds: float = 0.0  # what preparing it took on the driver
 
 
 def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: str | Path, *,
@@ -51,7 +56,8 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
                     backend: str = "auto", dtype: str = "float32", patch_size: int | None = None,
                     overlap: float = 0.5, overlay: bool = False, alpha: float = 0.5, overwrite: bool = False,
                     max_pixels: int | None = DEFAULT_MAX_PIXELS, max_worker_deaths: int = 2,
-                    progress: bool = True, mode: str = "auto") -> SegmentReport:  # fmt: skip
+                    progress: bool = True, mode: str = "auto", engine: str | Path | None = None,
+                    share_engine: bool = True) -> SegmentReport:  # fmt: skip
     """Segment every image in `inputs` (files, folders, glob patterns) with the U-Net `weights` (+ its
     model card, default: the weights' name with `.json`) on Ray; write `<name>_mask.png` (uint8 class
     indices, palette PNG; `<name>_overlay.png` too with `overlay=True`) and `manifest.parquet` to `out_dir`.
@@ -66,6 +72,12 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
     can hold, an output it cannot write, ...) is a failed row with its error; the job goes on. A worker process that dies is restarted by Ray and its batch retried; an
     input on which `max_worker_deaths` processes died is recorded as failed instead of retried again. Rerunning skips
     inputs whose outputs exist for the same weights hash and settings, unless `overwrite=True`.
+
+    The engine is built once, on the driver, and written to `out_dir/.engine/` (engine/artifact.py); every
+    actor loads that file instead of compiling again (`engine`: an engine file of yours, e.g. from
+    `unet-fast export engine`, used instead; `share_engine=False`: every actor builds its own, as before
+    issue 26, for comparison). Each manifest row says how its worker got the engine
+    (`engine`: "file", or "built" where the file could not be used) and what the worker took to start.
 
     Raises FileNotFoundError (missing input, weights or card), ValueError (bad option, bad model card),
     RayMissingError (Ray not installed)."""
@@ -112,9 +124,16 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
             rows[key] = {**old, "resumed": True}
     todo = [key for key in listed if key not in rows]
     n_workers = 0
+    shared = SharedEngine(None, "", 0.0)
+    if todo and share_engine:
+        shared = prepare_engine(weights, card, options.segmenter_kwargs(), out_dir / ENGINE_DIR,
+                                f"{w_hash[:16]}-{s_hash[:16]}.ufe", engine)  # fmt: skip
+    elif todo:
+        shared = SharedEngine(None, "every worker builds its own engine (share_engine=False)", 0.0)
     if todo:
         n_workers = _run(todo, rows, out_dir, weights, card, address, workers, cpus_per_worker,
-                         gpus_per_worker, options, max_pixels, max_worker_deaths, progress, w_hash, s_hash)  # fmt: skip
+                         gpus_per_worker, options, max_pixels, max_worker_deaths, progress, w_hash, s_hash,
+                         shared.path)  # fmt: skip
     for key in todo:  # Ray gave up on these (the worker died on every retry): still one row each
         if key not in rows:
             rows[key] = {"input": key[0], "name": key[1], "status": "failed", "resumed": False,
@@ -123,15 +142,18 @@ def segment_dataset(inputs: Sequence[str | Path], weights: str | Path, out_dir: 
                          "settings_hash": s_hash}  # fmt: skip
     ordered = [rows[key] for key in listed]
     path = manifest.write_manifest(out_dir, ordered, [label.name for label in mask_labels(model_card)])
+    if shared.path is not None and shared.origin != "given":
+        shutil.rmtree(out_dir / ENGINE_DIR, ignore_errors=True)  # the run is done: no large hidden file left
     write_legend(model_card, out_dir)  # the same legend.json/png as the single-process `segment`
     failures = [(r["input"], r["error"] or "") for r in ordered if r["status"] != "ok"]
     return SegmentReport(total=len(listed), ok=len(listed) - len(failures), failed=len(failures),
                          resumed=len(listed) - len(todo), seconds=time.perf_counter() - start,
-                         manifest=path, workers=n_workers, failures=failures)  # fmt: skip
+                         manifest=path, workers=n_workers, failures=failures, engine=shared.note,
+                         engine_seconds=shared.seconds)  # fmt: skip
 
 
 def _run(todo, rows, out_dir, weights, card, address, workers, cpus_per_worker, gpus_per_worker, options,
-         max_pixels, max_worker_deaths, progress, w_hash, s_hash) -> int:  # fmt: skip
+         max_pixels, max_worker_deaths, progress, w_hash, s_hash, engine) -> int:  # fmt: skip
     """Run the Ray Data job over `todo`, filling `rows` as results stream in. Returns the actor count."""
     import json
 
@@ -162,7 +184,8 @@ def _run(todo, rows, out_dir, weights, card, address, workers, cpus_per_worker, 
             fn_constructor_kwargs={"weights": str(weights), "card": None if card is None else str(card),
                                    "out_dir": str(out_dir), "options": options, "max_pixels": max_pixels,
                                    "threads": max(1, round(cpus_per_worker)), "weights_hash": w_hash,
-                                   "settings_hash": s_hash, "max_worker_deaths": max_worker_deaths},
+                                   "settings_hash": s_hash, "max_worker_deaths": max_worker_deaths,
+                                   "engine": engine},
         )  # fmt: skip
         bar = tqdm(total=len(todo), unit="img", desc="segment", disable=not progress, file=sys.stderr,
                    dynamic_ncols=True)  # fmt: skip

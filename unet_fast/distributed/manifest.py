@@ -30,6 +30,9 @@ def schema():
         pa.field("weights_hash", pa.string()),  # sha256 of the weights file
         pa.field("settings_hash", pa.string()),  # sha256 of the model card + options (see settings_hash)
         pa.field("backend", pa.string()), pa.field("worker", pa.string()),  # "<host>:<pid>"
+        # how the worker got its engine: "file" (the driver's engine file), "built", "cache", "reference";
+        # and the seconds it took to start (model, card, engine)
+        pa.field("engine", pa.string()), pa.field("worker_startup_s", pa.float64()),
         pa.field("resumed", pa.bool_()),  # True: done by an earlier run with the same hashes, not redone
     ])  # fmt: skip
 

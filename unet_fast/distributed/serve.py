@@ -23,11 +23,14 @@ def build_app(weights: str | Path, card: str | Path | None = None, *, replicas: 
               batch_wait_ms: float = 5.0, threads: int = 1, backend: str = "auto", dtype: str = "float32",
               patch_size: int | None = None, overlap: float = 0.5, batch_size: int = 4,
               max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-              mode: str = "auto"):  # fmt: skip
+              mode: str = "auto", engine: str | Path | None = None, engine_dir: str | Path | None = None):  # fmt: skip
     """The Serve application: `replicas` replicas with `threads` CPUs (and torch threads) each, batching up
     to `max_batch` concurrent requests, waiting at most `batch_wait_ms` for a batch to fill. `batch_size`:
     patches per model call. Files are checked here (FileNotFoundError / ValueError), before any replica
-    starts. Raises RayMissingError without ray[serve]."""
+    starts. The engine is built once, here, and written to `engine_dir` (default: UNET_FAST_CACHE_DIR, else a
+    temporary folder: on a multi-node cluster give a folder every node sees); every replica loads that file
+    (`engine`: an engine file of yours instead; distributed/engines.py). Raises RayMissingError without
+    ray[serve]."""
     from unet_fast.inference.model_card import load_model
     from unet_fast.inference.segmenter import Segmenter
 
@@ -54,6 +57,17 @@ def build_app(weights: str | Path, card: str | Path | None = None, *, replicas: 
 
     kwargs = {"backend": backend, "dtype": dtype, "patch_size": patch_size, "overlap": overlap,
               "batch_size": batch_size, "mode": mode}  # fmt: skip
+    import hashlib
+    import json
+
+    from unet_fast.distributed.engines import engine_folder, prepare_engine
+    from unet_fast.distributed.manifest import file_sha256
+
+    ident = hashlib.sha256(json.dumps({"weights": file_sha256(weights), "card": model_card.to_json(),
+                                       "options": kwargs}, sort_keys=True).encode()).hexdigest()[:32]  # fmt: skip
+    shared = prepare_engine(weights, card, kwargs, engine_folder(None if engine_dir is None else Path(engine_dir)),
+                            f"serve-{ident}.ufe", engine)  # fmt: skip
+    kwargs = {**kwargs, "engine": shared.path}
     deployment = SegmentDeployment.options(
         num_replicas=replicas, ray_actor_options={"num_cpus": threads},
         # Serve caps requests in flight per replica; below max_batch no batch could ever fill.

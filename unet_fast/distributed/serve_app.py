@@ -1,13 +1,15 @@
 """The Ray Serve deployment behind `unet-fast serve` (imports Ray: load it through unet_fast.distributed.serve,
 which says how to install Ray when it is missing).
 
-Each replica holds one Segmenter (one FusedUNet built once, torch threads = the replica's CPUs). Requests
+Each replica holds one Segmenter (one FusedUNet loaded from the engine file build_app wrote once, torch
+threads = the replica's CPUs). Requests
 are decoded concurrently on the replica's event loop, then `@serve.batch` groups up to `max_batch` of them
 (waiting at most `batch_wait_ms` for the batch to fill) and `replay.segment_many` runs the patches of all
 of them through the engine in full batches of patches, whatever their image sizes.
 
 Routes: POST /segment (body: PNG / TIFF / JPEG / BMP / .npy bytes; ?format=png (default) -> the class-map
-PNG, ?format=json -> class fractions), GET /health, GET /stats (this replica's batch sizes).
+PNG, ?format=json -> class fractions), GET /health (what runs, this replica, how it got its engine and its
+start-up seconds), GET /stats (this replica's batch sizes).
 Errors: 400 bad image (reason in the body), 413 body over `max_bytes` or image over `max_pixels`.
 """
 
@@ -54,8 +56,12 @@ class SegmentDeployment:
 
         from unet_fast.inference.segmenter import Segmenter
 
+        start = time.perf_counter()
         torch.set_num_threads(max(1, threads))
+        # segmenter_kwargs["engine"]: the file build_app wrote once (distributed/engines.py): loaded, not rebuilt
         self.seg = Segmenter.from_files(weights, card, **segmenter_kwargs)
+        self.startup_s = time.perf_counter() - start
+        self.replica = f"{os.uname().nodename}:{os.getpid()}"
         self.max_bytes, self.max_pixels = max_bytes, max_pixels
         self._batch.set_max_batch_size(max_batch)
         self._batch.set_batch_wait_timeout_s(batch_wait_s)
@@ -67,7 +73,8 @@ class SegmentDeployment:
     async def health(self) -> dict:
         card = self.seg.card
         return {"status": "ok", "model": self.name, "runs_on": self.seg.runner.note, "patch": self.seg.patch,
-                "in_channels": card.in_channels, "class_names": card.class_names}  # fmt: skip
+                "in_channels": card.in_channels, "class_names": card.class_names, "replica": self.replica,
+                "engine": self.seg.runner.origin or "reference", "startup_s": self.startup_s}  # fmt: skip
 
     @app.get("/stats")
     async def stats(self) -> dict:

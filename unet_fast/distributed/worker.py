@@ -1,4 +1,5 @@
-"""What one Ray Data actor does: hold a `Segmenter` (one FusedUNet, weights loaded once) and, per input,
+"""What one Ray Data actor does: hold a `Segmenter` (one FusedUNet, loaded from the driver's engine file, or
+built once where there is none) and, per input,
 read -> segment -> write the mask (+ overlay) with `inference.batch.segment_file`, exactly as `unet-fast
 segment` does, returning one manifest row. Any failure of one input becomes that row's error; the actor
 keeps going."""
@@ -56,13 +57,18 @@ class SegmentPredictor:
 
     def __init__(self, weights: str, card: str | None, out_dir: str, options: SegmentOptions,
                  max_pixels: int | None, threads: int, weights_hash: str, settings_hash: str,
-                 max_worker_deaths: int = 2) -> None:  # fmt: skip
+                 max_worker_deaths: int = 2, engine: str | None = None) -> None:  # fmt: skip
+        import time
+
         import torch
 
         from unet_fast.inference.segmenter import Segmenter
 
+        start = time.perf_counter()
         torch.set_num_threads(max(1, threads))  # one intra-op thread per CPU Ray gave this actor
-        self.seg = Segmenter.from_files(weights, card, **options.segmenter_kwargs())
+        # `engine`: the file the driver wrote (distributed/engines.py): loaded, not built again per actor
+        self.seg = Segmenter.from_files(weights, card, engine=engine, **options.segmenter_kwargs())
+        self.startup_s = time.perf_counter() - start  # model, card and engine: what this actor paid to start
         self.out_dir, self.options, self.max_pixels = Path(out_dir), options, max_pixels
         self.hashes = (weights_hash, settings_hash)
         self.max_worker_deaths = max_worker_deaths
@@ -87,6 +93,7 @@ class SegmentPredictor:
                 marker.unlink()
             row["weights_hash"], row["settings_hash"] = self.hashes
             row["backend"], row["worker"] = self.seg.runner.backend, self.worker
+            row["engine"], row["worker_startup_s"] = self.seg.runner.origin or "reference", self.startup_s
             rows.append(json.dumps(row))
         # One JSON string per row: rows with and without an error have different null columns, and a
         # string column never makes Ray Data unify Arrow schemas across blocks. The driver types them.

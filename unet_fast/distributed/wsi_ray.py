@@ -4,7 +4,8 @@ the single-process `segment_slide`.
 The driver plans the job (`wsi.SlideJob`: the path, the tile geometry, the tissue test, the partial results
 folder with its tile store) and lists the tiles not done yet. Ray Data then runs
 `from_items(tiles) -> map_batches(SlideTileWorker, compute=ActorPoolStrategy(size=workers))`: each actor
-loads the model once, opens the slide and the tile store, and computes its batches of tiles with the
+loads the model and the engine file the driver built once (distributed/engines.py), opens the slide and the
+tile store, and computes its batches of tiles with the
 driver's plan (`SlideJob.run_cores`), writing the class maps straight into the store (positioned writes:
 any process, any order) and returning one row per tile. The driver appends finished tiles to the done list
 as rows arrive (so an interrupted run resumes, with or without Ray) and writes the pyramid at the end.
@@ -61,10 +62,13 @@ def segment_slide_ray(slide: str | Path, weights: str | Path, out_dir: str | Pat
                       name: str | None = None, settings: Any = None, address: str | None = None,
                       workers: int | None = None, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
                       backend: str = "auto", dtype: str = "float32", patch_size: int | None = None,
-                      overlap: float = 0.5, progress: bool = True, stop_after: int | None = None):  # fmt: skip
+                      overlap: float = 0.5, progress: bool = True, stop_after: int | None = None,
+                      engine: str | Path | None = None):  # fmt: skip
     """Segment one slide on Ray (see the module docstring); the same outputs, metadata and resume as
     `wsi.segment_slide`. `workers` actors of `cpus_per_worker` CPUs (torch threads) each; `address` as in
-    `segment_dataset`. Returns the SlideReport (None when `stop_after` tiles were run and others remain).
+    `segment_dataset`. The engine is built once on the driver and every actor loads its file (`engine`: an
+    engine file of yours instead; distributed/engines.py). Returns the SlideReport (None when `stop_after`
+    tiles were run and others remain).
     Raises SlideReadError (a tile that cannot be read; the partial results stay), FileNotFoundError,
     ValueError, RayMissingError."""
     from tqdm.auto import tqdm
@@ -88,7 +92,12 @@ def segment_slide_ray(slide: str | Path, weights: str | Path, out_dir: str | Pat
     if stop_after is not None:
         todo = todo[:stop_after]
     computed, failures = 0, []
+    shared = None
     if todo:
+        from unet_fast.distributed.engines import prepare_engine
+
+        shared = prepare_engine(weights, card, kwargs, Path(out_dir) / ".engine", f"{ident[:32]}.ufe", engine)
+        worker_kwargs = {**kwargs, "engine": shared.path}  # not in `ident`: how the engine arrives changes no pixel
         with ray_session(address) as ray:
             from ray.data import DataContext
 
@@ -105,7 +114,7 @@ def segment_slide_ray(slide: str | Path, weights: str | Path, out_dir: str | Pat
                 fn_constructor_kwargs={"slide": str(Path(slide).resolve()), "weights": str(Path(weights).resolve()),
                                        "card": None if card is None else str(Path(card).resolve()),
                                        "out_dir": str(Path(out_dir).resolve()), "name": job.name,
-                                       "settings": settings, "plan": job.plan, "segmenter_kwargs": kwargs,
+                                       "settings": settings, "plan": job.plan, "segmenter_kwargs": worker_kwargs,
                                        "identity": ident, "threads": max(1, round(cpus_per_worker))},
             )  # fmt: skip
             area = {c.index: (c.oy1 - c.oy0) * (c.ox1 - c.ox0) / 1e6 for c in job.cores}
@@ -135,3 +144,7 @@ def segment_slide_ray(slide: str | Path, weights: str | Path, out_dir: str | Pat
         job.close()
         with contextlib.suppress(Exception):
             job.slide.close()
+        if shared is not None and shared.path is not None and shared.origin != "given":
+            import shutil
+
+            shutil.rmtree(Path(out_dir) / ".engine", ignore_errors=True)

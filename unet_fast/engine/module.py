@@ -1,10 +1,15 @@
-"""`optimize(model, example_input, ...)` -> `FusedUNet`: the module boundary (input checks, layout, dtype,
-`.to()`, pickling) over the plan compiler, the plan cache and an executor.
+"""`FusedUNet`, what `optimize(model, example_input, ...)` (engine/api.py) returns: the module boundary (input
+checks, layout, dtype, `.to()`, pickling) over the plan compiler, the plan cache and an executor.
 
 The model is captured once (engine/compiler.py), from a private eval-mode copy, so the caller's model may
 change or go away after optimize. Weights are prepared at optimize time, once per (backend, device, dtype),
 and shared by every input shape and thread. A new input shape costs a plan derived by rules (milliseconds)
 and an activation arena, both in a bounded LRU (`max_cached_shapes`).
+
+An engine can also be saved and loaded (engine/artifact.py: `unet_fast.save` / `unet_fast.load`), and
+`optimize(cache_dir=...)` reuses one across processes (engine/cache.py). A loaded engine has its captures
+and packed weights but no model (unless one is given): a shape that no saved capture serves is refused
+(`CaptureMissingError`) instead of captured again.
 """
 
 from __future__ import annotations
@@ -38,7 +43,12 @@ from unet_fast.graph.ir import Plan
 from unet_fast.graph.passes import OUTPUT_MODES, PASSES
 from unet_fast.graph.symbolic import GuardError
 
-__all__ = ["EngineConfig", "FusedUNet", "optimize"]
+__all__ = ["CaptureMissingError", "EngineConfig", "FusedUNet", "check_arguments"]
+
+
+class CaptureMissingError(ValueError):
+    """A loaded engine (unet_fast.load) got an input shape that no saved capture serves (a guard of the
+    capture fails there, or the captures are static), and it has no model to capture again from."""
 
 
 @dataclass(frozen=True)
@@ -56,34 +66,19 @@ class EngineConfig:
     output_memory_format: str = "model"  # model | contiguous | channels_last
 
 
-def optimize(model: nn.Module, example_input: Tensor, backend: str = "auto", dtype: torch.dtype | None = None, *,
-             output: str = "model", cuda_graphs: bool = False, check_finite: bool = False,
-             passes: set[str] | frozenset[str] | None = None, exact: bool = False,
-             max_cached_shapes: int = DEFAULT_MAX_CACHED_SHAPES,
-             output_memory_format: str = "model") -> FusedUNet:  # fmt: skip
-    """Capture `model` once, fuse it into a shape-generic plan and return a FusedUNet running it.
-
-    example_input: a 4-D float (N, C, H, W) tensor; its device and dtype are the engine's defaults. Any other
-        N, H, W works later without capturing again (a model that branches on a size is captured again when
-        the branch changes; the report says so).
-    backend: "auto" (best available here, named in the report) | "torch" | "cpu" | "triton" | "cuda".
-    dtype: storage dtype inside the engine (accumulation is fp32); default: the example's dtype.
-    output: "model" (what the model returns) | "logits" | "probabilities" | "classes" (argmax class map).
-    cuda_graphs: capture and replay each input shape as a CUDA graph (CUDA devices only).
-    check_finite: raise ValueError on NaN/Inf input (costs a pass over the input; off by default).
-    exact: direct convolution only. By default the cpu backend runs 3x3 stride-1 convs with >= 16 input
-        channels by Winograd F(4x4, 3x3): ~2.5x faster, rel-L2 error ~1e-6 per layer instead of ~1e-7.
-    max_cached_shapes: how many input shapes keep their plan and activation arenas (least recently used
-        dropped first); weights are shared by all shapes and never dropped.
-    output_memory_format: "model" (default: the memory format the model returns for the same input:
-        contiguous for a contiguous input) | "contiguous" | "channels_last" (saves the NHWC -> NCHW copy).
-    Raises ValueError for bad arguments or a model in training mode, BackendUnavailable for a backend that
-    cannot run here.
-    """
-    cfg = EngineConfig(backend, dtype, output, cuda_graphs, check_finite,
-                       None if passes is None else frozenset(passes), exact, max_cached_shapes,
-                       output_memory_format)  # fmt: skip
-    return FusedUNet(model, example_input, cfg)
+def check_arguments(model: nn.Module, example_input: Tensor, config: EngineConfig) -> None:
+    """What optimize refuses before any work: a bad example, option or a model in training mode (ValueError)."""
+    _check_example(example_input)
+    if config.output not in OUTPUT_MODES:
+        raise ValueError(f"output={config.output!r} is not one of {OUTPUT_MODES}")
+    if config.passes is not None and not set(config.passes) <= set(PASSES):
+        raise ValueError(
+            f"unknown passes {sorted(set(config.passes) - set(PASSES))}; choose from {PASSES}"
+        )
+    if config.output_memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"output_memory_format={config.output_memory_format!r} is not one of {MEMORY_FORMATS}")
+    PlanCache(config.max_cached_shapes)  # validates max_cached_shapes
+    check_eval_mode(model)
 
 
 @dataclass
@@ -104,17 +99,7 @@ class FusedUNet(nn.Module):
         # guard the caller's model (model_guard.eval_model, e.g. sliding_window_inference) take it as it is
         # instead of deep-copying the engine, and rebuilding its weights, on every call
         self.train(False)
-        _check_example(example_input)
-        if config.output not in OUTPUT_MODES:
-            raise ValueError(f"output={config.output!r} is not one of {OUTPUT_MODES}")
-        if config.passes is not None and not set(config.passes) <= set(PASSES):
-            raise ValueError(
-                f"unknown passes {sorted(set(config.passes) - set(PASSES))}; choose from {PASSES}"
-            )
-        if config.output_memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"output_memory_format={config.output_memory_format!r} is not one of {MEMORY_FORMATS}")
-        PlanCache(config.max_cached_shapes)  # validates max_cached_shapes
-        check_eval_mode(model)
+        check_arguments(model, example_input, config)
         self.config = config
         # a private CPU copy, not a submodule: captures never touch the caller's model, and it stays out of
         # state_dict()
@@ -125,12 +110,38 @@ class FusedUNet(nn.Module):
                               f"optimize at {_fmt(self._example_shape)}")  # fmt: skip
         self.__dict__["_captures"] = [first]
         self.__dict__["_formats"] = {}  # input memory format -> the model's output format
+        self.__dict__["_size_model"] = None  # a loaded engine's stand-in for check_size (no model)
+        self.__dict__["_artifact"] = None  # engine/artifact.ArtifactRecord: how a loaded / cached engine came
         self._setup(example_input.device, config.dtype or example_input.dtype)
 
+    @classmethod
+    def _restore(cls, config: EngineConfig, captures: list[Capture], in_channels: int,
+                 example_shape: tuple[int, ...], formats: dict[str, list[str | None]], source: nn.Module | None,
+                 size_model: nn.Module | None, device: torch.device, dtype: torch.dtype,
+                 make_store: Any, artifact: Any = None) -> FusedUNet:  # fmt: skip
+        """An engine from saved parts (engine/artifact.py): no capture, and no packing of what `make_store`
+        (backend name, device, dtype -> WeightStore) already holds. `source`: the model's private copy, when
+        the caller gave the model (re-captures then work as after optimize); None: a shape no capture serves
+        raises CaptureMissingError."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.train(False)
+        self.config = config
+        self.__dict__["_source"] = source
+        self.in_channels = int(in_channels)
+        self._example_shape = tuple(example_shape)
+        self.__dict__["_captures"] = list(captures)
+        self.__dict__["_formats"] = dict(formats)
+        self.__dict__["_size_model"] = size_model
+        self.__dict__["_artifact"] = artifact
+        self._setup(device, dtype, make_store)
+        return self
+
     # -- state -----------------------------------------------------------------------------------------
-    def _setup(self, device: torch.device, dtype: torch.dtype) -> None:
+    def _setup(self, device: torch.device, dtype: torch.dtype, make_store: Any = None) -> None:
         """Resolve the backend for (device, dtype), prepare every weight once (through the example shape's
-        plan, which names them all) and start an empty plan cache."""
+        plan, which names them all) and start an empty plan cache. `make_store(backend name, device, dtype)`:
+        the WeightStore to use (a loaded engine's, holding the file's packed weights); default a new one."""
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -143,7 +154,8 @@ class FusedUNet(nn.Module):
         self.device, self.dtype = device, dtype
         self.backend, self.backend_reason = backend, why
         self.__dict__["_lock"] = threading.RLock()
-        self.__dict__["_weights"] = WeightStore(backend.name, device, dtype, self.config.exact)
+        store = make_store(backend.name, device, dtype) if make_store is not None else None
+        self.__dict__["_weights"] = store or WeightStore(backend.name, device, dtype, self.config.exact)
         self.__dict__["_cache"] = PlanCache(self.config.max_cached_shapes)
         self._entry(self._example_shape)  # weights packed now, not on the first call
 
@@ -151,12 +163,17 @@ class FusedUNet(nn.Module):
         state = self.__dict__.copy()
         for k in ("_lock", "_cache", "_weights", "backend", "_formats"):
             state.pop(k, None)
+        if self._source is None:
+            state["_saved_formats"] = dict(self._formats)
         state["device"] = str(self.device)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.__dict__["_formats"] = {}
+        self.__dict__.setdefault("_size_model", None)
+        self.__dict__.setdefault("_artifact", None)
+        # a loaded engine has no model to probe again: its formats travel with it
+        self.__dict__["_formats"] = dict(state.get("_saved_formats", {}))
         self._setup(torch.device(state["device"]), state["dtype"])
 
     def _apply(self, fn, recurse: bool = True):
@@ -187,7 +204,10 @@ class FusedUNet(nn.Module):
     def _capture_for(self, shape: tuple[int, ...]) -> tuple[Capture, CompiledPlan | None]:
         """The capture serving `shape`, and its plan for `shape` where a re-capture had to compile it anyway
         (to check it compiles), so _build does not compile it twice."""
-        check_size(self._source, shape)
+        if self._source is not None:
+            check_size(self._source, shape)
+        elif self._size_model is not None:
+            self._size_model.output_size(int(shape[2]), int(shape[3]))  # ValueError naming the nearest sizes
         for cap in reversed(self._captures):
             if cap.matches(shape):
                 return cap, None
@@ -199,6 +219,8 @@ class FusedUNet(nn.Module):
                                                                         else "") + " of the first capture fails there"  # fmt: skip
         else:
             why = "static captures"
+        if self._source is None:
+            raise CaptureMissingError(self._missing_capture(shape, why))
         try:
             cap = capture_model(self._source, example, self.config.output, self.config.passes,
                                 f"re-captured at {_fmt(shape)}: {why}", valid=self._example_shape)  # fmt: skip
@@ -214,6 +236,18 @@ class FusedUNet(nn.Module):
             self._weights.forget(old.tensors())
             self.__dict__["_dropped_captures"] = self.__dict__.get("_dropped_captures", 0) + 1
         return cap, compiled
+
+    def _missing_capture(self, shape: tuple[int, ...], why: str) -> str:
+        where = getattr(self._artifact, "path", None) or "a file"
+        if self._captures[0].dynamic:
+            what = f"no saved capture serves an input of {_fmt(shape)}: {why}"
+        else:
+            sizes = ", ".join(sorted({_fmt(c.graph.example_shape) for c in self._captures}))
+            what = (f"its captures are static (the model's dynamic export failed) and serve only {sizes}; "
+                    f"{_fmt(shape)} needs a capture of its own")  # fmt: skip
+        return (f"this engine was loaded from {where} without the model, and {what}. It cannot capture the model "
+                "again: optimize from the model (unet_fast.optimize(model, x)), or load with "
+                "unet_fast.load(path, model=model), or save an engine that has run at this size")  # fmt: skip
 
     # -- run -------------------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Any:
@@ -257,11 +291,19 @@ class FusedUNet(nn.Module):
             return "contiguous"
         fmts = self._formats.get(fin)
         if fmts is None:
-            mode = self.config.output
-            if mode == "probabilities" and self._captures[0].model_output:
-                mode = "model"  # the model's own softmax / sigmoid: its own output format
-            fmts = self._formats[fin] = eager_output_formats(self._source, tuple(x.shape), fin, mode)
+            fmts = self._formats[fin] = self._probe_formats(fin, tuple(x.shape))
         return fmts[leaf] if leaf < len(fmts) and fmts[leaf] is not None else fin
+
+    def _probe_formats(self, fin: str, shape: tuple[int, ...]) -> list[str | None]:
+        """The model's output formats for an input in format `fin` (layout.eager_output_formats on the
+        private copy). Without a model (a loaded engine whose file lacks them) every leaf gets `fin`: what
+        convolutions give, and what the probe answers for a model it cannot run on fake tensors."""
+        if self._source is None:
+            return [fin]
+        mode = self.config.output
+        if mode == "probabilities" and self._captures[0].model_output:
+            mode = "model"  # the model's own softmax / sigmoid: its own output format
+        return eager_output_formats(self._source, shape, fin, mode)
 
     def warmup(self, shapes: Iterable[tuple[int, ...]]) -> FusedUNet:
         """Derive the plan of every (N, C, H, W) in `shapes` and run it once on zeros in this thread, so the

@@ -17,7 +17,8 @@ import torch
 from unet_fast.backends.executor import FALLBACK_KERNEL, StepRecord
 from unet_fast.kernels.registry import REFERENCE_BACKEND
 
-__all__ = ["FALLBACK_KERNEL", "CaptureRecord", "EngineReport", "PlanRecord", "StepRecord", "collect", "render"]
+__all__ = ["FALLBACK_KERNEL", "ArtifactRecord", "CacheRecord", "CaptureRecord", "EngineReport", "PlanRecord",
+           "StepRecord", "collect", "render"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,43 @@ class CaptureRecord:
     dynamic: bool
     guards: int
     reason: str
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """How a loaded engine came to be (unet_fast.load, or a compile-cache hit): the file, its format version
+    and what wrote it, the load time in seconds, how many packed weights were used as the file holds them,
+    which were packed again here (kernel, count) and why, the kernel rows the file was packed for ('cpu=avx512,
+    bf16=none'), and whether a model was given (then a shape no saved capture serves is captured again)."""
+
+    path: str
+    format_version: int
+    written_by: str
+    content_sha256: str
+    seconds: float
+    stored: int
+    repacked: tuple[tuple[str, int], ...]
+    reason: str
+    kernels: str
+    model: bool
+
+    @property
+    def repacked_count(self) -> int:
+        return sum(n for _, n in self.repacked)
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    """What the compile cache did for this optimize(): status 'hit' (loaded), 'miss' (compiled and written),
+    'rebuilt' (an entry was there but unusable: `reason`), 'unwritten' (compiled, but the entry could not be
+    written: `reason`) or 'off' (the model cannot be keyed: `reason`); the entry's path and key; seconds spent
+    on the cache (the key, and the load or the save)."""
+
+    status: str
+    path: str
+    key: str
+    reason: str
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -70,6 +108,8 @@ class EngineReport:
     evictions: int
     plan: PlanRecord | None
     steps: tuple[StepRecord, ...] = field(default=())
+    artifact: ArtifactRecord | None = None  # set when the engine was loaded from a file (or a cache entry)
+    cache: CacheRecord | None = None  # set when optimize() used the compile cache
 
     @property
     def recaptures(self) -> int:
@@ -130,7 +170,7 @@ def collect(m: _Engine, profile: torch.Tensor | None = None) -> EngineReport:
         captures=tuple(CaptureRecord(c.dynamic, len(c.graph.guards), c.reason) for c in caps),
         dropped_captures=m.__dict__.get("_dropped_captures", 0), weights=len(w), weights_mib=w.nbytes() / 2**20,
         cached_shapes=cached, max_cached_shapes=m.config.max_cached_shapes, evictions=m._cache.evictions,
-        plan=plan, steps=steps,
+        plan=plan, steps=steps, artifact=m.__dict__.get("_artifact"), cache=m.__dict__.get("_cache_record"),
     )  # fmt: skip
 
 
@@ -162,6 +202,18 @@ def render(r: EngineReport) -> str:
     """report()'s text: every line is a rendering of a field of `r`."""
     lines = [f"FusedUNet: backend {r.backend!r} ({r.backend_reason}), device {r.device}, dtype {r.dtype}, "
              f"output {r.output!r}{', CUDA graphs' if r.cuda_graphs else ''}"]  # fmt: skip
+    if r.cache is not None:
+        c = r.cache
+        lines.append(f"compile cache: {c.status}{f' ({c.reason})' if c.reason else ''}; entry {c.path or '-'}, "
+                     f"{c.seconds:.3f} s")  # fmt: skip
+    if r.artifact is not None:
+        a = r.artifact
+        lines.append(f"loaded from {a.path} (format {a.format_version}, written by {a.written_by}, sha256 "
+                     f"{a.content_sha256[:12]}) in {a.seconds:.3f} s, no capture; packed for {a.kernels or '-'}: "
+                     f"{a.stored} packed weights used as stored"
+                     + (f", {a.repacked_count} packed here ({a.reason}: "
+                        + ", ".join(f"{k} x{n}" for k, n in a.repacked) + ")" if a.repacked else "")
+                     + ("" if a.model else "; no model: a shape no saved capture serves is refused"))  # fmt: skip
     if r.kernels_forced:
         lines.append(f"kernels forced (UNET_FAST_KERNELS): {r.kernels_forced}")
     dropped = r.dropped_captures

@@ -16,6 +16,7 @@ size (or the patch) take the blended window, which pads them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +63,18 @@ class Runner:
     backend: str  # "reference" or the engine backend that runs
     note: str  # one line for the user: what runs, and why (e.g. why the engine is not used)
     engine: Any = None  # the FusedUNet when the engine runs (its capture serves the tiling analysis)
+    origin: str = ""  # how the engine came: "built" (optimize), "cache" (a compile-cache hit), "file" (loaded)
+    seconds: float = 0.0  # what making the engine took (optimize, or loading its file)
 
 
-def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str = "float32") -> Runner:
+def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str = "float32",
+                engine: str | Path | None = None) -> Runner:  # fmt: skip
     """Build the engine for `model` at the patch batch shape of `example` (unet_fast.optimize), or use the
     reference model: when asked (`backend="reference"`), or for "auto" when the engine cannot take this
-    model (the note says why). An explicit engine backend that fails is a RuntimeError; an unknown backend
-    or dtype a ValueError."""
+    model (the note says why). `engine`: an engine file (unet_fast.save) made from this model with this
+    backend and dtype: it is loaded instead of built (a Ray actor, a Serve replica); one that cannot be used
+    (missing, corrupt, made from other weights or for another backend / dtype) is built instead, the note says
+    why. An explicit engine backend that fails is a RuntimeError; an unknown backend or dtype a ValueError."""
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {tuple(DTYPES)}")
     model = eval_model(model)  # the caller's model keeps its mode and BN statistics
@@ -78,28 +84,55 @@ def make_runner(model: UNet, example: Tensor, backend: str = "auto", dtype: str 
         return Runner(model, REFERENCE, "reference PyTorch model (asked for with --backend reference)")
     if backend not in ("auto", *BACKENDS):
         raise ValueError(f"unknown backend {backend!r}; choose from 'auto', 'reference', {', '.join(BACKENDS)}")
-    try:
-        fused = optimize(model, example, backend=backend, dtype=DTYPES[dtype])
-    except Exception as e:
-        if backend != "auto" or dtype != "float32":
-            raise RuntimeError(f"the engine could not build backend {backend!r} ({dtype}): {e}") from e
-        return Runner(model, REFERENCE, f"reference PyTorch model (the engine failed: {e})")
+    start = time.perf_counter()
+    fused, unused = None, ""
+    if engine is not None:
+        fused, unused = _load_engine(engine, model, backend, DTYPES[dtype])
+    origin = "file"
+    if fused is None:
+        try:
+            fused = optimize(model, example, backend=backend, dtype=DTYPES[dtype])
+        except Exception as e:
+            if backend != "auto" or dtype != "float32":
+                raise RuntimeError(f"the engine could not build backend {backend!r} ({dtype}): {e}") from e
+            return Runner(model, REFERENCE, f"reference PyTorch model (the engine failed: {e})")
+        cached = fused.report_data().cache
+        origin = "cache" if cached is not None and cached.status == "hit" else "built"
+    seconds = time.perf_counter() - start
     name = fused.backend.name
     why = fused.backend_reason
-    note = f"unet_fast engine, backend {name!r}, {dtype}" + (f" ({why})" if why else "")
-    return Runner(lambda x: one_output(fused(x)).float(), name, note, fused)  # a dict model: its 'out'
+    how = {"file": f"loaded from {engine} in {seconds:.2f} s", "cache": f"compile cache hit, {seconds:.2f} s",
+           "built": f"built in {seconds:.2f} s"}[origin] + (f"; {unused}" if unused else "")  # fmt: skip
+    note = f"unet_fast engine, backend {name!r}, {dtype}" + (f" ({why})" if why else "") + f", {how}"
+    return Runner(lambda x: one_output(fused(x)).float(), name, note, fused, origin, seconds)  # a dict model: its 'out'
+
+
+def _load_engine(path: str | Path, model: UNet, backend: str, dtype: torch.dtype) -> tuple[Any, str]:
+    """(the engine in `path`, "") when it fits `model`, `backend` and `dtype`; else (None, why not)."""
+    from unet_fast.engine import EngineFileError, load
+
+    try:
+        fused = load(path, model=model)
+    except (EngineFileError, ValueError, OSError) as e:
+        return None, f"the engine file {path} was not used ({type(e).__name__}: {e})"
+    if (backend != "auto" and fused.backend.name != backend) or fused.dtype != dtype:
+        return None, (f"the engine file {path} runs {fused.backend.name} / {fused.dtype}, not {backend} / {dtype}: "
+                      "not used")  # fmt: skip
+    return fused, ""
 
 
 class Segmenter:
     """A trained U-Net plus its model card, ready to segment whole images of any size.
 
     `max_memory`: bytes one image may take (read + segment + write, `memory.segmentation_bytes`); default
-    None: what the machine has available when the image comes (`memory.available_bytes`)."""
+    None: what the machine has available when the image comes (`memory.available_bytes`). `engine`: an engine
+    file made from this model (unet_fast.save, `unet-fast export engine`), loaded instead of building the
+    engine (see make_runner)."""
 
     def __init__(self, model: UNet, card: ModelCard, backend: str = "auto", dtype: str = "float32",
                  patch_size: int | None = None, overlap: float = 0.5, batch_size: int = 4,
                  max_memory: int | None = None, mode: str = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                 tile: int = 512) -> None:  # fmt: skip
+                 tile: int = 512, engine: str | Path | None = None) -> None:  # fmt: skip
         if model.config.padding != "same":
             raise ValueError(
                 "sliding-window segmentation needs a 'same'-padded UNet (output size = input size)"
@@ -122,7 +155,7 @@ class Segmenter:
             raise ValueError(f"memory_budget and tile must be >= 1, got {memory_budget}, {tile}")
         self.mode, self.memory_budget, self.tile = mode, int(memory_budget), int(tile)
         example = torch.randn(batch_size, card.in_channels, self.patch, self.patch)
-        self.runner = make_runner(self.model, example, backend, dtype)
+        self.runner = make_runner(self.model, example, backend, dtype, engine)
         self._analysis: TilingAnalysis | None = None
         self.last_strategy: Strategy | None = None  # the path the last image took (for reports)
 
