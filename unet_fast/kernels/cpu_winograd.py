@@ -41,13 +41,32 @@ from unet_fast.kernels.cpu_isa import available_isas
 from unet_fast.kernels.spec import InputView, as_view, pair
 
 
-def winograd_matrices(dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
-    """(B^T, G, A^T) of F(4x4, 3x3) with the points 0, +-1, +-2, +-1/2: Y = A^T [(G g G^T) * (B^T d B)] A."""
-    bt = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-          [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]  # fmt: skip
-    g = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-         [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]  # fmt: skip
-    at = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+TILES = (4, 6)  # the output tile edges m of the kernel's F(m x m, 3x3)
+
+
+def winograd_matrices(dtype: torch.dtype = torch.float64, tile: int = 4) -> tuple[Tensor, Tensor, Tensor]:
+    """(B^T, G, A^T) of F(tile x tile, 3x3): Y = A^T [(G g G^T) * (B^T d B)] A, as the C++ kernel computes them
+    (csrc/include/unet_fast/winograd_kernels.h). tile 4: the points 0, +-1, +-2 and infinity (Lavin & Gray);
+    tile 6: 0, +-1, +-2, +-1/2 and infinity (ncnn's and NNPACK's F(6, 3)), with A^T's columns of +-1/2 scaled by
+    32 and G's rows by 1/32 so A^T is integral (power-of-two scales round nothing). Raises ValueError for
+    another tile."""
+    if tile == 4:
+        bt = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]  # fmt: skip
+        g = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+             [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]  # fmt: skip
+        at = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+    elif tile == 6:
+        bt = [[1, 0, -21 / 4, 0, 21 / 4, 0, -1, 0], [0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0],
+              [0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0], [0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0],
+              [0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0], [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
+              [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0], [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1]]  # fmt: skip
+        g = [[1, 0, 0], [-2 / 9, -2 / 9, -2 / 9], [-2 / 9, 2 / 9, -2 / 9], [1 / 90, 1 / 45, 2 / 45],
+             [1 / 90, -1 / 45, 2 / 45], [1 / 45, 1 / 90, 1 / 180], [1 / 45, -1 / 90, 1 / 180], [0, 0, 1]]  # fmt: skip
+        at = [[1, 1, 1, 1, 1, 32, 32, 0], [0, 1, -1, 2, -2, 16, -16, 0], [0, 1, 1, 4, 4, 8, 8, 0],
+              [0, 1, -1, 8, -8, 4, -4, 0], [0, 1, 1, 16, 16, 2, 2, 0], [0, 1, -1, 32, -32, 1, -1, 1]]  # fmt: skip
+    else:
+        raise ValueError(f"tile must be one of {TILES} (F(4x4, 3x3) or F(6x6, 3x3)), got {tile}")
     return tuple(torch.tensor(m, dtype=dtype) for m in (bt, g, at))  # type: ignore[return-value]
 
 
@@ -56,9 +75,10 @@ IO_DTYPES = (torch.float32, torch.bfloat16)
 
 @dataclass(frozen=True)
 class WinogradWeight:
-    """The transformed weight for CPU kernel variant `isa`: [36, ceil(Cout/nr), Cin, nr] fp32 (Cout
-    zero-padded; nr = the variant's Winograd block width), plus its OIHW shape and the dtype of the
-    activations it runs on (`io_dtype`: fp32, or bf16 with the weight rounded to bf16 before the transform)."""
+    """The transformed weight of F(tile x tile, 3x3) for CPU kernel variant `isa`: [(tile + 2)^2, ceil(Cout/nr),
+    Cin, nr] fp32 (Cout zero-padded; nr = the variant's Winograd block width), plus its OIHW shape, the dtype of
+    the activations it runs on (`io_dtype`: fp32, or bf16 with the weight rounded to bf16 before the
+    transform) and the output tile edge (`tile`: 4 or 6). A plain dataclass of one tensor and ints / strings."""
 
     data: Tensor
     out_channels: int
@@ -66,19 +86,26 @@ class WinogradWeight:
     isa: str
     nr: int
     io_dtype: torch.dtype = torch.float32
+    tile: int = 4
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return (self.out_channels, self.in_channels, 3, 3)
 
+    @property
+    def points(self) -> int:
+        """(tile + 2)^2: the GEMMs per tile (36 for F(4x4), 64 for F(6x6))."""
+        return (self.tile + 2) ** 2
 
-def pack_winograd_weight(weight: Tensor, *, isa: str | None = None,
-                         io_dtype: torch.dtype = torch.float32) -> WinogradWeight:  # fmt: skip
-    """OIHW [Cout, Cin, 3, 3] -> WinogradWeight for variant `isa` (None: UNET_FAST_KERNELS cpu=, else the best
-    runnable one) and activations of `io_dtype` (fp32 or bf16; bf16 rounds the weight to bf16 first, so the
-    conv is that of the bf16 weight the bf16 tile conv uses). Run once at optimize time: U = G g G^T in
-    float64, rounded once to fp32. Raises ValueError for a weight that is not a floating-point OIHW 3x3
-    tensor, an io_dtype other than fp32 / bf16, or an isa this CPU cannot run."""
+
+def pack_winograd_weight(weight: Tensor, *, isa: str | None = None, io_dtype: torch.dtype = torch.float32,
+                         tile: int = 4) -> WinogradWeight:  # fmt: skip
+    """OIHW [Cout, Cin, 3, 3] -> WinogradWeight of F(tile x tile, 3x3) (tile 4 or 6) for variant `isa` (None:
+    UNET_FAST_KERNELS cpu=, else the best runnable one) and activations of `io_dtype` (fp32 or bf16; bf16 rounds
+    the weight to bf16 first, so the conv is that of the bf16 weight the bf16 tile conv uses). Run once at
+    optimize time: U = G g G^T in float64, rounded once to fp32. Raises ValueError for a weight that is not a
+    floating-point OIHW 3x3 tensor, an io_dtype other than fp32 / bf16, a tile other than 4 / 6, or an isa this
+    CPU cannot run."""
     if not isinstance(weight, Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
         shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise ValueError(f"weight must be OIHW [Cout, Cin, 3, 3], got {shape}")
@@ -86,17 +113,18 @@ def pack_winograd_weight(weight: Tensor, *, isa: str | None = None,
         raise ValueError(f"weight must be floating point, got {weight.dtype}")
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"io_dtype must be torch.float32 or torch.bfloat16, got {io_dtype}")
+    _, g, _ = winograd_matrices(tile=tile)
     variant = cpu_isa.choose(isa, what="Winograd")
     nr = variant.winograd_nr
     cout, cin = weight.shape[:2]
-    _, g, _ = winograd_matrices()
+    points = (tile + 2) ** 2
     w = weight.detach().cpu()
     w = w.to(torch.bfloat16) if io_dtype == torch.bfloat16 else w
-    u = torch.einsum("ak,oikl,bl->abio", g, w.double(), g).reshape(36, cin, cout)
+    u = torch.einsum("ak,oikl,bl->abio", g, w.double(), g).reshape(points, cin, cout)
     cout_pad = -(-cout // nr) * nr
     u = torch.nn.functional.pad(u, (0, cout_pad - cout))
-    u = u.reshape(36, cin, cout_pad // nr, nr).permute(0, 2, 1, 3)
-    return WinogradWeight(u.float().contiguous(), int(cout), int(cin), variant.name, nr, io_dtype)
+    u = u.reshape(points, cin, cout_pad // nr, nr).permute(0, 2, 1, 3)
+    return WinogradWeight(u.float().contiguous(), int(cout), int(cin), variant.name, nr, io_dtype, tile)
 
 
 def _logical_shape(weight: Tensor | WinogradWeight | Sequence[int]) -> tuple[int, ...]:
@@ -211,7 +239,9 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         raise ValueError(
             f"packed.nr {packed.nr} is not variant {packed.isa!r}'s block width {variant.winograd_nr}"
         )
-    expected = (36, -(-packed.out_channels // packed.nr), packed.in_channels, packed.nr)
+    if packed.tile not in TILES:
+        raise ValueError(f"packed.tile must be one of {TILES}, got {packed.tile}")
+    expected = (packed.points, -(-packed.out_channels // packed.nr), packed.in_channels, packed.nr)
     d = packed.data
     if (
         tuple(d.shape) != expected
@@ -241,7 +271,7 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         views, h, w, geo.in_channels, geo.out_channels, d.shape[1] * packed.nr, geo.padding[0], d.data_ptr(),
         d.numel(), 0 if bias_c is None else bias_c.data_ptr(), None if residual is None else _desc(residual),
         _desc(geo.out), None if geo.pool_out is None else _desc(geo.pool_out), geo.act_index,
-        float(negative_slope), num_threads(), variant.index, int(tile_block), int(cout_chunk),
+        float(negative_slope), num_threads(), variant.index, int(tile_block), int(cout_chunk), packed.tile,
     )  # fmt: skip
     return geo.out
 
