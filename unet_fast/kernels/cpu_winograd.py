@@ -1,12 +1,14 @@
-"""Winograd F(4x4, 3x3) convolution for the cpu backend (C++ kernel: csrc/cpu/winograd_conv.cpp).
+"""Winograd F(4x4, 3x3) and F(6x6, 3x3) convolution for the cpu backend (C++ kernel: csrc/cpu/winograd_conv.cpp,
+one body templated over the output tile).
 
 Reference: `unet_fast.kernels.spec.conv2d` (stride 1, dilation 1, 3x3, padding 0 or 1). This module packs the
 weight once (`pack_winograd_weight`, the transform U = G g G^T in float64, then fp32) and launches the
 kernel (`conv3x3_winograd`), which takes the same arguments as spec.conv2d, views included: virtual
 concat, nearest/bilinear resample on read, windows/crops, residual, activation, channel-slot outputs and
 the fused 2x2 max-pool. `winograd_decision` is the rule that says where Winograd profits; the engine applies it
-through the registry entries at the bottom of this file (kernels/registry.py: chosen once per step).
-Accuracy and design: docs/winograd.md.
+through the registry entries at the bottom of this file (kernels/registry.py: chosen once per step), and
+`f6_decision` the rule of F(6x6) vs F(4x4) from the conv's output size in the plan (F6_MAX_WORK_RATIO;
+UNET_FAST_KERNELS winograd=4 / 6 forces one). Accuracy and design: docs/winograd.md.
 
 The kernel variant (kernels/cpu_isa.py) is chosen when the weight is packed, because each variant wants its
 own layout (its micro-GEMM's block width): `pack_winograd_weight(w, isa=...)` forces one (tests run every
@@ -25,7 +27,7 @@ patch spans a wide dynamic range (docs/winograd.md, "bf16 activations"); exact=T
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +41,6 @@ from unet_fast.kernels.cpu_desc import nhwc_desc as _desc
 from unet_fast.kernels.cpu_desc import num_threads, view_source
 from unet_fast.kernels.cpu_isa import available_isas
 from unet_fast.kernels.spec import InputView, as_view, pair
-
 
 TILES = (4, 6)  # the output tile edges m of the kernel's F(m x m, 3x3)
 
@@ -205,6 +206,36 @@ def winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, exact:
     return unsupported_reason(inputs, weight, **call)  # type: ignore[arg-type]
 
 
+# F(6x6, 3x3) or F(4x4, 3x3), per conv, from its output size (issue 25). F(6x6) does 64 multiplies per 36
+# outputs where F(4x4) does 36 per 16 (0.79x), but its 6-pixel tiles waste work where the output is not a multiple
+# of 6, and its transforms cost more per output. Measured on an AMD EPYC Zen 4 (1 thread, CPU time, medians of 7
+# interleaved rounds, avx512; shared machine, load 2.5; /tmp sweep in the issue 25 report), F(6x6) / F(4x4) time
+# against r = F(6x6)'s GEMM multiplies / F(4x4)'s (`gemm_work_ratio`) for Cin = Cout = 64 .. 1024:
+#   output 24 px (r 0.79): 0.84-0.94 | 32 px (r 1.00): 1.03-1.18 | 40 px (r 0.87): 0.91-0.99
+#   48 px (r 0.79): 0.83-0.96 | 56 px (r 0.91): 0.94-0.99 | 64 px (r 0.84): 0.90-0.95 | 96 px (r 0.79): 0.84-0.92
+#   Cin 16-48 at 64-512 px: 0.85-0.94 (the transforms' extra cost does not undo the saving at few channels).
+# So the time follows r plus 0.05-0.15: F(6x6) wherever r <= 0.9 (unet64's 64-256 px layers at 256 input; every
+# layer from 64 px at 512), F(4x4) on the 16 and 32 px layers (r = 1).
+F6_MAX_WORK_RATIO = 0.9
+
+
+def gemm_work_ratio(out_size: Sequence[int]) -> float:
+    """F(6x6, 3x3)'s GEMM multiplies over F(4x4, 3x3)'s for an output of `out_size` (H, W): edge tiles are
+    computed whole, so r = ceil(H/6) ceil(W/6) 64 / (ceil(H/4) ceil(W/4) 36)."""
+    h, w = (int(v) for v in out_size)
+    return (-(-h // 6)) * (-(-w // 6)) * 64 / ((-(-h // 4)) * (-(-w // 4)) * 36)
+
+
+def f6_decision(out_size: Sequence[int]) -> str:
+    """'' when F(6x6, 3x3) is the faster Winograd for a conv with this output size (H, W), else why not
+    (F6_MAX_WORK_RATIO). Only the choice between the two tiles: winograd_decision says whether Winograd runs."""
+    r = gemm_work_ratio(out_size)
+    if r > F6_MAX_WORK_RATIO:
+        return (f"output {out_size[0]}x{out_size[1]}: F(6x6)'s GEMM work is {r:.2f}x F(4x4)'s "
+                f"(> {F6_MAX_WORK_RATIO}): F(4x4) is faster")  # fmt: skip
+    return ""
+
+
 def should_use(
     inputs: Sequence[Tensor | InputView], weight: Tensor | WinogradWeight, **kwargs: object
 ) -> bool:
@@ -219,7 +250,8 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
                      pool_out: Tensor | None = None, isa: str | None = None, tile_block: int = 0,
                      cout_chunk: int = 0) -> Tensor:  # fmt: skip
     """spec.conv2d for stride 1, dilation 1, 3x3, padding 0/1, float32 or bfloat16 CPU tensors (one dtype
-    for inputs, residual, out and pool_out; bias float32), by Winograd F(4x4, 3x3), computed in fp32.
+    for inputs, residual, out and pool_out; bias float32), by Winograd F(4x4, 3x3) or F(6x6, 3x3) (the
+    packed weight's `tile`), computed in fp32.
 
     `packed` comes from pack_winograd_weight and runs on the variant and activation dtype it was packed for
     (an OIHW tensor is packed on the fly for `isa` and the inputs' dtype: slow, for tests; with a packed
@@ -289,6 +321,40 @@ def supports(step: Step, dtype: torch.dtype) -> str | None:
     return why or None
 
 
+def forced_tile(choices: registry.Choices) -> int | None:
+    """The output tile UNET_FAST_KERNELS winograd=4 / 6 forces (None: auto, the size rule decides). The value
+    was checked when the variable was parsed (registry.VALUES)."""
+    value = choices.get("winograd")
+    return None if value is None else int(value)
+
+
+def tile_gate(tile: int):
+    """The gate of the F(tile x tile) kernels: None (eligible) unless UNET_FAST_KERNELS winograd= forces the
+    other tile."""
+
+    def gate(context: registry.Context) -> str | None:
+        forced = forced_tile(context.choices)
+        if forced is not None and forced != tile:
+            return f"UNET_FAST_KERNELS winograd={forced}: F({forced}x{forced},3x3) only"
+        return None
+
+    return gate
+
+
+def fits_f6(step: Step, dtype: torch.dtype, sizes: Mapping[str, tuple[int, int]] | None,
+            context: registry.Context) -> str | None:  # fmt: skip
+    """The F(6x6) kernels' size rule (registry.Kernel.fits): None where f6_decision takes the step's output size
+    in this plan (or UNET_FAST_KERNELS winograd=6 forces F(6x6)), else why not ('' without sizes: a caller
+    without a plan then sees F(4x4))."""
+    assert isinstance(step, Conv)
+    if forced_tile(context.choices) == 6:
+        return None
+    size = step.out.size or (None if sizes is None else sizes.get(step.out.buffer))
+    if size is None:
+        return "" if sizes is None else f"the size of output buffer {step.out.buffer!r} is unknown"
+    return f6_decision(size) or None
+
+
 def bf16_gate(context: registry.Context) -> str | None:
     """Whether the bf16 convs take the Winograd on bf16 activations instead of the bf16 tile conv (None: they
     do, where `supports` takes the step); UNET_FAST_KERNELS bf16_winograd=on / off forces it.
@@ -324,27 +390,37 @@ def _run(inputs: Sequence[Tensor | InputView], packed: WinogradWeight, bias: Ten
                             negative_slope=negative_slope, residual=residual, out=out, pool_out=pool_out)  # fmt: skip
 
 
-def _packer(isa: str, io_dtype: torch.dtype):
+def _packer(isa: str, io_dtype: torch.dtype, tile: int):
     def pack(weight: Tensor, dtype: torch.dtype) -> WinogradWeight:
-        return pack_winograd_weight(weight, isa=isa, io_dtype=io_dtype)
+        return pack_winograd_weight(weight, isa=isa, io_dtype=io_dtype, tile=tile)
 
     return pack
 
 
 def _register() -> None:
+    # Per variant: F(4x4) and, ranked above it where its size rule (fits_f6) takes the step, F(6x6); each on
+    # fp32 and on bf16 activations (the bf16 engine's 3x3 convs take the fp32 engine's algorithm: on a CPU
+    # without bf16 hardware bf16 must not be slower than fp32). UNET_FAST_KERNELS winograd=4 / 6 forces one tile
+    # (tile_gate); exact=True refuses both (approximate).
     for v in cpu_isa.registry():
         common = dict(backend="cpu", run=_run, supports=supports, isa=v.name, family="cpu", row=v.name,
                       approximate=True)  # fmt: skip
-        registry.register(
-            registry.Kernel(f"cpu.conv2d.winograd.{v.name}", Conv, dtypes=(torch.float32,),
-                            pack=_packer(v.name, torch.float32), algorithm="Winograd F(4x4,3x3)",
-                            label=f"Winograd F(4x4,3x3), {v.name}", rank=20,
-                            **common),  # type: ignore[arg-type]
-            registry.Kernel(f"cpu.conv2d.bf16_winograd.{v.name}", Conv, dtypes=(torch.bfloat16,),
-                            pack=_packer(v.name, torch.bfloat16), algorithm="Winograd F(4x4,3x3) on bf16, fp32 compute",
-                            label=f"Winograd F(4x4,3x3) on bf16, fp32 compute, {v.name}", rank=30, gate=bf16_gate,
-                            **common),  # type: ignore[arg-type]
-        )  # fmt: skip
+        for tile, name, rank, fits in ((4, "winograd", 0, None), (6, "winograd6", 5, fits_f6)):
+            algo = f"Winograd F({tile}x{tile},3x3)"
+            only = tile_gate(tile)
+
+            def bf16_and_tile(context: registry.Context, only=only) -> str | None:
+                return bf16_gate(context) or only(context)
+
+            registry.register(
+                registry.Kernel(f"cpu.conv2d.{name}.{v.name}", Conv, dtypes=(torch.float32,),
+                                pack=_packer(v.name, torch.float32, tile), algorithm=algo, label=f"{algo}, {v.name}",
+                                rank=20 + rank, gate=only, fits=fits, **common),  # type: ignore[arg-type]
+                registry.Kernel(f"cpu.conv2d.bf16_{name}.{v.name}", Conv, dtypes=(torch.bfloat16,),
+                                pack=_packer(v.name, torch.bfloat16, tile), algorithm=f"{algo} on bf16, fp32 compute",
+                                label=f"{algo} on bf16, fp32 compute, {v.name}", rank=30 + rank, gate=bf16_and_tile,
+                                fits=fits, **common),  # type: ignore[arg-type]
+            )  # fmt: skip
 
 
 _register()

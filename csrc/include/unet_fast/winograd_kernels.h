@@ -326,6 +326,9 @@ inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 // F(6x6) tiles per block for small weights (see make_plan).
 constexpr int kF6SmallBlock = 8;
 
+// F(6x6) sums over the input channels in chunks of this many (gemm_output_chunk).
+constexpr int kF6KChunk = 64;
+
 // The transforms read or write one vector of each of the kP points of a tile: kP addresses one point stride
 // apart. With a point stride of a multiple of 4 KiB (T = 16 tiles x 64 channels, or 128 x 256: most blocks)
 // they all fall into one set of the 8-way L1 (64 sets of 64 B), so 36 or 64 of them evict each other, and
@@ -421,27 +424,51 @@ inline void input_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, 
   }
 }
 
-// GEMMs and output transform of block b for output channel blocks [jb0, jb1) (kWinoNR channels each).
+// The GEMMs of block b for output channel blocks [jb0, jb1) (kWinoNR channels each): M[p] = V[p] U[p].
 template <int TM, typename T>
-inline void gemm_output_chunk(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, const float* v, float* m,
-                              int jb0, int jb1) {
+inline void gemm_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, const float* v, float* m, int jb0,
+                       int jb1) {
   constexpr int kP = WinoTile<TM>::kP;
   const int nc = (jb1 - jb0) * kWinoNR;
   const int njb = cv.cout_pad / kWinoNR;
   const std::int64_t vstride = pl.vstride, mstride = m_stride(pl, nc);
-  // Tiles of this block that exist: only their rows of M are computed (and read back below).
+  // Tiles of this block that exist: only their rows of M are computed (and read back by output_block).
   const int rows = static_cast<int>(pl.ntiles - b * pl.t < pl.t ? pl.ntiles - b * pl.t : pl.t);
+  // F(4x4): each output's sum over Cin runs in one chain (bit-identical to the kernel before F(6x6) existed).
+  // F(6x6): in chunks of kF6KChunk channels, each chunk's sum added to M: a long fp32 chain was half the error
+  // (F(6x6) at Cin 1024: 1.1e-5 sequential, 3.4e-6 in chunks of 64, against float64; F(4x4) 5.6e-6).
+  const int kc = TM == 6 ? kF6KChunk : cv.cin;
   for (int p = 0; p < kP; ++p) {
     const float* a = v + p * vstride;
     for (int jb = jb0; jb < jb1; ++jb) {
       const float* u = cv.u + (static_cast<std::int64_t>(p) * njb + jb) * cv.cin * kWinoNR;
       float* c = m + p * mstride + (jb - jb0) * kWinoNR;
       int i = 0;
-      for (; i + kWinoMR <= rows; i += kWinoMR)
-        gemm_tile<kWinoMR, kWinoNV>(a + i * pl.ldv, pl.ldv, u, c + i * nc, nc, cv.cin);
-      if (i < rows) gemm_rows<kWinoNV>(rows - i, a + i * pl.ldv, pl.ldv, u, c + i * nc, nc, cv.cin);
+      for (; i + kWinoMR <= rows; i += kWinoMR) {
+        const float* ai = a + i * pl.ldv;
+        float* ci = c + i * nc;
+        gemm_tile<kWinoMR, kWinoNV>(ai, pl.ldv, u, ci, nc, kc < cv.cin ? kc : cv.cin);
+        for (int k0 = kc; k0 < cv.cin; k0 += kc)
+          gemm_tile<kWinoMR, kWinoNV, true>(ai + k0, pl.ldv, u + k0 * kWinoNR, ci, nc,
+                                            cv.cin - k0 < kc ? cv.cin - k0 : kc);
+      }
+      if (i < rows) {
+        const float* ai = a + i * pl.ldv;
+        float* ci = c + i * nc;
+        gemm_rows<kWinoNV>(rows - i, ai, pl.ldv, u, ci, nc, kc < cv.cin ? kc : cv.cin);
+        for (int k0 = kc; k0 < cv.cin; k0 += kc)
+          gemm_rows<kWinoNV, true>(rows - i, ai + k0, pl.ldv, u + k0 * kWinoNR, ci, nc,
+                                   cv.cin - k0 < kc ? cv.cin - k0 : kc);
+      }
     }
   }
+}
+
+// The output transform and epilogue of block b for output channel blocks [jb0, jb1), from M.
+template <int TM, typename T>
+inline void output_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, const float* m, int jb0, int jb1) {
+  const int nc = (jb1 - jb0) * kWinoNR;
+  const std::int64_t mstride = m_stride(pl, nc);
   const int c0 = jb0 * kWinoNR;
   const int nvalid = (cv.cout < jb1 * kWinoNR ? cv.cout : jb1 * kWinoNR) - c0;
   for (int t = 0; t < pl.t; ++t) {
@@ -451,6 +478,14 @@ inline void gemm_output_chunk(const WinoConvT<T>& cv, const Plan& pl, std::int64
     output_transform_tile<TM>(cv, m + t * nc, mstride, n, TM * (r / pl.tiles_w), TM * (r % pl.tiles_w), c0,
                               nvalid);
   }
+}
+
+// GEMMs and output transform of block b for output channel blocks [jb0, jb1) (kWinoNR channels each).
+template <int TM, typename T>
+inline void gemm_output_chunk(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, const float* v, float* m,
+                              int jb0, int jb1) {
+  gemm_block<TM>(cv, pl, b, v, m, jb0, jb1);
+  output_block<TM>(cv, pl, b, m, jb0, jb1);
 }
 
 // Scratch of n elements of E for the calling thread, kept between calls (Slot 0: V, 1: M, 2: bilinear
