@@ -208,14 +208,16 @@ def winograd_decision(weight: Tensor | WinogradWeight | Sequence[int], *, exact:
 
 # F(6x6, 3x3) or F(4x4, 3x3), per conv, from its output size (issue 25). F(6x6) does 64 multiplies per 36
 # outputs where F(4x4) does 36 per 16 (0.79x), but its 6-pixel tiles waste work where the output is not a multiple
-# of 6, and its transforms cost more per output. Measured on an AMD EPYC Zen 4 (1 thread, CPU time, medians of 7
-# interleaved rounds, avx512; shared machine, load 2.5; /tmp sweep in the issue 25 report), F(6x6) / F(4x4) time
-# against r = F(6x6)'s GEMM multiplies / F(4x4)'s (`gemm_work_ratio`) for Cin = Cout = 64 .. 1024:
-#   output 24 px (r 0.79): 0.84-0.94 | 32 px (r 1.00): 1.03-1.18 | 40 px (r 0.87): 0.91-0.99
-#   48 px (r 0.79): 0.83-0.96 | 56 px (r 0.91): 0.94-0.99 | 64 px (r 0.84): 0.90-0.95 | 96 px (r 0.79): 0.84-0.92
-#   Cin 16-48 at 64-512 px: 0.85-0.94 (the transforms' extra cost does not undo the saving at few channels).
-# So the time follows r plus 0.05-0.15: F(6x6) wherever r <= 0.9 (unet64's 64-256 px layers at 256 input; every
-# layer from 64 px at 512), F(4x4) on the 16 and 32 px layers (r = 1).
+# of 6, and its 8x8 transforms cost more per output. Measured (benchmarks/bench_winograd_tiles.py --isa avx512
+# --repeats 5: conv + bias + ReLU, batch 1, Cin = Cout = 64 .. 1024, 1 thread, median CPU time of 5 interleaved
+# rounds; AMD EPYC Zen 4, 2026-12-05, ON A SHARED MACHINE (load average 2.5-3.3 from other jobs: +-5% is noise)),
+# F(6x6) / F(4x4) time against r = F(6x6)'s GEMM multiplies / F(4x4)'s (`gemm_work_ratio`):
+#   16 px (r 1.00): 1.20-1.34 | 24 px (r 0.79): 0.78-1.02 | 32 px (r 1.00): 1.03-1.15 | 40 px (r 0.87): 0.95-1.03
+#   48 px (r 0.79): 0.87-0.91 | 56 px (r 0.91): 0.96-1.01 | 64 px (r 0.84): 0.92-0.97 | 96 px (r 0.79): 0.82-0.89
+#   128 px (r 0.84): 0.87-0.97
+# So the time follows r plus 0.05-0.15: F(6x6) wherever r <= 0.9 (unet64's 64-256 px layers at 256 input, every
+# layer from 64 px at 512), F(4x4) on the 16 and 32 px layers (r = 1), where F(6x6) was 3-34% slower. Between
+# r 0.87 and 0.91 the two are within the noise either way.
 F6_MAX_WORK_RATIO = 0.9
 
 
