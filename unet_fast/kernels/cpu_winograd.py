@@ -51,6 +51,9 @@ def winograd_matrices(dtype: torch.dtype = torch.float64, tile: int = 4) -> tupl
     tile 6: 0, +-1, +-2, +-1/2 and infinity (ncnn's and NNPACK's F(6, 3)), with A^T's columns of +-1/2 scaled by
     32 and G's rows by 1/32 so A^T is integral (power-of-two scales round nothing). Raises ValueError for
     another tile."""
+    bt: list[list[float]]
+    g: list[list[float]]
+    at: list[list[float]]
     if tile == 4:
         bt = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]  # fmt: skip
