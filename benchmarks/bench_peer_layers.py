@@ -9,8 +9,9 @@ Layers: the 18 3x3 convs (conv + bias + ReLU; BN is folded by every engine, so a
 and the 4 transposed 2x2 convs of the decoder. The decoder's first conv reads [skip, upsampled]: ours as a
 virtual concat of two NHWC views (as the engine runs it), the peers as one concatenated tensor (as their
 graphs run it after their concat op, which is not timed here). unet_fast: unet_fast.kernels.cpu.conv2d /
-conv_transpose2x2 on NHWC, the engine's per-layer kernels (Winograd F(4x4,3x3) where winograd_decision
-picks it, else the direct path). MNN: the layer exported to ONNX, converted in-process by `_tools.mnnconvert`
+conv_transpose2x2 on NHWC, the engine's per-layer kernels (Winograd where winograd_decision picks it, F(6x6)
+or F(4x4) by the engine's size rule cpu_winograd.f6_decision, else the direct path); `ours4` the same with
+F(4x4) wherever Winograd runs. MNN: the layer exported to ONNX, converted in-process by `_tools.mnnconvert`
 (never the `mnnconvert` console script: unet_fast/bench/peers_mnn.py), Session API, precision=high.
 ncnn: the same ONNX through pnnx (fp16=0), Winograd + sgemm on, fp16/bf16/int8 off (peers_ncnn.py).
 Every engine is timed on its own native layout (ours NHWC, MNN NC4HW4 inside a session whose input copy
@@ -44,8 +45,12 @@ from bench_winograd import rel_l2, sgemm_peak, unet_layers
 
 from unet_fast.bench.machine import machine_record
 from unet_fast.kernels import cpu, spec
+from unet_fast.kernels.cpu_winograd import f6_decision, pack_winograd_weight
 
-ENGINES = ("ours", "mnn", "ncnn", "torch_cl")
+# ours: the engine's per-layer kernel (Winograd F(6x6) or F(4x4) by cpu_winograd.f6_decision on the output size,
+# else direct); ours4: F(4x4) wherever Winograd runs (UNET_FAST_KERNELS=winograd=4), for the F(6x6) gain
+ENGINES = ("ours", "ours4", "mnn", "ncnn", "torch_cl")
+OURS = ("ours", "ours4")
 
 
 def transposed_layers(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, int, int, int]]:
@@ -141,17 +146,20 @@ def bench_layer(kind: str, hw: int, cins: list[int], cout: int, args, tmp: Path,
     else:
         ref = F.conv_transpose2d(x_nchw.double(), w.double(), b.double(), stride=2).permute(0, 2, 3, 1)
     runs, outs, keep = {}, {}, []
-    if "ours" in args.engines:
+    algo: dict[str, str] = {}
+    for eng in (e for e in OURS if e in args.engines):
         out = torch.empty(1, out_hw, out_hw, cout)
         if kind == "conv3x3":
-            packed = cpu.pack_conv_weight(w, torch.float32, isa=args.isa)
-            runs["ours"] = lambda: cpu.conv2d(xs, packed, b, padding=1, act="relu", out=out)
-            algo = packed.algorithm or "direct"
+            packed = cpu.pack_conv_weight(w, torch.float32, isa=args.isa)  # F(4x4) where Winograd runs
+            if eng == "ours" and packed.winograd is not None and not f6_decision((out_hw, out_hw)):
+                packed = cpu.ConvWeight(packed.oihw, packed.isa, pack_winograd_weight(w, isa=packed.isa, tile=6))
+            runs[eng] = lambda p=packed, o=out: cpu.conv2d(xs, p, b, padding=1, act="relu", out=o)
+            algo[eng] = packed.algorithm or "direct"
         else:
             packed_t = cpu.pack_conv_transpose_weight(w, torch.float32, isa=args.isa)
-            runs["ours"] = lambda: cpu.conv_transpose2x2(xs[0], packed_t, b, out=out)
-            algo = "GEMM tiles"
-        outs["ours"] = lambda: out
+            runs[eng] = lambda p=packed_t, o=out: cpu.conv_transpose2x2(xs[0], p, b, out=o)
+            algo[eng] = "GEMM tiles"
+        outs[eng] = lambda o=out: o
     onnx_path = None
     if "mnn" in args.engines or "ncnn" in args.engines:
         onnx_path = _onnx(module, x_nchw, tmp / f"{kind}-{hw}-{cin}-{cout}.onnx")
@@ -189,8 +197,8 @@ def bench_layer(kind: str, hw: int, cins: list[int], cout: int, args, tmp: Path,
         med = statistics.median(s)
         row[k] = {"median_ms": med, "min_ms": min(s), "max_ms": max(s), "gflops": flops / med / 1e6,
                   "rel_l2": errs[k]}  # fmt: skip
-    if "ours" in runs:
-        row["ours"]["algorithm"] = algo
+    for eng, a in algo.items():
+        row[eng]["algorithm"] = a
     return row
 
 
@@ -235,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, name, hw, cins, cout in layers:
             row = bench_layer(kind, hw, cins, cout, args, Path(tmp), clock) | {"layer": name}
             rows.append(row)
-            peers = [row[e]["median_ms"] for e in eng if e != "ours"]
+            peers = [row[e]["median_ms"] for e in eng if e not in OURS]
             ratio = f"{row['ours']['median_ms'] / min(peers):.2f}" if "ours" in row and peers else "-"
             print(f"| {name} | {hw} | {'+'.join(map(str, cins))} -> {cout} | "
                   + " | ".join(f"{row[e]['median_ms']:.2f}" for e in eng) + f" | {ratio} | "

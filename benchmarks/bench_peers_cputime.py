@@ -7,8 +7,9 @@ wall time at more threads.
     python benchmarks/bench_peers_cputime.py [--workload unet64-256] [--threads 1] [--repeats 5]
         [--contenders unet_fast-cpu@avx512,unet_fast-cpu@avx2,mnn,ncnn,onnxruntime,openvino]
 
-`name@isa` prepares a unet_fast contender with UNET_FAST_CPU_ISA=isa (the variant is fixed at pack time), so
-several kernel variants run side by side in one process. Parity (rel-L2 against PyTorch fp32) is printed per
+`name@isa` prepares a unet_fast contender with UNET_FAST_KERNELS=cpu=isa (the variant is fixed at pack time), so
+several kernel variants run side by side in one process; `name@key=value;key=value` prepares it with
+UNET_FAST_KERNELS=key=value,key=value (e.g. `unet_fast-cpu@cpu=avx512;winograd=4`: F(4x4) only, issue 25). Parity (rel-L2 against PyTorch fp32) is printed per
 contender. At 2+ threads a wall figure on a loaded machine is a direction, not a figure (see docs/peers.md)."""
 
 from __future__ import annotations
@@ -51,16 +52,16 @@ def main(argv: list[str] | None = None) -> int:
             if why:
                 print(f"{name}: not run: {why}")
                 continue
-            saved = os.environ.get("UNET_FAST_CPU_ISA")
-            if isa:
-                os.environ["UNET_FAST_CPU_ISA"] = isa
+            saved = os.environ.get("UNET_FAST_KERNELS")
+            if isa:  # 'avx512' = cpu=avx512; 'cpu=avx512;winograd=4' = UNET_FAST_KERNELS=cpu=avx512,winograd=4
+                os.environ["UNET_FAST_KERNELS"] = isa.replace(";", ",") if "=" in isa else f"cpu={isa}"
             try:
                 p = get_contender(base).prepare(model, x, s)
             finally:
                 if isa:
-                    os.environ.pop("UNET_FAST_CPU_ISA")
+                    os.environ.pop("UNET_FAST_KERNELS")
                     if saved is not None:
-                        os.environ["UNET_FAST_CPU_ISA"] = saved
+                        os.environ["UNET_FAST_KERNELS"] = saved
             out = p.run()
             out = out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
             err = np.linalg.norm(out - ref) / np.linalg.norm(ref)

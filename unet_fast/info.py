@@ -37,8 +37,8 @@ def _triton_status() -> tuple[bool, str]:
 
 def _choice(kind: str, dtype: torch.dtype, context: Any) -> str:
     """What the kernel registry runs for a typical step of `kind` here (a 3x3 stride-1 conv with 64 input
-    channels, a 2x2 transposed conv, a 64-channel head), with the reasons better-ranked kernels were passed
-    over."""
+    channels, at a 256x256 and a 32x32 output where the kernel differs, a 2x2 transposed conv, a 64-channel
+    head), with the reasons better-ranked kernels were passed over."""
     from unet_fast.graph.ir import Conv, ConvTranspose2x2, Head, Slice
     from unet_fast.kernels import registry
 
@@ -48,12 +48,19 @@ def _choice(kind: str, dtype: torch.dtype, context: Any) -> str:
         "conv_transpose2x2": ConvTranspose2x2("info", x, torch.zeros(64, 32, 2, 2), None, "none", 0.01, y),
         "head": Head("info", x, torch.zeros(2, 64), None, "softmax", Slice("p", 0, 2)),
     }
-    try:
-        c = registry.choose(steps[kind], "cpu", dtype, context)
-    except ValueError as e:  # a bad forced choice: optimize would raise it too
-        return f"error: {e}"
-    why = "; ".join(dict.fromkeys(r for _, r in c.passed_over))
-    return c.kernel.title + (f" (not: {why})" if why else "")
+    # a conv's kernel may depend on its output size in the plan (Winograd F(6x6) vs F(4x4)): two typical sizes
+    sizes = {"conv3x3": ((256, 256), (32, 32))}.get(kind, ((64, 64),))
+    texts = []
+    for size in sizes:
+        try:
+            c = registry.choose(steps[kind], "cpu", dtype, context, {"x": size, "y": size})
+        except ValueError as e:  # a bad forced choice: optimize would raise it too
+            return f"error: {e}"
+        why = "; ".join(dict.fromkeys(r for _, r in c.passed_over))
+        texts.append((c.kernel.title + (f" (not: {why})" if why else ""), size))
+    if len({t for t, _ in texts}) == 1:
+        return texts[0][0]
+    return "; ".join(f"at {h}x{w} output: {t}" for t, (h, w) in texts)
 
 
 def _cpu_kernels() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-// Winograd F(4x4, 3x3) convolution, stride 1, padding 0 or 1, NHWC fp32 or bf16, with the fused conv epilogue
+// Winograd F(4x4, 3x3) and F(6x6, 3x3) convolution, stride 1, padding 0 or 1, NHWC fp32 or bf16, with the fused conv epilogue
 // (bias, residual, activation, channel-slot store, 2x2 max-pool) and virtual-concat / resample-on-read
 // inputs. Launcher, weight packing and argument checks: unet_fast/kernels/cpu_winograd.py; design:
 // docs/winograd.md. The kernel body (csrc/include/unet_fast/winograd_kernels.h) is compiled once per CPU
@@ -37,7 +37,7 @@ void winograd_conv3x3(const std::vector<ViewArgs>& views, int h, int w, int cin,
                       std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
                       const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
                       const std::optional<DescArgs>& pool_desc, int act, float negative_slope, int num_threads,
-                      int isa, int tile_block, int cout_chunk) {
+                      int isa, int tile_block, int cout_chunk, int tile) {
   const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
   UF_CHECK(!views.empty(), "at least one input view");
   UF_CHECK_POSITIVE(cin);
@@ -47,9 +47,11 @@ void winograd_conv3x3(const std::vector<ViewArgs>& views, int h, int w, int cin,
   const int nr = ops.winograd.nr;
   UF_CHECK(cout_pad % nr == 0 && cout_pad >= cout && cout_pad < cout + nr,
            "cout_pad " << cout_pad << " must be " << cout << " rounded up to this variant's block of " << nr);
+  UF_CHECK(tile == 4 || tile == 6, "Winograd output tile must be 4 (F(4x4, 3x3)) or 6 (F(6x6, 3x3)), got " << tile);
+  const long long points = static_cast<long long>(tile + 2) * (tile + 2);
   UF_CHECK_PTR(u_ptr);
-  UF_CHECK(u_numel == 36LL * cout_pad * cin,
-           "packed weight holds " << u_numel << " floats, expected 36 x " << cout_pad << " x " << cin);
+  UF_CHECK(u_numel == points * cout_pad * cin,
+           "packed weight holds " << u_numel << " floats, expected " << points << " x " << cout_pad << " x " << cin);
   UF_CHECK(act >= 0 && act <= 3, "unknown activation index " << act);
   UF_CHECK_POSITIVE(num_threads);
   UF_CHECK_NONNEG(tile_block);
@@ -63,6 +65,7 @@ void winograd_conv3x3(const std::vector<ViewArgs>& views, int h, int w, int cin,
   cv.cout = cout;
   cv.cout_pad = cout_pad;
   cv.pad = pad;
+  cv.tile = tile;
   cv.ho = h + 2 * pad - 2;
   cv.wo = w + 2 * pad - 2;
   UF_CHECK(cv.out.n <= INT32_MAX, "batch must fit in int32");
@@ -121,14 +124,14 @@ void def_winograd(py::module_& m, const char* name, const char* doc) {
   m.def(name, &winograd_conv3x3<T>, py::arg("views"), py::arg("h"), py::arg("w"), py::arg("cin"), py::arg("cout"),
         py::arg("cout_pad"), py::arg("pad"), py::arg("u_ptr"), py::arg("u_numel"), py::arg("bias_ptr"),
         py::arg("residual"), py::arg("out"), py::arg("pool_out"), py::arg("act"), py::arg("negative_slope"),
-        py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"), py::arg("cout_chunk"), doc);
+        py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"), py::arg("cout_chunk"), py::arg("tile") = 4, doc);
 }
 
 void register_winograd(py::module_& m) {
   def_winograd<float>(m, "winograd_conv3x3_f32",
-                      "Winograd F(4x4,3x3) conv, stride 1, NHWC fp32 descriptors, fused epilogue. views: (descriptor, "
-                      "mode, resampled H, W, align_corners, offset y, x) each; isa: index into cpu_isa_table() (the "
-                      "weight's variant).");
+                      "Winograd F(tile x tile, 3x3) conv (tile 4 or 6), stride 1, NHWC fp32 descriptors, fused "
+                      "epilogue. views: (descriptor, mode, resampled H, W, align_corners, offset y, x) each; isa: "
+                      "index into cpu_isa_table() (the weight's variant).");
   def_winograd<std::uint16_t>(m, "winograd_conv3x3_bf16",
                               "winograd_conv3x3_f32 on bf16 activations (views, residual, out, pool_out are bf16 "
                               "NHWC descriptors; bias and the transformed weight fp32): fp32 compute, each output "

@@ -85,6 +85,18 @@ def _winograd_expected(step: object, conv: str) -> bool:
             and tuple(step.padding) in ((0, 0), (1, 1)))  # type: ignore[attr-defined]  # fmt: skip
 
 
+def _winograd_kernel(step: object, sizes: dict[str, tuple[int, int]], variant: str) -> str:
+    """The bf16 Winograd kernel of a conv step that runs one: F(6x6) where cpu_winograd.f6_decision takes its
+    output size in the plan (`sizes`: buffer -> (H, W)), else F(4x4) (issue 25)."""
+    out = step.out  # type: ignore[attr-defined]
+    size = out.size or sizes[out.buffer]
+    return f"cpu.conv2d.bf16_winograd{'' if cpu_winograd.f6_decision(size) else '6'}.{variant}"
+
+
+def _sizes(ex: object) -> dict[str, tuple[int, int]]:
+    return {n: b.size for n, b in ex.plan.buffers.items()}  # type: ignore[attr-defined]
+
+
 MODELS = ["unet", "milesial", "smp_like", "valid", "bilinear", "monai"]
 
 
@@ -123,7 +135,7 @@ def test_bf16_parity_against_the_fp32_model(name: str, conv: str) -> None:
     variant = cpu_isa.best().name
     # every conv runs on the cpu backend's bf16 kernels, with whatever the plan fused into it (virtual concat,
     # crop, resample, pool): the expected ones on the Winograd, the rest on the tiles
-    assert all(r.kernel == f"cpu.conv2d.bf16_winograd.{variant}" for _, r in wino), [r.kernel for _, r in wino]
+    assert all(r.kernel == _winograd_kernel(st, _sizes(ex), variant) for st, r in wino), [r.kernel for _, r in wino]
     if conv == "auto" and tile != "amx":  # these models all have 3x3 convs with >= 16 input channels
         assert wino
     rest = [(st, r) for st, r in convs if (st, r) not in wino]
@@ -142,7 +154,9 @@ def test_bf16_parity_against_the_fp32_model(name: str, conv: str) -> None:
     text = fast.report()
     assert ("torch reference in bfloat16:" in text) == bool(refs)
     if wino:
-        assert f"{len(wino)} convs by Winograd F(4x4,3x3) on bf16, fp32 compute, {variant}" in text, text
+        for t in (4, 6):
+            n = sum(r.kernel.split(".")[2] == ("bf16_winograd6" if t == 6 else "bf16_winograd") for _, r in wino)
+            assert not n or f"{n} convs by Winograd F({t}x{t},3x3) on bf16, fp32 compute, {variant}" in text, text
 
 
 def test_auto_tile_backend_is_the_best_this_cpu_runs() -> None:
@@ -199,7 +213,8 @@ def test_which_steps_run_the_reference(name: str) -> None:
         step = p.step
         assert not r.fallback and r.backend == "cpu", (r.kind, r.fallback)
         if step.kind in TILE_KINDS:
-            assert r.kernel.split(".")[2] in ("bf16_tiles", "bf16_direct", "bf16_winograd", "fp32_on_bf16"), r.kernel
+            assert r.kernel.split(".")[2] in ("bf16_tiles", "bf16_direct", "bf16_winograd", "bf16_winograd6",
+                                              "fp32_on_bf16"), r.kernel
         if step.kind == "Conv":
             fused["concat"] += len(step.inputs) > 1
             fused["crop"] += any(s.resample is None and not s.plain for s in step.inputs)
@@ -363,7 +378,7 @@ ISA_CONFIGS = {
 }
 
 
-def _expected_kernel(step: object, variant: str, tiles: str | None) -> str:
+def _expected_kernel(step: object, variant: str, tiles: str | None, sizes: dict[str, tuple[int, int]]) -> str:
     """The kernel the rule says runs `step` (written out from issue 24 / 25, not read from the registry)."""
     kind = step.kind  # type: ignore[attr-defined]
     if kind == "Pool":
@@ -371,7 +386,7 @@ def _expected_kernel(step: object, variant: str, tiles: str | None) -> str:
     if kind in ("Concat", "Resample"):
         return "cpu.upsample_concat.bf16"
     if kind == "Conv" and _winograd_expected(step, "auto") and tiles != "amx":
-        return f"cpu.conv2d.bf16_winograd.{variant}"
+        return _winograd_kernel(step, sizes, variant)
     op = {"Conv": "conv2d", "ConvTranspose2x2": "conv_transpose2x2", "Head": "head"}[kind]
     if tiles is None:
         return f"cpu.{op}.fp32_on_bf16.{variant}"
@@ -396,7 +411,7 @@ def test_bf16_kernels_per_isa_configuration(config: str, monkeypatch: pytest.Mon
     fast = unet_fast.optimize(model, x, backend="cpu", dtype=torch.bfloat16)
     ex = fast.executor_for(shape)
     for p, r in zip(ex.prepared, ex.records(), strict=True):
-        assert r.kernel == _expected_kernel(p.step, variant, tiles), (r.kind, r.name, r.kernel)
+        assert r.kernel == _expected_kernel(p.step, variant, tiles, _sizes(ex)), (r.kind, r.name, r.kernel)
         assert r.backend == "cpu" and not r.fallback
         assert not registry.get(r.kernel).emulator or tiles == "portable"
     text = fast.report()
@@ -464,10 +479,12 @@ def test_report_counts_what_each_conv_ran(backend: str, monkeypatch: pytest.Monk
     data = fast.report_data()
     variant = cpu_isa.choose(None).name
     tiles = f"cpu.conv2d.{'bf16_direct' if backend == 'avx512bf16' else 'bf16_tiles'}.{backend}"
-    assert data.count(kernel=f"cpu.conv2d.bf16_winograd.{variant}") == ran["wino"], [s.kernel for s in data.steps]
+    # both Winograd convs (13x11 and 7x6 outputs) take F(6x6): cpu_winograd.f6_decision
+    assert not cpu_winograd.f6_decision((13, 11)) and not cpu_winograd.f6_decision((7, 6))
+    assert data.count(kernel=f"cpu.conv2d.bf16_winograd6.{variant}") == ran["wino"], [s.kernel for s in data.steps]
     assert data.count(kernel=tiles) == ran["tiles"], [s.kernel for s in data.steps]
     text = fast.report()
-    wino = f"Winograd F(4x4,3x3) on bf16, fp32 compute, {variant}"
+    wino = f"Winograd F(6x6,3x3) on bf16, fp32 compute, {variant}"
     label = "bf16 direct (avx512bf16)" if backend == "avx512bf16" else f"bf16 tiles ({backend})"
     assert f"algorithms: {ran['wino']} convs by {wino}" in text, text
     assert f"algorithms: {ran['tiles']} convs by {label}" in text, text

@@ -95,6 +95,7 @@ class Executor:
         self._local = threading.local()
         registry.load(backend)
         self.weights.context.validate()
+        self._sizes = {name: b.size for name, b in plan.buffers.items()}  # for kernels chosen by size (`fits`)
         self.prepared = [self._prepare(s) for s in plan.steps]
         self._output_dtypes = self._head_output_dtypes()
 
@@ -102,7 +103,7 @@ class Executor:
     def _prepare(self, step: Step) -> _Prepared:
         if isinstance(step, Fallback):
             return _prepare_fallback(step, self.weights, self.device)
-        choice = registry.choose(step, self.backend_name, self.dtype, self.weights.context)
+        choice = registry.choose(step, self.backend_name, self.dtype, self.weights.context, self._sizes)
         return _prepare_with(step, choice, self.weights, self.device, self.dtype)
 
     def _head_output_dtypes(self) -> dict[str, torch.dtype]:

@@ -213,7 +213,8 @@ class ConvWeight:
     @property
     def algorithm(self) -> str:
         """Named per step in FusedUNet.report(): the algorithm and the variant ('' for direct convolution)."""
-        return f"Winograd F(4x4,3x3), {self.isa}" if self.winograd is not None else ""
+        w = self.winograd
+        return f"Winograd F({w.tile}x{w.tile},3x3), {self.isa}" if w is not None else ""
 
     @property
     def shape(self) -> torch.Size:

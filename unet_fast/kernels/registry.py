@@ -43,7 +43,12 @@ KEYS: dict[str, str] = {
     "bf16_winograd": "the Winograd on bf16 activations for bf16 3x3 convs: auto (not on AMX), on or off",
     "avx512bf16_conv": "the avx512bf16 backend's conv body: direct (its register-blocked direct conv, the "
     "default wherever it runs) or tile (its tile body; tests and benchmarks)",
+    "winograd": "the output tile of the cpu backend's Winograd 3x3 convs (fp32 and bf16 activations): auto "
+    "(F(6x6, 3x3) where cpu_winograd.f6_decision takes the conv's output size, else F(4x4, 3x3)), 4 (F(4x4) "
+    "only) or 6 (F(6x6) wherever Winograd runs)",
 }
+# Keys whose values are a fixed set: checked when UNET_FAST_KERNELS is parsed (the others where they are used).
+VALUES: dict[str, tuple[str, ...]] = {"winograd": ("auto", "4", "6")}
 # Deprecated aliases (users set them; UNET_FAST_KERNELS wins where both name a key).
 ALIASES: dict[str, str] = {
     "UNET_FAST_CPU_ISA": "cpu",
@@ -94,6 +99,8 @@ class Choices:
                 raise ValueError(f"{KERNELS_ENV}: {item!r} is not key=value (keys: {', '.join(KEYS)})")
             if key not in KEYS:
                 raise ValueError(f"{KERNELS_ENV}: unknown key {key!r}; expected one of {', '.join(KEYS)}")
+            if key in VALUES and value not in VALUES[key]:
+                raise ValueError(f"{KERNELS_ENV}: {key} must be one of {', '.join(VALUES[key])}, got {value!r}")
             forced[key] = value
         return cls(exact, tuple(forced.items()))
 
@@ -145,6 +152,10 @@ class Kernel:
     approximate: refused under exact=True. emulator: computes what hardware it lacks would (never
     auto-picked; its family's row is then only ever chosen by forcing).
     gate(context): an eligibility rule that depends on what was forced or chosen (None = eligible).
+    fits(step, dtype, sizes, context): for a kernel whose profit depends on the spatial sizes of the plan it
+    runs in (a per-shape plan: `sizes` maps each buffer name to its (H, W); None for a caller without a plan,
+    such as `unet-fast info`'s typical step): None when it runs there, else why not ('' passes it over
+    silently: what a rule that needs sizes returns without them). Called after `gate` and `supports` took it.
     scores_dtype(dtype): for a Head kernel that keeps its scores wider than the engine dtype: their dtype
     (the executor then allocates the engine's output buffer in it).
     """
@@ -165,6 +176,7 @@ class Kernel:
     approximate: bool = False
     emulator: bool = False
     gate: Callable[[Context], str | None] | None = None
+    fits: Callable[[Step, torch.dtype, Mapping[str, tuple[int, int]] | None, Context], str | None] | None = None
     scores_dtype: Callable[[torch.dtype], torch.dtype] | None = None
 
     @property
@@ -314,16 +326,20 @@ class Choice:
     fallback: str = ""
 
 
-def choose(step: Step, backend: str, dtype: torch.dtype, context: Context) -> Choice:
+def choose(step: Step, backend: str, dtype: torch.dtype, context: Context,
+           sizes: Mapping[str, tuple[int, int]] | None = None) -> Choice:  # fmt: skip
     """The kernel that runs `step` on `backend` in `dtype`: the highest-ranked eligible one whose `supports`
-    takes the step, else the reference with the reason. Raises ValueError for a bad forced choice, and
-    LookupError when not even the reference runs this step kind in `dtype`."""
+    takes the step (and whose `fits`, if it has one, takes it at the plan's buffer `sizes`: name -> (H, W)),
+    else the reference with the reason. Raises ValueError for a bad forced choice, and LookupError when not
+    even the reference runs this step kind in `dtype`."""
     passed: list[tuple[str, str]] = []
     step_type = type(step)
     for k in kernels(backend, step_type, dtype):
         why = context.eligible(k)
         if why is None:
             why = k.supports(step, dtype)
+            if why is None and k.fits is not None:
+                why = k.fits(step, dtype, sizes, context)
             if why is None:
                 return Choice(k, tuple(passed))
         if why and all(why != r for _, r in passed):  # a family's absence once, not once per row
@@ -348,6 +364,7 @@ __all__ = [
     "KERNEL_MODULES",
     "KEYS",
     "STEP_TYPES",
+    "VALUES",
     "Choice",
     "Choices",
     "Context",

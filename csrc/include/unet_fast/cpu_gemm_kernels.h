@@ -20,7 +20,8 @@ UF_VEC_INLINE void store_n(std::uint16_t* p, const Vec& v, int n) { v.store_bf16
 // 14 x 2, 8 x 3, 6 x 4). The loops over MR and NV are fully unrolled, so the accumulator array is promoted
 // to registers (checked in the assembly: no stack traffic in the k loop). Not inlined: inside the block
 // loops the compiler ran out of integer registers and kept the row pointers on the stack.
-template <int MR, int NV>
+// kAcc: C += A * B instead of C = A * B (a reduction split into chunks: each chunk's sum is added to C).
+template <int MR, int NV, bool kAcc = false>
 __attribute__((noinline)) void gemm_tile(const float* a, std::int64_t lda, const float* b, float* c,
                                           std::int64_t ldc, int k, std::int64_t ka = 1) {
   constexpr int NR = NV * kL;
@@ -41,28 +42,31 @@ __attribute__((noinline)) void gemm_tile(const float* a, std::int64_t lda, const
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) acc[i * NV + j].store(c + i * ldc + j * kL);
+    for (int j = 0; j < NV; ++j) {
+      if constexpr (kAcc) acc[i * NV + j] = Vec::load(c + i * ldc + j * kL) + acc[i * NV + j];
+      acc[i * NV + j].store(c + i * ldc + j * kL);
+    }
 }
 
 // The same product for `rows` < 16 rows (a block's last, partial micro-tile), as tiles of 8, 4, 2 and 1 rows:
 // no work on rows that do not exist (with 14-row tiles, a 16-tile layer would otherwise compute 28 rows;
 // with 6-row tiles, 18).
-template <int NV>
+template <int NV, bool kAcc = false>
 inline void gemm_rows(int rows, const float* a, std::int64_t lda, const float* b, float* c, std::int64_t ldc, int k,
                       std::int64_t ka = 1) {
   if (rows & 8) {
-    gemm_tile<8, NV>(a, lda, b, c, ldc, k, ka);
+    gemm_tile<8, NV, kAcc>(a, lda, b, c, ldc, k, ka);
     a += 8 * lda, c += 8 * ldc;
   }
   if (rows & 4) {
-    gemm_tile<4, NV>(a, lda, b, c, ldc, k, ka);
+    gemm_tile<4, NV, kAcc>(a, lda, b, c, ldc, k, ka);
     a += 4 * lda, c += 4 * ldc;
   }
   if (rows & 2) {
-    gemm_tile<2, NV>(a, lda, b, c, ldc, k, ka);
+    gemm_tile<2, NV, kAcc>(a, lda, b, c, ldc, k, ka);
     a += 2 * lda, c += 2 * ldc;
   }
-  if (rows & 1) gemm_tile<1, NV>(a, lda, b, c, ldc, k, ka);
+  if (rows & 1) gemm_tile<1, NV, kAcc>(a, lda, b, c, ldc, k, ka);
 }
 
 // y = act(acc + bias + residual) on kL lanes, the same math as unet_fast::epilogue (epilogue.h):

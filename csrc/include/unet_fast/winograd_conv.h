@@ -1,15 +1,16 @@
-// Winograd F(4x4, 3x3) convolution over NHWC fp32 or bf16 (csrc/cpu/winograd_conv.cpp): the problem
-// description every variant of the kernel body (csrc/include/unet_fast/winograd_kernels.h) receives.
+// Winograd F(4x4, 3x3) and F(6x6, 3x3) convolution over NHWC fp32 or bf16 (csrc/cpu/winograd_conv.cpp): the
+// problem description every variant of the kernel body (csrc/include/unet_fast/winograd_kernels.h) receives.
 //
 // Element type T of the activations (views, residual, out, pool): float, or std::uint16_t holding bf16 bits
 // ("bf16 storage, fp32 compute": each value is widened exactly on load, the transforms, GEMMs and epilogue
 // run in fp32 as for float, and each output is rounded once to bf16 on store, like the bf16 tile conv's
 // epilogue). Bias and the transformed weight U are fp32 for both.
 //
-// Transforms (Lavin & Gray 2016, points 0, +-1, +-2, +-1/2): Y = A^T [(G g G^T) . (B^T d B)] A with a 6x6
-// input tile d and a 4x4 output tile Y. The weight side U = G g G^T is computed once, in float64, by the
-// Python launcher (unet_fast/kernels/cpu_winograd.py) and packed as U[p][cout/nr][cin][nr] for the 36
-// points p = 6 * row + col, Cout zero-padded to a multiple of nr (the variant's Winograd block width).
+// Transforms (Lavin & Gray 2016): Y = A^T [(G g G^T) . (B^T d B)] A with an a x a input tile d and an m x m
+// output tile Y, a = m + 2: F(4x4, 3x3) (m = 4, points 0, +-1, +-2) or F(6x6, 3x3) (m = 6, points 0, +-1, +-2,
+// +-1/2; winograd_kernels.h has the matrices). The weight side U = G g G^T is computed once, in float64, by
+// the Python launcher (unet_fast/kernels/cpu_winograd.py) and packed as U[p][cout/nr][cin][nr] for the a * a
+// points p = a * row + col, Cout zero-padded to a multiple of nr (the variant's Winograd block width).
 //
 // Every tensor arrives as a bounds-checked NHWC descriptor (cpu_tensor.h): the binding checks that each
 // view, out, residual and pool lies inside its storage and has the shape the conv implies.
@@ -41,7 +42,8 @@ struct WinoConvT {
   int cin, cout, cout_pad;           // cout_pad: Cout rounded up to nr (the packed weight's layout)
   int pad;                           // 0 or 1 (same on all sides)
   int ho, wo;                        // output size
-  const float* u;                    // packed transformed weight [36][cout_pad/nr][cin][nr]
+  int tile;                          // m: 4 (F(4x4, 3x3)) or 6 (F(6x6, 3x3))
+  const float* u;                    // packed transformed weight [(m+2)^2][cout_pad/nr][cin][nr]
   const float* bias;                 // [cout] or nullptr
   Nhwc<const T> residual;            // [n, ho, wo, cout]; p == nullptr: none
   Nhwc<T> out;                       // [n, ho, wo, cout] (a channel slot is fine)

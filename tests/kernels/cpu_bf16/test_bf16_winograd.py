@@ -1,4 +1,4 @@
-"""The Winograd F(4x4, 3x3) conv on bf16 activations (cpu_winograd.conv3x3_winograd with bf16 tensors, issue 17):
+"""The Winograd F(4x4, 3x3) and F(6x6, 3x3) conv on bf16 activations (cpu_winograd.conv3x3_winograd with bf16 tensors, issue 17):
 bf16 views / residual / out / pool_out, fp32 bias and transformed weight (of the bf16-rounded weight), fp32
 compute, each output rounded once to bf16.
 
@@ -50,11 +50,12 @@ pytestmark = pytest.mark.skipif(not ISAS, reason="unet_fast._C was built without
 
 
 def run(views: list[InputView], cout: int, pad: int, isa: str, seed: int, *, act: str = "relu",
-        residual: bool = False, pool: bool = False) -> torch.Tensor:  # fmt: skip
-    """The bf16 Winograd on `views` into poisoned slots, checked against both truths; returns out."""
+        residual: bool = False, pool: bool = False, tile: int = 4) -> torch.Tensor:  # fmt: skip
+    """The bf16 Winograd F(tile x tile) on `views` into poisoned slots, checked against both truths; returns
+    out."""
     cin = sum(v.channels for v in views)
     weight, bias = lively(cin, cout, 3, seed)
-    packed = cpu_winograd.pack_winograd_weight(weight, isa=isa, io_dtype=torch.bfloat16)
+    packed = cpu_winograd.pack_winograd_weight(weight, isa=isa, io_dtype=torch.bfloat16, tile=tile)
     staged = torch.cat([cpu_bf16.read_view_bf16(v) for v in views], dim=3)
     n, h, w, _ = staged.shape
     shape = (n, h + 2 * pad - 2, w + 2 * pad - 2, cout)
@@ -62,7 +63,7 @@ def run(views: list[InputView], cout: int, pad: int, isa: str, seed: int, *, act
     before = [v.tensor.clone() for v in views]
     buf, out = poisoned_out(shape, torch.bfloat16)
     pbuf, pool_out = poisoned_out((n, shape[1] // 2, shape[2] // 2, cout), torch.bfloat16) if pool else (None, None)
-    what = f"{[tuple(v.tensor.shape) for v in views]} -> {shape} p{pad} {act} isa={isa}"
+    what = f"{[tuple(v.tensor.shape) for v in views]} -> {shape} p{pad} {act} isa={isa} F({tile})"
     got = cpu_winograd.conv3x3_winograd(views, packed, bias, padding=pad, act=act, residual=res, out=out,
                                         pool_out=pool_out)  # fmt: skip
     assert got.data_ptr() == out.data_ptr()
@@ -88,38 +89,44 @@ def run(views: list[InputView], cout: int, pad: int, isa: str, seed: int, *, act
     return got
 
 
+@pytest.mark.parametrize("tile", cpu_winograd.TILES)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(("n", "h", "w", "cin", "cout", "pad", "act"), [
     (2, 13, 11, 37, 29, 1, "relu"),
     (2, 9, 14, 24, 40, 0, "leaky_relu"),
     (1, 4, 4, 16, 16, 1, "none"),  # one tile
     (3, 6, 23, 19, 21, 1, "silu"),
-], ids=["13x11_p1", "9x14_p0", "4x4_one_tile", "n3_6x23"])  # fmt: skip
-def test_plain_input(n: int, h: int, w: int, cin: int, cout: int, pad: int, act: str, isa: str) -> None:
+    (2, 25, 37, 21, 13, 1, "relu"),  # not multiples of 6: partial F(6x6) tiles on every edge
+    (2, 7, 13, 29, 19, 0, "leaky_relu"),
+], ids=["13x11_p1", "9x14_p0", "4x4_one_tile", "n3_6x23", "25x37_p1", "7x13_p0"])  # fmt: skip
+def test_plain_input(n: int, h: int, w: int, cin: int, cout: int, pad: int, act: str, isa: str, tile: int) -> None:
     x = slot_of_poisoned(n, h, w, cin, torch.Generator().manual_seed(h * w))[1]
-    run([InputView(x)], cout, pad, isa, seed=h + w, act=act)
+    run([InputView(x)], cout, pad, isa, seed=h + w, act=act, tile=tile)
 
 
+@pytest.mark.parametrize("tile", cpu_winograd.TILES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_virtual_concat_residual_and_pool(isa: str) -> None:
+def test_virtual_concat_residual_and_pool(isa: str, tile: int) -> None:
     """A U-Net decoder conv: skip 19 + up 13 channels read from slots of two buffers, a residual added before
     the activation, and the 2x2 max-pool output (odd output: floor mode)."""
     g = torch.Generator().manual_seed(5)
     views = [InputView(slot_of_poisoned(2, 15, 13, 19, g)[1]),
              InputView(slot_of_poisoned(2, 15, 13, 13, g, before=1)[1])]
-    run(views, 21, 1, isa, seed=5, residual=True, pool=True)
-    run(views, 33, 0, isa, seed=6, pool=True)
+    run(views, 21, 1, isa, seed=5, residual=True, pool=True, tile=tile)
+    run(views, 33, 0, isa, seed=6, pool=True, tile=tile)
 
 
+@pytest.mark.parametrize("tile", cpu_winograd.TILES)
 @pytest.mark.parametrize("isa", ISAS)
-def test_crop_window_and_zero_padding_window(isa: str) -> None:
+def test_crop_window_and_zero_padding_window(isa: str, tile: int) -> None:
     """Ronneberger's centre crop of the skip, and milesial's F.pad (a window past the source's edge)."""
     g = torch.Generator().manual_seed(7)
     skip, up = slot_of_poisoned(2, 21, 24, 32, g)[1], slot_of_poisoned(2, 13, 16, 17, g)[1]
-    run([InputView(skip, offset=(4, 4), size=(13, 16)), InputView(up)], 24, 0, isa, seed=7)
-    run([InputView(up, offset=(-1, -2), size=(15, 19))], 19, 1, isa, seed=8)
+    run([InputView(skip, offset=(4, 4), size=(13, 16)), InputView(up)], 24, 0, isa, seed=7, tile=tile)
+    run([InputView(up, offset=(-1, -2), size=(15, 19))], 19, 1, isa, seed=8, tile=tile)
 
 
+@pytest.mark.parametrize("tile", cpu_winograd.TILES)
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(("mode", "size", "align"), [
     ("nearest", (14, 22), False),
@@ -127,10 +134,10 @@ def test_crop_window_and_zero_padding_window(isa: str) -> None:
     ("bilinear", (14, 22), False),
     ("bilinear", (15, 21), True),
 ], ids=["nearest_2x", "nearest_odd", "bilinear_2x", "bilinear_odd_ac"])  # fmt: skip
-def test_resample_on_read(mode: str, size: tuple[int, int], align: bool, isa: str) -> None:
+def test_resample_on_read(mode: str, size: tuple[int, int], align: bool, isa: str, tile: int) -> None:
     g = torch.Generator().manual_seed(size[0] + size[1])
     low, skip = slot_of_poisoned(2, 7, 11, 33, g)[1], slot_of_poisoned(2, *size, 17, g)[1]
-    run([InputView(skip), InputView(low, Resample(mode, size, align))], 19, 1, isa, seed=size[1])
+    run([InputView(skip), InputView(low, Resample(mode, size, align))], 19, 1, isa, seed=size[1], tile=tile)
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -28,7 +28,7 @@ CASES = [
 ]
 
 
-def run_case(case: tuple, isa: str, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def run_case(case: tuple, isa: str, scale: float, seed: int, tile: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     n, h, w, cins, cout, bilinear = case
     g = torch.Generator().manual_seed(seed)
     views: list = [torch.randn(n, h, w, cins[0], generator=g) * scale]
@@ -41,7 +41,7 @@ def run_case(case: tuple, isa: str, scale: float, seed: int) -> tuple[torch.Tens
     wt = torch.randn(cout, sum(cins), 3, 3, generator=g) * (2.0 / (9 * sum(cins))) ** 0.5
     b = torch.randn(cout, generator=g)
     out = torch.full((n, h, w, cout), float("nan"))
-    got = conv3x3_winograd(views, pack_winograd_weight(wt, isa=isa), b, padding=1, act="relu", out=out)
+    got = conv3x3_winograd(views, pack_winograd_weight(wt, isa=isa, tile=tile), b, padding=1, act="relu", out=out)
     v64 = [
         InputView(v.tensor.double(), v.resample, v.offset, v.size) if isinstance(v, InputView) else v.double()
         for v in views
@@ -50,19 +50,26 @@ def run_case(case: tuple, isa: str, scale: float, seed: int) -> tuple[torch.Tens
     return got, ref
 
 
+@pytest.mark.parametrize("first_tile", [4, 6])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("isa", available_isas())
-def test_reused_scratch_never_leaks_between_calls(isa: str, threads: int) -> None:
+def test_reused_scratch_never_leaks_between_calls(isa: str, threads: int, first_tile: int) -> None:
+    """F(4x4) and F(6x6) calls alternate (their V and M layouts differ: 36 / 64 points, other strides), each
+    after a dirtying call of the other tile on the previous shape and one of its own tile on its own shape, so a
+    stale element of either layout shows."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         order = [*CASES, CASES[3], CASES[0], CASES[2]]
         for i, case in enumerate(order):
-            run_case(order[i - 1], isa, 1e30, seed=100 + i)  # dirty every buffer the previous shape used
-            run_case(case, isa, 1e30, seed=200 + i)  # and this shape's, with other huge values
-            got, ref = run_case(case, isa, 1.0, seed=i)
-            assert torch.isfinite(got).all(), f"{isa} {threads}T call {i} {case}: non-finite output"
+            tile = first_tile if i % 2 == 0 else 10 - first_tile
+            other = 10 - tile
+            run_case(order[i - 1], isa, 1e30, seed=100 + i, tile=other)  # dirty every buffer the previous shape used
+            run_case(case, isa, 1e30, seed=200 + i, tile=tile)  # and this shape's and tile's, other huge values
+            got, ref = run_case(case, isa, 1.0, seed=i, tile=tile)
+            what = f"{isa} {threads}T call {i} F({tile}) {case}"
+            assert torch.isfinite(got).all(), f"{what}: non-finite output"
             err = ((got.double() - ref).norm() / ref.norm()).item()
-            assert err <= REL_L2_BUDGET, f"{isa} {threads}T call {i} {case}: rel-L2 {err:.2e}"
+            assert err <= REL_L2_BUDGET, f"{what}: rel-L2 {err:.2e}"
     finally:
         torch.set_num_threads(old)
