@@ -32,7 +32,9 @@ def optimize(model: nn.Module, example_input: Tensor, backend: str = "auto", dty
     cuda_graphs: capture and replay each input shape as a CUDA graph (CUDA devices only).
     check_finite: raise ValueError on NaN/Inf input (costs a pass over the input; off by default).
     exact: direct convolution only. By default the cpu backend runs 3x3 stride-1 convs with >= 16 input
-        channels by Winograd F(4x4, 3x3): ~2.5x faster, rel-L2 error ~1e-6 per layer instead of ~1e-7.
+        channels by Winograd, F(6x6, 3x3) or F(4x4, 3x3) per conv by its output size
+        (cpu_winograd.f6_decision): ~2.5x faster, rel-L2 error ~1e-6 per layer instead of ~1e-7
+        (whole-model figures: docs/winograd.md).
     max_cached_shapes: how many input shapes keep their plan and activation arenas (least recently used
         dropped first); weights are shared by all shapes and never dropped.
     output_memory_format: "model" (default: the memory format the model returns for the same input:
