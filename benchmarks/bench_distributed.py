@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image
 
 from unet_fast.bench.machine import library_version, machine_record
-from unet_fast.bench.results import results_stem
+from unet_fast.bench.results import write_side_results
 from unet_fast.cli import main as cli_main
 from unet_fast.demo import bundled
 
@@ -285,25 +285,35 @@ def _in_process_ms(bodies: list[bytes], repeats: int, threads: int) -> dict[str,
         torch.set_num_threads(saved)
 
 
+def _png_bodies(size: int, n: int) -> list[bytes]:
+    """`n` random gray `size` x `size` PNGs (fixed seed)."""
+    rng = np.random.default_rng(0)
+    bodies = []
+    for _ in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(buf, format="PNG")
+        bodies.append(buf.getvalue())
+    return bodies
+
+
 def _serve_rows(requests: int, concurrency: int, cores: int) -> list[dict]:
     import ray
     from ray import serve
 
     from unet_fast.distributed.serve import APP_NAME, build_app
 
-    rng = np.random.default_rng(0)
-    bodies = []
-    for _ in range(32):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (128, 128), dtype=np.uint8)).save(buf, format="PNG")
-        bodies.append(buf.getvalue())
+    bodies = _png_bodies(128, 32)
     # (replicas, threads per replica, max batch, clients)
     configs = [(1, cores, 1, 1), (1, cores, 8, 1), (1, cores, 1, concurrency), (1, cores, 8, concurrency)]
     configs += [(cores, 1, 8, concurrency)] if cores > 1 else []
     # in process at 1 thread and at all cores: two OpenMP threads on two busy cores can be 20x slower than one
     # (measured here: 544 ms vs 22 ms for a 128 x 128 image), so the faster row is the baseline
-    rows = [{"bench": "in-process", "threads": t, "payload": "PNG 128x128 gray", **_in_process_ms(bodies, 30, t)}
-            for t in sorted({1, cores})]  # fmt: skip
+    rows = [{"bench": "in-process", "threads": t, "size": 128, "payload": "PNG 128x128 gray",
+             **_in_process_ms(bodies, 30, t)} for t in sorted({1, cores})]  # fmt: skip
+    # issue 29's second size: Segmenter.segment against the engine's whole-image call at 512 x 512
+    big = _png_bodies(512, 4)
+    rows += [{"bench": "in-process", "threads": t, "size": 512, "payload": "PNG 512x512 gray",
+              **_in_process_ms(big, 8, t)} for t in sorted({1, cores})]  # fmt: skip
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -389,7 +399,7 @@ def _markdown(doc: dict) -> str:
     if inproc:
         lines += ["## In process (the same request without the server; medians)", ""]
         for r in inproc:
-            lines += [f"- {r['threads']} thread(s): decode {r['decode']:.1f} ms + Segmenter.segment {r['segment']:.1f} ms "
+            lines += [f"- {r.get('size', 128)} x {r.get('size', 128)}, {r['threads']} thread(s): decode {r['decode']:.1f} ms + Segmenter.segment {r['segment']:.1f} ms "
                       f"({r['path']}) + PNG encode {r['encode']:.1f} ms = **{r['total']:.1f} ms**; the engine's "
                       f"whole-image call alone {r['engine']:.1f} ms (segment / engine = {r['segment'] / r['engine']:.2f}x)."]  # fmt: skip
         lines.append("")
@@ -398,7 +408,8 @@ def _markdown(doc: dict) -> str:
                   "| replicas x threads | max batch | clients | requests | p50 ms | p99 ms | requests/s | mean batch "
                   "| decode / queue / infer / encode ms | outside the replica ms | p50 over in-process ms |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-        base = min(r["total"] for r in inproc) if inproc else float("nan")
+        small = [r for r in inproc if r.get("size", 128) == 128]  # the served payload's size
+        base = min(r["total"] for r in small) if small else float("nan")
         for r in serve_rows:
             lines.append(f"| {r['replicas']} x {r['threads_per_replica']} | {r['max_batch']} | {r['concurrency']} "
                          f"| {r['requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:.1f} "
@@ -449,13 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"machine_name": args.machine_name, "machine": machine, "note": note, "ray": library_version("ray"),
            "command": "python benchmarks/bench_distributed.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "rows": rows}  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{results_stem(args.machine_name)}-distributed"
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(_markdown(doc) + "\n")
-    print(_markdown(doc))
-    print(f"wrote {stem}.json and .md", file=sys.stderr)
+    write_side_results(doc, _markdown(doc), args.out, args.machine_name, "distributed")
     return 0
 
 

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from unet_fast.bench.machine import load_average, machine_record
-from unet_fast.bench.results import results_stem
+from unet_fast.bench.results import write_side_results
 
 CHILD = r"""
 import json, os, sys, time
@@ -166,13 +166,7 @@ def main(argv: list[str] | None = None) -> int:
            "runs": runs, "load_min": min(loads) if loads else float("nan"),
            "load_max": max(loads) if loads else float("nan"),
            "command": "python benchmarks/bench_startup.py " + " ".join(sys.argv[1:] if argv is None else argv)}  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{results_stem(args.machine_name)}-startup{'' if args.workload == 'unet64-256' else '-' + args.workload}"
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(_markdown(doc) + "\n")
-    print(_markdown(doc))
-    print(f"wrote {stem}.json and .md", file=sys.stderr)
+    write_side_results(doc, _markdown(doc), args.out, args.machine_name, "startup" + ('' if args.workload == 'unet64-256' else '-' + args.workload))
     return 0
 
 

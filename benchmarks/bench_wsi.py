@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from unet_fast.bench.machine import library_version, machine_record
-from unet_fast.bench.results import results_stem
+from unet_fast.bench.results import write_side_results
 from unet_fast.demo import bundled
 from unet_fast.demo.synthetic_slide import synthetic_slide
 
@@ -206,13 +206,7 @@ def main(argv: list[str] | None = None) -> int:
            "tifffile": library_version("tifffile"), "monai": library_version("monai"),
            "command": "python benchmarks/bench_wsi.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "rows": rows}  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{results_stem(args.machine_name)}-wsi"
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(_markdown(doc) + "\n")
-    print(_markdown(doc))
-    print(f"wrote {stem}.json and .md", file=sys.stderr)
+    write_side_results(doc, _markdown(doc), args.out, args.machine_name, "wsi")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import sys
 from pathlib import Path
 
 SCHEMA = 1
@@ -309,6 +310,19 @@ def write_results(doc: dict, out_dir: Path, stem: str, plot: bool = True) -> dic
         if png is not None:
             paths["png"] = png
     return paths
+
+
+def write_side_results(doc: dict, markdown: str, out_dir: str | Path, machine_name: str, suffix: str) -> Path:
+    """A side benchmark's record (bench_wsi, bench_distributed, bench_startup): <machine>-<date>-<suffix>.json
+    and .md under out_dir; prints the markdown and where it went; returns the stem (no extension)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{results_stem(machine_name)}-{suffix}"
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown + "\n")
+    print(markdown)
+    print(f"wrote {stem}.json and .md", file=sys.stderr)
+    return stem
 
 
 def main(argv: list[str] | None = None) -> int:
