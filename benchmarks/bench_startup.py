@@ -122,8 +122,7 @@ def _markdown(doc: dict) -> str:
               "engine's build are in its first call; it compiles without the cache (the graph Dynamo hands over "
               "has no class source to key). ready + first = the time to the first output.", "",
               f"Load average (1 min) before the processes: {doc['load_min']:.2f}-{doc['load_max']:.2f} on "
-              f"{doc['machine']['cores']} cores: the machine was shared; the lead reruns the final figures on a quiet "
-              "machine."]  # fmt: skip
+              f"{doc['machine']['cores']} cores ({doc['note']})."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -251,7 +251,8 @@ def load(path: str | os.PathLike | bytes, device: str | torch.device | None = No
 
 def _load(path: str | os.PathLike | bytes, device: str | torch.device | None, *, model: nn.Module | None,
           verify: bool, config: EngineConfig | None = None, check_model: bool = True,
-          expect: dict[str, Any] | None = None) -> FusedUNet:  # fmt: skip
+          expect: dict[str, Any] | None = None, source: nn.Module | None = None) -> FusedUNet:  # fmt: skip
+    """`source`: the private copy of `model` when the caller made it already (the compile cache)."""
     t0 = time.perf_counter()
     raw = read_file(path, verify=verify)
     where = raw.path or "<bytes>"
@@ -267,12 +268,14 @@ def _load(path: str | os.PathLike | bytes, device: str | torch.device | None, *,
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError, GuardRejected) as e:
         raise EngineFileError(where, str(e)) from None
     eng = parts["engine"]
-    source = None
     if model is not None:
         check_eval_mode(model)
         if check_model:
             _check_model(model, h.get("model"), where)
-        source = copy.deepcopy(model).to("cpu").eval()
+        if source is None:
+            source = copy.deepcopy(model).to("cpu").eval()
+    else:
+        source = None
     dev = torch.device(device) if device is not None else torch.device(eng["device"])
     if dev.type == "cuda" and not torch.cuda.is_available():
         asked = f"device={str(device)!r} was asked" if device is not None else f"{where} was saved for {eng['device']}"
