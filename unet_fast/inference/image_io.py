@@ -450,7 +450,10 @@ def write_mask(mask: np.ndarray, palette: Sequence[Sequence[int]], path: str | P
     im = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask).tobytes())
     flat = [int(v) for colour in palette for v in colour]
     im.putpalette(flat + [0] * (768 - len(flat)))
-    im.save(path, optimize=True)
+    # zlib's default level, not Pillow's optimize=True: that tries every filter at level 9, 30x the time for 5%
+    # smaller files on a noisy 512 x 512 mask (663 ms against 21 ms; 7.4 against 1.8 ms on a smooth one), and
+    # `serve` encodes a mask per request
+    im.save(path, compress_level=6)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]],
@@ -471,4 +474,4 @@ def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]
 
 
 def write_rgb(rgb: np.ndarray, path: str | Path) -> None:
-    Image.fromarray(rgb).save(path, optimize=True)
+    Image.fromarray(rgb).save(path, compress_level=6)  # as write_mask
