@@ -378,6 +378,21 @@ def _as_hwc(array: np.ndarray, path: Path) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
+def as_model_image(image: np.ndarray, name: str | Path = "image") -> np.ndarray:
+    """An in-memory image as `read_image` returns one: [H, W, C] (C in 1..4; an [H, W] array is one channel)
+    in the unit range (integers divided by their dtype's maximum, bool 0 / 1, floats as given). float32
+    [H, W, C] passes through without a copy. ValueError naming the problem for any other shape or dtype, or
+    non-finite floats."""
+    array = _as_hwc(np.asarray(image), Path(str(name)))
+    if array.dtype == np.float32:
+        step = max(1, CHUNK_PIXELS // (array.shape[1] * array.shape[2]))  # row bands: no full-size temporary
+        for top in range(0, array.shape[0], step):
+            if not np.isfinite(array[top : top + step]).all():
+                raise ValueError(f"{name}: the image contains NaN or infinite values")
+        return array
+    return to_unit_range(array, name)
+
+
 def to_unit_range(array: np.ndarray, name: str | Path = "image") -> np.ndarray:
     """Integers -> divided by the dtype's maximum; bool -> 0/1; floats unchanged (must be finite)."""
     if array.dtype == np.bool_:

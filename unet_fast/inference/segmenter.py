@@ -29,7 +29,7 @@ from torch import Tensor
 from unet_fast.backends import BACKENDS
 from unet_fast.engine import optimize
 from unet_fast.inference.halo import TilingAnalysis
-from unet_fast.inference.image_io import match_channels, normalize
+from unet_fast.inference.image_io import as_model_image, match_channels, normalize
 from unet_fast.inference.masks import to_mask
 from unet_fast.inference.memory import ImageHeader, check_fits, engine_bytes, segmentation_bytes
 from unet_fast.inference.model_card import ModelCard, load_model
@@ -221,8 +221,10 @@ class Segmenter:
         check_fits(header, self.need_bytes(header, overlay), "segment", self.max_memory)
 
     def prepare(self, image: np.ndarray, name: str | Path = "image") -> Tensor:
-        """[H, W, C] unit-range image -> normalised [1, C, H, W] tensor for this model."""
-        x = match_channels(image, self.card.in_channels, name)
+        """An image ([H, W] or [H, W, C]; integers, bool or unit-range floats: `image_io.as_model_image`) ->
+        normalised [1, C, H, W] float32 tensor for this model. ValueError for another shape, dtype or channel
+        count."""
+        x = match_channels(as_model_image(image, name), self.card.in_channels, name)
         return torch.from_numpy(normalize(x, self.card.mean, self.card.std))[None]
 
     @torch.no_grad()
@@ -247,7 +249,8 @@ class Segmenter:
 
     def segment(self, image: np.ndarray, name: str | Path = "image",
                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:  # fmt: skip
-        """uint8 [H, W] mask for one [H, W, C] image, by the card's head (inference/masks.py): class indices
+        """uint8 [H, W] mask for one image ([H, W] or [H, W, C]: integers scaled by their dtype's maximum,
+        bool, or unit-range floats, as `read_image` returns), by the card's head (inference/masks.py): class indices
         (softmax / logits over >= 2 classes), 0 / 1 (one sigmoid or logit channel, > 0.5 / > 0), or a
         multi-label bit mask (sigmoid over 2..8 channels: bit k where p_k > 0.5)."""
         return to_mask(self.probabilities(image, name, progress), self.card)
