@@ -59,10 +59,7 @@ def _batch_rows(images: int, repeats: int, cores: int) -> list[dict]:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     try:
-        folder = tmp / "images"
-        folder.mkdir()
-        for i in range(images):
-            shutil.copy(bundled.DEMO_IMAGE, folder / f"img{i:04d}.png")
+        folder = _demo_images(tmp / "images", images)
         start = time.perf_counter()
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - start
@@ -111,6 +108,14 @@ def _batch_rows(images: int, repeats: int, cores: int) -> list[dict]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _demo_images(folder: Path, n: int) -> Path:
+    """`n` copies of the bundled demo image in a new `folder`."""
+    folder.mkdir()
+    for i in range(n):
+        shutil.copy(bundled.DEMO_IMAGE, folder / f"img{i:04d}.png")
+    return folder
+
+
 def _startup_model(name: str, folder: Path) -> tuple[Path, Path | None]:
     """(weights, card) of the model the start-up rows use: the bundled demo, or unet64 with lively weights."""
     if name == "demo":
@@ -141,10 +146,7 @@ def _startup_rows(images: int, repeats: int, cores: int, model: str) -> list[dic
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     try:
-        folder = tmp / "images"
-        folder.mkdir()
-        for i in range(images):
-            shutil.copy(bundled.DEMO_IMAGE, folder / f"img{i:04d}.png")
+        folder = _demo_images(tmp / "images", images)
         weights, card = _startup_model(model, tmp)
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
         runs: dict[bool, list[dict]] = {True: [], False: []}

@@ -31,6 +31,7 @@ import struct
 import sys
 import tempfile
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,16 @@ def _align(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
+
+def _padded(views: list[tuple[int, memoryview]]) -> Iterator[bytes | memoryview]:
+    """The data section's bytes in order: each storage's view at its offset, zeros in the alignment gaps."""
+    pos = 0
+    for off, mv in views:
+        if off > pos:
+            yield bytes(off - pos)
+        yield mv
+        pos = off + len(mv)
+
 def write_file(path: str | os.PathLike, header: dict[str, Any], storages: list[torch.Tensor]) -> str:
     """Write `header` (JSON-able; its "storages" entry is filled here: offset, nbytes, crc32 of each) and the
     bytes of `storages` (uint8 CPU tensors) to `path`, atomically: a temporary file in the same folder, fsync,
@@ -96,12 +107,8 @@ def write_file(path: str | os.PathLike, header: dict[str, Any], storages: list[t
         offset += len(mv)
     data_len = offset
     # the content hash covers the data exactly as written (padding included)
-    pos = 0
-    for off, mv in views:
-        if off > pos:
-            data_hash.update(bytes(off - pos))
-        data_hash.update(mv)
-        pos = off + len(mv)
+    for chunk in _padded(views):
+        data_hash.update(chunk)
     header = {**header, "storages": entries, "content_sha256": data_hash.hexdigest(), "data_length": data_len}
     blob = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     data_offset = _align(PREFIX_SIZE + len(blob), DATA_ALIGN)
@@ -114,12 +121,8 @@ def write_file(path: str | os.PathLike, header: dict[str, Any], storages: list[t
             f.write(prefix)
             f.write(blob)
             f.write(bytes(data_offset - PREFIX_SIZE - len(blob)))
-            pos = 0
-            for off, mv in views:
-                if off > pos:
-                    f.write(bytes(off - pos))
-                f.write(mv)
-                pos = off + len(mv)
+            for chunk in _padded(views):
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
