@@ -119,11 +119,11 @@ def test_readme_and_docs_show_what_the_commands_print() -> None:
     readme, demo_doc = (root / "README.md").read_text(), (root / "docs" / "demo.md").read_text()
     rows = [{"workload": "unet64-256", "input_shape": [1, 3, 256, 256], "dtype": "float32", "device": "cpu",
              "contender": c, "median_ms": ms, "parity_ok": True}
-            for c, ms in (("compile", 458.9), ("onnxruntime", 481.1), ("openvino", 480.5),
-                          ("unet_fast-cpu", 202.2))]  # fmt: skip
+            for c, ms in (("compile", 445.8), ("onnxruntime", 458.6), ("openvino", 466.2), ("mnn", 218.8),
+                          ("mnn-normal", 215.0), ("ncnn", 218.7), ("unet_fast-cpu", 156.6))]  # fmt: skip
     add_peer_ratios(rows)
     (line,) = peer_ratio_lines(rows)
-    assert line in readme and "| 459 | 481 | 481 | **202** | 0.44x |" in readme  # the table's own row
+    assert line in readme and "| 219 / 215 | 219 | **157** | **0.73x** MNN |" in readme  # the table's own row
     busy = LoadReport(2, 10.0, 2.4, 2.6, 1.4, [], True, ["x"]).warning_lines()
     assert busy[1].startswith("WARNING: BUSY MACHINE: ") and "`WARNING: BUSY MACHINE: ...`" in readme
     legend = format_legend(read_card(bundled.require(bundled.DEMO_WEIGHTS).with_suffix(".json")))
