@@ -10,45 +10,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from bad_inputs import KINDS, deny_reads, write_good
 from PIL import Image
+from tiny_unet import save_tiny_unet
 
-from unet_fast import UNet
 from unet_fast.cli import main
 from unet_fast.commands import EXIT_INPUTS_FAILED, EXIT_OK
 from unet_fast.inference.image_io import read_image
-from unet_fast.inference.model_card import ModelCard
 from unet_fast.inference.segmenter import Segmenter
 
-CONFIG = dict(in_channels=1, num_classes=3, base_channels=4, depth=2, norm="batch", upsample="transpose",
-              padding="same", head="softmax")  # fmt: skip
 BAD = ("a_bad", "m_bad", "z_bad")  # sorted first, in the middle, last
 GOOD = ("b_good", "n_good", "y_good")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: two OpenMP threads wait on each other (30-100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture
 def weights(tmp_path):
     """A random 3-class U-Net with lively BatchNorm statistics, saved as weights + card (patch 32)."""
-    model = UNet(**CONFIG).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 1.5)
-    torch.save(model.state_dict(), tmp_path / "tiny.pt")
-    ModelCard(config=CONFIG, mean=[0.4], std=[0.25], class_names=["bg", "a", "b"], patch_size=32).save(
-        tmp_path / "tiny.json"
-    )
-    return tmp_path / "tiny.pt"
+    return save_tiny_unet(tmp_path)
 
 
 def _inputs(tmp_path, kind: str, monkeypatch):

@@ -29,12 +29,7 @@ HEADS = [("softmax", 3), ("logits", 3), ("sigmoid", 1), ("logits", 1), ("sigmoid
 PATCH = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _model(head: str, k: int, seed: int = 0) -> tuple[UNet, ModelCard]:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_unet import CONFIG, save_tiny_unet
 
 from unet_fast import UNet
 from unet_fast.cli import main
@@ -14,22 +15,11 @@ from unet_fast.inference.model_card import ModelCard
 from unet_fast.inference.segmenter import Segmenter, make_runner
 from unet_fast.inference.sliding_window import sliding_window_inference
 
-CONFIG = dict(in_channels=1, num_classes=3, base_channels=4, depth=2, norm="batch", upsample="transpose",
-              padding="same", head="softmax")  # fmt: skip
-
 
 @pytest.fixture
 def tiny_model(tmp_path):
     """A random 3-class U-Net saved as weights + card (patch 32), and a folder with three images."""
-    model = UNet(**CONFIG).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 1.5)
-    torch.save(model.state_dict(), tmp_path / "tiny.pt")
-    ModelCard(config=CONFIG, mean=[0.4], std=[0.25], class_names=["bg", "a", "b"], patch_size=32).save(
-        tmp_path / "tiny.json"
-    )
+    save_tiny_unet(tmp_path)
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
