@@ -6,7 +6,8 @@ evaluation.
     python benchmarks/winograd_f6_accuracy.py [--size 32] [--seed 0]
 
 Points: F(4x4) 0, +-1, +-2, inf (the kernel's matrices, cpu_winograd.winograd_matrices, up to row scaling);
-F(6x6) 0, +-1, +-2, +-1/2, inf (the usual choice), and 0, +-1, +-2, 4, 1/2, inf for comparison. Matrices from the Cook-Toom construction (A^T and G from the points, B^T solved
+F(6x6) 0, +-1, +-2, +-1/2, inf (the usual choice), and 0, +-1, +-2, 4, 1/2, inf for comparison; with --f8, F(8x8)
+on 0, +-1, +-2, +-1/2 and +-4 or +-1/4, inf. Matrices from the Cook-Toom construction (A^T and G from the points, B^T solved
 exactly so that the 1-D algorithm is a correlation), checked to 1e-12 before use.
 """
 
@@ -84,6 +85,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=32, help="cap on H = W per layer (error is per pixel)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--f8", action="store_true", help="also F(8x8, 3x3) on two point sets (docs/peers.md, floor)"
+    )
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     h = Fraction(1, 2)
@@ -94,6 +98,11 @@ def main() -> None:
         "F6 0,+-1,+-2,4,1/2": (
             cook_toom([Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(4), h], 6), 6),
     }  # fmt: skip
+    if args.f8:
+        q = Fraction(1, 4)
+        base = [Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), h, -h]
+        sets["F8 0,+-1,+-2,+-1/2,+-4"] = (cook_toom([*base, Fraction(4), Fraction(-4)], 8), 8)
+        sets["F8 0,+-1,+-2,+-1/2,+-1/4"] = (cook_toom([*base, q, -q], 8), 8)
     print("| layer | HxW (capped) | Cin -> Cout | " + " | ".join(sets) + " | fp32 direct |")
     print("|---|---|---|" + "---|" * (len(sets) + 1))
     worst = dict.fromkeys(sets, 0.0)
