@@ -37,16 +37,19 @@ void winograd_conv3x3(const std::vector<ViewArgs>& views, int h, int w, int cin,
                       std::uintptr_t u_ptr, std::int64_t u_numel, std::uintptr_t bias_ptr,
                       const std::optional<DescArgs>& residual_desc, const DescArgs& out_desc,
                       const std::optional<DescArgs>& pool_desc, int act, float negative_slope, int num_threads,
-                      int isa, int tile_block, int cout_chunk, int tile) {
+                      int isa, int tile_block, int cout_chunk, int tile, int nr) {
   const CpuVariantOps& ops = cpu_variant(isa);  // checks isa
   UF_CHECK(!views.empty(), "at least one input view");
   UF_CHECK_POSITIVE(cin);
   UF_CHECK_POSITIVE(cout);
   UF_CHECK(pad == 0 || pad == 1, "padding must be 0 or 1, got " << pad);
   UF_CHECK(h > 0 && w > 0 && h + 2 * pad >= 3 && w + 2 * pad >= 3, "input " << h << "x" << w << " too small for a 3x3 conv");
-  const int nr = ops.winograd.nr;
+  if (nr == 0) nr = ops.winograd.nr;
+  UF_CHECK(nr == ops.winograd.nr || (nr == ops.lanes && cout <= ops.lanes),
+           "nr must be this variant's Winograd block of " << ops.winograd.nr << " or, for Cout <= " << ops.lanes
+           << ", one vector of " << ops.lanes << "; got " << nr << " for Cout " << cout);
   UF_CHECK(cout_pad % nr == 0 && cout_pad >= cout && cout_pad < cout + nr,
-           "cout_pad " << cout_pad << " must be " << cout << " rounded up to this variant's block of " << nr);
+           "cout_pad " << cout_pad << " must be " << cout << " rounded up to the block of " << nr);
   UF_CHECK(tile == 4 || tile == 6, "Winograd output tile must be 4 (F(4x4, 3x3)) or 6 (F(6x6, 3x3)), got " << tile);
   const long long points = static_cast<long long>(tile + 2) * (tile + 2);
   UF_CHECK_PTR(u_ptr);
@@ -64,6 +67,7 @@ void winograd_conv3x3(const std::vector<ViewArgs>& views, int h, int w, int cin,
   cv.cin = cin;
   cv.cout = cout;
   cv.cout_pad = cout_pad;
+  cv.nr = nr;
   cv.pad = pad;
   cv.tile = tile;
   cv.ho = h + 2 * pad - 2;
@@ -124,7 +128,8 @@ void def_winograd(py::module_& m, const char* name, const char* doc) {
   m.def(name, &winograd_conv3x3<T>, py::arg("views"), py::arg("h"), py::arg("w"), py::arg("cin"), py::arg("cout"),
         py::arg("cout_pad"), py::arg("pad"), py::arg("u_ptr"), py::arg("u_numel"), py::arg("bias_ptr"),
         py::arg("residual"), py::arg("out"), py::arg("pool_out"), py::arg("act"), py::arg("negative_slope"),
-        py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"), py::arg("cout_chunk"), py::arg("tile") = 4, doc);
+        py::arg("num_threads"), py::arg("isa"), py::arg("tile_block"), py::arg("cout_chunk"), py::arg("tile") = 4,
+        py::arg("nr") = 0, doc);
 }
 
 void register_winograd(py::module_& m) {

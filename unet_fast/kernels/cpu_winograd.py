@@ -80,7 +80,8 @@ IO_DTYPES = (torch.float32, torch.bfloat16)
 @dataclass(frozen=True)
 class WinogradWeight:
     """The transformed weight of F(tile x tile, 3x3) for CPU kernel variant `isa`: [(tile + 2)^2, ceil(Cout/nr),
-    Cin, nr] fp32 (Cout zero-padded; nr = the variant's Winograd block width), plus its OIHW shape, the dtype of
+    Cin, nr] fp32 (Cout zero-padded; nr = the variant's Winograd block width, or one vector for Cout <= one
+    vector: winograd_nr), plus its OIHW shape, the dtype of
     the activations it runs on (`io_dtype`: fp32, or bf16 with the weight rounded to bf16 before the
     transform) and the output tile edge (`tile`: 4 or 6). A plain dataclass of one tensor and ints / strings."""
 
@@ -102,14 +103,26 @@ class WinogradWeight:
         return (self.tile + 2) ** 2
 
 
+def winograd_nr(variant: cpu_isa.CpuVariant, out_channels: int) -> int:
+    """The block width (output channels per micro-GEMM column block, the packed weight's nr) of a Winograd conv
+    with `out_channels` on `variant`: one vector (`variant.lanes`) when Cout fits in one, else the variant's
+    Winograd block (`variant.winograd_nr`, two vectors on every variant). A head (Cout = classes) or a last
+    decoder stage (Cout 16 on smp's U-Net) padded to two vectors computed up to 2 x 16 / Cout times the outputs it
+    keeps; a one-vector block computes at most one vector per tile and point."""
+    if 0 < variant.lanes < variant.winograd_nr and out_channels <= variant.lanes:
+        return variant.lanes
+    return variant.winograd_nr
+
+
 def pack_winograd_weight(weight: Tensor, *, isa: str | None = None, io_dtype: torch.dtype = torch.float32,
-                         tile: int = 4) -> WinogradWeight:  # fmt: skip
+                         tile: int = 4, nr: int | None = None) -> WinogradWeight:  # fmt: skip
     """OIHW [Cout, Cin, 3, 3] -> WinogradWeight of F(tile x tile, 3x3) (tile 4 or 6) for variant `isa` (None:
     UNET_FAST_KERNELS cpu=, else the best runnable one) and activations of `io_dtype` (fp32 or bf16; bf16 rounds
-    the weight to bf16 first, so the conv is that of the bf16 weight the bf16 tile conv uses). Run once at
-    optimize time: U = G g G^T in float64, rounded once to fp32. Raises ValueError for a weight that is not a
-    floating-point OIHW 3x3 tensor, an io_dtype other than fp32 / bf16, a tile other than 4 / 6, or an isa this
-    CPU cannot run."""
+    the weight to bf16 first, so the conv is that of the bf16 weight the bf16 tile conv uses), in column blocks
+    of `nr` output channels (None: winograd_nr's rule; else the variant's Winograd block, or, for Cout <= one
+    vector, one vector). Run once at optimize time: U = G g G^T in float64, rounded once to fp32. Raises
+    ValueError for a weight that is not a floating-point OIHW 3x3 tensor, an io_dtype other than fp32 / bf16, a
+    tile other than 4 / 6, an nr the variant does not run for this Cout, or an isa this CPU cannot run."""
     if not isinstance(weight, Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
         shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
         raise ValueError(f"weight must be OIHW [Cout, Cin, 3, 3], got {shape}")
@@ -119,8 +132,11 @@ def pack_winograd_weight(weight: Tensor, *, isa: str | None = None, io_dtype: to
         raise ValueError(f"io_dtype must be torch.float32 or torch.bfloat16, got {io_dtype}")
     _, g, _ = winograd_matrices(tile=tile)
     variant = cpu_isa.choose(isa, what="Winograd")
-    nr = variant.winograd_nr
     cout, cin = weight.shape[:2]
+    nr = winograd_nr(variant, cout) if nr is None else nr
+    why = _nr_reason(variant, nr, cout)
+    if why:
+        raise ValueError(why)
     points = (tile + 2) ** 2
     w = weight.detach().cpu()
     w = w.to(torch.bfloat16) if io_dtype == torch.bfloat16 else w
@@ -129,6 +145,14 @@ def pack_winograd_weight(weight: Tensor, *, isa: str | None = None, io_dtype: to
     u = torch.nn.functional.pad(u, (0, cout_pad - cout))
     u = u.reshape(points, cin, cout_pad // nr, nr).permute(0, 2, 1, 3)
     return WinogradWeight(u.float().contiguous(), int(cout), int(cin), variant.name, nr, io_dtype, tile)
+
+
+def _nr_reason(variant: cpu_isa.CpuVariant, nr: int, out_channels: int) -> str:
+    """'' when variant runs column blocks of nr for a conv with out_channels, else why not."""
+    if nr == variant.winograd_nr or (nr == variant.lanes and out_channels <= variant.lanes):
+        return ""
+    return (f"nr {nr} is neither variant {variant.name!r}'s Winograd block of {variant.winograd_nr} nor, for "
+            f"Cout <= {variant.lanes}, one vector of {variant.lanes} (Cout {out_channels})")  # fmt: skip
 
 
 def _logical_shape(weight: Tensor | WinogradWeight | Sequence[int]) -> tuple[int, ...]:
@@ -272,10 +296,9 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
     if isa is not None and isa != packed.isa:
         raise ValueError(f"the weight was packed for isa {packed.isa!r}, not {isa!r}: repack it")
     variant = cpu_isa.choose(packed.isa, what="Winograd")
-    if variant.winograd_nr != packed.nr:
-        raise ValueError(
-            f"packed.nr {packed.nr} is not variant {packed.isa!r}'s block width {variant.winograd_nr}"
-        )
+    why = _nr_reason(variant, packed.nr, packed.out_channels)
+    if why:
+        raise ValueError(f"packed.nr: {why}")
     if packed.tile not in TILES:
         raise ValueError(f"packed.tile must be one of {TILES}, got {packed.tile}")
     expected = (packed.points, -(-packed.out_channels // packed.nr), packed.in_channels, packed.nr)
@@ -309,6 +332,7 @@ def conv3x3_winograd(inputs: Sequence[Tensor | InputView], packed: WinogradWeigh
         d.numel(), 0 if bias_c is None else bias_c.data_ptr(), None if residual is None else _desc(residual),
         _desc(geo.out), None if geo.pool_out is None else _desc(geo.pool_out), geo.act_index,
         float(negative_slope), num_threads(), variant.index, int(tile_block), int(cout_chunk), packed.tile,
+        packed.nr,
     )  # fmt: skip
     return geo.out
 

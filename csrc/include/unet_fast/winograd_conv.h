@@ -10,7 +10,9 @@
 // output tile Y, a = m + 2: F(4x4, 3x3) (m = 4, points 0, +-1, +-2) or F(6x6, 3x3) (m = 6, points 0, +-1, +-2,
 // +-1/2; winograd_kernels.h has the matrices). The weight side U = G g G^T is computed once, in float64, by
 // the Python launcher (unet_fast/kernels/cpu_winograd.py) and packed as U[p][cout/nr][cin][nr] for the a * a
-// points p = a * row + col, Cout zero-padded to a multiple of nr (the variant's Winograd block width).
+// points p = a * row + col, Cout zero-padded to a multiple of nr (the variant's Winograd block width, or one vector
+// for a conv with at most a vector of output channels: a head or a last decoder stage, which would otherwise compute
+// up to nr / Cout times the outputs it keeps).
 //
 // Every tensor arrives as a bounds-checked NHWC descriptor (cpu_tensor.h): the binding checks that each
 // view, out, residual and pool lies inside its storage and has the shape the conv implies.
@@ -40,6 +42,8 @@ struct WinoConvT {
   std::vector<WinoViewT<T>> views;
   int n, h, w;                       // batch, logical input size (the views' window size)
   int cin, cout, cout_pad;           // cout_pad: Cout rounded up to nr (the packed weight's layout)
+  int nr;                            // the packed weight's block width: the variant's Winograd nr, or one
+                                     // vector (lanes) for a conv with Cout <= lanes (cpu_winograd.winograd_nr)
   int pad;                           // 0 or 1 (same on all sides)
   int ho, wo;                        // output size
   int tile;                          // m: 4 (F(4x4, 3x3)) or 6 (F(6x6, 3x3))

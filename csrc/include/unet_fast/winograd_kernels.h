@@ -2,7 +2,8 @@
 // variant; every function below is a template over TM, and F(4x4) and F(6x6) share all but the transforms.
 //
 // No include guard on purpose: cpu_kernel_body.h includes this file inside each variant's namespace, after
-// the variant's `Vec`, its Winograd blocking (kWinoMR tiles x kWinoNR = kWinoNV vectors of output channels)
+// the variant's `Vec`, its Winograd blocking (kWinoMR tiles x kWinoNR = kWinoNV vectors of output channels;
+// NR = NV * kL below: kWinoNR, or one vector for a narrow conv)
 // and cpu_gemm_kernels.h (gemm_tile, load_n / store_n, epilogue_v). It includes nothing itself: the variant
 // file includes the standard headers and unet_fast/{winograd_conv,epilogue,resample}.h first.
 //
@@ -315,7 +316,7 @@ struct Plan {
   int t, tpad;       // tiles per block, rounded up to kWinoMR
   std::int64_t ldv;  // V row length: Cin rounded up to kL, + 16 floats where that is a multiple of 512
   std::int64_t vstride;  // floats between two points of V: tpad * ldv + kPointSkew
-  int nc;            // output channels per chunk (multiple of kWinoNR)
+  int nc;            // output channels per chunk (multiple of NR)
   bool shared;       // threads share one block and split its output channels (few tiles, big weights)
   int scratch;       // elements (of T) of bilinear scratch per thread
   int zeros;         // elements (of T) of the zero row the padding pixels point at: the widest view
@@ -345,9 +346,9 @@ inline std::int64_t m_stride(const Plan& pl, int nc) { return static_cast<std::i
 // share each block (input transform split by tiles, GEMMs split by output channels), so the weights are
 // read once per block instead of once per thread. F(6x6) keeps the same bytes of V per block (T scaled by
 // 36 / 64, i.e. about the same outputs per block) and the same weight threshold per point.
-template <int TM, typename T>
+template <int TM, int NV, typename T>
 inline Plan make_plan(const WinoConvT<T>& cv) {
-  constexpr int kP = WinoTile<TM>::kP;
+  constexpr int kP = WinoTile<TM>::kP, NR = NV * kL;
   Plan pl{};
   const int th = (cv.ho + TM - 1) / TM;
   pl.tiles_w = (cv.wo + TM - 1) / TM;
@@ -372,7 +373,7 @@ inline Plan make_plan(const WinoConvT<T>& cv) {
     }
   }
   std::int64_t nblocks = (pl.ntiles + t - 1) / t;
-  pl.shared = nthreads > 1 && cv.cout_pad >= kWinoNR * nthreads && (big || nblocks < 2 * nthreads);
+  pl.shared = nthreads > 1 && cv.cout_pad >= NR * nthreads && (big || nblocks < 2 * nthreads);
   if (cv.tile_block <= 0) {  // equal blocks, each a multiple of kWinoMR tiles
     t = round_up(static_cast<int>((pl.ntiles + nblocks - 1) / nblocks), kWinoMR);
     nblocks = (pl.ntiles + t - 1) / t;
@@ -385,11 +386,11 @@ inline Plan make_plan(const WinoConvT<T>& cv) {
   if (nc <= 0) {
     nc = big ? 256 : 64;
     if (pl.shared) {  // at least two chunks per thread, for the dynamic schedule to balance
-      const int per = round_up((cv.cout_pad + 2 * nthreads - 1) / (2 * nthreads), kWinoNR);
+      const int per = round_up((cv.cout_pad + 2 * nthreads - 1) / (2 * nthreads), NR);
       nc = per < nc ? per : nc;
     }
   }
-  nc = round_up(nc, kWinoNR);
+  nc = round_up(nc, NR);
   pl.nc = nc < cv.cout_pad ? nc : cv.cout_pad;
   pl.scratch = 0;
   pl.zeros = 0;
@@ -424,13 +425,13 @@ inline void input_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, 
   }
 }
 
-// The GEMMs of block b for output channel blocks [jb0, jb1) (kWinoNR channels each): M[p] = V[p] U[p].
-template <int TM, typename T>
+// The GEMMs of block b for output channel blocks [jb0, jb1) (NR channels each): M[p] = V[p] U[p].
+template <int TM, int NV, typename T>
 inline void gemm_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, const float* v, float* m, int jb0,
                        int jb1) {
-  constexpr int kP = WinoTile<TM>::kP;
-  const int nc = (jb1 - jb0) * kWinoNR;
-  const int njb = cv.cout_pad / kWinoNR;
+  constexpr int kP = WinoTile<TM>::kP, NR = NV * kL;
+  const int nc = (jb1 - jb0) * NR;
+  const int njb = cv.cout_pad / NR;
   const std::int64_t vstride = pl.vstride, mstride = m_stride(pl, nc);
   // Tiles of this block that exist: only their rows of M are computed (and read back by output_block).
   const int rows = static_cast<int>(pl.ntiles - b * pl.t < pl.t ? pl.ntiles - b * pl.t : pl.t);
@@ -441,23 +442,23 @@ inline void gemm_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, c
   for (int p = 0; p < kP; ++p) {
     const float* a = v + p * vstride;
     for (int jb = jb0; jb < jb1; ++jb) {
-      const float* u = cv.u + (static_cast<std::int64_t>(p) * njb + jb) * cv.cin * kWinoNR;
-      float* c = m + p * mstride + (jb - jb0) * kWinoNR;
+      const float* u = cv.u + (static_cast<std::int64_t>(p) * njb + jb) * cv.cin * NR;
+      float* c = m + p * mstride + (jb - jb0) * NR;
       int i = 0;
       for (; i + kWinoMR <= rows; i += kWinoMR) {
         const float* ai = a + i * pl.ldv;
         float* ci = c + i * nc;
-        gemm_tile<kWinoMR, kWinoNV>(ai, pl.ldv, u, ci, nc, kc < cv.cin ? kc : cv.cin);
+        gemm_tile<kWinoMR, NV>(ai, pl.ldv, u, ci, nc, kc < cv.cin ? kc : cv.cin);
         for (int k0 = kc; k0 < cv.cin; k0 += kc)
-          gemm_tile<kWinoMR, kWinoNV, true>(ai + k0, pl.ldv, u + k0 * kWinoNR, ci, nc,
+          gemm_tile<kWinoMR, NV, true>(ai + k0, pl.ldv, u + k0 * NR, ci, nc,
                                             cv.cin - k0 < kc ? cv.cin - k0 : kc);
       }
       if (i < rows) {
         const float* ai = a + i * pl.ldv;
         float* ci = c + i * nc;
-        gemm_rows<kWinoNV>(rows - i, ai, pl.ldv, u, ci, nc, kc < cv.cin ? kc : cv.cin);
+        gemm_rows<NV>(rows - i, ai, pl.ldv, u, ci, nc, kc < cv.cin ? kc : cv.cin);
         for (int k0 = kc; k0 < cv.cin; k0 += kc)
-          gemm_rows<kWinoNV, true>(rows - i, ai + k0, pl.ldv, u + k0 * kWinoNR, ci, nc,
+          gemm_rows<NV, true>(rows - i, ai + k0, pl.ldv, u + k0 * NR, ci, nc,
                                    cv.cin - k0 < kc ? cv.cin - k0 : kc);
       }
     }
@@ -465,12 +466,13 @@ inline void gemm_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, c
 }
 
 // The output transform and epilogue of block b for output channel blocks [jb0, jb1), from M.
-template <int TM, typename T>
+template <int TM, int NV, typename T>
 inline void output_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, const float* m, int jb0, int jb1) {
-  const int nc = (jb1 - jb0) * kWinoNR;
+  constexpr int NR = NV * kL;
+  const int nc = (jb1 - jb0) * NR;
   const std::int64_t mstride = m_stride(pl, nc);
-  const int c0 = jb0 * kWinoNR;
-  const int nvalid = (cv.cout < jb1 * kWinoNR ? cv.cout : jb1 * kWinoNR) - c0;
+  const int c0 = jb0 * NR;
+  const int nvalid = (cv.cout < jb1 * NR ? cv.cout : jb1 * NR) - c0;
   for (int t = 0; t < pl.t; ++t) {
     const std::int64_t g = b * pl.t + t;
     if (g >= pl.ntiles) break;
@@ -480,12 +482,12 @@ inline void output_block(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b,
   }
 }
 
-// GEMMs and output transform of block b for output channel blocks [jb0, jb1) (kWinoNR channels each).
-template <int TM, typename T>
+// GEMMs and output transform of block b for output channel blocks [jb0, jb1) (NR channels each).
+template <int TM, int NV, typename T>
 inline void gemm_output_chunk(const WinoConvT<T>& cv, const Plan& pl, std::int64_t b, const float* v, float* m,
                               int jb0, int jb1) {
-  gemm_block<TM>(cv, pl, b, v, m, jb0, jb1);
-  output_block<TM>(cv, pl, b, m, jb0, jb1);
+  gemm_block<TM, NV>(cv, pl, b, v, m, jb0, jb1);
+  output_block<TM, NV>(cv, pl, b, m, jb0, jb1);
 }
 
 // Scratch of n elements of E for the calling thread, kept between calls (Slot 0: V, 1: M, 2: bilinear
@@ -510,11 +512,11 @@ inline const E* zero_row(std::size_t n) {
   return buf.data();
 }
 
-template <int TM, typename T>
+template <int TM, int NV, typename T>
 inline void winograd_conv_tiles(const WinoConvT<T>& cv) {
-  constexpr int kP = WinoTile<TM>::kP;
-  const Plan pl = make_plan<TM>(cv);
-  const int njb = cv.cout_pad / kWinoNR, jchunk = pl.nc / kWinoNR;
+  constexpr int kP = WinoTile<TM>::kP, NR = NV * kL;
+  const Plan pl = make_plan<TM, NV>(cv);
+  const int njb = cv.cout_pad / NR, jchunk = pl.nc / NR;
   const int nchunks = (njb + jchunk - 1) / jchunk;
   const std::size_t vsize = static_cast<std::size_t>(kP) * pl.vstride;
   const std::size_t msize = static_cast<std::size_t>(kP) * m_stride(pl, pl.nc);
@@ -531,7 +533,7 @@ inline void winograd_conv_tiles(const WinoConvT<T>& cv) {
         input_block<TM>(cv, pl, b, 0, pl.tpad, v, scratch, zeros);
         for (int q = 0; q < nchunks; ++q) {
           const int jb0 = q * jchunk, jb1 = jb0 + jchunk < njb ? jb0 + jchunk : njb;
-          gemm_output_chunk<TM>(cv, pl, b, v, m, jb0, jb1);
+          gemm_output_chunk<TM, NV>(cv, pl, b, v, m, jb0, jb1);
         }
       }
     }
@@ -550,17 +552,21 @@ inline void winograd_conv_tiles(const WinoConvT<T>& cv) {
 #pragma omp for schedule(dynamic, 1)
       for (int q = 0; q < nchunks; ++q) {
         const int jb0 = q * jchunk, jb1 = jb0 + jchunk < njb ? jb0 + jchunk : njb;
-        gemm_output_chunk<TM>(cv, pl, b, v, m, jb0, jb1);
+        gemm_output_chunk<TM, NV>(cv, pl, b, v, m, jb0, jb1);
       }
     }
   }
 }
 
 // The variant's entry point (CpuVariantOps::winograd_conv / winograd_conv_bf16): F(cv.tile x cv.tile, 3x3).
+// Blocks of kWinoNV vectors of output channels, or of one vector for a conv with Cout <= kL (cv.nr == kL: the
+// launcher packs those so: cpu_winograd.winograd_nr), whose GEMMs would otherwise compute kWinoNV times the
+// channels they keep.
 template <typename T>
 inline void winograd_conv(const WinoConvT<T>& cv) {
+  const bool narrow = kWinoNV > 1 && cv.nr == kL;
   if (cv.tile == 6)
-    winograd_conv_tiles<6>(cv);
+    narrow ? winograd_conv_tiles<6, 1>(cv) : winograd_conv_tiles<6, kWinoNV>(cv);
   else
-    winograd_conv_tiles<4>(cv);
+    narrow ? winograd_conv_tiles<4, 1>(cv) : winograd_conv_tiles<4, kWinoNV>(cv);
 }

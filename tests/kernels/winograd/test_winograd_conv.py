@@ -298,3 +298,63 @@ def test_bad_arguments_raise_value_errors() -> None:
         conv3x3_winograd([x], WinogradWeight(packed.data, 6, 4, packed.isa, packed.nr, tile=5), padding=1)
     with pytest.raises(ValueError, match="pack_winograd_weight"):  # an F(4x4) layout labelled F(6x6)
         conv3x3_winograd([x], WinogradWeight(packed.data, 6, 4, packed.isa, packed.nr, tile=6), padding=1)
+
+
+def _variant(isa: str):
+    from unet_fast.kernels import cpu_isa
+
+    return next(v for v in cpu_isa.registry() if v.name == isa)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("isa", ISAS)
+def test_small_cout_runs_one_vector_blocks(isa: str, tile: int, dtype: torch.dtype) -> None:
+    """A conv with Cout <= one vector (a head, a last decoder stage) is packed in one-vector column blocks
+    (winograd_nr) instead of the variant's two-vector block, which computed up to 2 x lanes / Cout times the
+    outputs it keeps. Same sums in the same order: the narrow result equals the wide one bit for bit, fused
+    residual, pool and channel slots included, on fp32 and bf16 activations; and both match float64."""
+    from unet_fast.kernels.cpu_winograd import winograd_nr
+
+    v = _variant(isa)
+    lanes, wide = v.lanes, v.winograd_nr
+    n, h, w, cin = 2, 13, 11, 21
+    for cout in sorted({1, 2, lanes - 1, lanes, lanes + 1}):
+        expect_nr = lanes if cout <= lanes else wide
+        assert winograd_nr(v, cout) == expect_nr
+        wt, b = weight(cout, cin), torch.randn(cout)
+        x = torch.randn(n, h, w, cin).to(dtype)
+        res = torch.randn(n, h, w, cout + 3)[..., 1 : 1 + cout].to(dtype)
+        narrow = pack_winograd_weight(wt, isa=isa, tile=tile, io_dtype=dtype)
+        forced = pack_winograd_weight(wt, isa=isa, tile=tile, io_dtype=dtype, nr=wide)
+        assert narrow.nr == expect_nr and forced.nr == wide
+        assert tuple(narrow.data.shape) == ((tile + 2) ** 2, -(-cout // expect_nr), cin, expect_nr)
+        outs = []
+        for packed in (narrow, forced):
+            buf, out = ku.poisoned_slot((n, h, w, cout), before=3, after=5, dtype=dtype)
+            pbuf, pool = ku.poisoned_slot((n, h // 2, w // 2, cout), before=7, after=2, dtype=dtype)
+            conv3x3_winograd([x], packed, b, padding=1, act="relu", residual=res, out=out, pool_out=pool)
+            ku.assert_outside_untouched(buf, 3, 3 + cout, "the kernel wrote outside its channel slot")
+            ku.assert_outside_untouched(pbuf, 7, 7 + cout, "the kernel wrote outside its pool slot")
+            outs.append((out.clone(), pool.clone()))
+        what = f"{isa} F({tile}) {dtype} Cout {cout} (nr {expect_nr} vs {wide})"
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), what
+        if dtype == torch.float32:
+            ref = spec.conv2d([x.double()], wt.double(), b.double(), padding=1, act="relu", residual=res.double(),
+                              pool_out=(pool_ref := torch.empty(n, h // 2, w // 2, cout, dtype=torch.float64)))  # fmt: skip
+            assert_parity(outs[0][0], ref, what)
+            assert_parity(outs[0][1], pool_ref, what + " pool")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_block_width_other_than_the_variants_is_refused(isa: str) -> None:
+    v = _variant(isa)
+    wt = weight(v.lanes + 1, 8)
+    with pytest.raises(ValueError, match="one vector"):
+        pack_winograd_weight(wt, isa=isa, nr=v.lanes)  # Cout > one vector
+    with pytest.raises(ValueError, match="Winograd block"):
+        pack_winograd_weight(weight(4, 8), isa=isa, nr=v.lanes + 1)
+    packed = pack_winograd_weight(weight(4, 8), isa=isa)
+    bad = WinogradWeight(packed.data, 4, 8, packed.isa, 3, tile=packed.tile)  # a width the kernel does not run
+    with pytest.raises(ValueError, match=r"packed\.nr"):
+        conv3x3_winograd([torch.randn(1, 6, 6, 8)], bad, padding=1)
