@@ -127,14 +127,20 @@ def test_cpp_rechecks_winograd_views_out_residual_pool() -> None:
 
     y = torch.empty(1, 8, 8, 4)  # held in a name: the valid call writes into it
 
-    def call(view=None, out=None, residual=None, pool=None, u_numel=None):
+    def call(view=None, out=None, residual=None, pool=None, u_numel=None, nr=None):
         view = view or _desc(x)
         out = out or _desc(y)
         ext.winograd_conv3x3_f32([(view, 0, 8, 8, False, 0, 0)], 8, 8, 16, 4, cout_pad, 1, u.data_ptr(),
-                                 u_numel or u.numel(), 0, residual, out, pool, 0, 0.0, 1, isa, 0, 0)  # fmt: skip
+                                 u_numel or u.numel(), 0, residual, out, pool, 0, 0.0, 1, isa, 0, 0, packed.tile,
+                                 packed.nr if nr is None else nr)  # fmt: skip
 
     call()  # the valid call runs
     torch.testing.assert_close(y, spec.conv2d([x], wt, None, padding=1), atol=1e-4, rtol=1e-4)
+    # Cout 4 packs in one-vector blocks (cpu_winograd.winograd_nr); any other block width is refused
+    with pytest.raises(ValueError, match="nr must be this variant's Winograd block"):
+        call(nr=3)
+    with pytest.raises(ValueError, match=r"cout_pad \d+ must be 4 rounded up"):
+        call(nr=0)  # 0: the variant's two-vector block, which the one-vector cout_pad does not fit
     with pytest.raises(ValueError, match=r"views\[0\] addresses element .* storage holds"):
         call(view=_desc(x, extent=100))
     with pytest.raises(ValueError, match="out must be"):
