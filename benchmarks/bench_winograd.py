@@ -25,7 +25,13 @@ import torch.nn.functional as F
 
 from unet_fast.bench.machine import machine_record
 from unet_fast.kernels import spec
-from unet_fast.kernels.cpu_winograd import available_isas, conv3x3_winograd, pack_winograd_weight
+from unet_fast.kernels.cpu_winograd import (
+    available_isas,
+    conv3x3_winograd,
+    f6_decision,
+    pack_winograd_weight,
+    winograd_decision,
+)
 
 
 def unet_layers(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, int, list[int], int]]:
@@ -42,6 +48,15 @@ def unet_layers(size: int, base: int = 64, depth: int = 4) -> list[tuple[str, in
         c, hw = base << lvl, size >> lvl
         layers += [(f"dec{lvl}.conv1", hw, [c, c], c), (f"dec{lvl}.conv2", hw, [c], c)]
     return layers
+
+
+def engine_tile(hw: int, cin: int, cout: int) -> int:
+    """The output tile the cpu engine runs an H = W = hw same-padded 3x3 conv with: 0 where it is a direct conv
+    (cpu_winograd.winograd_decision: too few input channels), else 6 where f6_decision takes its output size,
+    else 4."""
+    if winograd_decision((cout, cin, 3, 3)):
+        return 0
+    return 4 if f6_decision((hw, hw)) else 6
 
 
 def rel_l2(got: torch.Tensor, ref: torch.Tensor) -> float:

@@ -5,7 +5,7 @@ choice (winograd_kernels.h make_plan), medians, the best setting per layer besid
     python benchmarks/bench_winograd_blocking.py [--size 256] [--threads 1] [--repeats 5]
         [--tile-blocks 0,8,12,16,24,32] [--cout-chunks 0,32,64,128] [--layers enc0.conv2,dec0.conv2]
 
-The layer's tile is the engine's (F(6x6) from 64 px up, else F(4x4): cpu_winograd.f6_decision). At 1 thread
+The layer's tile is the engine's (bench_winograd.engine_tile: F(6x6) from 64 px up, else F(4x4)). At 1 thread
 the clock is the calling thread's CPU time, else wall time. Settings alternate within each repeat, so load
 bursts hit them alike. Times in ms; the last column lists every setting as tile_block/cout_chunk:ms.
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_winograd import unet_layers
+from bench_winograd import engine_tile, unet_layers
 
-from unet_fast.kernels.cpu_winograd import conv3x3_winograd, f6_decision, pack_winograd_weight
+from unet_fast.kernels.cpu_winograd import conv3x3_winograd, pack_winograd_weight
 
 
 def ints(s: str) -> list[int]:
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, hw, cins, cout in unet_layers(args.size):
         cin = sum(cins)
-        if cin < 16 or (wanted and name not in wanted):  # the stem runs as a direct conv
+        tile = engine_tile(hw, cin, cout)
+        if not tile or (wanted and name not in wanted):  # the stem runs as a direct conv
             continue
-        tile = 4 if f6_decision((hw, hw)) else 6
         xs = [torch.randn(1, hw, hw, c, generator=g) for c in cins]  # NHWC views of a virtual concat
         w = torch.randn(cout, cin, 3, 3, generator=g) * (2 / (9 * cin)) ** 0.5
         packed = pack_winograd_weight(w, tile=tile)

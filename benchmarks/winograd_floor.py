@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,10 +39,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_winograd import unet_layers
+from bench_winograd import engine_tile, unet_layers
 
 from unet_fast.bench.machine import machine_record
-from unet_fast.kernels.cpu_winograd import f6_decision
 
 # UF_SKIP bits of the patched build: 2 input transform, 4 output transform (1: the GEMMs)
 SKIP_TRANSFORMS = "6"
@@ -52,10 +52,10 @@ def floor_ms(size: int, peak_gflops: float) -> dict[str, float]:
     wino = stem = 0.0
     for _name, hw, cins, cout in unet_layers(size):
         cin = sum(cins)
-        if cin < 16:  # the stem: the engine runs it as a direct conv (winograd_decision)
+        m = engine_tile(hw, cin, cout)
+        if not m:  # the stem: the engine runs it as a direct conv
             stem += hw * hw * 9 * cin * cout
             continue
-        m = 6 if not f6_decision((hw, hw)) else 4
         tiles = (-(-hw // m)) ** 2  # ceil(hw / m) squared
         wino += tiles * (m + 2) ** 2 * cin * cout
     transposed = sum((size >> (lvl + 1)) ** 2 * (128 << lvl) * 4 * (64 << lvl) for lvl in range(4))
@@ -88,11 +88,7 @@ def child(workload: str, repeats: int) -> None:
 
 
 def run_child(workload: str, repeats: int, skip: str | None) -> dict:
-    env = None
-    if skip is not None:
-        import os
-
-        env = dict(os.environ, UF_SKIP=skip)
+    env = None if skip is None else dict(os.environ, UF_SKIP=skip)
     r = subprocess.run([sys.executable, __file__, "--child", workload, "--repeats", str(repeats)],
                        capture_output=True, text=True, env=env, check=True)  # fmt: skip
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -119,9 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         size = int(workload.rsplit("-", 1)[1])
         model = floor_ms(size, args.peak)
         full = run_child(workload, args.repeats, None)
-        expected = ["cpu.conv2d.direct" if sum(c) < 16 else
-                    "cpu.conv2d.winograd6" if not f6_decision((hw, hw)) else "cpu.conv2d.winograd."
-                    for _n, hw, c, _o in unet_layers(size)]  # fmt: skip
+        prefix = {0: "cpu.conv2d.direct", 4: "cpu.conv2d.winograd.", 6: "cpu.conv2d.winograd6"}
+        expected = [prefix[engine_tile(hw, sum(c), o)] for _n, hw, c, o in unet_layers(size)]
         got = full["kernels"][: len(expected)]
         if len(got) != len(expected) or any(not k.startswith(e) for k, e in zip(got, expected, strict=True)):
             raise SystemExit(f"{workload}: the plan's conv kernels {got} are not the model's {expected}")

@@ -78,7 +78,6 @@ def _align(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-
 def _padded(views: list[tuple[int, memoryview]]) -> Iterator[bytes | memoryview]:
     """The data section's bytes in order: each storage's view at its offset, zeros in the alignment gaps."""
     pos = 0
@@ -87,6 +86,7 @@ def _padded(views: list[tuple[int, memoryview]]) -> Iterator[bytes | memoryview]
             yield bytes(off - pos)
         yield mv
         pos = off + len(mv)
+
 
 def write_file(path: str | os.PathLike, header: dict[str, Any], storages: list[torch.Tensor]) -> str:
     """Write `header` (JSON-able; its "storages" entry is filled here: offset, nbytes, crc32 of each) and the

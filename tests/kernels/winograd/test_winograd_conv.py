@@ -14,7 +14,7 @@ import kernel_testutil as ku
 import pytest
 import torch
 
-from unet_fast.kernels import spec
+from unet_fast.kernels import cpu_isa, spec
 from unet_fast.kernels.cpu_winograd import (
     TILES,
     WinogradWeight,
@@ -241,9 +241,7 @@ def test_env_var_forces_the_variant_at_pack_time(monkeypatch: pytest.MonkeyPatch
 def test_packed_layout_follows_the_variant(isa: str, tile: int) -> None:
     """Each variant packs U in blocks of its own micro-GEMM width, (tile + 2)^2 points; a weight runs only on its
     own variant."""
-    from unet_fast.kernels import cpu_isa
-
-    nr = next(v.winograd_nr for v in cpu_isa.registry() if v.name == isa)
+    nr = cpu_isa.variant(isa).winograd_nr
     packed = pack_winograd_weight(weight(37, 16), isa=isa, tile=tile)
     points = (tile + 2) ** 2
     assert packed.tile == tile and packed.points == points
@@ -300,12 +298,6 @@ def test_bad_arguments_raise_value_errors() -> None:
         conv3x3_winograd([x], WinogradWeight(packed.data, 6, 4, packed.isa, packed.nr, tile=6), padding=1)
 
 
-def _variant(isa: str):
-    from unet_fast.kernels import cpu_isa
-
-    return next(v for v in cpu_isa.registry() if v.name == isa)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("isa", ISAS)
@@ -316,7 +308,7 @@ def test_small_cout_runs_one_vector_blocks(isa: str, tile: int, dtype: torch.dty
     residual, pool and channel slots included, on fp32 and bf16 activations; and both match float64."""
     from unet_fast.kernels.cpu_winograd import winograd_nr
 
-    v = _variant(isa)
+    v = cpu_isa.variant(isa)
     lanes, wide = v.lanes, v.winograd_nr
     n, h, w, cin = 2, 13, 11, 21
     for cout in sorted({1, 2, lanes - 1, lanes, lanes + 1}):
@@ -348,7 +340,7 @@ def test_small_cout_runs_one_vector_blocks(isa: str, tile: int, dtype: torch.dty
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_block_width_other_than_the_variants_is_refused(isa: str) -> None:
-    v = _variant(isa)
+    v = cpu_isa.variant(isa)
     wt = weight(v.lanes + 1, 8)
     with pytest.raises(ValueError, match="one vector"):
         pack_winograd_weight(wt, isa=isa, nr=v.lanes)  # Cout > one vector
